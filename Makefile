@@ -1,0 +1,54 @@
+# Every target creates and fills .venv on first use: a fresh machine needs only Python 3.11.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTO_DIR := protos
+GEN_DIR := payments/amazonpay/v1
+
+.PHONY: run test lint fmt typecheck proto proto-check buf-lint venv emulator bench lock clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m service
+
+emulator: $(STAMP)
+	$(PY) -m emulator --host 127.0.0.1 --port 8480
+
+test: $(STAMP)
+	$(PY) scripts/run_tests.py $(PYTEST_ARGS)
+
+lint: $(STAMP) proto-check buf-lint
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+buf-lint: $(STAMP)
+	$(VENV)/bin/buf lint
+
+proto: $(STAMP)
+	$(PY) scripts/gen_protos.py
+
+proto-check: $(STAMP)
+	$(PY) scripts/gen_protos.py --check
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+lock: $(STAMP)
+	{ echo "# Exact versions every install uses (pip -c). Regenerate with: make lock"; \
+	  $(PY) -m pip freeze --exclude-editable; } > constraints.txt
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
