@@ -1,0 +1,1 @@
+"""Amazon Pay gRPC payment service: signs Amazon Pay API v2 calls and keeps a Postgres ledger."""

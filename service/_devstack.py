@@ -1,0 +1,104 @@
+"""The `make run` default: a local Amazon Pay emulator with a throwaway key, when no real
+credentials are configured. Never used when AMAZON_PAY_PUBLIC_KEY_ID is set."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+__all__ = ["DevAmazonPay", "DevEndpoint"]
+
+_log = logging.getLogger("service.devstack")
+
+
+@dataclass(frozen=True)
+class DevEndpoint:
+    endpoint: str
+    public_key_id: str
+    private_key_file: Path
+
+
+def _write_throwaway_key(directory: Path) -> tuple[str, Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private_path = directory / "dev-private-key.pem"
+    public_path = directory / "dev-public-key.pem"
+    private_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    private_path.chmod(0o600)
+    public_path.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return f"SANDBOX-DEV{secrets.token_hex(8).upper()}", private_path, public_path
+
+
+class DevAmazonPay:
+    """Runs `python -m emulator` as a child process on a free port."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._dir = data_dir
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def start(self, timeout_s: float = 30.0) -> DevEndpoint:
+        key_id, private_path, public_path = await asyncio.to_thread(
+            _write_throwaway_key, self._dir
+        )
+        ready = self._dir / "emulator-ready.json"
+        ready.unlink(missing_ok=True)
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "emulator",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--ready-file",
+            str(ready),
+            "--state-file",
+            str(self._dir / "emulator-state.json"),
+            "--key",
+            f"{key_id}={public_path}",
+            stdout=asyncio.subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not ready.exists() or not ready.read_text().strip():
+            if self._process.returncode is not None:
+                raise RuntimeError(f"emulator exited with code {self._process.returncode}")
+            if loop.time() > deadline:
+                raise TimeoutError("emulator did not become ready")
+            await asyncio.sleep(0.05)
+        info = json.loads(ready.read_text())
+        _log.info("development emulator started", extra={"url": info["url"]})
+        return DevEndpoint(info["url"], key_id, private_path)
+
+    async def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()

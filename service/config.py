@@ -1,0 +1,378 @@
+"""Typed, frozen settings read from environment variables (and an optional TOML file).
+
+Every setting has one environment variable. `SERVICE_CONFIG_FILE` may name a TOML file whose top-level
+keys are the same variable names; the environment wins over the file. Settings are validated once at
+start-up and a bad value raises `ConfigError` naming the variable and the rule it broke.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+__all__ = [
+    "REGION_ALIASES",
+    "AmazonPaySettings",
+    "ConfigError",
+    "DatabaseSettings",
+    "GrpcSettings",
+    "Settings",
+    "load_settings",
+    "parse_listen_address",
+]
+
+T = TypeVar("T")
+
+REGION_ALIASES: Mapping[str, str] = {
+    "na": "na",
+    "us": "na",
+    "eu": "eu",
+    "uk": "eu",
+    "de": "eu",
+    "jp": "jp",
+}
+
+_HOST_PORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]*):(?P<port>[0-9]{1,5})$")
+_PUBLIC_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_ALIAS = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the variable and the rule."""
+
+    def __init__(self, variable: str, rule: str) -> None:
+        super().__init__(f"{variable}: {rule}")
+        self.variable = variable
+        self.rule = rule
+
+
+def parse_listen_address(variable: str, value: str) -> tuple[str, int]:
+    """Split `host:port` (IPv6 in brackets); port 0 asks the OS for a free port."""
+    match = _HOST_PORT.match(value.strip())
+    if match is None:
+        raise ConfigError(variable, f"expected host:port (e.g. 127.0.0.1:50051), got {value!r}")
+    port = int(match["port"])
+    if port > 65535:
+        raise ConfigError(variable, f"port must be 0..65535, got {port}")
+    host = match["host"] or "0.0.0.0"  # noqa: S104 - an empty host explicitly means all interfaces
+    return host, port
+
+
+@dataclass(frozen=True)
+class GrpcSettings:
+    """How the gRPC server listens and behaves."""
+
+    listen: str = "127.0.0.1:50051"
+    """`GRPC_LISTEN`: host:port of the gRPC server; `0.0.0.0:50051` in a container."""
+
+    max_message_bytes: int = 4 * 1024 * 1024
+    """`GRPC_MAX_MESSAGE_BYTES`: largest request or response message accepted."""
+
+    keepalive_time_s: int = 30
+    """`GRPC_KEEPALIVE_TIME_S`: server pings idle connections this often, so dead peers are noticed."""
+
+    keepalive_timeout_s: int = 10
+    """`GRPC_KEEPALIVE_TIMEOUT_S`: a ping unanswered this long closes the connection."""
+
+    max_connection_age_s: int = 300
+    """`GRPC_MAX_CONNECTION_AGE_S`: connections are recycled so new replicas receive load."""
+
+    shutdown_grace_s: float = 20.0
+    """`SHUTDOWN_GRACE_S`: on SIGTERM, in-flight calls get this long to finish; keep it below the
+    pod's terminationGracePeriodSeconds."""
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return parse_listen_address("GRPC_LISTEN", self.listen)
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """Where the ledger lives."""
+
+    url: str | None = None
+    """`DATABASE_URL`: postgresql:// URL. Unset: an embedded PostgreSQL is started under
+    `EMBEDDED_POSTGRES_DIR` (development only)."""
+
+    pool_min_size: int = 2
+    """`DATABASE_POOL_MIN`: connections kept open per replica."""
+
+    pool_max_size: int = 10
+    """`DATABASE_POOL_MAX`: upper bound of connections per replica; size it against Postgres'
+    max_connections divided by the replica count."""
+
+    statement_timeout_ms: int = 10_000
+    """`DATABASE_STATEMENT_TIMEOUT_MS`: server-side cap for any single statement."""
+
+    embedded_dir: Path = Path(".data/postgres")
+    """`EMBEDDED_POSTGRES_DIR`: data directory of the embedded development database."""
+
+    migrate_on_start: bool = True
+    """`MIGRATE_ON_START`: apply pending migrations at start-up (safe with many replicas: an advisory
+    lock serializes them). Set false when a migration Job owns schema changes."""
+
+
+@dataclass(frozen=True)
+class AmazonPaySettings:
+    """The default merchant account and how to reach Amazon Pay."""
+
+    public_key_id: str | None = None
+    """`AMAZON_PAY_PUBLIC_KEY_ID`: the key id Seller Central issued (`SANDBOX-…`/`LIVE-…` or legacy)."""
+
+    private_key_file: Path | None = None
+    """`AMAZON_PAY_PRIVATE_KEY_FILE`: PEM file of the RSA private key (a mounted secret). Never logged."""
+
+    region: str = "na"
+    """`AMAZON_PAY_REGION`: na|eu|jp, or an alias us|uk|de."""
+
+    environment: str = "sandbox"
+    """`AMAZON_PAY_ENVIRONMENT`: sandbox or live. Live refuses to start without TLS unless
+    `ALLOW_INSECURE=1`."""
+
+    store_id: str | None = None
+    """`AMAZON_PAY_STORE_ID`: the Login with Amazon client id, used in button payloads."""
+
+    endpoint: str | None = None
+    """`AMAZON_PAY_ENDPOINT`: base URL override (http or https), e.g. the local emulator. Unset:
+    Amazon's regional host."""
+
+    ca_file: Path | None = None
+    """`AMAZON_PAY_CA_FILE`: extra CA bundle to trust for `AMAZON_PAY_ENDPOINT` (the emulator's CA)."""
+
+    merchant_alias: str = "default"
+    """`AMAZON_PAY_MERCHANT_ALIAS`: the name callers use in the `merchant` field for this account."""
+
+    @property
+    def configured(self) -> bool:
+        return self.public_key_id is not None and self.private_key_file is not None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads at start-up."""
+
+    grpc: GrpcSettings = field(default_factory=GrpcSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    amazon_pay: AmazonPaySettings = field(default_factory=AmazonPaySettings)
+
+    log_level: str = "INFO"
+    """`LOG_LEVEL`: DEBUG, INFO, WARNING or ERROR."""
+
+    allow_insecure: bool = False
+    """`ALLOW_INSECURE`: permit plaintext gRPC in live mode (only behind a mesh that adds TLS)."""
+
+    dev_emulator: bool = True
+    """`DEV_EMULATOR`: when no Amazon credentials are configured, start the local emulator with a
+    throwaway key (the `make run` default). Set false to refuse to start without credentials."""
+
+
+class _Reader:
+    """Reads raw strings from the environment, then the config file, recording the variable name."""
+
+    def __init__(self, env: Mapping[str, str], file_values: Mapping[str, object]) -> None:
+        self._env = env
+        self._file = file_values
+
+    def raw(self, name: str) -> str | None:
+        if name in self._env and self._env[name] != "":
+            return self._env[name]
+        value = self._file.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            return "1" if value else "0"
+        return str(value)
+
+    def get(self, name: str, parse: Callable[[str, str], T], default: T) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        return parse(name, value)
+
+
+def _str(_: str, value: str) -> str:
+    return value.strip()
+
+
+def _int_in(low: int, high: int) -> Callable[[str, str], int]:
+    def parse(name: str, value: str) -> int:
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise ConfigError(name, f"expected an integer, got {value!r}") from None
+        if not low <= number <= high:
+            raise ConfigError(name, f"must be between {low} and {high}, got {number}")
+        return number
+
+    return parse
+
+
+def _float_in(low: float, high: float) -> Callable[[str, str], float]:
+    def parse(name: str, value: str) -> float:
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ConfigError(name, f"expected a number, got {value!r}") from None
+        if not low <= number <= high:
+            raise ConfigError(name, f"must be between {low} and {high}, got {number}")
+        return number
+
+    return parse
+
+
+def _bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(name, f"expected true/false (1/0), got {value!r}")
+
+
+def _listen(name: str, value: str) -> str:
+    parse_listen_address(name, value)
+    return value.strip()
+
+
+def _database_url(name: str, value: str) -> str:
+    if not value.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(name, "must start with postgresql:// or postgres://")
+    return value
+
+
+def _region(name: str, value: str) -> str:
+    region = REGION_ALIASES.get(value.strip().lower())
+    if region is None:
+        raise ConfigError(name, f"must be one of {', '.join(sorted(REGION_ALIASES))}, got {value!r}")
+    return region
+
+
+def _environment(name: str, value: str) -> str:
+    lowered = value.strip().lower()
+    if lowered not in {"sandbox", "live"}:
+        raise ConfigError(name, f"must be sandbox or live, got {value!r}")
+    return lowered
+
+
+def _public_key_id(name: str, value: str) -> str:
+    if not _PUBLIC_KEY_ID.match(value.strip()):
+        raise ConfigError(name, "must be 1-128 characters of letters, digits, '-' or '_'")
+    return value.strip()
+
+
+def _readable_file(name: str, value: str) -> Path:
+    path = Path(value.strip())
+    if not path.is_file():
+        raise ConfigError(name, f"file {str(path)!r} does not exist or is not a regular file")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(name, f"file {str(path)!r} is not readable by this process")
+    return path
+
+
+def _path(_: str, value: str) -> Path:
+    return Path(value.strip())
+
+
+def _endpoint(name: str, value: str) -> str:
+    stripped = value.strip().rstrip("/")
+    if not re.match(r"^https?://[^/\s]+(/[^\s]*)?$", stripped):
+        raise ConfigError(name, f"must be an http:// or https:// URL, got {value!r}")
+    return stripped
+
+
+def _log_level(name: str, value: str) -> str:
+    upper = value.strip().upper()
+    if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError(name, f"must be DEBUG, INFO, WARNING or ERROR, got {value!r}")
+    return upper
+
+
+def _alias(name: str, value: str) -> str:
+    if not _ALIAS.match(value.strip()):
+        raise ConfigError(name, "must be 1-63 lower-case letters, digits, '-' or '_'")
+    return value.strip()
+
+
+def _load_file(env: Mapping[str, str]) -> dict[str, object]:
+    path = env.get("SERVICE_CONFIG_FILE")
+    if not path:
+        return {}
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError("SERVICE_CONFIG_FILE", f"file {path!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("SERVICE_CONFIG_FILE", f"not valid TOML: {exc}") from None
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build and validate settings; raises `ConfigError` on the first bad variable."""
+    source = os.environ if env is None else env
+    r = _Reader(source, _load_file(source))
+    grpc = GrpcSettings(
+        listen=r.get("GRPC_LISTEN", _listen, GrpcSettings.listen),
+        max_message_bytes=r.get(
+            "GRPC_MAX_MESSAGE_BYTES", _int_in(1024, 64 * 1024 * 1024), GrpcSettings.max_message_bytes
+        ),
+        keepalive_time_s=r.get("GRPC_KEEPALIVE_TIME_S", _int_in(1, 3600), 30),
+        keepalive_timeout_s=r.get("GRPC_KEEPALIVE_TIMEOUT_S", _int_in(1, 600), 10),
+        max_connection_age_s=r.get("GRPC_MAX_CONNECTION_AGE_S", _int_in(10, 86400), 300),
+        shutdown_grace_s=r.get("SHUTDOWN_GRACE_S", _float_in(0, 600), 20.0),
+    )
+    pool_min = r.get("DATABASE_POOL_MIN", _int_in(0, 1000), 2)
+    pool_max = r.get("DATABASE_POOL_MAX", _int_in(1, 1000), 10)
+    if pool_min > pool_max:
+        raise ConfigError(
+            "DATABASE_POOL_MIN", f"must not exceed DATABASE_POOL_MAX ({pool_min} > {pool_max})"
+        )
+    database = DatabaseSettings(
+        url=r.get("DATABASE_URL", _database_url, None),
+        pool_min_size=pool_min,
+        pool_max_size=pool_max,
+        statement_timeout_ms=r.get("DATABASE_STATEMENT_TIMEOUT_MS", _int_in(100, 3_600_000), 10_000),
+        embedded_dir=r.get("EMBEDDED_POSTGRES_DIR", _path, DatabaseSettings.embedded_dir),
+        migrate_on_start=r.get("MIGRATE_ON_START", _bool, True),
+    )
+    amazon = AmazonPaySettings(
+        public_key_id=r.get("AMAZON_PAY_PUBLIC_KEY_ID", _public_key_id, None),
+        private_key_file=r.get("AMAZON_PAY_PRIVATE_KEY_FILE", _readable_file, None),
+        region=r.get("AMAZON_PAY_REGION", _region, "na"),
+        environment=r.get("AMAZON_PAY_ENVIRONMENT", _environment, "sandbox"),
+        store_id=r.get("AMAZON_PAY_STORE_ID", _str, None),
+        endpoint=r.get("AMAZON_PAY_ENDPOINT", _endpoint, None),
+        ca_file=r.get("AMAZON_PAY_CA_FILE", _readable_file, None),
+        merchant_alias=r.get("AMAZON_PAY_MERCHANT_ALIAS", _alias, "default"),
+    )
+    if (amazon.public_key_id is None) != (amazon.private_key_file is None):
+        missing = "AMAZON_PAY_PRIVATE_KEY_FILE" if amazon.private_key_file is None else (
+            "AMAZON_PAY_PUBLIC_KEY_ID"
+        )
+        raise ConfigError(
+            missing, "AMAZON_PAY_PUBLIC_KEY_ID and AMAZON_PAY_PRIVATE_KEY_FILE must be set together"
+        )
+    settings = Settings(
+        grpc=grpc,
+        database=database,
+        amazon_pay=amazon,
+        log_level=r.get("LOG_LEVEL", _log_level, "INFO"),
+        allow_insecure=r.get("ALLOW_INSECURE", _bool, False),
+        dev_emulator=r.get("DEV_EMULATOR", _bool, True),
+    )
+    if amazon.environment == "live" and not settings.allow_insecure:
+        raise ConfigError(
+            "AMAZON_PAY_ENVIRONMENT",
+            "live mode needs gRPC TLS (GRPC_TLS_CERT_FILE/GRPC_TLS_KEY_FILE); set ALLOW_INSECURE=1 "
+            "only when a mesh terminates TLS in front of this service",
+        )
+    if not amazon.configured and not settings.dev_emulator:
+        raise ConfigError(
+            "AMAZON_PAY_PUBLIC_KEY_ID",
+            "no Amazon Pay credentials configured and DEV_EMULATOR is off",
+        )
+    return settings

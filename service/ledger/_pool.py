@@ -1,0 +1,53 @@
+"""The asyncpg pool every ledger query goes through."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from ._migrate import apply_migrations
+
+__all__ = ["Ledger"]
+
+
+class Ledger:
+    """Owns the connection pool; repositories borrow connections from it."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 10,
+        statement_timeout_ms: int = 10_000,
+    ) -> Ledger:
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            server_settings={
+                "statement_timeout": str(statement_timeout_ms),
+                "application_name": "amazonpay-service",
+                "timezone": "UTC",
+            },
+        )
+        return cls(pool)
+
+    async def migrate(self) -> list[int]:
+        async with self.pool.acquire() as conn:
+            return await apply_migrations(conn)
+
+    async def ping(self, timeout: float = 2.0) -> bool:
+        """True when Postgres answers a trivial query within `timeout` seconds."""
+        try:
+            async with self.pool.acquire(timeout=timeout) as conn:
+                await conn.fetchval("SELECT 1", timeout=timeout)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return False
+        return True
+
+    async def close(self) -> None:
+        await self.pool.close()

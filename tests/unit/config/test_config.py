@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from service.config import ConfigError, load_settings, parse_listen_address
+
+
+def test_defaults_need_no_environment() -> None:
+    settings = load_settings({})
+    assert settings.grpc.listen == "127.0.0.1:50051"
+    assert settings.database.url is None
+    assert settings.amazon_pay.region == "na"
+    assert settings.amazon_pay.environment == "sandbox"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "rule"),
+    [
+        ("GRPC_LISTEN", "localhost", "expected host:port"),
+        ("GRPC_LISTEN", "127.0.0.1:70000", "port must be 0..65535"),
+        ("DATABASE_URL", "mysql://x", "must start with postgresql://"),
+        ("DATABASE_POOL_MAX", "many", "expected an integer"),
+        ("DATABASE_POOL_MAX", "0", "must be between 1 and 1000"),
+        ("AMAZON_PAY_REGION", "mars", "must be one of"),
+        ("AMAZON_PAY_ENVIRONMENT", "prod", "must be sandbox or live"),
+        ("AMAZON_PAY_ENDPOINT", "ftp://x", "must be an http:// or https:// URL"),
+        ("AMAZON_PAY_CA_FILE", "/nonexistent/ca.pem", "does not exist"),
+        ("AMAZON_PAY_PUBLIC_KEY_ID", "bad key!", "letters, digits"),
+        ("LOG_LEVEL", "LOUD", "must be DEBUG"),
+        ("MIGRATE_ON_START", "perhaps", "expected true/false"),
+        ("SHUTDOWN_GRACE_S", "-1", "must be between"),
+    ],
+)
+def test_a_bad_variable_is_named_with_its_rule(variable: str, value: str, rule: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({variable: value})
+    assert caught.value.variable == variable
+    assert str(caught.value).startswith(f"{variable}: ")
+    assert rule in str(caught.value)
+
+
+def test_pool_min_above_max_names_pool_min() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"DATABASE_POOL_MIN": "20", "DATABASE_POOL_MAX": "5"})
+    assert caught.value.variable == "DATABASE_POOL_MIN"
+
+
+def test_key_id_without_key_file_names_the_missing_variable() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"AMAZON_PAY_PUBLIC_KEY_ID": "SANDBOX-ABC"})
+    assert caught.value.variable == "AMAZON_PAY_PRIVATE_KEY_FILE"
+
+
+def test_live_mode_refuses_plaintext_unless_allowed(tmp_path: Path) -> None:
+    key = tmp_path / "key.pem"
+    key.write_text("not parsed here")
+    env = {
+        "AMAZON_PAY_PUBLIC_KEY_ID": "LIVE-ABC",
+        "AMAZON_PAY_PRIVATE_KEY_FILE": str(key),
+        "AMAZON_PAY_ENVIRONMENT": "live",
+    }
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    assert caught.value.variable == "AMAZON_PAY_ENVIRONMENT"
+    assert load_settings({**env, "ALLOW_INSECURE": "1"}).allow_insecure
+
+
+@pytest.mark.parametrize(("alias", "region"), [("us", "na"), ("UK", "eu"), ("de", "eu"), ("jp", "jp")])
+def test_region_aliases_normalize(alias: str, region: str) -> None:
+    assert load_settings({"AMAZON_PAY_REGION": alias}).amazon_pay.region == region
+
+
+def test_config_file_values_apply_and_environment_wins(tmp_path: Path) -> None:
+    config = tmp_path / "service.toml"
+    config.write_text('GRPC_LISTEN = "0.0.0.0:6000"\nDATABASE_POOL_MAX = 7\nLOG_LEVEL = "DEBUG"\n')
+    settings = load_settings({"SERVICE_CONFIG_FILE": str(config), "LOG_LEVEL": "ERROR"})
+    assert settings.grpc.listen == "0.0.0.0:6000"
+    assert settings.database.pool_max_size == 7
+    assert settings.log_level == "ERROR"
+
+
+def test_invalid_config_file_is_named(tmp_path: Path) -> None:
+    config = tmp_path / "service.toml"
+    config.write_text("GRPC_LISTEN = ")
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"SERVICE_CONFIG_FILE": str(config)})
+    assert caught.value.variable == "SERVICE_CONFIG_FILE"
+
+
+@given(
+    host=st.sampled_from(["127.0.0.1", "0.0.0.0", "localhost", "[::1]", "svc-a.internal"]),
+    port=st.integers(min_value=0, max_value=65535),
+)
+def test_listen_address_round_trips(host: str, port: int) -> None:
+    assert parse_listen_address("GRPC_LISTEN", f"{host}:{port}") == (host, port)
+
+
+@given(st.text(max_size=30).filter(lambda s: ":" not in s))
+def test_listen_address_without_port_is_always_rejected(value: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_listen_address("GRPC_LISTEN", value)
