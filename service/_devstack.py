@@ -57,9 +57,7 @@ class DevAmazonPay:
         self._process: asyncio.subprocess.Process | None = None
 
     async def start(self, timeout_s: float = 30.0) -> DevEndpoint:
-        key_id, private_path, public_path = await asyncio.to_thread(
-            _write_throwaway_key, self._dir
-        )
+        key_id, private_path, public_path = await asyncio.to_thread(_write_throwaway_key, self._dir)
         ready = self._dir / "emulator-ready.json"
         ready.unlink(missing_ok=True)
         self._process = await asyncio.create_subprocess_exec(

@@ -248,7 +248,9 @@ def _database_url(name: str, value: str) -> str:
 def _region(name: str, value: str) -> str:
     region = REGION_ALIASES.get(value.strip().lower())
     if region is None:
-        raise ConfigError(name, f"must be one of {', '.join(sorted(REGION_ALIASES))}, got {value!r}")
+        raise ConfigError(
+            name, f"must be one of {', '.join(sorted(REGION_ALIASES))}, got {value!r}"
+        )
     return region
 
 
@@ -318,7 +320,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     grpc = GrpcSettings(
         listen=r.get("GRPC_LISTEN", _listen, GrpcSettings.listen),
         max_message_bytes=r.get(
-            "GRPC_MAX_MESSAGE_BYTES", _int_in(1024, 64 * 1024 * 1024), GrpcSettings.max_message_bytes
+            "GRPC_MAX_MESSAGE_BYTES",
+            _int_in(1024, 64 * 1024 * 1024),
+            GrpcSettings.max_message_bytes,
         ),
         keepalive_time_s=r.get("GRPC_KEEPALIVE_TIME_S", _int_in(1, 3600), 30),
         keepalive_timeout_s=r.get("GRPC_KEEPALIVE_TIMEOUT_S", _int_in(1, 600), 10),
@@ -335,7 +339,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         url=r.get("DATABASE_URL", _database_url, None),
         pool_min_size=pool_min,
         pool_max_size=pool_max,
-        statement_timeout_ms=r.get("DATABASE_STATEMENT_TIMEOUT_MS", _int_in(100, 3_600_000), 10_000),
+        statement_timeout_ms=r.get(
+            "DATABASE_STATEMENT_TIMEOUT_MS", _int_in(100, 3_600_000), 10_000
+        ),
         embedded_dir=r.get("EMBEDDED_POSTGRES_DIR", _path, DatabaseSettings.embedded_dir),
         migrate_on_start=r.get("MIGRATE_ON_START", _bool, True),
     )
@@ -350,8 +356,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         merchant_alias=r.get("AMAZON_PAY_MERCHANT_ALIAS", _alias, "default"),
     )
     if (amazon.public_key_id is None) != (amazon.private_key_file is None):
-        missing = "AMAZON_PAY_PRIVATE_KEY_FILE" if amazon.private_key_file is None else (
-            "AMAZON_PAY_PUBLIC_KEY_ID"
+        missing = (
+            "AMAZON_PAY_PRIVATE_KEY_FILE"
+            if amazon.private_key_file is None
+            else ("AMAZON_PAY_PUBLIC_KEY_ID")
         )
         raise ConfigError(
             missing, "AMAZON_PAY_PUBLIC_KEY_ID and AMAZON_PAY_PRIVATE_KEY_FILE must be set together"

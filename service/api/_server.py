@@ -9,7 +9,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ..config import GrpcSettings
+from service.config import GrpcSettings
+
 from ._registry import ServiceStub, discover_services
 
 __all__ = ["GrpcServer", "build_server"]
@@ -67,7 +68,7 @@ def server_options(settings: GrpcSettings) -> list[tuple[str, Any]]:
 def build_server(
     settings: GrpcSettings,
     servicers: Mapping[str, Any],
-    interceptors: list[grpc.aio.ServerInterceptor] | None = None,
+    interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] | None = None,
 ) -> GrpcServer:
     """Register `servicers` (by service name, e.g. "ChargeService"); the rest answer UNIMPLEMENTED."""
     services = discover_services()
@@ -78,7 +79,8 @@ def build_server(
     server = grpc.aio.server(interceptors=interceptors or [], options=server_options(settings))
     for service in services:
         service.add_to_server(servicers.get(service.name) or service.default_servicer(), server)
-    health_servicer = health.aio.HealthServicer()
+    # grpc-stubs predates the asyncio health servicer that grpc's examples use.
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [s.full_name for s in services]

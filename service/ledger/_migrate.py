@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 __all__ = ["Migration", "MigrationError", "apply_migrations", "load_migrations"]
 
@@ -52,7 +53,7 @@ def load_migrations() -> list[Migration]:
 
 
 async def apply_migrations(
-    conn: asyncpg.Connection, migrations: list[Migration] | None = None
+    conn: asyncpg.Connection | PoolConnectionProxy, migrations: list[Migration] | None = None
 ) -> list[int]:
     """Apply pending migrations, each in its own transaction; return the versions applied.
 

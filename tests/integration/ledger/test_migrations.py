@@ -101,9 +101,7 @@ async def test_events_refuse_update(ledger: Ledger) -> None:
     async with ledger.pool.acquire() as conn:
         event_id = await _insert_event(conn)
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
-            await conn.execute(
-                "UPDATE events SET state = 'Captured' WHERE event_id = $1", event_id
-            )
+            await conn.execute("UPDATE events SET state = 'Captured' WHERE event_id = $1", event_id)
         assert await conn.fetchval("SELECT state FROM events WHERE event_id = $1", event_id) == (
             "Authorized"
         )

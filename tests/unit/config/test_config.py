@@ -69,7 +69,9 @@ def test_live_mode_refuses_plaintext_unless_allowed(tmp_path: Path) -> None:
     assert load_settings({**env, "ALLOW_INSECURE": "1"}).allow_insecure
 
 
-@pytest.mark.parametrize(("alias", "region"), [("us", "na"), ("UK", "eu"), ("de", "eu"), ("jp", "jp")])
+@pytest.mark.parametrize(
+    ("alias", "region"), [("us", "na"), ("UK", "eu"), ("de", "eu"), ("jp", "jp")]
+)
 def test_region_aliases_normalize(alias: str, region: str) -> None:
     assert load_settings({"AMAZON_PAY_REGION": alias}).amazon_pay.region == region
 
