@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import json
+
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from ._migrate import apply_migrations
+from ._repository import Repository
 
 __all__ = ["Ledger"]
+
+
+async def _init_connection(conn: asyncpg.Connection | PoolConnectionProxy) -> None:
+    """jsonb columns travel as Python dicts."""
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
 
 
 class Ledger:
@@ -14,6 +26,7 @@ class Ledger:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        self.repository = Repository(pool)
 
     @classmethod
     async def connect(
@@ -33,6 +46,7 @@ class Ledger:
                 "application_name": "amazonpay-service",
                 "timezone": "UTC",
             },
+            init=_init_connection,
         )
         return cls(pool)
 

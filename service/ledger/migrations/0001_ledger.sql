@@ -13,11 +13,12 @@ CREATE TABLE objects (
     state                 text        NOT NULL,
     reason_code           text,
     is_final              boolean     NOT NULL DEFAULT false,
-    amount                numeric(20, 4),
+    amount                numeric,  -- unconstrained: keeps the scale Amazon sent ("14.00")
     currency_code         text,
     merchant_reference_id text,
     snapshot              jsonb       NOT NULL,
-    amazon_created_at     timestamptz,
+    -- Amazon's creationTimestamp when known, else when we first saw the object
+    created_at            timestamptz NOT NULL,
     amazon_expires_at     timestamptz,
     first_seen_at         timestamptz NOT NULL DEFAULT now(),
     updated_at            timestamptz NOT NULL DEFAULT now(),
@@ -30,7 +31,7 @@ CREATE TABLE objects (
     PRIMARY KEY (merchant, kind, object_id)
 );
 
-CREATE INDEX objects_list_idx ON objects (merchant, amazon_created_at DESC, kind, object_id);
+CREATE INDEX objects_list_idx ON objects (merchant, created_at DESC, kind, object_id);
 CREATE INDEX objects_charge_permission_idx ON objects (charge_permission_id) WHERE charge_permission_id IS NOT NULL;
 CREATE INDEX objects_merchant_reference_idx ON objects (merchant, merchant_reference_id)
     WHERE merchant_reference_id IS NOT NULL;
@@ -110,7 +111,9 @@ CREATE TABLE operations (
     amazon_idempotency_key text        NOT NULL,
     status                 text        NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
     request                jsonb       NOT NULL,
-    response               bytea,
+    -- Amazon's answer ({status, requestId, body}); the gRPC response is rebuilt from it, so a
+    -- replay is identical to the first answer
+    response               jsonb,
     error                  jsonb,
     object_kind            text,
     object_id              text,

@@ -1,0 +1,660 @@
+"""Every SQL statement over objects, events and operations.
+
+Write rules that make the ledger trustworthy:
+- An object's row and the event describing its change are written in one transaction, under the
+  row's lock, so concurrent observers (API call, poll, IPN) record each transition exactly once.
+- A final state is never replaced by a non-final one: a slow, stale read cannot roll history back.
+- Snapshots merge top-level fields, so Amazon's sparse answers (Complete, a canceled session) never
+  erase what an earlier full read recorded.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+__all__ = [
+    "EVENT_SOURCES",
+    "OBJECT_KINDS",
+    "Event",
+    "EventFilter",
+    "InvalidPageToken",
+    "ObjectFilter",
+    "ObjectRecord",
+    "Operation",
+    "OperationConflict",
+    "Page",
+    "Repository",
+    "StoredObject",
+]
+
+OBJECT_KINDS = ("checkout_session", "charge_permission", "charge", "refund")
+EVENT_SOURCES = ("api", "poll", "ipn", "recovery")
+
+Conn = asyncpg.Connection | PoolConnectionProxy
+T = TypeVar("T")
+
+
+class InvalidPageToken(ValueError):
+    """A page token that this query did not produce (tampered, or reused with other filters)."""
+
+
+class OperationConflict(Exception):
+    """The idempotency key was first used with a different request."""
+
+    def __init__(self, operation: Operation) -> None:
+        super().__init__(f"idempotency key already used for a different {operation.operation}")
+        self.operation = operation
+
+
+@dataclass(frozen=True)
+class ObjectRecord:
+    """What the ledger keeps of one Amazon object after one observation."""
+
+    merchant: str
+    kind: str
+    object_id: str
+    state: str
+    snapshot: Mapping[str, Any]
+    """Amazon's JSON for the object (camelCase), possibly sparse."""
+    reason_code: str | None = None
+    is_final: bool = False
+    checkout_session_id: str | None = None
+    charge_permission_id: str | None = None
+    charge_id: str | None = None
+    amount: str | None = None
+    currency_code: str | None = None
+    merchant_reference_id: str | None = None
+    created_at: datetime | None = None
+    amazon_expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    merchant: str
+    kind: str
+    object_id: str
+    state: str
+    reason_code: str | None
+    is_final: bool
+    snapshot: dict[str, Any]
+    checkout_session_id: str | None
+    charge_permission_id: str | None
+    charge_id: str | None
+    amount: str | None
+    currency_code: str | None
+    merchant_reference_id: str | None
+    created_at: datetime
+    amazon_expires_at: datetime | None
+    first_seen_at: datetime
+    updated_at: datetime
+    version: int
+
+
+@dataclass(frozen=True)
+class Event:
+    event_id: int
+    recorded_at: datetime
+    merchant: str
+    kind: str
+    object_id: str
+    charge_permission_id: str | None
+    state: str
+    reason_code: str | None
+    source: str
+    snapshot: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Operation:
+    merchant: str
+    operation: str
+    idempotency_key: str
+    request_hash: bytes
+    amazon_idempotency_key: str
+    status: str
+    request: dict[str, Any]
+    response: dict[str, Any] | None
+    error: dict[str, Any] | None
+    object_kind: str | None
+    object_id: str | None
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ObjectFilter:
+    merchant: str
+    kind: str | None = None
+    state: str | None = None
+    charge_permission_id: str | None = None
+    merchant_reference_id: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    merchant: str
+    kind: str | None = None
+    object_id: str | None = None
+    charge_permission_id: str | None = None
+    after_event_id: int = 0
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_page_token: str
+
+
+def _decimal_text(value: Decimal | None) -> str | None:
+    return None if value is None else format(value, "f")
+
+
+def _stored(row: asyncpg.Record) -> StoredObject:
+    amount: Decimal | None = row["amount"]
+    return StoredObject(
+        merchant=row["merchant"],
+        kind=row["kind"],
+        object_id=row["object_id"],
+        state=row["state"],
+        reason_code=row["reason_code"],
+        is_final=row["is_final"],
+        snapshot=row["snapshot"],
+        checkout_session_id=row["checkout_session_id"],
+        charge_permission_id=row["charge_permission_id"],
+        charge_id=row["charge_id"],
+        amount=_decimal_text(amount),
+        currency_code=row["currency_code"],
+        merchant_reference_id=row["merchant_reference_id"],
+        created_at=row["created_at"],
+        amazon_expires_at=row["amazon_expires_at"],
+        first_seen_at=row["first_seen_at"],
+        updated_at=row["updated_at"],
+        version=row["version"],
+    )
+
+
+def _event(row: asyncpg.Record) -> Event:
+    return Event(
+        event_id=row["event_id"],
+        recorded_at=row["recorded_at"],
+        merchant=row["merchant"],
+        kind=row["kind"],
+        object_id=row["object_id"],
+        charge_permission_id=row["charge_permission_id"],
+        state=row["state"],
+        reason_code=row["reason_code"],
+        source=row["source"],
+        snapshot=row["snapshot"],
+    )
+
+
+def _operation(row: asyncpg.Record) -> Operation:
+    return Operation(
+        merchant=row["merchant"],
+        operation=row["operation"],
+        idempotency_key=row["idempotency_key"],
+        request_hash=bytes(row["request_hash"]),
+        amazon_idempotency_key=row["amazon_idempotency_key"],
+        status=row["status"],
+        request=row["request"],
+        response=row["response"],
+        error=row["error"],
+        object_kind=row["object_kind"],
+        object_id=row["object_id"],
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _token_digest(parts: Sequence[object]) -> str:
+    return hashlib.sha256(repr(tuple(parts)).encode()).hexdigest()[:16]
+
+
+def _encode_token(position: Mapping[str, Any], filters: Sequence[object]) -> str:
+    data = {"p": position, "f": _token_digest(filters)}
+    return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode()
+
+
+def _decode_token(token: str, filters: Sequence[object]) -> dict[str, Any]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        position: dict[str, Any] = data["p"]
+        digest = data["f"]
+    except (ValueError, KeyError, TypeError):
+        raise InvalidPageToken("page_token is not a token this service issued") from None
+    if digest != _token_digest(filters):
+        raise InvalidPageToken("page_token was issued for different filters")
+    return position
+
+
+class Repository:
+    """The ledger's queries. Methods take the pool; none holds a connection between calls."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    # --- objects and events -------------------------------------------------------------------
+
+    async def record(
+        self, records: Sequence[ObjectRecord], source: str, *, timeout: float | None = None
+    ) -> list[Event]:
+        """Upsert objects and append an event for each that changed, in one transaction."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            return await self._record(conn, records, source, timeout)
+
+    async def _record(
+        self, conn: Conn, records: Sequence[ObjectRecord], source: str, timeout: float | None
+    ) -> list[Event]:
+        if source not in EVENT_SOURCES:
+            raise ValueError(f"unknown event source {source!r}")
+        events: list[Event] = []
+        for record in records:
+            event = await self._upsert(conn, record, source, timeout)
+            if event is not None:
+                events.append(event)
+        return events
+
+    async def _upsert(
+        self, conn: Conn, rec: ObjectRecord, source: str, timeout: float | None
+    ) -> Event | None:
+        current = await conn.fetchrow(
+            """
+            SELECT state, reason_code, is_final, snapshot FROM objects
+            WHERE merchant = $1 AND kind = $2 AND object_id = $3
+            FOR UPDATE
+            """,
+            rec.merchant,
+            rec.kind,
+            rec.object_id,
+            timeout=timeout,
+        )
+        if current is None:
+            snapshot: dict[str, Any] = dict(rec.snapshot)
+            await conn.execute(
+                """
+                INSERT INTO objects (merchant, kind, object_id, checkout_session_id,
+                    charge_permission_id, charge_id, state, reason_code, is_final, amount,
+                    currency_code, merchant_reference_id, snapshot, created_at, amazon_expires_at,
+                    next_poll_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::numeric, $11, $12, $13,
+                    coalesce($14, now()), $15, CASE WHEN $9 THEN NULL ELSE now() END)
+                """,
+                rec.merchant,
+                rec.kind,
+                rec.object_id,
+                rec.checkout_session_id,
+                rec.charge_permission_id,
+                rec.charge_id,
+                rec.state,
+                rec.reason_code,
+                rec.is_final,
+                rec.amount,
+                rec.currency_code,
+                rec.merchant_reference_id,
+                snapshot,
+                rec.created_at,
+                rec.amazon_expires_at,
+                timeout=timeout,
+            )
+        else:
+            if current["is_final"] and not rec.is_final:
+                return None
+            snapshot = {**current["snapshot"], **rec.snapshot}
+            unchanged = (
+                current["state"] == rec.state
+                and current["reason_code"] == rec.reason_code
+                and current["snapshot"] == snapshot
+            )
+            if unchanged:
+                return None
+            await conn.execute(
+                """
+                UPDATE objects SET
+                    checkout_session_id = coalesce($4, checkout_session_id),
+                    charge_permission_id = coalesce($5, charge_permission_id),
+                    charge_id = coalesce($6, charge_id),
+                    state = $7, reason_code = $8, is_final = $9,
+                    amount = coalesce($10::numeric, amount),
+                    currency_code = coalesce($11, currency_code),
+                    merchant_reference_id = coalesce($12, merchant_reference_id),
+                    snapshot = $13,
+                    created_at = coalesce($14, created_at),
+                    amazon_expires_at = coalesce($15, amazon_expires_at),
+                    updated_at = now(),
+                    version = version + 1,
+                    poll_attempts = CASE WHEN state = $7 THEN poll_attempts ELSE 0 END,
+                    next_poll_at = CASE WHEN $9 THEN NULL ELSE coalesce(next_poll_at, now()) END
+                WHERE merchant = $1 AND kind = $2 AND object_id = $3
+                """,
+                rec.merchant,
+                rec.kind,
+                rec.object_id,
+                rec.checkout_session_id,
+                rec.charge_permission_id,
+                rec.charge_id,
+                rec.state,
+                rec.reason_code,
+                rec.is_final,
+                rec.amount,
+                rec.currency_code,
+                rec.merchant_reference_id,
+                snapshot,
+                rec.created_at,
+                rec.amazon_expires_at,
+                timeout=timeout,
+            )
+        row = await conn.fetchrow(
+            """
+            INSERT INTO events (merchant, kind, object_id, charge_permission_id, state,
+                reason_code, source, snapshot)
+            VALUES ($1, $2, $3, coalesce($4, (SELECT charge_permission_id FROM objects
+                WHERE merchant = $1 AND kind = $2 AND object_id = $3)), $5, $6, $7, $8)
+            RETURNING *
+            """,
+            rec.merchant,
+            rec.kind,
+            rec.object_id,
+            rec.charge_permission_id,
+            rec.state,
+            rec.reason_code,
+            source,
+            snapshot,
+            timeout=timeout,
+        )
+        assert row is not None
+        return _event(row)
+
+    async def get_object(
+        self, merchant: str, kind: str, object_id: str, *, timeout: float | None = None
+    ) -> StoredObject | None:
+        row = await self._pool.fetchrow(
+            "SELECT * FROM objects WHERE merchant = $1 AND kind = $2 AND object_id = $3",
+            merchant,
+            kind,
+            object_id,
+            timeout=timeout,
+        )
+        return None if row is None else _stored(row)
+
+    async def list_objects(
+        self,
+        where: ObjectFilter,
+        *,
+        page_size: int,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> Page[StoredObject]:
+        """Newest first, keyset-paginated on (created_at, kind, object_id): stable under inserts."""
+        filters = [
+            where.merchant,
+            where.kind,
+            where.state,
+            where.charge_permission_id,
+            where.merchant_reference_id,
+            where.created_after,
+            where.created_before,
+        ]
+        after: tuple[datetime, str, str] | None = None
+        if page_token:
+            pos = _decode_token(page_token, filters)
+            try:
+                after = (datetime.fromisoformat(pos["c"]), str(pos["k"]), str(pos["i"]))
+            except (KeyError, ValueError):
+                raise InvalidPageToken("page_token is not a token this service issued") from None
+        rows = await self._pool.fetch(
+            """
+            SELECT * FROM objects
+            WHERE merchant = $1
+              AND ($2::text IS NULL OR kind = $2)
+              AND ($3::text IS NULL OR state = $3)
+              AND ($4::text IS NULL OR charge_permission_id = $4)
+              AND ($5::text IS NULL OR merchant_reference_id = $5)
+              AND ($6::timestamptz IS NULL OR created_at >= $6)
+              AND ($7::timestamptz IS NULL OR created_at < $7)
+              AND ($8::timestamptz IS NULL OR (created_at, kind, object_id) < ($8, $9, $10))
+            ORDER BY created_at DESC, kind DESC, object_id DESC
+            LIMIT $11
+            """,
+            *filters,
+            after[0] if after else None,
+            after[1] if after else None,
+            after[2] if after else None,
+            page_size + 1,
+            timeout=timeout,
+        )
+        items = [_stored(r) for r in rows[:page_size]]
+        token = ""
+        if len(rows) > page_size:
+            last = items[-1]
+            token = _encode_token(
+                {"c": last.created_at.isoformat(), "k": last.kind, "i": last.object_id}, filters
+            )
+        return Page(items, token)
+
+    async def list_events(
+        self,
+        where: EventFilter,
+        *,
+        page_size: int,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> Page[Event]:
+        """Oldest first by event id, so a reader can resume from the last id it saw."""
+        filters = [where.merchant, where.kind, where.object_id, where.charge_permission_id]
+        after = where.after_event_id
+        if page_token:
+            try:
+                after = max(after, int(_decode_token(page_token, filters)["e"]))
+            except (KeyError, ValueError, TypeError):
+                raise InvalidPageToken("page_token is not a token this service issued") from None
+        rows = await self._pool.fetch(
+            """
+            SELECT * FROM events
+            WHERE merchant = $1
+              AND ($2::text IS NULL OR kind = $2)
+              AND ($3::text IS NULL OR object_id = $3)
+              AND ($4::text IS NULL OR charge_permission_id = $4)
+              AND event_id > $5
+            ORDER BY event_id
+            LIMIT $6
+            """,
+            *filters,
+            after,
+            page_size + 1,
+            timeout=timeout,
+        )
+        items = [_event(r) for r in rows[:page_size]]
+        token = ""
+        if len(rows) > page_size:
+            token = _encode_token({"e": items[-1].event_id}, filters)
+        return Page(items, token)
+
+    async def object_events(
+        self, merchant: str, kind: str, object_id: str, *, timeout: float | None = None
+    ) -> list[Event]:
+        rows = await self._pool.fetch(
+            """
+            SELECT * FROM events WHERE merchant = $1 AND kind = $2 AND object_id = $3
+            ORDER BY event_id
+            """,
+            merchant,
+            kind,
+            object_id,
+            timeout=timeout,
+        )
+        return [_event(r) for r in rows]
+
+    # --- operations (idempotency records) ----------------------------------------------------
+
+    async def begin_operation(
+        self,
+        *,
+        merchant: str,
+        operation: str,
+        idempotency_key: str,
+        request_hash: bytes,
+        amazon_idempotency_key: str,
+        request: Mapping[str, Any],
+        timeout: float | None = None,
+    ) -> tuple[Operation, bool]:
+        """Insert a pending record, or return the existing one; `True` when this call created it.
+
+        Raises `OperationConflict` when the key was used for a different request: the unique key
+        makes this hold across replicas.
+        """
+        row = await self._pool.fetchrow(
+            """
+            INSERT INTO operations (merchant, operation, idempotency_key, request_hash,
+                amazon_idempotency_key, status, request)
+            VALUES ($1, $2, $3, $4, $5, 'pending', $6)
+            ON CONFLICT (merchant, operation, idempotency_key) DO NOTHING
+            RETURNING *
+            """,
+            merchant,
+            operation,
+            idempotency_key,
+            request_hash,
+            amazon_idempotency_key,
+            dict(request),
+            timeout=timeout,
+        )
+        if row is not None:
+            return _operation(row), True
+        existing = await self.get_operation(merchant, operation, idempotency_key, timeout=timeout)
+        assert existing is not None
+        if existing.request_hash != request_hash:
+            raise OperationConflict(existing)
+        return existing, False
+
+    async def get_operation(
+        self, merchant: str, operation: str, idempotency_key: str, *, timeout: float | None = None
+    ) -> Operation | None:
+        row = await self._pool.fetchrow(
+            """
+            SELECT * FROM operations
+            WHERE merchant = $1 AND operation = $2 AND idempotency_key = $3
+            """,
+            merchant,
+            operation,
+            idempotency_key,
+            timeout=timeout,
+        )
+        return None if row is None else _operation(row)
+
+    async def note_attempt(
+        self, merchant: str, operation: str, idempotency_key: str, *, timeout: float | None = None
+    ) -> None:
+        await self._pool.execute(
+            """
+            UPDATE operations SET attempts = attempts + 1, updated_at = now()
+            WHERE merchant = $1 AND operation = $2 AND idempotency_key = $3
+            """,
+            merchant,
+            operation,
+            idempotency_key,
+            timeout=timeout,
+        )
+
+    async def complete_operation(
+        self,
+        op: Operation,
+        *,
+        response: Mapping[str, Any],
+        records: Sequence[ObjectRecord],
+        source: str,
+        timeout: float | None = None,
+    ) -> tuple[Operation, list[Event]]:
+        """Store the response, upsert objects and append events in ONE transaction.
+
+        If another replica completed the same operation first, its stored response wins and no
+        second event is written.
+        """
+        primary = records[0] if records else None
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                """
+                UPDATE operations SET status = 'succeeded', response = $4, error = NULL,
+                    object_kind = $5, object_id = $6, updated_at = now()
+                WHERE merchant = $1 AND operation = $2 AND idempotency_key = $3
+                  AND status = 'pending'
+                RETURNING *
+                """,
+                op.merchant,
+                op.operation,
+                op.idempotency_key,
+                dict(response),
+                primary.kind if primary else None,
+                primary.object_id if primary else None,
+                timeout=timeout,
+            )
+            if row is None:
+                existing = await conn.fetchrow(
+                    """
+                    SELECT * FROM operations
+                    WHERE merchant = $1 AND operation = $2 AND idempotency_key = $3
+                    """,
+                    op.merchant,
+                    op.operation,
+                    op.idempotency_key,
+                    timeout=timeout,
+                )
+                assert existing is not None
+                return _operation(existing), []
+            events = await self._record(conn, records, source, timeout)
+            return _operation(row), events
+
+    async def fail_operation(
+        self, op: Operation, *, error: Mapping[str, Any], timeout: float | None = None
+    ) -> Operation:
+        """Record a definitive failure (Amazon will answer the same for this key forever)."""
+        row = await self._pool.fetchrow(
+            """
+            UPDATE operations SET status = 'failed', error = $4, updated_at = now()
+            WHERE merchant = $1 AND operation = $2 AND idempotency_key = $3
+              AND status = 'pending'
+            RETURNING *
+            """,
+            op.merchant,
+            op.operation,
+            op.idempotency_key,
+            dict(error),
+            timeout=timeout,
+        )
+        if row is None:
+            current = await self.get_operation(
+                op.merchant, op.operation, op.idempotency_key, timeout=timeout
+            )
+            assert current is not None
+            return current
+        return _operation(row)
+
+    async def pending_operations(
+        self, *, older_than_s: float, limit: int, timeout: float | None = None
+    ) -> list[Operation]:
+        """Pending operations untouched for `older_than_s`, oldest first (for re-driving)."""
+        rows = await self._pool.fetch(
+            """
+            SELECT * FROM operations
+            WHERE status = 'pending' AND updated_at < now() - make_interval(secs => $1)
+            ORDER BY updated_at
+            LIMIT $2
+            """,
+            older_than_s,
+            limit,
+            timeout=timeout,
+        )
+        return [_operation(r) for r in rows]

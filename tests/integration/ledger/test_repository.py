@@ -1,0 +1,226 @@
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from service.ledger import (
+    EventFilter,
+    InvalidPageToken,
+    Ledger,
+    ObjectFilter,
+    ObjectRecord,
+    OperationConflict,
+)
+
+CP = "S01-1234567-1234567"
+
+
+def charge(state: str, *, final: bool = False, **snapshot: object) -> ObjectRecord:
+    return ObjectRecord(
+        merchant="default",
+        kind="charge",
+        object_id=f"{CP}-C000001",
+        state=state,
+        is_final=final,
+        charge_permission_id=CP,
+        amount="14.00",
+        currency_code="USD",
+        snapshot={"chargeId": f"{CP}-C000001", "statusDetails": {"state": state}, **snapshot},
+    )
+
+
+async def test_a_new_object_and_each_change_append_exactly_one_event(ledger: Ledger) -> None:
+    repo = ledger.repository
+    assert len(await repo.record([charge("Authorized")], "api")) == 1
+    assert await repo.record([charge("Authorized")], "poll") == []
+    changed = await repo.record([charge("Captured", final=True)], "ipn")
+    assert [(e.state, e.source) for e in changed] == [("Captured", "ipn")]
+    stored = await repo.get_object("default", "charge", f"{CP}-C000001")
+    assert stored is not None
+    assert (stored.state, stored.is_final, stored.version, stored.amount) == (
+        "Captured",
+        True,
+        2,
+        "14.00",
+    )
+    events = await repo.object_events("default", "charge", f"{CP}-C000001")
+    assert [e.state for e in events] == ["Authorized", "Captured"]
+    assert all(e.charge_permission_id == CP for e in events)
+
+
+async def test_a_stale_non_final_read_never_rolls_back_a_final_state(ledger: Ledger) -> None:
+    repo = ledger.repository
+    await repo.record([charge("Captured", final=True)], "api")
+    assert await repo.record([charge("Authorized")], "poll") == []
+    stored = await repo.get_object("default", "charge", f"{CP}-C000001")
+    assert stored is not None
+    assert stored.state == "Captured"
+
+
+async def test_sparse_snapshots_merge_instead_of_erasing_fields(ledger: Ledger) -> None:
+    repo = ledger.repository
+    await repo.record([charge("Authorized", softDescriptor="SHOP")], "api")
+    await repo.record(
+        [
+            ObjectRecord(
+                merchant="default",
+                kind="charge",
+                object_id=f"{CP}-C000001",
+                state="Captured",
+                is_final=True,
+                snapshot={"statusDetails": {"state": "Captured"}},
+            )
+        ],
+        "poll",
+    )
+    stored = await repo.get_object("default", "charge", f"{CP}-C000001")
+    assert stored is not None
+    assert stored.snapshot["softDescriptor"] == "SHOP"
+    assert stored.snapshot["statusDetails"] == {"state": "Captured"}
+    assert stored.charge_permission_id == CP
+
+
+async def test_concurrent_observers_of_one_transition_record_one_event(ledger: Ledger) -> None:
+    repo = ledger.repository
+    await repo.record([charge("AuthorizationInitiated")], "api")
+    results = await asyncio.gather(
+        *(repo.record([charge("Authorized")], src) for src in ("poll", "ipn", "poll", "ipn"))
+    )
+    assert sum(len(r) for r in results) == 1
+
+
+async def test_an_operation_replays_and_rejects_a_different_request(ledger: Ledger) -> None:
+    repo = ledger.repository
+    args = {
+        "merchant": "default",
+        "operation": "CreateCharge",
+        "idempotency_key": "order-1",
+        "amazon_idempotency_key": "abc",
+        "request": {"chargeAmount": {"amount": "1.00", "currencyCode": "USD"}},
+    }
+    op, created = await repo.begin_operation(request_hash=b"h1", **args)
+    assert created
+    assert op.status == "pending"
+    again, created_again = await repo.begin_operation(request_hash=b"h1", **args)
+    assert not created_again
+    assert again.amazon_idempotency_key == "abc"
+    with pytest.raises(OperationConflict):
+        await repo.begin_operation(request_hash=b"h2", **args)
+
+
+async def test_completing_an_operation_writes_response_object_and_event_together(
+    ledger: Ledger,
+) -> None:
+    repo = ledger.repository
+    op, _ = await repo.begin_operation(
+        merchant="default",
+        operation="CreateCharge",
+        idempotency_key="order-2",
+        request_hash=b"h",
+        amazon_idempotency_key="k",
+        request={},
+    )
+    response = {"status": 201, "requestId": "r-1", "body": {"chargeId": f"{CP}-C000001"}}
+    done, events = await repo.complete_operation(
+        op, response=response, records=[charge("Captured", final=True)], source="api"
+    )
+    assert done.status == "succeeded"
+    assert done.response == response
+    assert (done.object_kind, done.object_id) == ("charge", f"{CP}-C000001")
+    assert len(events) == 1
+    # A second completion (another replica, a re-drive) keeps the first answer, adds no event.
+    second, more = await repo.complete_operation(
+        op,
+        response={"status": 201, "body": {}},
+        records=[charge("Captured", final=True)],
+        source="recovery",
+    )
+    assert second.response == response
+    assert more == []
+
+
+async def test_a_failed_operation_keeps_its_error(ledger: Ledger) -> None:
+    repo = ledger.repository
+    op, _ = await repo.begin_operation(
+        merchant="default",
+        operation="CreateCharge",
+        idempotency_key="order-3",
+        request_hash=b"h",
+        amazon_idempotency_key="k3",
+        request={},
+    )
+    failed = await repo.fail_operation(op, error={"httpStatus": 422, "reasonCode": "HardDeclined"})
+    assert failed.status == "failed"
+    assert failed.error == {"httpStatus": 422, "reasonCode": "HardDeclined"}
+    assert await repo.pending_operations(older_than_s=0, limit=10) == []
+
+
+async def test_listing_pages_are_stable_while_new_objects_arrive(ledger: Ledger) -> None:
+    repo = ledger.repository
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def refund(i: int) -> ObjectRecord:
+        return ObjectRecord(
+            merchant="default",
+            kind="refund",
+            object_id=f"{CP}-R{i:06d}",
+            state="Refunded",
+            is_final=True,
+            charge_permission_id=CP,
+            created_at=base + timedelta(minutes=i % 7),
+            snapshot={"refundId": f"{CP}-R{i:06d}"},
+        )
+
+    await repo.record([refund(i) for i in range(25)], "api")
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = await repo.list_objects(
+            ObjectFilter(merchant="default", kind="refund"), page_size=10, page_token=token
+        )
+        seen.extend(o.object_id for o in page.items)
+        await repo.record([refund(100 + len(seen))], "api")
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(seen) == len(set(seen))
+    assert {f"{CP}-R{i:06d}" for i in range(25)} <= set(seen)
+
+
+async def test_a_page_token_only_works_with_its_own_filters(ledger: Ledger) -> None:
+    repo = ledger.repository
+    await repo.record([charge("Authorized"), charge("Authorized")], "api")
+    for i in range(3):
+        await repo.record(
+            [ObjectRecord("default", "refund", f"R{i}", "Refunded", {"refundId": f"R{i}"})], "api"
+        )
+    page = await repo.list_objects(ObjectFilter(merchant="default"), page_size=1)
+    assert page.next_page_token
+    with pytest.raises(InvalidPageToken, match="different filters"):
+        await repo.list_objects(
+            ObjectFilter(merchant="default", kind="refund"),
+            page_size=1,
+            page_token=page.next_page_token,
+        )
+    with pytest.raises(InvalidPageToken):
+        await repo.list_objects(ObjectFilter(merchant="default"), page_size=1, page_token="garbage")
+
+
+async def test_events_resume_after_an_event_id(ledger: Ledger) -> None:
+    repo = ledger.repository
+    first = await repo.record([charge("AuthorizationInitiated")], "api")
+    await repo.record([charge("Authorized")], "poll")
+    await repo.record([charge("Captured", final=True)], "api")
+    page = await repo.list_events(
+        EventFilter(merchant="default", after_event_id=first[0].event_id), page_size=1
+    )
+    assert [e.state for e in page.items] == ["Authorized"]
+    rest = await repo.list_events(
+        EventFilter(merchant="default", after_event_id=first[0].event_id),
+        page_size=10,
+        page_token=page.next_page_token,
+    )
+    assert [e.state for e in rest.items] == ["Captured"]
+    assert rest.next_page_token == ""
