@@ -187,8 +187,8 @@ def print_drift(drift: Drift, expected_root: Path) -> None:
     print(f"{total} file(s) differ. Run `make proto` and commit the result.", file=sys.stderr)
 
 
-def sync(expected_root: Path) -> list[Path]:
-    """Make the committed tree equal to the generated one; return the paths touched."""
+def sync(expected_root: Path) -> Drift:
+    """Make the committed tree equal to the generated one; return what was changed."""
     drift = compare(expected_root, REPO_ROOT)
     for rel in [*drift.missing, *drift.changed]:
         target = REPO_ROOT / rel
@@ -196,7 +196,7 @@ def sync(expected_root: Path) -> list[Path]:
         shutil.copyfile(expected_root / rel, target)
     for rel in drift.stale:
         (REPO_ROOT / rel).unlink()
-    return [*drift.missing, *drift.changed, *drift.stale]
+    return drift
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -219,11 +219,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             count = len(managed_files(expected_root))
             print(f"gen_protos --check: {count} generated files up to date.")
             return 0
-        touched = sync(expected_root)
-    if touched:
-        for rel in touched:
-            print(f"updated {rel.as_posix()}")
-    else:
+        drift = sync(expected_root)
+    for rel in drift.missing:
+        print(f"created {rel.as_posix()}")
+    for rel in drift.changed:
+        print(f"updated {rel.as_posix()}")
+    for rel in drift.stale:
+        print(f"removed {rel.as_posix()}")
+    if not drift:
         print("gen_protos: stubs already up to date.")
     return 0
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,payments/amazonpay/v1/delivery_tracker.proto\x12\x15payments.amazonpay.v1\"?\n\x0e\x44\x65liveryDetail\x12\x17\n\x0ftracking_number\x18\x01 \x01(\t\x12\x14\n\x0c\x63\x61rrier_code\x18\x02 \x01(\t\"\x93\x01\n\x0f\x44\x65liveryTracker\x12!\n\x19\x61mazon_order_reference_id\x18\x01 \x01(\t\x12\x1c\n\x14\x63harge_permission_id\x18\x02 \x01(\t\x12?\n\x10\x64\x65livery_details\x18\x03 \x03(\x0b\x32%.payments.amazonpay.v1.DeliveryDetail\"\xd8\x01\n\x1c\x43reateDeliveryTrackerRequest\x12\x10\n\x08merchant\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12#\n\x19\x61mazon_order_reference_id\x18\x03 \x01(\tH\x00\x12\x1e\n\x14\x63harge_permission_id\x18\x04 \x01(\tH\x00\x12?\n\x10\x64\x65livery_details\x18\x05 \x03(\x0b\x32%.payments.amazonpay.v1.DeliveryDetailB\x07\n\x05order\"\x97\x01\n\x1d\x43reateDeliveryTrackerResponse\x12@\n\x10\x64\x65livery_tracker\x18\x01 \x01(\x0b\x32&.payments.amazonpay.v1.DeliveryTracker\x12\x19\n\x11\x61mazon_request_id\x18\x02 \x01(\t\x12\x19\n\x11idempotent_replay\x18\x03 \x01(\x08\x32\x9d\x01\n\x16\x44\x65liveryTrackerService\x12\x82\x01\n\x15\x43reateDeliveryTracker\x12\x33.payments.amazonpay.v1.CreateDeliveryTrackerRequest\x1a\x34.payments.amazonpay.v1.CreateDeliveryTrackerResponseB\xc4\x01\n\x19\x63om.payments.amazonpay.v1B\x14\x44\x65liveryTrackerProtoP\x01Z?amazonpay-grpc-service/gen/go/payments/amazonpay/v1;amazonpayv1\xa2\x02\x03PAX\xaa\x02\x15Payments.AmazonPay.V1\xca\x02\x15Payments\\AmazonPay\\V1\xea\x02\x17Payments::AmazonPay::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,payments/amazonpay/v1/delivery_tracker.proto\x12\x15payments.amazonpay.v1\"?\n\x0e\x44\x65liveryDetail\x12\x17\n\x0ftracking_number\x18\x01 \x01(\t\x12\x14\n\x0c\x63\x61rrier_code\x18\x02 \x01(\t\"\x93\x01\n\x0f\x44\x65liveryTracker\x12!\n\x19\x61mazon_order_reference_id\x18\x01 \x01(\t\x12\x1c\n\x14\x63harge_permission_id\x18\x02 \x01(\t\x12?\n\x10\x64\x65livery_details\x18\x03 \x03(\x0b\x32%.payments.amazonpay.v1.DeliveryDetail\"\xf9\x01\n\x1c\x43reateDeliveryTrackerRequest\x12\x10\n\x08merchant\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12#\n\x19\x61mazon_order_reference_id\x18\x03 \x01(\tH\x00\x12\x1e\n\x14\x63harge_permission_id\x18\x04 \x01(\tH\x00\x12?\n\x10\x64\x65livery_details\x18\x05 \x03(\x0b\x32%.payments.amazonpay.v1.DeliveryDetail\x12\x1f\n\x17sandbox_simulation_code\x18\x06 \x01(\tB\x07\n\x05order\"\x97\x01\n\x1d\x43reateDeliveryTrackerResponse\x12@\n\x10\x64\x65livery_tracker\x18\x01 \x01(\x0b\x32&.payments.amazonpay.v1.DeliveryTracker\x12\x19\n\x11\x61mazon_request_id\x18\x02 \x01(\t\x12\x19\n\x11idempotent_replay\x18\x03 \x01(\x08\x32\x9d\x01\n\x16\x44\x65liveryTrackerService\x12\x82\x01\n\x15\x43reateDeliveryTracker\x12\x33.payments.amazonpay.v1.CreateDeliveryTrackerRequest\x1a\x34.payments.amazonpay.v1.CreateDeliveryTrackerResponseB\xc4\x01\n\x19\x63om.payments.amazonpay.v1B\x14\x44\x65liveryTrackerProtoP\x01Z?amazonpay-grpc-service/gen/go/payments/amazonpay/v1;amazonpayv1\xa2\x02\x03PAX\xaa\x02\x15Payments.AmazonPay.V1\xca\x02\x15Payments\\AmazonPay\\V1\xea\x02\x17Payments::AmazonPay::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,9 +37,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELIVERYTRACKER']._serialized_start=137
   _globals['_DELIVERYTRACKER']._serialized_end=284
   _globals['_CREATEDELIVERYTRACKERREQUEST']._serialized_start=287
-  _globals['_CREATEDELIVERYTRACKERREQUEST']._serialized_end=503
-  _globals['_CREATEDELIVERYTRACKERRESPONSE']._serialized_start=506
-  _globals['_CREATEDELIVERYTRACKERRESPONSE']._serialized_end=657
-  _globals['_DELIVERYTRACKERSERVICE']._serialized_start=660
-  _globals['_DELIVERYTRACKERSERVICE']._serialized_end=817
+  _globals['_CREATEDELIVERYTRACKERREQUEST']._serialized_end=536
+  _globals['_CREATEDELIVERYTRACKERRESPONSE']._serialized_start=539
+  _globals['_CREATEDELIVERYTRACKERRESPONSE']._serialized_end=690
+  _globals['_DELIVERYTRACKERSERVICE']._serialized_start=693
+  _globals['_DELIVERYTRACKERSERVICE']._serialized_end=850
 # @@protoc_insertion_point(module_scope)

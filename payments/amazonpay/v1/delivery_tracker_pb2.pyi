@@ -90,6 +90,7 @@ class CreateDeliveryTrackerRequest(_message.Message):
     AMAZON_ORDER_REFERENCE_ID_FIELD_NUMBER: _builtins.int
     CHARGE_PERMISSION_ID_FIELD_NUMBER: _builtins.int
     DELIVERY_DETAILS_FIELD_NUMBER: _builtins.int
+    SANDBOX_SIMULATION_CODE_FIELD_NUMBER: _builtins.int
     merchant: _builtins.str
     """Merchant account alias; empty = the default account."""
     idempotency_key: _builtins.str
@@ -98,6 +99,10 @@ class CreateDeliveryTrackerRequest(_message.Message):
     """Amazon Pay API v1 order reference id, e.g. "P01-1234567-1234567"."""
     charge_permission_id: _builtins.str
     """Amazon Pay API v2 Charge Permission id."""
+    sandbox_simulation_code: _builtins.str
+    """Optional sandbox simulation code (x-amz-pay-simulation-code), passed through. Sandbox only;
+    Amazon documents no simulation codes for this API.
+    """
     @_builtins.property
     def delivery_details(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryDetail]:
         """REQUIRED. At least one shipment."""
@@ -110,10 +115,11 @@ class CreateDeliveryTrackerRequest(_message.Message):
         amazon_order_reference_id: _builtins.str = ...,
         charge_permission_id: _builtins.str = ...,
         delivery_details: _abc.Iterable[Global___DeliveryDetail] | None = ...,
+        sandbox_simulation_code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amazon_order_reference_id", b"amazon_order_reference_id", "charge_permission_id", b"charge_permission_id", "order", b"order"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amazon_order_reference_id", b"amazon_order_reference_id", "charge_permission_id", b"charge_permission_id", "delivery_details", b"delivery_details", "idempotency_key", b"idempotency_key", "merchant", b"merchant", "order", b"order"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amazon_order_reference_id", b"amazon_order_reference_id", "charge_permission_id", b"charge_permission_id", "delivery_details", b"delivery_details", "idempotency_key", b"idempotency_key", "merchant", b"merchant", "order", b"order", "sandbox_simulation_code", b"sandbox_simulation_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_order: _TypeAlias = _typing.Literal["amazon_order_reference_id", "charge_permission_id"]  # noqa: Y015
     _WhichOneofArgType_order: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
