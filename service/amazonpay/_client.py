@@ -1,0 +1,861 @@
+"""``AmazonPayClient``: one merchant account, every Amazon Pay v2 operation, retries included."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import random
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from ._config import SDK_VERSION, ClientConfig, MerchantAccount
+from ._errors import (
+    AmazonPayConnectionError,
+    AmazonPayDeadlineExceeded,
+    AmazonPayError,
+    AmazonPayRequestError,
+    AmazonPayTimeoutError,
+)
+from ._models import (
+    ApiObject,
+    Buyer,
+    CancelChargeRequest,
+    CaptureChargeRequest,
+    Charge,
+    ChargePermission,
+    CheckoutSession,
+    CloseChargePermissionRequest,
+    CompleteCheckoutSessionRequest,
+    CreateChargeRequest,
+    CreateCheckoutSessionRequest,
+    CreateDeliveryTrackerRequest,
+    CreateRefundRequest,
+    DeliveryTracker,
+    FinalizeCheckoutSessionRequest,
+    Refund,
+    RequestModel,
+    UpdateChargePermissionRequest,
+    UpdateCheckoutSessionRequest,
+    format_timestamp,
+)
+from ._retry import Deadline, parse_retry_after
+from ._signing import Algorithm, RequestSigner, canonical_path
+from ._transport import AiohttpTransport, HttpRequest, HttpResponse, Transport
+
+__all__ = ["AmazonPayClient", "ApiResponse", "AttemptEvent", "ButtonSignature"]
+
+logger = logging.getLogger("service.amazonpay")
+
+_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_SIMULATION_CODE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_REQUEST_ID_HEADER = "x-amz-pay-request-id"
+
+_T = TypeVar("_T", bound=ApiObject)
+Body = Mapping[str, Any] | RequestModel
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEvent:
+    """What happened on one HTTP attempt; handed to the ``on_attempt`` metrics hook."""
+
+    operation: str
+    """Operation name, e.g. ``create_charge``."""
+    attempt: int
+    """1 for the first attempt, 2 for the first retry..."""
+    http_status: int | None
+    """HTTP status, or None when no answer arrived (connection failure, timeout)."""
+    reason_code: str | None
+    """Amazon ``reasonCode`` of an error answer."""
+    request_id: str | None
+    """``x-amz-pay-request-id`` of the answer."""
+    error: str | None
+    """Exception class name when the attempt failed without an HTTP answer."""
+    retry: bool
+    """True when another attempt follows."""
+    delay: float | None
+    """Seconds waited before the next attempt (when ``retry``)."""
+    duration: float
+    """Seconds the attempt took (signing and HTTP)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiResponse:
+    """A raw successful answer (used by :meth:`AmazonPayClient.request`)."""
+
+    status: int
+    """HTTP status."""
+    headers: Mapping[str, str] = field(repr=False)
+    """Response headers (case-insensitive)."""
+    body: bytes = field(repr=False)
+    """Raw body."""
+    request_id: str | None = None
+    """``x-amz-pay-request-id``."""
+
+    def json(self) -> Any:
+        """Decoded JSON body (``{}`` for an empty body)."""
+        return json.loads(self.body) if self.body else {}
+
+
+@dataclass(frozen=True, slots=True)
+class ButtonSignature:
+    """A signed Amazon Pay button payload: render ``payload`` and ``signature`` verbatim."""
+
+    payload: str
+    """The exact JSON text that was signed."""
+    signature: str
+    """Base64 RSASSA-PSS signature."""
+    public_key_id: str
+    """Key id the button must name."""
+    algorithm: Algorithm
+    """Algorithm used (the button's ``algorithm`` attribute)."""
+
+    def __repr__(self) -> str:
+        return (
+            f"ButtonSignature(public_key_id={self.public_key_id!r}, "
+            f"algorithm={self.algorithm.value!r}, signature=<redacted>)"
+        )
+
+
+def _json_default(value: object) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    if isinstance(value, RequestModel):
+        return value.to_json()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _encode_body(body: Body | None) -> bytes:
+    if body is None:
+        return b""
+    data = body.to_json() if isinstance(body, RequestModel) else dict(body)
+    try:
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise AmazonPayRequestError(f"request body is not JSON serialisable: {exc}") from None
+    return text.encode("utf-8")
+
+
+def _segment(name: str, value: str) -> str:
+    if not isinstance(value, str) or not value or value in (".", "..") or "/" in value:
+        raise AmazonPayRequestError(f"{name} must be a non-empty id without '/'")
+    return value
+
+
+def _check_idempotency_key(key: str) -> str:
+    if not isinstance(key, str) or not _IDEMPOTENCY_KEY.match(key):
+        raise AmazonPayRequestError("idempotency_key must be 1-32 characters of [A-Za-z0-9_-]")
+    return key
+
+
+class AmazonPayClient:
+    """Async Amazon Pay API v2 client for one merchant account.
+
+    Use it as an async context manager (or call :meth:`close`). Every operation accepts
+    ``timeout`` (seconds, e.g. the caller's remaining gRPC deadline) and/or ``deadline`` (an
+    absolute ``time.monotonic()`` value); all attempts and backoff sleeps fit inside it.
+    """
+
+    def __init__(
+        self,
+        account: MerchantAccount,
+        *,
+        config: ClientConfig | None = None,
+        transport: Transport | None = None,
+        signing_executor: Executor | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        clock: Callable[[], datetime] | None = None,
+        on_attempt: Callable[[AttemptEvent], None] | None = None,
+    ) -> None:
+        self._account = account
+        self._config = config or ClientConfig()
+        self._signer = RequestSigner(account.public_key_id, account.private_key, account.algorithm)
+        self._owns_transport = transport is None
+        self._transport = transport or AiohttpTransport(
+            ca_file=account.ca_file,
+            pool_size=self._config.pool_size,
+            keepalive_timeout=self._config.keepalive_timeout,
+            connect_timeout=self._config.connect_timeout,
+        )
+        self._owns_executor = signing_executor is None
+        self._executor = signing_executor or ThreadPoolExecutor(
+            max_workers=self._config.signing_threads, thread_name_prefix="amazonpay-sign"
+        )
+        self._sleep = sleep
+        self._rng = rng or random.SystemRandom()
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._on_attempt = on_attempt
+        self._slots = asyncio.Semaphore(self._config.max_concurrency)
+        self._base_url = account.base_url
+        self._prefix = account.path_prefix
+        self._static_headers = {
+            "accept": "application/json",
+            "content-type": "application/json",
+            "x-amz-pay-host": account.api_host,
+            "x-amz-pay-region": account.region.value,
+            "user-agent": self._config.user_agent,
+            "x-amz-pay-sdk-type": "Python",
+            "x-amz-pay-sdk-version": SDK_VERSION,
+        }
+        self._closed = False
+
+    @property
+    def account(self) -> MerchantAccount:
+        """The merchant account this client signs for."""
+        return self._account
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close pooled connections and the signing threads this client created."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_transport:
+            await self._transport.aclose()
+        if self._owns_executor and isinstance(self._executor, ThreadPoolExecutor):
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def __repr__(self) -> str:
+        return f"AmazonPayClient(account={self._account!r})"
+
+    # --- checkout sessions ---------------------------------------------------------------------
+
+    async def create_checkout_session(
+        self,
+        request: CreateCheckoutSessionRequest | Mapping[str, Any],
+        *,
+        idempotency_key: str,
+        simulation_code: str | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> CheckoutSession:
+        """POST /checkoutSessions (201). ``storeId`` defaults to the account's store id."""
+        body = request.to_json() if isinstance(request, RequestModel) else dict(request)
+        if "storeId" not in body and self._account.store_id:
+            body["storeId"] = self._account.store_id
+        return await self._call(
+            CheckoutSession,
+            "create_checkout_session",
+            "POST",
+            ("checkoutSessions",),
+            body,
+            _check_idempotency_key(idempotency_key),
+            simulation_code,
+            timeout,
+            deadline,
+        )
+
+    async def get_checkout_session(
+        self,
+        checkout_session_id: str,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> CheckoutSession:
+        """GET /checkoutSessions/{id}."""
+        path = ("checkoutSessions", _segment("checkout_session_id", checkout_session_id))
+        return await self._call(
+            CheckoutSession,
+            "get_checkout_session",
+            "GET",
+            path,
+            None,
+            None,
+            None,
+            timeout,
+            deadline,
+        )
+
+    async def update_checkout_session(
+        self,
+        checkout_session_id: str,
+        request: UpdateCheckoutSessionRequest | Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> CheckoutSession:
+        """PATCH /checkoutSessions/{id}."""
+        path = ("checkoutSessions", _segment("checkout_session_id", checkout_session_id))
+        return await self._call(
+            CheckoutSession,
+            "update_checkout_session",
+            "PATCH",
+            path,
+            request,
+            None,
+            None,
+            timeout,
+            deadline,
+        )
+
+    async def complete_checkout_session(
+        self,
+        checkout_session_id: str,
+        request: CompleteCheckoutSessionRequest | Mapping[str, Any],
+        *,
+        idempotency_key: str,
+        simulation_code: str | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> CheckoutSession:
+        """POST /checkoutSessions/{id}/complete (200, or 202 while authorization is pending)."""
+        path = (
+            "checkoutSessions",
+            _segment("checkout_session_id", checkout_session_id),
+            "complete",
+        )
+        return await self._call(
+            CheckoutSession,
+            "complete_checkout_session",
+            "POST",
+            path,
+            request,
+            _check_idempotency_key(idempotency_key),
+            simulation_code,
+            timeout,
+            deadline,
+        )
+
+    async def finalize_checkout_session(
+        self,
+        checkout_session_id: str,
+        request: FinalizeCheckoutSessionRequest | Mapping[str, Any],
+        *,
+        idempotency_key: str,
+        simulation_code: str | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> CheckoutSession:
+        """POST /checkoutSessions/{id}/finalize (200, or 202 while authorization is pending)."""
+        path = (
+            "checkoutSessions",
+            _segment("checkout_session_id", checkout_session_id),
+            "finalize",
+        )
+        return await self._call(
+            CheckoutSession,
+            "finalize_checkout_session",
+            "POST",
+            path,
+            request,
+            _check_idempotency_key(idempotency_key),
+            simulation_code,
+            timeout,
+            deadline,
+        )
+
+    # --- charge permissions ----------------------------------------------------------------------
+
+    async def get_charge_permission(
+        self,
+        charge_permission_id: str,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> ChargePermission:
+        """GET /chargePermissions/{id}."""
+        path = ("chargePermissions", _segment("charge_permission_id", charge_permission_id))
+        return await self._call(
+            ChargePermission,
+            "get_charge_permission",
+            "GET",
+            path,
+            None,
+            None,
+            None,
+            timeout,
+            deadline,
+        )
+
+    async def update_charge_permission(
+        self,
+        charge_permission_id: str,
+        request: UpdateChargePermissionRequest | Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> ChargePermission:
+        """PATCH /chargePermissions/{id}."""
+        path = ("chargePermissions", _segment("charge_permission_id", charge_permission_id))
+        return await self._call(
+            ChargePermission,
+            "update_charge_permission",
+            "PATCH",
+            path,
+            request,
+            None,
+            None,
+            timeout,
+            deadline,
+        )
+
+    async def close_charge_permission(
+        self,
+        charge_permission_id: str,
+        request: CloseChargePermissionRequest | Mapping[str, Any],
+        *,
+        simulation_code: str | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> ChargePermission:
+        """DELETE /chargePermissions/{id}/close, with a JSON body."""
+        path = (
+            "chargePermissions",
+            _segment("charge_permission_id", charge_permission_id),
+            "close",
+        )
+        return await self._call(
+            ChargePermission,
+            "close_charge_permission",
+            "DELETE",
+            path,
+            request,
+            None,
+            simulation_code,
+            timeout,
+            deadline,
+        )
+
+    # --- charges ---------------------------------------------------------------------------------
+
+    async def create_charge(
+        self,
+        request: CreateChargeRequest | Mapping[str, Any],
+        *,
+        idempotency_key: str,
+        simulation_code: str | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> Charge:
+        """POST /charges (201; a synchronous decline is an :class:`AmazonPayError`)."""
+        return await self._call(
+            Charge,
+            "create_charge",
+            "POST",
+            ("charges",),
+            request,
+            _check_idempotency_key(idempotency_key),
+            simulation_code,
+            timeout,
+            deadline,
+        )
+
+    async def get_charge(
+        self, charge_id: str, *, timeout: float | None = None, deadline: float | None = None
+    ) -> Charge:
+        """GET /charges/{id}."""
+        path = ("charges", _segment("charge_id", charge_id))
+        return await self._call(
+            Charge, "get_charge", "GET", path, None, None, None, timeout, deadline
+        )
+
+    async def capture_charge(
+        self,
+        charge_id: str,
+        request: CaptureChargeRequest | Mapping[str, Any],
+        *,
+        idempotency_key: str,
+        simulation_code: str | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> Charge:
+        """POST /charges/{id}/capture."""
+        path = ("charges", _segment("charge_id", charge_id), "capture")
+        return await self._call(
+            Charge,
+            "capture_charge",
+            "POST",
+            path,
+            request,
+            _check_idempotency_key(idempotency_key),
+            simulation_code,
+            timeout,
+            deadline,
+        )
+
+    async def cancel_charge(
+        self,
+        charge_id: str,
+        request: CancelChargeRequest | Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> Charge:
+        """DELETE /charges/{id}/cancel, with a JSON body."""
+        path = ("charges", _segment("charge_id", charge_id), "cancel")
+        return await self._call(
+            Charge, "cancel_charge", "DELETE", path, request, None, None, timeout, deadline
+        )
+
+    # --- refunds, buyers, delivery trackers ------------------------------------------------------
+
+    async def create_refund(
+        self,
+        request: CreateRefundRequest | Mapping[str, Any],
+        *,
+        idempotency_key: str,
+        simulation_code: str | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> Refund:
+        """POST /refunds (201, state RefundInitiated)."""
+        return await self._call(
+            Refund,
+            "create_refund",
+            "POST",
+            ("refunds",),
+            request,
+            _check_idempotency_key(idempotency_key),
+            simulation_code,
+            timeout,
+            deadline,
+        )
+
+    async def get_refund(
+        self, refund_id: str, *, timeout: float | None = None, deadline: float | None = None
+    ) -> Refund:
+        """GET /refunds/{id}."""
+        path = ("refunds", _segment("refund_id", refund_id))
+        return await self._call(
+            Refund, "get_refund", "GET", path, None, None, None, timeout, deadline
+        )
+
+    async def get_buyer(
+        self, buyer_token: str, *, timeout: float | None = None, deadline: float | None = None
+    ) -> Buyer:
+        """GET /buyers/{buyerToken}."""
+        path = ("buyers", _segment("buyer_token", buyer_token))
+        return await self._call(
+            Buyer, "get_buyer", "GET", path, None, None, None, timeout, deadline
+        )
+
+    async def create_delivery_tracker(
+        self,
+        request: CreateDeliveryTrackerRequest | Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> DeliveryTracker:
+        """POST /v2/deliveryTrackers (a fresh idempotency key is used when none is given)."""
+        key = _check_idempotency_key(idempotency_key or uuid.uuid4().hex)
+        return await self._call(
+            DeliveryTracker,
+            "create_delivery_tracker",
+            "POST",
+            ("deliveryTrackers",),
+            request,
+            key,
+            None,
+            timeout,
+            deadline,
+        )
+
+    # --- button signature and raw access ---------------------------------------------------------
+
+    async def sign_button_payload(self, payload: str | Mapping[str, Any]) -> ButtonSignature:
+        """``generateButtonSignature``: sign the exact payload text (a mapping is serialised
+        compactly first) in the signing pool."""
+        text = payload if isinstance(payload, str) else _encode_body(payload).decode("utf-8")
+        loop = asyncio.get_running_loop()
+        signature = await loop.run_in_executor(
+            self._executor, self._signer.sign_button_payload, text
+        )
+        return ButtonSignature(
+            payload=text,
+            signature=signature,
+            public_key_id=self._account.public_key_id,
+            algorithm=self._signer.algorithm,
+        )
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Body | None = None,
+        idempotency_key: str | None = None,
+        simulation_code: str | None = None,
+        operation: str = "request",
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> ApiResponse:
+        """Call any API path under the account's prefix (e.g. ``"/charges/S01-...-C000001"``)
+        with the same signing, retries and error handling as the typed methods."""
+        method = method.upper()
+        key = idempotency_key
+        if method == "POST":
+            key = _check_idempotency_key(idempotency_key or uuid.uuid4().hex)
+        elif key is not None:
+            key = _check_idempotency_key(key)
+        segments = tuple(part for part in path.split("/") if part)
+        response = await self._execute(
+            operation, method, segments, body, key, simulation_code, timeout, deadline
+        )
+        return ApiResponse(
+            status=response.status,
+            headers=response.headers,
+            body=response.body,
+            request_id=response.headers.get(_REQUEST_ID_HEADER),
+        )
+
+    # --- machinery -------------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        model: type[_T],
+        operation: str,
+        method: str,
+        segments: tuple[str, ...],
+        body: Body | None,
+        idempotency_key: str | None,
+        simulation_code: str | None,
+        timeout: float | None,
+        deadline: float | None,
+    ) -> _T:
+        response = await self._execute(
+            operation, method, segments, body, idempotency_key, simulation_code, timeout, deadline
+        )
+        request_id = response.headers.get(_REQUEST_ID_HEADER)
+        try:
+            data = json.loads(response.body) if response.body else {}
+        except ValueError:
+            data = None
+        parsed = model.from_json(data) if isinstance(data, dict) else None
+        if parsed is None:
+            raise AmazonPayError(
+                "answer body is not a JSON object",
+                http_status=response.status,
+                request_id=request_id,
+                operation=operation,
+            )
+        return dataclasses.replace(parsed, http_status=response.status, request_id=request_id)
+
+    def _headers(self, idempotency_key: str | None, simulation_code: str | None) -> dict[str, str]:
+        headers = dict(self._static_headers)
+        headers["x-amz-pay-date"] = format_timestamp(self._clock())
+        if idempotency_key is not None:
+            headers["x-amz-pay-idempotency-key"] = idempotency_key
+        if simulation_code is not None:
+            headers["x-amz-pay-simulation-code"] = simulation_code
+        return headers
+
+    def _check_simulation_code(self, code: str | None) -> str | None:
+        if code is None:
+            return None
+        if not isinstance(code, str) or not _SIMULATION_CODE.match(code):
+            raise AmazonPayRequestError("simulation_code must be a short [A-Za-z0-9_-] token")
+        if self._account.effective_environment.value != "sandbox":
+            raise AmazonPayRequestError("simulation codes are only accepted in sandbox")
+        return code
+
+    async def _execute(
+        self,
+        operation: str,
+        method: str,
+        segments: tuple[str, ...],
+        body: Body | None,
+        idempotency_key: str | None,
+        simulation_code: str | None,
+        timeout: float | None,
+        deadline: float | None,
+    ) -> HttpResponse:
+        if self._closed:
+            raise AmazonPayRequestError("client is closed", operation=operation)
+        simulation_code = self._check_simulation_code(simulation_code)
+        path = canonical_path("/".join((self._prefix, *segments)))
+        url = self._base_url + path
+        payload = _encode_body(body)
+        dl = Deadline.resolve(timeout, deadline)
+        policy = self._config.retry
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        last_error: AmazonPayError | None = None
+
+        while True:
+            attempt += 1
+            if dl is not None and dl.expired():
+                raise self._deadline_error(operation, attempt - 1, last_error)
+            started = time.monotonic()
+            response: HttpResponse | None = None
+            await self._acquire_slot(dl, operation, attempt - 1, last_error)
+            try:
+                headers = self._headers(idempotency_key, simulation_code)
+                headers["authorization"] = await loop.run_in_executor(
+                    self._executor,
+                    self._signer.authorization,
+                    method,
+                    path,
+                    None,
+                    dict(headers),
+                    payload,
+                )
+                attempt_timeout = self._config.attempt_timeout
+                bounded_by_deadline = False
+                if dl is not None:
+                    remaining = dl.remaining()
+                    if remaining <= 0:
+                        raise self._deadline_error(operation, attempt - 1, last_error)
+                    if attempt_timeout is None or remaining < attempt_timeout:
+                        attempt_timeout = remaining
+                        bounded_by_deadline = True
+                request = HttpRequest(method=method, url=url, headers=headers, body=payload)
+                try:
+                    response = await self._transport.send(request, timeout=attempt_timeout)
+                except AmazonPayTimeoutError as exc:
+                    exc.operation = operation
+                    exc.attempts = attempt
+                    if bounded_by_deadline:
+                        self._emit(operation, attempt, None, exc, False, None, started)
+                        raise self._deadline_error(operation, attempt, exc) from exc
+                    error: AmazonPayError = exc
+                except AmazonPayConnectionError as exc:
+                    exc.operation = operation
+                    exc.attempts = attempt
+                    error = exc
+                else:
+                    if 200 <= response.status < 300:
+                        self._emit(operation, attempt, response, None, False, None, started)
+                        logger.debug(
+                            "amazonpay %s ok status=%d request_id=%s attempt=%d",
+                            operation,
+                            response.status,
+                            response.headers.get(_REQUEST_ID_HEADER),
+                            attempt,
+                        )
+                        return response
+                    error = AmazonPayError.from_response(
+                        status=response.status,
+                        body=response.body,
+                        request_id=response.headers.get(_REQUEST_ID_HEADER),
+                        retryable=response.status in policy.retryable_statuses,
+                        operation=operation,
+                    )
+                    error.attempts = attempt
+            finally:
+                self._slots.release()
+
+            last_error = error
+            retry_after = None
+            if response is not None:
+                retry_after = parse_retry_after(
+                    response.headers.get("Retry-After"), now=self._clock()
+                )
+            will_retry = error.retryable and attempt <= policy.max_retries
+            delay = policy.delay(attempt, self._rng, retry_after) if will_retry else None
+            self._emit(
+                operation,
+                attempt,
+                response,
+                error,
+                will_retry,
+                delay,
+                started,
+            )
+            if not will_retry or delay is None:
+                logger.warning(
+                    "amazonpay %s failed status=%s reason=%s request_id=%s attempt=%d retryable=%s",
+                    operation,
+                    error.http_status,
+                    error.reason_code,
+                    error.request_id,
+                    attempt,
+                    error.retryable,
+                )
+                raise error
+            if dl is not None and delay >= dl.remaining():
+                logger.warning(
+                    "amazonpay %s gives up: backoff %.3fs exceeds the deadline (attempt=%d)",
+                    operation,
+                    delay,
+                    attempt,
+                )
+                raise self._deadline_error(operation, attempt, error)
+            logger.info(
+                "amazonpay %s retry status=%s reason=%s request_id=%s attempt=%d delay=%.3f",
+                operation,
+                error.http_status,
+                error.reason_code,
+                error.request_id,
+                attempt,
+                delay,
+            )
+            await self._sleep(delay)
+
+    async def _acquire_slot(
+        self,
+        dl: Deadline | None,
+        operation: str,
+        attempts: int,
+        last_error: AmazonPayError | None,
+    ) -> None:
+        if dl is None:
+            await self._slots.acquire()
+            return
+        try:
+            async with asyncio.timeout(max(dl.remaining(), 0.0)):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise self._deadline_error(operation, attempts, last_error) from None
+
+    @staticmethod
+    def _deadline_error(
+        operation: str, attempts: int, last_error: AmazonPayError | None
+    ) -> AmazonPayDeadlineExceeded:
+        detail = f"; last failure: {last_error.message}" if last_error else ""
+        return AmazonPayDeadlineExceeded(
+            f"deadline exceeded after {attempts} attempt(s){detail}",
+            last_error=last_error,
+            operation=operation,
+            attempts=attempts,
+        )
+
+    def _emit(
+        self,
+        operation: str,
+        attempt: int,
+        response: HttpResponse | None,
+        error: AmazonPayError | None,
+        retry: bool,
+        delay: float | None,
+        started: float,
+    ) -> None:
+        if self._on_attempt is None:
+            return
+        event = AttemptEvent(
+            operation=operation,
+            attempt=attempt,
+            http_status=response.status if response is not None else None,
+            reason_code=error.reason_code if error is not None else None,
+            request_id=response.headers.get(_REQUEST_ID_HEADER) if response is not None else None,
+            error=type(error).__name__ if error is not None and response is None else None,
+            retry=retry,
+            delay=delay,
+            duration=time.monotonic() - started,
+        )
+        try:
+            self._on_attempt(event)
+        except Exception:
+            logger.warning("amazonpay on_attempt hook failed", exc_info=True)

@@ -1,0 +1,144 @@
+"""HTTP transport: the one place that does network I/O.
+
+``Transport`` is deliberately tiny (send one prepared request, get status, headers and body) so
+tests or other stacks can swap it. Implementations raise :class:`AmazonPayConnectionError` (or
+its :class:`AmazonPayTimeoutError` subclass) when no HTTP answer arrives; they never retry.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from ._errors import AmazonPayConnectionError, AmazonPayTimeoutError
+
+__all__ = ["AiohttpTransport", "HttpRequest", "HttpResponse", "Transport"]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """A fully prepared, signed request. ``url`` is already percent-encoded and sent as is."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(repr=False)
+    body: bytes = field(default=b"", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """What came back: status, case-insensitive headers and the raw body."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes = field(repr=False)
+
+    @classmethod
+    def build(cls, status: int, headers: Mapping[str, str], body: bytes) -> HttpResponse:
+        """Convenience constructor for custom transports and tests."""
+        return cls(status=status, headers=CIMultiDictProxy(CIMultiDict(headers)), body=body)
+
+
+class Transport(abc.ABC):
+    """Sends one request; no retries, no signing."""
+
+    @abc.abstractmethod
+    async def send(self, request: HttpRequest, *, timeout: float | None) -> HttpResponse:
+        """Send ``request`` and read the whole answer within ``timeout`` seconds (None: no limit)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook with a no-op default
+        """Release pooled connections."""
+
+
+class AiohttpTransport(Transport):
+    """aiohttp-based transport: one pooled, keep-alive ``ClientSession`` per transport.
+
+    The session is created lazily on the first request, inside the running loop, and closed by
+    :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        *,
+        ca_file: str | None = None,
+        pool_size: int = 100,
+        keepalive_timeout: float = 30.0,
+        connect_timeout: float | None = 10.0,
+    ) -> None:
+        self._ca_file = ca_file
+        self._pool_size = pool_size
+        self._keepalive_timeout = keepalive_timeout
+        self._connect_timeout = connect_timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise AmazonPayConnectionError("transport is closed", retryable=False)
+        if self._session is None:
+            ssl_context = ssl.create_default_context(cafile=self._ca_file)
+            connector = aiohttp.TCPConnector(
+                limit=self._pool_size,
+                keepalive_timeout=self._keepalive_timeout,
+                ssl=ssl_context,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent", "Content-Type"),
+                raise_for_status=False,
+            )
+        return self._session
+
+    async def send(self, request: HttpRequest, *, timeout: float | None) -> HttpResponse:
+        session = self._ensure_session()
+        client_timeout = aiohttp.ClientTimeout(
+            total=timeout,
+            sock_connect=self._connect_timeout,
+        )
+        try:
+            async with session.request(
+                request.method,
+                URL(request.url, encoded=True),
+                headers=request.headers,
+                data=request.body if request.body else None,
+                timeout=client_timeout,
+                allow_redirects=False,
+            ) as response:
+                body = await response.read()
+                return HttpResponse(status=response.status, headers=response.headers, body=body)
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise AmazonPayTimeoutError(
+                f"no complete answer within {timeout:.3f}s" if timeout else "request timed out"
+            ) from exc
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise AmazonPayConnectionError(
+                f"TLS certificate verification failed for {exc.host}", retryable=False
+            ) from exc
+        except aiohttp.ClientSSLError as exc:
+            raise AmazonPayConnectionError(
+                f"TLS failure: {type(exc).__name__}", retryable=False
+            ) from exc
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise AmazonPayConnectionError(
+                f"connection failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        except aiohttp.ClientResponseError as exc:
+            raise AmazonPayConnectionError(
+                f"malformed HTTP answer: {type(exc).__name__}: {exc.message}"
+            ) from exc
+
+    async def aclose(self) -> None:
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+            # Let SSL transports finish their shutdown before the loop may close.
+            await asyncio.sleep(0)
