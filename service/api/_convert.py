@@ -1,0 +1,240 @@
+"""Proto <-> Amazon JSON, in one table-driven place.
+
+The protos mirror Amazon's objects field for field in snake_case, so conversion walks the message
+descriptor: `charge_amount` <-> `chargeAmount`. The few places where the shapes differ are tables
+below, not per-RPC code:
+- an enum field `x` with a sibling `raw_x` carries Amazon's string; the enum value is derived from it
+  (`"AuthorizationInitiated"` -> `CHARGE_STATE_AUTHORIZATION_INITIATED`), and an unknown string
+  keeps the enum at 0 while `raw_x` still says what Amazon sent;
+- timestamps are Amazon's compact `20191015T204313Z` (ISO accepted);
+- amounts are decimal strings; JSON numbers from Amazon become strings;
+- request envelope fields (merchant, idempotency key, path ids) never go into a body.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+__all__ = [
+    "ENVELOPE_FIELDS",
+    "amazon_timestamp",
+    "enum_from_amazon",
+    "enum_to_amazon",
+    "json_to_message",
+    "message_to_json",
+    "parse_amazon_timestamp",
+]
+
+ENVELOPE_FIELDS = frozenset(
+    {"merchant", "idempotency_key", "sandbox_simulation_code", "source", "update_mask"}
+)
+
+# Amazon spells some detail objects both ways (the seed pages use the singular).
+_JSON_ALIASES: Mapping[str, tuple[str, ...]] = {
+    "statusDetails": ("statusDetail",),
+    "webCheckoutDetails": ("webCheckoutDetail",),
+    "paymentDetails": ("paymentDetail",),
+}
+
+# Enum value names whose Amazon spelling is not plain PascalCase of the suffix.
+_ENUM_SPELLINGS: Mapping[str, str] = {
+    "CITU": "CITU",
+    "MITU": "MITU",
+    "MIT": "MIT",
+    "MFA_FAILED": "MFAFailed",
+}
+
+_TIMESTAMP_COMPACT = "%Y%m%dT%H%M%SZ"
+M = TypeVar("M", bound=Message)
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _enum_prefix(enum: EnumDescriptor) -> str:
+    return re.sub(_CAMEL_BOUNDARY, "_", enum.name).upper() + "_"
+
+
+def enum_from_amazon(enum: EnumDescriptor, value: str) -> int:
+    """Amazon's string -> enum number; 0 (`*_UNSPECIFIED`) for a value we do not know yet."""
+    suffix = {v: k for k, v in _ENUM_SPELLINGS.items()}.get(value)
+    if suffix is None:
+        suffix = re.sub(_CAMEL_BOUNDARY, "_", value).upper()
+    found = enum.values_by_name.get(_enum_prefix(enum) + suffix)
+    return found.number if found is not None else 0
+
+
+def enum_to_amazon(enum: EnumDescriptor, number: int) -> str | None:
+    """Enum number -> Amazon's string; None for 0 or a number this build does not know."""
+    value = enum.values_by_number.get(number)
+    if value is None or number == 0:
+        return None
+    suffix = value.name.removeprefix(_enum_prefix(enum))
+    if suffix in _ENUM_SPELLINGS:
+        return _ENUM_SPELLINGS[suffix]
+    return "".join(part.capitalize() for part in suffix.split("_"))
+
+
+def parse_amazon_timestamp(value: str) -> datetime:
+    """Amazon's compact `20191015T204313Z`, or ISO 8601."""
+    try:
+        return datetime.strptime(value, _TIMESTAMP_COMPACT).replace(tzinfo=UTC)
+    except ValueError:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def amazon_timestamp(value: datetime) -> str:
+    return value.astimezone(UTC).strftime(_TIMESTAMP_COMPACT)
+
+
+def _is_timestamp(field: FieldDescriptor) -> bool:
+    return (
+        field.type == FieldDescriptor.TYPE_MESSAGE
+        and field.message_type.full_name == "google.protobuf.Timestamp"
+    )
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    return field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry
+
+
+def _lookup(data: Mapping[str, Any], key: str) -> Any:
+    if key in data:
+        return data[key]
+    for alias in _JSON_ALIASES.get(key, ()):
+        if alias in data:
+            return data[alias]
+    return None
+
+
+def _scalar_to_proto(field: FieldDescriptor, value: Any) -> Any:
+    if field.type == FieldDescriptor.TYPE_STRING:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return value if isinstance(value, str) else str(value)
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        return bool(value)
+    if field.cpp_type in (FieldDescriptor.CPPTYPE_INT32, FieldDescriptor.CPPTYPE_INT64):
+        return int(value)
+    return value
+
+
+def json_to_message(data: Mapping[str, Any], message: M) -> M:
+    """Fill `message` from Amazon JSON; unknown JSON keys are ignored (the snapshot keeps them)."""
+    descriptor: Descriptor = message.DESCRIPTOR
+    raw_companions = {f.name for f in descriptor.fields if f.name.startswith("raw_")}
+    for field in descriptor.fields:
+        if field.name.startswith("raw_") and field.name[4:] in descriptor.fields_by_name:
+            continue
+        value = _lookup(data, _camel(field.name))
+        if value is None:
+            continue
+        if field.type == FieldDescriptor.TYPE_ENUM:
+            if not isinstance(value, str):
+                continue
+            if f"raw_{field.name}" in raw_companions:
+                setattr(message, f"raw_{field.name}", value)
+            if field.is_repeated:
+                continue
+            setattr(message, field.name, enum_from_amazon(field.enum_type, value))
+        elif _is_map(field):
+            target = getattr(message, field.name)
+            value_field = field.message_type.fields_by_name["value"]
+            for key, item in dict(value).items():
+                if value_field.type == FieldDescriptor.TYPE_MESSAGE:
+                    json_to_message(item, target[key])
+                else:
+                    target[key] = _scalar_to_proto(value_field, item)
+        elif _is_timestamp(field):
+            if isinstance(value, str) and value:
+                getattr(message, field.name).FromDatetime(parse_amazon_timestamp(value))
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.is_repeated:
+                target = getattr(message, field.name)
+                for item in value if isinstance(value, list) else [value]:
+                    if isinstance(item, Mapping):
+                        json_to_message(item, target.add())
+            elif isinstance(value, Mapping):
+                json_to_message(value, getattr(message, field.name))
+        elif field.is_repeated:
+            getattr(message, field.name).extend(
+                _scalar_to_proto(field, v) for v in (value if isinstance(value, list) else [value])
+            )
+        else:
+            setattr(message, field.name, _scalar_to_proto(field, value))
+    return message
+
+
+def _has(message: Message, field: FieldDescriptor) -> bool:
+    if field.is_repeated:
+        return len(getattr(message, field.name)) > 0
+    if field.has_presence:
+        return message.HasField(field.name)
+    return bool(getattr(message, field.name))
+
+
+def message_to_json(
+    message: Message, *, skip: Iterable[str] = (), only: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """Amazon JSON for the set fields of `message`.
+
+    `skip` drops top-level fields (envelope and path ids); `only` (an update mask's top-level
+    paths) keeps just those. An enum is sent as its `raw_` string when the caller set one, so a
+    value newer than this build still reaches Amazon.
+    """
+    skipped = set(skip)
+    wanted = None if only is None else set(only)
+    descriptor: Descriptor = message.DESCRIPTOR
+    out: dict[str, Any] = {}
+    for field in descriptor.fields:
+        name = field.name
+        if name in skipped or (wanted is not None and name not in wanted):
+            continue
+        if name.startswith("raw_") and name[4:] in descriptor.fields_by_name:
+            continue
+        key = _camel(name)
+        if field.type == FieldDescriptor.TYPE_ENUM:
+            raw_name = f"raw_{name}"
+            raw = getattr(message, raw_name) if raw_name in descriptor.fields_by_name else ""
+            if field.is_repeated:
+                values = [enum_to_amazon(field.enum_type, n) for n in getattr(message, name)]
+                if values:
+                    out[key] = [v for v in values if v]
+                continue
+            text = raw or enum_to_amazon(field.enum_type, getattr(message, name))
+            if text:
+                out[key] = text
+            continue
+        if not _has(message, field):
+            continue
+        value = getattr(message, name)
+        if _is_map(field):
+            value_field = field.message_type.fields_by_name["value"]
+            out[key] = {
+                k: message_to_json(v) if value_field.type == FieldDescriptor.TYPE_MESSAGE else v
+                for k, v in value.items()
+            }
+        elif _is_timestamp(field):
+            out[key] = amazon_timestamp(value.ToDatetime(tzinfo=UTC))
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.is_repeated:
+                out[key] = [message_to_json(v) for v in value]
+            else:
+                nested = message_to_json(value)
+                if nested or field.has_presence:
+                    out[key] = nested
+        elif field.is_repeated:
+            out[key] = list(value)
+        else:
+            out[key] = value
+    return out
