@@ -97,15 +97,27 @@ def amazon_timestamp(value: datetime) -> str:
     return value.astimezone(UTC).strftime(_TIMESTAMP_COMPACT)
 
 
+def _message_type(field: FieldDescriptor) -> Descriptor:
+    assert field.message_type is not None
+    return field.message_type
+
+
+def _enum_type(field: FieldDescriptor) -> EnumDescriptor:
+    assert field.enum_type is not None
+    return field.enum_type
+
+
 def _is_timestamp(field: FieldDescriptor) -> bool:
     return (
         field.type == FieldDescriptor.TYPE_MESSAGE
-        and field.message_type.full_name == "google.protobuf.Timestamp"
+        and _message_type(field).full_name == "google.protobuf.Timestamp"
     )
 
 
 def _is_map(field: FieldDescriptor) -> bool:
-    return field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry
+    return (
+        field.type == FieldDescriptor.TYPE_MESSAGE and _message_type(field).GetOptions().map_entry
+    )
 
 
 def _lookup(data: Mapping[str, Any], key: str) -> Any:
@@ -131,7 +143,7 @@ def _scalar_to_proto(field: FieldDescriptor, value: Any) -> Any:
 
 def json_to_message(data: Mapping[str, Any], message: M) -> M:
     """Fill `message` from Amazon JSON; unknown JSON keys are ignored (the snapshot keeps them)."""
-    descriptor: Descriptor = message.DESCRIPTOR
+    descriptor = message.DESCRIPTOR
     raw_companions = {f.name for f in descriptor.fields if f.name.startswith("raw_")}
     for field in descriptor.fields:
         if field.name.startswith("raw_") and field.name[4:] in descriptor.fields_by_name:
@@ -146,10 +158,10 @@ def json_to_message(data: Mapping[str, Any], message: M) -> M:
                 setattr(message, f"raw_{field.name}", value)
             if field.is_repeated:
                 continue
-            setattr(message, field.name, enum_from_amazon(field.enum_type, value))
+            setattr(message, field.name, enum_from_amazon(_enum_type(field), value))
         elif _is_map(field):
             target = getattr(message, field.name)
-            value_field = field.message_type.fields_by_name["value"]
+            value_field = _message_type(field).fields_by_name["value"]
             for key, item in dict(value).items():
                 if value_field.type == FieldDescriptor.TYPE_MESSAGE:
                     json_to_message(item, target[key])
@@ -194,7 +206,7 @@ def message_to_json(
     """
     skipped = set(skip)
     wanted = None if only is None else set(only)
-    descriptor: Descriptor = message.DESCRIPTOR
+    descriptor = message.DESCRIPTOR
     out: dict[str, Any] = {}
     for field in descriptor.fields:
         name = field.name
@@ -207,11 +219,11 @@ def message_to_json(
             raw_name = f"raw_{name}"
             raw = getattr(message, raw_name) if raw_name in descriptor.fields_by_name else ""
             if field.is_repeated:
-                values = [enum_to_amazon(field.enum_type, n) for n in getattr(message, name)]
+                values = [enum_to_amazon(_enum_type(field), n) for n in getattr(message, name)]
                 if values:
                     out[key] = [v for v in values if v]
                 continue
-            text = raw or enum_to_amazon(field.enum_type, getattr(message, name))
+            text = raw or enum_to_amazon(_enum_type(field), getattr(message, name))
             if text:
                 out[key] = text
             continue
@@ -219,7 +231,7 @@ def message_to_json(
             continue
         value = getattr(message, name)
         if _is_map(field):
-            value_field = field.message_type.fields_by_name["value"]
+            value_field = _message_type(field).fields_by_name["value"]
             out[key] = {
                 k: message_to_json(v) if value_field.type == FieldDescriptor.TYPE_MESSAGE else v
                 for k, v in value.items()
