@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -143,7 +143,7 @@ def _scalar_to_proto(field: FieldDescriptor, value: Any) -> Any:
 
 def json_to_message(data: Mapping[str, Any], message: M) -> M:
     """Fill `message` from Amazon JSON; unknown JSON keys are ignored (the snapshot keeps them)."""
-    descriptor = message.DESCRIPTOR
+    descriptor = cast(Descriptor, message.DESCRIPTOR)
     raw_companions = {f.name for f in descriptor.fields if f.name.startswith("raw_")}
     for field in descriptor.fields:
         if field.name.startswith("raw_") and field.name[4:] in descriptor.fields_by_name:
@@ -201,12 +201,12 @@ def message_to_json(
     """Amazon JSON for the set fields of `message`.
 
     `skip` drops top-level fields (envelope and path ids); `only` (an update mask's top-level
-    paths) keeps just those. An enum is sent as its `raw_` string when the caller set one, so a
-    value newer than this build still reaches Amazon.
+    paths) keeps just those. Enums are sent as Amazon's spelling of the enum value; `raw_*`
+    strings are output-only (documented in the protos) and ignored here.
     """
     skipped = set(skip)
     wanted = None if only is None else set(only)
-    descriptor = message.DESCRIPTOR
+    descriptor = cast(Descriptor, message.DESCRIPTOR)
     out: dict[str, Any] = {}
     for field in descriptor.fields:
         name = field.name
@@ -216,14 +216,12 @@ def message_to_json(
             continue
         key = _camel(name)
         if field.type == FieldDescriptor.TYPE_ENUM:
-            raw_name = f"raw_{name}"
-            raw = getattr(message, raw_name) if raw_name in descriptor.fields_by_name else ""
             if field.is_repeated:
                 values = [enum_to_amazon(_enum_type(field), n) for n in getattr(message, name)]
                 if values:
                     out[key] = [v for v in values if v]
                 continue
-            text = raw or enum_to_amazon(_enum_type(field), getattr(message, name))
+            text = enum_to_amazon(_enum_type(field), getattr(message, name))
             if text:
                 out[key] = text
             continue
