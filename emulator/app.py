@@ -1,0 +1,534 @@
+"""aiohttp application: signed Amazon Pay API, the control plane and the buyer's pages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import html
+import json
+import os
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from . import signing
+from .clock import Clock, parse_pay_date
+from .engine import SIMULATIONS, Ctx, Engine
+from .ipn import IpnDispatcher
+from .validation import ApiError, Obj, normalize_region
+
+DEFAULT_MERCHANT_ID = "A2EMULATORMERCHANT"
+DATE_TOLERANCE_SECONDS = 15 * 60
+IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+IDEMPOTENCY_REQUIRED = frozenset(
+    {"CreateCheckoutSession", "CreateCharge", "CaptureCharge", "CreateRefund"}
+)
+STORED_STATUSES = frozenset({200, 201, 202, 404, 409, 422})
+JSON_TYPE = "application/json"
+
+Handler = Callable[[Engine, Ctx, dict[str, str], Obj], tuple[int, Obj]]
+
+
+@dataclass
+class EmulatorConfig:
+    """Everything `create_app` needs; the CLI fills it from flags."""
+
+    keys: dict[str, str] = field(default_factory=dict)
+    """publicKeyId -> PEM text."""
+    ipn_urls: list[str] = field(default_factory=list)
+    state_file: Path | None = None
+    merchant_id: str = DEFAULT_MERCHANT_ID
+    pending_seconds: float = 30.0
+    singular_aliases: bool = False
+    ipn_signature_version: str = "2"
+    ipn_retry_base_seconds: float = 0.5
+    ipn_max_attempts: int = 6
+    persist_interval: float = 0.5
+
+
+@dataclass
+class Fault:
+    operation: str
+    count: int | None
+    latency_ms: float = 0.0
+    status: int | None = None
+    reason_code: str | None = None
+    drop: bool = False
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    def describe(self) -> Obj:
+        return {
+            "id": self.id,
+            "operation": self.operation,
+            "remaining": self.count,
+            "latencyMs": self.latency_ms,
+            "status": self.status,
+            "reasonCode": self.reason_code,
+            "drop": self.drop,
+        }
+
+
+@dataclass
+class Key:
+    key_id: str
+    pem: str
+    merchant_id: str
+    public_key: rsa.RSAPublicKey
+
+
+class Emulator:
+    """Process-wide state behind one app: engine, keys, idempotency records, faults, IPN."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.clock = Clock()
+        self.ipn = IpnDispatcher(
+            self.clock,
+            config.ipn_urls,
+            signature_version=config.ipn_signature_version,
+            max_attempts=config.ipn_max_attempts,
+            retry_base_seconds=config.ipn_retry_base_seconds,
+        )
+        self.engine = Engine(
+            self.clock,
+            notify=self.ipn.notify,
+            pending_seconds=config.pending_seconds,
+            singular_aliases=config.singular_aliases,
+        )
+        self.keys: dict[str, Key] = {}
+        self.idempotency: dict[str, Obj] = {}
+        self.faults: list[Fault] = []
+        self.dirty = False
+        for key_id, pem in config.keys.items():
+            self.add_key(key_id, pem, config.merchant_id)
+        if config.state_file is not None and config.state_file.exists():
+            self.load(json.loads(config.state_file.read_text()))
+
+    # ---------------------------------------------------------------- keys
+
+    def add_key(self, key_id: str, pem: str, merchant_id: str | None = None) -> Key:
+        try:
+            public_key = signing.load_public_key(pem)
+        except ValueError as exc:
+            raise ApiError(400, "InvalidParameterValue", f"publicKeyPem: {exc}") from exc
+        key = Key(key_id, pem, merchant_id or self.config.merchant_id, public_key)
+        self.keys[key_id] = key
+        self.dirty = True
+        return key
+
+    # ---------------------------------------------------------------- persistence
+
+    def snapshot(self) -> Obj:
+        return {
+            "version": 1,
+            "clockOffset": self.clock.offset,
+            "engine": self.engine.data,
+            "idempotency": self.idempotency,
+            "keys": {
+                k.key_id: {"pem": k.pem, "merchantId": k.merchant_id} for k in self.keys.values()
+            },
+            "ipn": {
+                "subscriptions": self.ipn.subscriptions,
+                "enabled": self.ipn.enabled,
+                "signatureVersion": self.ipn.signature_version,
+            },
+        }
+
+    def load(self, data: Obj) -> None:
+        self.clock.offset = max(self.clock.offset, float(data.get("clockOffset", 0.0)))
+        self.engine.load(data.get("engine", {}))
+        self.idempotency = dict(data.get("idempotency", {}))
+        for key_id, entry in data.get("keys", {}).items():
+            if key_id not in self.keys:
+                self.add_key(key_id, entry["pem"], entry.get("merchantId"))
+        ipn = data.get("ipn", {})
+        for url in ipn.get("subscriptions", []):
+            if url not in self.ipn.subscriptions:
+                self.ipn.subscriptions.append(url)
+        self.ipn.enabled = bool(ipn.get("enabled", True))
+        self.ipn.signature_version = str(ipn.get("signatureVersion", self.ipn.signature_version))
+
+    def save_sync(self) -> None:
+        if self.config.state_file is None:
+            return
+        payload = json.dumps(self.snapshot())
+        _atomic_write(self.config.state_file, payload)
+        self.dirty = False
+
+    async def save(self) -> None:
+        """Serialize on the loop (consistent snapshot), write the file off it."""
+        if self.config.state_file is None or not self.dirty:
+            return
+        payload = json.dumps(self.snapshot())
+        self.dirty = False
+        await asyncio.to_thread(_atomic_write, self.config.state_file, payload)
+
+    def reset(self, keys: bool = False) -> None:
+        self.engine.reset()
+        self.idempotency.clear()
+        self.faults.clear()
+        self.ipn.deliveries.clear()
+        self.clock.offset = 0.0
+        if keys:
+            self.keys.clear()
+        self.dirty = True
+
+    # ---------------------------------------------------------------- faults
+
+    def take_fault(self, operation: str) -> Fault | None:
+        for fault in self.faults:
+            if fault.operation in (operation, "*"):
+                if fault.count is not None:
+                    fault.count -= 1
+                    if fault.count <= 0:
+                        self.faults.remove(fault)
+                return fault
+        return None
+
+
+def _atomic_write(path: Path, payload: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(payload)
+    os.replace(tmp, path)
+
+
+EMULATOR_KEY = web.AppKey("emulator", Emulator)
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps(body).encode(),
+        content_type=JSON_TYPE,
+        headers=headers,
+    )
+
+
+def _error(exc: ApiError | signing.SignatureError) -> web.Response:
+    return _json(exc.status, {"reasonCode": exc.reason_code, "message": exc.message})
+
+
+def _environment(prefix_env: str | None, key_id: str) -> str:
+    if prefix_env is not None:
+        return prefix_env
+    return "Live" if key_id.upper().startswith("LIVE") else "Sandbox"
+
+
+def _authenticate(em: Emulator, request: web.Request, body: bytes) -> Key:
+    headers = request.headers
+    auth_value = headers.get("authorization")
+    if not auth_value:
+        raise ApiError(400, "MissingHeader", "The 'authorization' header is missing")
+    date_value = headers.get("x-amz-pay-date")
+    if not date_value:
+        raise ApiError(400, "MissingHeader", "The 'x-amz-pay-date' header is missing")
+    try:
+        auth = signing.parse_authorization(auth_value)
+    except signing.SignatureError as exc:
+        raise ApiError(exc.status, exc.reason_code, exc.message) from exc
+    key = em.keys.get(auth.public_key_id)
+    if key is None:
+        raise ApiError(
+            403, "InvalidAuthentication", f"Unknown public key id '{auth.public_key_id}'"
+        )
+    if "x-amz-pay-date" not in auth.signed_headers:
+        raise ApiError(403, "InvalidRequestSignature", "x-amz-pay-date must be a signed header")
+    sent_at = parse_pay_date(date_value.strip())
+    if sent_at is None:
+        raise ApiError(400, "InvalidHeaderValue", "x-amz-pay-date is not a valid timestamp")
+    if abs(Clock.real_now() - sent_at) > DATE_TOLERANCE_SECONDS:
+        raise ApiError(
+            403, "InvalidRequestSignature", "x-amz-pay-date is more than 15 minutes from now"
+        )
+    url = request.rel_url
+    try:
+        canonical = signing.canonical_request(
+            request.method,
+            signing.canonical_uri(url.raw_path),
+            signing.canonical_query(url.raw_query_string),
+            auth.signed_headers,
+            headers.get,
+            hashlib.sha256(body).hexdigest(),
+        )
+    except signing.SignatureError as exc:
+        raise ApiError(exc.status, exc.reason_code, exc.message) from exc
+    to_sign = signing.string_to_sign(auth.algorithm, canonical)
+    if not signing.verify_signature(key.public_key, auth.algorithm, to_sign, auth.signature):
+        raise ApiError(403, "InvalidRequestSignature", "The request signature does not match")
+    return key
+
+
+def _parse_body(body: bytes, method: str) -> Obj:
+    if not body.strip():
+        return {}
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "InvalidRequestFormat", "The request body is not valid JSON") from exc
+    if not isinstance(parsed, dict):
+        raise ApiError(400, "InvalidRequestFormat", "The request body must be a JSON object")
+    return parsed
+
+
+def _fingerprint(operation: str, request: web.Request, body: Obj, simulation: str | None) -> str:
+    tail = request.match_info.get("id", "")
+    canon = json.dumps([operation, tail, body, simulation], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def _drop_connection(request: web.Request) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+def _api_handler(
+    operation: str, handler: Handler, prefix_env: str | None
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        em = request.app[EMULATOR_KEY]
+        raw = await request.read()
+        try:
+            key = _authenticate(em, request, raw)
+            fault = em.take_fault(operation) if em.faults else None
+            if fault is not None:
+                if fault.latency_ms:
+                    await asyncio.sleep(fault.latency_ms / 1000)
+                if fault.status is not None:
+                    raise ApiError(
+                        fault.status,
+                        fault.reason_code or "InternalServerError",
+                        "Injected fault",
+                    )
+            env = _environment(prefix_env, key.key_id)
+            simulation = request.headers.get("x-amz-pay-simulation-code")
+            if simulation is not None:
+                simulation = simulation.strip()
+                if env == "Live" or simulation not in SIMULATIONS.get(operation, frozenset()):
+                    raise ApiError(
+                        400,
+                        "InvalidSandboxSimulationSpecified",
+                        f"Simulation code '{simulation}' is not valid for {operation}",
+                    )
+            body = _parse_body(raw, request.method)
+            record_key = None
+            fingerprint = ""
+            if request.method == "POST":
+                idem = request.headers.get("x-amz-pay-idempotency-key")
+                if idem is None:
+                    if operation in IDEMPOTENCY_REQUIRED:
+                        raise ApiError(
+                            400,
+                            "MissingHeader",
+                            "The 'x-amz-pay-idempotency-key' header is missing",
+                        )
+                elif not IDEMPOTENCY_KEY_RE.match(idem):
+                    raise ApiError(
+                        400,
+                        "InvalidHeaderValue",
+                        "x-amz-pay-idempotency-key must be 1-32 characters of [A-Za-z0-9_-]",
+                    )
+                else:
+                    record_key = f"{key.merchant_id}|{env}|{idem}"
+                    fingerprint = _fingerprint(operation, request, body, simulation)
+                    stored = em.idempotency.get(record_key)
+                    if stored is not None:
+                        if stored["fingerprint"] != fingerprint:
+                            raise ApiError(
+                                400,
+                                "DuplicateIdempotencyKey",
+                                "This idempotency key was used with a different request",
+                            )
+                        return web.Response(
+                            status=stored["status"],
+                            body=stored["body"].encode(),
+                            content_type=JSON_TYPE,
+                            headers={"x-amz-pay-request-id": stored["requestId"]},
+                        )
+            ctx = Ctx(
+                merchant_id=key.merchant_id,
+                environment=env,
+                region=normalize_region(request.headers.get("x-amz-pay-region")),
+                simulation=simulation,
+                base_url=f"{request.scheme}://{request.host}",
+            )
+            if em.engine.data["timers"]:
+                em.engine.tick()
+            request_id = uuid.uuid4().hex
+            try:
+                status, result = handler(em.engine, ctx, dict(request.match_info), body)
+                payload = json.dumps(result)
+            except ApiError as exc:
+                status, payload = exc.status, json.dumps(exc.body())
+            if request.method != "GET":
+                em.dirty = True
+            if record_key is not None and status in STORED_STATUSES:
+                em.idempotency[record_key] = {
+                    "fingerprint": fingerprint,
+                    "status": status,
+                    "body": payload,
+                    "requestId": request_id,
+                }
+            if fault is not None and fault.drop:
+                _drop_connection(request)
+            return web.Response(
+                status=status,
+                body=payload.encode(),
+                content_type=JSON_TYPE,
+                headers={"x-amz-pay-request-id": request_id},
+            )
+        except ApiError as exc:
+            return _error(exc)
+
+    return handle
+
+
+API_ROUTES: list[tuple[str, str, str, Handler]] = [
+    (
+        "POST",
+        "/checkoutSessions",
+        "CreateCheckoutSession",
+        lambda e, c, m, b: e.create_session(c, b),
+    ),
+    (
+        "GET",
+        "/checkoutSessions/{id}",
+        "GetCheckoutSession",
+        lambda e, c, m, b: e.get_session(c, m["id"]),
+    ),
+    (
+        "PATCH",
+        "/checkoutSessions/{id}",
+        "UpdateCheckoutSession",
+        lambda e, c, m, b: e.update_session(c, m["id"], b),
+    ),
+    (
+        "POST",
+        "/checkoutSessions/{id}/complete",
+        "CompleteCheckoutSession",
+        lambda e, c, m, b: e.complete_session(c, m["id"], b),
+    ),
+    (
+        "POST",
+        "/checkoutSessions/{id}/finalize",
+        "FinalizeCheckoutSession",
+        lambda e, c, m, b: e.finalize_session(c, m["id"], b),
+    ),
+    (
+        "GET",
+        "/chargePermissions/{id}",
+        "GetChargePermission",
+        lambda e, c, m, b: e.get_cp(c, m["id"]),
+    ),
+    (
+        "PATCH",
+        "/chargePermissions/{id}",
+        "UpdateChargePermission",
+        lambda e, c, m, b: e.update_cp(c, m["id"], b),
+    ),
+    (
+        "DELETE",
+        "/chargePermissions/{id}/close",
+        "CloseChargePermission",
+        lambda e, c, m, b: e.close_cp(c, m["id"], b),
+    ),
+    ("POST", "/charges", "CreateCharge", lambda e, c, m, b: e.create_charge(c, b)),
+    ("GET", "/charges/{id}", "GetCharge", lambda e, c, m, b: e.get_charge(c, m["id"])),
+    (
+        "POST",
+        "/charges/{id}/capture",
+        "CaptureCharge",
+        lambda e, c, m, b: e.capture_charge(c, m["id"], b),
+    ),
+    (
+        "DELETE",
+        "/charges/{id}/cancel",
+        "CancelCharge",
+        lambda e, c, m, b: e.cancel_charge(c, m["id"], b),
+    ),
+    ("POST", "/refunds", "CreateRefund", lambda e, c, m, b: e.create_refund(c, b)),
+    ("GET", "/refunds/{id}", "GetRefund", lambda e, c, m, b: e.get_refund(c, m["id"])),
+    ("GET", "/buyers/{id}", "GetBuyer", lambda e, c, m, b: e.get_buyer(c, m["id"])),
+    (
+        "POST",
+        "/deliveryTrackers",
+        "CreateDeliveryTracker",
+        lambda e, c, m, b: e.create_delivery_tracker(c, b),
+    ),
+]
+OPERATIONS = frozenset(op for _, _, op, _ in API_ROUTES)
+PREFIXES: list[tuple[str, str | None]] = [
+    ("/sandbox/v2", "Sandbox"),
+    ("/live/v2", "Live"),
+    ("/v2", None),
+]
+
+
+@web.middleware
+async def _api_not_found(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Unknown API paths and methods answer in Amazon's error format, not aiohttp's text."""
+    try:
+        return await handler(request)
+    except web.HTTPMethodNotAllowed:
+        return _json(405, {"reasonCode": "UnsupportedOperation", "message": "Method not allowed"})
+    except web.HTTPNotFound:
+        return _json(404, {"reasonCode": "ResourceNotFound", "message": "Unknown resource path"})
+
+
+async def _ticker(app: web.Application) -> None:
+    """Drive real-time transitions (~30 s pending states) and debounced persistence."""
+    em = app[EMULATOR_KEY]
+    while True:
+        due = em.engine.next_due()
+        delay = em.config.persist_interval
+        if due is not None:
+            delay = max(0.01, min(delay, due - em.clock.now()))
+        await asyncio.sleep(delay)
+        if em.engine.tick():
+            em.dirty = True
+        await em.save()
+
+
+def create_app(config: EmulatorConfig | None = None) -> web.Application:
+    """Build the emulator app; run it with `run_emulator` or any aiohttp runner."""
+    from . import control
+
+    em = Emulator(config or EmulatorConfig())
+    app = web.Application(middlewares=[_api_not_found], client_max_size=2 * 1024 * 1024)
+    app[EMULATOR_KEY] = em
+    for prefix, env in PREFIXES:
+        for method, path, operation, handler in API_ROUTES:
+            app.router.add_route(method, prefix + path, _api_handler(operation, handler, env))
+    control.add_routes(app)
+
+    ticker_key = web.AppKey("ticker", asyncio.Task[None])
+
+    async def on_startup(app: web.Application) -> None:
+        await em.ipn.start()
+        app[ticker_key] = asyncio.create_task(_ticker(app))
+
+    async def on_cleanup(app: web.Application) -> None:
+        task = app[ticker_key]
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await em.ipn.stop()
+        em.dirty = True
+        em.save_sync()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+def escape(value: object) -> str:
+    return html.escape(str(value))

@@ -1,0 +1,340 @@
+"""Control plane under /_emulator/ (no signature): keys, clock, faults, IPN, state, buyer steps."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from .app import EMULATOR_KEY, OPERATIONS, Emulator, Fault, _json, escape
+from .clock import fmt
+from .engine import CARDS
+from .validation import ApiError, Obj
+
+Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
+KINDS = ("checkoutSessions", "chargePermissions", "charges", "refunds", "deliveryTrackers")
+
+
+def _guard(fn: Callable[[web.Request, Emulator], Awaitable[web.StreamResponse]]) -> Route:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        em = request.app[EMULATOR_KEY]
+        try:
+            if em.engine.data["timers"] and em.engine.tick():
+                em.dirty = True
+            return await fn(request, em)
+        except ApiError as exc:
+            return _json(exc.status, exc.body())
+
+    return wrapped
+
+
+async def _body(request: web.Request) -> Obj:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except ValueError as exc:
+        raise ApiError(400, "InvalidRequestFormat", "Body is not valid JSON") from exc
+    if not isinstance(parsed, dict):
+        raise ApiError(400, "InvalidRequestFormat", "Body must be a JSON object")
+    return parsed
+
+
+def _clock_view(em: Emulator) -> Obj:
+    now = em.clock.now()
+    return {"now": fmt(now), "epochSeconds": now, "offsetSeconds": em.clock.offset}
+
+
+# ------------------------------------------------------------------------------- keys
+
+
+async def add_key(request: web.Request, em: Emulator) -> web.StreamResponse:
+    body = await _body(request)
+    key_id, pem = body.get("publicKeyId"), body.get("publicKeyPem")
+    if not isinstance(key_id, str) or not key_id or not isinstance(pem, str):
+        raise ApiError(400, "MissingParameterValue", "publicKeyId and publicKeyPem are required")
+    merchant = body.get("merchantId")
+    key = em.add_key(key_id, pem, merchant if isinstance(merchant, str) else None)
+    return _json(201, {"publicKeyId": key.key_id, "merchantId": key.merchant_id})
+
+
+async def list_keys(request: web.Request, em: Emulator) -> web.StreamResponse:
+    return _json(
+        200, {"keys": [{"publicKeyId": k, "merchantId": v.merchant_id} for k, v in em.keys.items()]}
+    )
+
+
+async def delete_key(request: web.Request, em: Emulator) -> web.StreamResponse:
+    if em.keys.pop(request.match_info["id"], None) is None:
+        raise ApiError(404, "ResourceNotFound", "No such key")
+    em.dirty = True
+    return _json(200, {"deleted": request.match_info["id"]})
+
+
+# ------------------------------------------------------------------------------- clock
+
+
+async def get_clock(request: web.Request, em: Emulator) -> web.StreamResponse:
+    return _json(200, _clock_view(em))
+
+
+async def post_clock(request: web.Request, em: Emulator) -> web.StreamResponse:
+    body = await _body(request)
+    seconds = body.get("advanceSeconds")
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+        raise ApiError(400, "InvalidParameterValue", "advanceSeconds must be a number >= 0")
+    em.clock.advance(float(seconds))
+    transitions = em.engine.tick()
+    em.dirty = True
+    return _json(200, {**_clock_view(em), "transitionsApplied": transitions})
+
+
+# ------------------------------------------------------------------------------- faults
+
+
+async def add_fault(request: web.Request, em: Emulator) -> web.StreamResponse:
+    body = await _body(request)
+    operation = body.get("operation", "*")
+    if operation != "*" and operation not in OPERATIONS:
+        raise ApiError(
+            400, "InvalidParameterValue", f"operation must be '*' or one of {sorted(OPERATIONS)}"
+        )
+    count: Any = body.get("count", 1)
+    if count is not None and (not isinstance(count, int) or count < 1):
+        raise ApiError(400, "InvalidParameterValue", "count must be a positive integer or null")
+    status = body.get("status")
+    if status is not None and (not isinstance(status, int) or not 400 <= status <= 599):
+        raise ApiError(400, "InvalidParameterValue", "status must be an HTTP error status")
+    latency = body.get("latencyMs", 0)
+    if isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0:
+        raise ApiError(400, "InvalidParameterValue", "latencyMs must be a number >= 0")
+    drop = bool(body.get("drop", False))
+    if status is None and not drop and not latency:
+        raise ApiError(400, "MissingParameterValue", "give status, drop or latencyMs")
+    if status is not None and drop:
+        raise ApiError(400, "InvalidParameterCombination", "status and drop exclude each other")
+    reason = body.get("reasonCode")
+    fault = Fault(
+        operation=str(operation),
+        count=count,
+        latency_ms=float(latency),
+        status=status,
+        reason_code=str(reason) if reason else None,
+        drop=drop,
+    )
+    em.faults.append(fault)
+    return _json(201, fault.describe())
+
+
+async def list_faults(request: web.Request, em: Emulator) -> web.StreamResponse:
+    return _json(200, {"faults": [f.describe() for f in em.faults]})
+
+
+async def clear_faults(request: web.Request, em: Emulator) -> web.StreamResponse:
+    em.faults.clear()
+    return _json(200, {"faults": []})
+
+
+# ------------------------------------------------------------------------------- IPN
+
+
+async def get_ipn(request: web.Request, em: Emulator) -> web.StreamResponse:
+    return _json(200, em.ipn.listing())
+
+
+async def post_ipn(request: web.Request, em: Emulator) -> web.StreamResponse:
+    body = await _body(request)
+    if "enabled" in body:
+        em.ipn.enabled = bool(body["enabled"])
+    if "signatureVersion" in body:
+        version = str(body["signatureVersion"])
+        if version not in ("1", "2"):
+            raise ApiError(400, "InvalidParameterValue", "signatureVersion must be '1' or '2'")
+        em.ipn.signature_version = version
+    if "maxAttempts" in body:
+        em.ipn.max_attempts = max(1, int(body["maxAttempts"]))
+    if "retryBaseSeconds" in body:
+        em.ipn.retry_base_seconds = max(0.0, float(body["retryBaseSeconds"]))
+    em.dirty = True
+    return _json(200, em.ipn.settings())
+
+
+async def add_subscription(request: web.Request, em: Emulator) -> web.StreamResponse:
+    body = await _body(request)
+    url = body.get("url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ApiError(400, "InvalidParameterValue", "url must be an http(s) URL")
+    if url not in em.ipn.subscriptions:
+        em.ipn.subscriptions.append(url)
+    em.dirty = True
+    return _json(201, em.ipn.settings())
+
+
+async def delete_subscription(request: web.Request, em: Emulator) -> web.StreamResponse:
+    body = await _body(request)
+    url = body.get("url")
+    if url is None:
+        em.ipn.subscriptions.clear()
+    elif url in em.ipn.subscriptions:
+        em.ipn.subscriptions.remove(url)
+    em.dirty = True
+    return _json(200, em.ipn.settings())
+
+
+async def sns_cert(request: web.Request, em: Emulator) -> web.StreamResponse:
+    return web.Response(body=em.ipn.cert_pem, content_type="application/x-pem-file")
+
+
+async def sns_unsubscribe(request: web.Request, em: Emulator) -> web.StreamResponse:
+    return _json(200, {"unsubscribed": False, "note": "use DELETE /_emulator/ipn/subscriptions"})
+
+
+# ------------------------------------------------------------------------------- state
+
+
+async def get_state(request: web.Request, em: Emulator) -> web.StreamResponse:
+    return _json(
+        200,
+        {
+            "clock": _clock_view(em),
+            **{kind: em.engine.objects(kind) for kind in KINDS},
+            "idempotencyRecords": len(em.idempotency),
+            "pendingTimers": len(em.engine.data["timers"]),
+            "faults": [f.describe() for f in em.faults],
+        },
+    )
+
+
+async def list_objects(request: web.Request, em: Emulator) -> web.StreamResponse:
+    kind = request.match_info["kind"]
+    if kind not in KINDS:
+        raise ApiError(404, "ResourceNotFound", f"kind must be one of {KINDS}")
+    return _json(200, {kind: em.engine.objects(kind)})
+
+
+async def get_object(request: web.Request, em: Emulator) -> web.StreamResponse:
+    kind, oid = request.match_info["kind"], request.match_info["id"]
+    coll = em.engine.data.get(kind)
+    if kind == "deliveryTrackers" or not isinstance(coll, dict) or oid not in coll:
+        raise ApiError(404, "ResourceNotFound", f"{kind}/{oid} not found")
+    return _json(200, coll[oid])
+
+
+async def reset(request: web.Request, em: Emulator) -> web.StreamResponse:
+    body = await _body(request)
+    em.reset(keys=bool(body.get("keys", False)))
+    return _json(200, {"reset": True})
+
+
+async def health(request: web.Request, em: Emulator) -> web.StreamResponse:
+    return _json(200, {"status": "ok"})
+
+
+# ------------------------------------------------------------------------------- buyer
+
+
+def _is_form(request: web.Request) -> bool:
+    return request.content_type == "application/x-www-form-urlencoded"
+
+
+async def sign_in(request: web.Request, em: Emulator) -> web.StreamResponse:
+    sid = request.match_info["id"]
+    if _is_form(request):
+        form = await request.post()
+        result = em.engine.buyer_sign_in(sid, {"card": str(form.get("card", "1111"))})
+        em.dirty = True
+        raise web.HTTPSeeOther(result["redirectUrl"] or f"/_emulator/checkoutSessions/{sid}/pay")
+    result = em.engine.buyer_sign_in(sid, await _body(request))
+    em.dirty = True
+    return _json(200, result)
+
+
+async def confirm(request: web.Request, em: Emulator) -> web.StreamResponse:
+    sid = request.match_info["id"]
+    if not _is_form(request):
+        await _body(request)
+    result = em.engine.buyer_confirm(sid)
+    em.dirty = True
+    if _is_form(request):
+        raise web.HTTPSeeOther(result["redirectUrl"] or f"/_emulator/checkoutSessions/{sid}/pay")
+    return _json(200, result)
+
+
+_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title></head>
+<body style="font-family:sans-serif;max-width:40em;margin:2em auto">
+<h1>Amazon Pay emulator</h1><h2>{title}</h2>{content}</body></html>"""
+
+
+def _page(title: str, content: str) -> web.Response:
+    return web.Response(
+        text=_PAGE.format(title=escape(title), content=content), content_type="text/html"
+    )
+
+
+async def sign_in_page(request: web.Request, em: Emulator) -> web.StreamResponse:
+    sid = request.match_info["id"]
+    session = em.engine.data["checkoutSessions"].get(sid)
+    if session is None:
+        return _page("Unknown checkout session", "<p>Not found.</p>")
+    options = "".join(
+        f'<option value="{c}">{escape(brand)} ****{c} ({escape(kind)})</option>'
+        for c, (brand, kind) in CARDS.items()
+    )
+    form = (
+        f'<form method="post" action="/_emulator/checkoutSessions/{quote(sid)}/signIn">'
+        f'<label>Wallet card <select name="card">{options}</select></label> '
+        '<button type="submit">Sign in and continue</button></form>'
+    )
+    return _page(f"Sign in for checkout {sid}", form)
+
+
+async def pay_page(request: web.Request, em: Emulator) -> web.StreamResponse:
+    sid = request.match_info["id"]
+    session = em.engine.data["checkoutSessions"].get(sid)
+    if session is None:
+        return _page("Unknown checkout session", "<p>Not found.</p>")
+    pd = session["paymentDetails"]
+    amount = pd["chargeAmount"] or {"amount": "?", "currencyCode": ""}
+    state = session["statusDetails"]["state"]
+    info = (
+        f"<p>State: {escape(state)}</p><p>Amount: {escape(amount['amount'])} "
+        f"{escape(amount['currencyCode'])}; intent {escape(pd['paymentIntent'])}</p>"
+        f"<p>Payment: {escape((session['paymentPreferences'] or [{}])[0].get('paymentDescriptor'))}</p>"
+    )
+    form = (
+        f'<form method="post" action="/_emulator/checkoutSessions/{quote(sid)}/confirm">'
+        '<button type="submit">Pay now</button></form>'
+    )
+    return _page(f"Confirm checkout {sid}", info + form)
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    p = "/_emulator"
+    r.add_get(f"{p}/health", _guard(health))
+    r.add_post(f"{p}/keys", _guard(add_key))
+    r.add_get(f"{p}/keys", _guard(list_keys))
+    r.add_delete(f"{p}/keys/{{id}}", _guard(delete_key))
+    r.add_get(f"{p}/clock", _guard(get_clock))
+    r.add_post(f"{p}/clock", _guard(post_clock))
+    r.add_post(f"{p}/faults", _guard(add_fault))
+    r.add_get(f"{p}/faults", _guard(list_faults))
+    r.add_delete(f"{p}/faults", _guard(clear_faults))
+    r.add_get(f"{p}/ipn", _guard(get_ipn))
+    r.add_post(f"{p}/ipn", _guard(post_ipn))
+    r.add_post(f"{p}/ipn/subscriptions", _guard(add_subscription))
+    r.add_delete(f"{p}/ipn/subscriptions", _guard(delete_subscription))
+    r.add_get(f"{p}/sns/cert.pem", _guard(sns_cert))
+    r.add_get(f"{p}/sns/unsubscribe", _guard(sns_unsubscribe))
+    r.add_get(f"{p}/state", _guard(get_state))
+    r.add_get(f"{p}/objects/{{kind}}", _guard(list_objects))
+    r.add_get(f"{p}/objects/{{kind}}/{{id}}", _guard(get_object))
+    r.add_post(f"{p}/reset", _guard(reset))
+    r.add_post(f"{p}/checkoutSessions/{{id}}/signIn", _guard(sign_in))
+    r.add_get(f"{p}/checkoutSessions/{{id}}/signIn", _guard(sign_in_page))
+    r.add_post(f"{p}/checkoutSessions/{{id}}/confirm", _guard(confirm))
+    r.add_get(f"{p}/checkoutSessions/{{id}}/pay", _guard(pay_page))
