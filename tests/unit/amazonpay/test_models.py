@@ -1,0 +1,154 @@
+"""Model parsing/serialisation: decimal-string amounts, timestamps, unknown fields kept."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from service.amazonpay import (
+    AmazonPayRequestError,
+    Charge,
+    ChargePermission,
+    CheckoutSession,
+    CreateChargeRequest,
+    MerchantMetadata,
+    Price,
+    Refund,
+    format_timestamp,
+    normalize_amount,
+    parse_timestamp,
+)
+
+SESSION = {
+    "checkoutSessionId": "bd504926-f659-4ad7-a1a9-9a747aaf5275",
+    "webCheckoutDetail": {"checkoutReviewReturnUrl": "https://a.com/review"},
+    "paymentDetails": {"chargeAmount": {"amount": "14.00", "currencyCode": "USD"}},
+    "statusDetail": {
+        "state": "Open",
+        "reasonCode": None,
+        "lastUpdatedTimestamp": "20191015T204327Z",
+    },
+    "constraints": [{"constraintId": "ChargeAmountNotSet", "description": "not set"}],
+    "creationTimestamp": "20191015T204313Z",
+    "brandNewAmazonField": {"nested": [1, 2, 3]},
+}
+
+
+def test_checkout_session_accepts_the_seed_singular_field_names() -> None:
+    session = CheckoutSession.from_json(SESSION)
+    assert session is not None
+    assert session.state == "Open"
+    assert session.web_checkout_details is not None
+    assert session.web_checkout_details.checkout_review_return_url == "https://a.com/review"
+    assert session.constraints[0].constraint_id == "ChargeAmountNotSet"
+    assert session.creation_timestamp == datetime(2019, 10, 15, 20, 43, 13, tzinfo=UTC)
+
+
+def test_unknown_fields_survive_in_raw_and_in_to_json() -> None:
+    session = CheckoutSession.from_json(SESSION)
+    assert session is not None
+    assert session.raw["brandNewAmazonField"] == {"nested": [1, 2, 3]}
+    out = session.to_json()
+    assert out["brandNewAmazonField"] == {"nested": [1, 2, 3]}
+    json.dumps(out)
+
+
+def test_json_number_amounts_become_decimal_strings() -> None:
+    charge = Charge.from_json({"chargeAmount": {"amount": 14.5, "currencyCode": "EUR"}})
+    assert charge is not None
+    assert charge.charge_amount is not None
+    assert charge.charge_amount.amount == "14.5"
+    assert isinstance(charge.charge_amount.amount, str)
+    refund = Refund.from_json({"refundAmount": {"amount": 1000, "currencyCode": "JPY"}})
+    assert refund is not None
+    assert refund.refund_amount is not None
+    assert refund.refund_amount.amount == "1000"
+
+
+def test_unusable_price_is_dropped_but_kept_in_raw() -> None:
+    charge = Charge.from_json({"chargeAmount": {"amount": "abc", "currencyCode": "EUR"}})
+    assert charge is not None
+    assert charge.charge_amount is None
+    assert charge.raw["chargeAmount"]["amount"] == "abc"
+
+
+def test_charge_permission_reasons_list_and_unknown_reason_codes_are_strings() -> None:
+    permission = ChargePermission.from_json(
+        {
+            "chargePermissionId": "S01-5105180-3221187",
+            "statusDetails": {
+                "state": "NonChargeable",
+                "reasons": [
+                    {"reasonCode": "PaymentMethodInvalid", "reasonDescription": "x"},
+                    {"reasonCode": "SomethingAmazonInventedTomorrow"},
+                ],
+            },
+        }
+    )
+    assert permission is not None
+    assert permission.status_details is not None
+    assert permission.status_details.reason_codes == (
+        "PaymentMethodInvalid",
+        "SomethingAmazonInventedTomorrow",
+    )
+
+
+def test_price_refuses_floats_and_non_decimals_from_callers() -> None:
+    with pytest.raises(AmazonPayRequestError):
+        Price(amount=1.5, currency_code="USD")  # type: ignore[arg-type]
+    with pytest.raises(AmazonPayRequestError):
+        Price.of("1,50", "EUR")
+    assert Price.of(Decimal("10.50"), "EUR").amount == "10.50"
+    assert Price.of(7, "JPY").to_json() == {"amount": "7", "currencyCode": "JPY"}
+
+
+@given(st.decimals(min_value=0, max_value=10_000_000, places=2, allow_nan=False))
+def test_amount_normalisation_preserves_the_decimal_value(value: Decimal) -> None:
+    assert Decimal(normalize_amount(value)) == value
+    assert Decimal(normalize_amount(float(value), allow_float=True)) == Decimal(repr(float(value)))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "20191015T204313Z",
+        "2019-10-15T20:43:13Z",
+        "2019-10-15T20:43:13.000Z",
+        "2019-10-15T22:43:13+02:00",
+    ],
+)
+def test_timestamps_in_compact_and_iso_forms_parse_to_the_same_aware_instant(text: str) -> None:
+    assert parse_timestamp(text) == datetime(2019, 10, 15, 20, 43, 13, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("text", [None, "", "yesterday", "20191315T204313Z", 42])
+def test_unreadable_timestamps_become_none(text: object) -> None:
+    assert parse_timestamp(text) is None
+
+
+@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)))
+def test_compact_timestamp_round_trips(value: datetime) -> None:
+    value = value.replace(microsecond=0, tzinfo=UTC)
+    assert parse_timestamp(format_timestamp(value)) == value
+
+
+def test_request_models_serialise_to_camel_case_without_unset_fields() -> None:
+    body = CreateChargeRequest(
+        charge_permission_id="S01-5105180-3221187",
+        charge_amount=Price.of("14.00", "USD"),
+        capture_now=True,
+        merchant_metadata=MerchantMetadata(merchant_reference_id="order-1"),
+        extra={"newFlag": True},
+    ).to_json()
+    assert body == {
+        "newFlag": True,
+        "chargePermissionId": "S01-5105180-3221187",
+        "chargeAmount": {"amount": "14.00", "currencyCode": "USD"},
+        "captureNow": True,
+        "merchantMetadata": {"merchantReferenceId": "order-1"},
+    }
