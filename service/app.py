@@ -9,9 +9,10 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from .api import GrpcServer, build_server
+from .api import GrpcServer, Rpcs, build_server, build_servicers
 from .config import Settings
-from .ledger import EmbeddedPostgres, Ledger
+from .core import MerchantRegistry, Payments
+from .ledger import EmbeddedPostgres, InstanceLease, Ledger
 
 __all__ = ["Application"]
 
@@ -23,6 +24,9 @@ class Application:
         self.settings = settings
         self.ledger: Ledger | None = None
         self.grpc: GrpcServer | None = None
+        self.merchants: MerchantRegistry | None = None
+        self.payments: Payments | None = None
+        self._instance: InstanceLease | None = None
         self._embedded_pg: EmbeddedPostgres | None = None
         self._dev_amazon: Any = None
 
@@ -66,7 +70,17 @@ class Application:
         if settings.database.migrate_on_start:
             applied = await self.ledger.migrate()
             _log.info("migrations checked", extra={"applied": applied})
-        self.grpc = build_server(settings.grpc, servicers={})
+        self._instance = InstanceLease(url)
+        await self._instance.acquire()
+        self.merchants = await MerchantRegistry.from_settings(settings.merchants)
+        self.payments = Payments(
+            self.merchants, self.ledger.repository, instance_id=self._instance.instance_id
+        )
+        # Operations a crashed process left between Amazon's answer and the ledger commit are
+        # finished before this replica takes traffic.
+        await self.payments.redrive_orphans()
+        rpcs = Rpcs(self.payments, self.ledger.repository)
+        self.grpc = build_server(settings.grpc, servicers=build_servicers(rpcs))
         await self.grpc.set_serving(False)
         port = await self.grpc.start(settings.grpc.listen)
         await self.grpc.set_serving(True)
@@ -78,6 +92,12 @@ class Application:
             grpc_server, self.grpc = self.grpc, None
             _log.info("draining gRPC", extra={"grace_s": self.settings.grpc.shutdown_grace_s})
             await grpc_server.stop(self.settings.grpc.shutdown_grace_s)
+        if self.merchants is not None:
+            merchants, self.merchants = self.merchants, None
+            await merchants.close()
+        if self._instance is not None:
+            instance, self._instance = self._instance, None
+            await instance.release()
         if self.ledger is not None:
             ledger, self.ledger = self.ledger, None
             await ledger.close()

@@ -170,6 +170,15 @@ class Settings:
     """`DEV_EMULATOR`: when no Amazon credentials are configured, start the local emulator with a
     throwaway key (the `make run` default). Set false to refuse to start without credentials."""
 
+    extra_merchants: tuple[AmazonPaySettings, ...] = ()
+    """`AMAZON_PAY_MERCHANTS_FILE`: further merchant accounts, served side by side with the
+    default one and chosen by the request's `merchant` field."""
+
+    @property
+    def merchants(self) -> tuple[AmazonPaySettings, ...]:
+        """Every configured account, the default (from `AMAZON_PAY_*`) first."""
+        return (self.amazon_pay, *self.extra_merchants)
+
 
 class _Reader:
     """Reads raw strings from the environment, then the config file, recording the variable name."""
@@ -313,6 +322,52 @@ def _load_file(env: Mapping[str, str]) -> dict[str, object]:
         raise ConfigError("SERVICE_CONFIG_FILE", f"not valid TOML: {exc}") from None
 
 
+_MERCHANT_KEYS = {
+    "public_key_id": ("AMAZON_PAY_PUBLIC_KEY_ID", _public_key_id),
+    "private_key_file": ("AMAZON_PAY_PRIVATE_KEY_FILE", _readable_file),
+    "region": ("AMAZON_PAY_REGION", _region),
+    "environment": ("AMAZON_PAY_ENVIRONMENT", _environment),
+    "store_id": ("AMAZON_PAY_STORE_ID", _str),
+    "endpoint": ("AMAZON_PAY_ENDPOINT", _endpoint),
+    "ca_file": ("AMAZON_PAY_CA_FILE", _readable_file),
+}
+
+
+def _load_merchants(path_text: str, default_alias: str) -> tuple[AmazonPaySettings, ...]:
+    """`[merchants.<alias>]` tables with the keys of `_MERCHANT_KEYS`."""
+    variable = "AMAZON_PAY_MERCHANTS_FILE"
+    try:
+        with open(path_text, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(variable, f"file {path_text!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(variable, f"not valid TOML: {exc}") from None
+    tables = data.get("merchants")
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigError(variable, "expected at least one [merchants.<alias>] table")
+    merchants: list[AmazonPaySettings] = []
+    for alias, table in tables.items():
+        where = f"{variable}: merchants.{alias}"
+        _alias(where, alias)
+        if alias == default_alias:
+            raise ConfigError(variable, f"alias {alias!r} is already the default merchant")
+        if not isinstance(table, dict):
+            raise ConfigError(variable, f"merchants.{alias} must be a table")
+        unknown = sorted(set(table) - set(_MERCHANT_KEYS))
+        if unknown:
+            raise ConfigError(variable, f"merchants.{alias}: unknown keys {unknown}")
+        values: dict[str, object] = {"merchant_alias": alias}
+        for key, (_, parse) in _MERCHANT_KEYS.items():
+            if key in table:
+                values[key] = parse(f"{where}.{key}", str(table[key]))
+        for required in ("public_key_id", "private_key_file"):
+            if required not in values:
+                raise ConfigError(variable, f"merchants.{alias}: {required} is required")
+        merchants.append(AmazonPaySettings(**values))  # type: ignore[arg-type]
+    return tuple(merchants)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build and validate settings; raises `ConfigError` on the first bad variable."""
     source = os.environ if env is None else env
@@ -364,7 +419,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(
             missing, "AMAZON_PAY_PUBLIC_KEY_ID and AMAZON_PAY_PRIVATE_KEY_FILE must be set together"
         )
+    merchants_file = r.raw("AMAZON_PAY_MERCHANTS_FILE")
+    extra = _load_merchants(merchants_file, amazon.merchant_alias) if merchants_file else ()
     settings = Settings(
+        extra_merchants=extra,
         grpc=grpc,
         database=database,
         amazon_pay=amazon,
@@ -372,7 +430,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         allow_insecure=r.get("ALLOW_INSECURE", _bool, False),
         dev_emulator=r.get("DEV_EMULATOR", _bool, True),
     )
-    if amazon.environment == "live" and not settings.allow_insecure:
+    live = any(m.environment == "live" for m in settings.merchants)
+    if live and not settings.allow_insecure:
         raise ConfigError(
             "AMAZON_PAY_ENVIRONMENT",
             "live mode needs gRPC TLS (GRPC_TLS_CERT_FILE/GRPC_TLS_KEY_FILE); set ALLOW_INSECURE=1 "

@@ -2,5 +2,14 @@
 
 from ._registry import PROTO_PACKAGE, ServiceStub, discover_services
 from ._server import GrpcServer, build_server
+from ._servicers import Rpcs, build_servicers
 
-__all__ = ["PROTO_PACKAGE", "GrpcServer", "ServiceStub", "build_server", "discover_services"]
+__all__ = [
+    "PROTO_PACKAGE",
+    "GrpcServer",
+    "Rpcs",
+    "ServiceStub",
+    "build_server",
+    "build_servicers",
+    "discover_services",
+]

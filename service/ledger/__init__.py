@@ -4,6 +4,7 @@ No gRPC and no HTTP in here.
 """
 
 from ._embedded import EmbeddedPostgres
+from ._instance import InstanceLease, instance_alive
 from ._migrate import Migration, MigrationError, apply_migrations, load_migrations
 from ._pool import Ledger
 from ._repository import (
@@ -27,6 +28,7 @@ __all__ = [
     "EmbeddedPostgres",
     "Event",
     "EventFilter",
+    "InstanceLease",
     "InvalidPageToken",
     "Ledger",
     "Migration",
@@ -39,5 +41,6 @@ __all__ = [
     "Repository",
     "StoredObject",
     "apply_migrations",
+    "instance_alive",
     "load_migrations",
 ]

@@ -22,6 +22,8 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from ._instance import instance_alive
+
 __all__ = [
     "EVENT_SOURCES",
     "OBJECT_KINDS",
@@ -110,6 +112,7 @@ class Event:
     charge_permission_id: str | None
     state: str
     reason_code: str | None
+    previous_state: str | None
     source: str
     snapshot: dict[str, Any]
 
@@ -149,6 +152,9 @@ class EventFilter:
     kind: str | None = None
     object_id: str | None = None
     charge_permission_id: str | None = None
+    source: str | None = None
+    recorded_after: datetime | None = None
+    recorded_before: datetime | None = None
     after_event_id: int = 0
 
 
@@ -196,6 +202,7 @@ def _event(row: asyncpg.Record) -> Event:
         charge_permission_id=row["charge_permission_id"],
         state=row["state"],
         reason_code=row["reason_code"],
+        previous_state=row["previous_state"],
         source=row["source"],
         snapshot=row["snapshot"],
     )
@@ -282,6 +289,7 @@ class Repository:
             rec.object_id,
             timeout=timeout,
         )
+        previous_state = None if current is None else current["state"]
         if current is None:
             snapshot: dict[str, Any] = dict(rec.snapshot)
             await conn.execute(
@@ -360,9 +368,9 @@ class Repository:
         row = await conn.fetchrow(
             """
             INSERT INTO events (merchant, kind, object_id, charge_permission_id, state,
-                reason_code, source, snapshot)
+                reason_code, previous_state, source, snapshot)
             VALUES ($1, $2, $3, coalesce($4, (SELECT charge_permission_id FROM objects
-                WHERE merchant = $1 AND kind = $2 AND object_id = $3)), $5, $6, $7, $8)
+                WHERE merchant = $1 AND kind = $2 AND object_id = $3)), $5, $6, $7, $8, $9)
             RETURNING *
             """,
             rec.merchant,
@@ -371,6 +379,7 @@ class Repository:
             rec.charge_permission_id,
             rec.state,
             rec.reason_code,
+            previous_state,
             source,
             snapshot,
             timeout=timeout,
@@ -454,7 +463,15 @@ class Repository:
         timeout: float | None = None,
     ) -> Page[Event]:
         """Oldest first by event id, so a reader can resume from the last id it saw."""
-        filters = [where.merchant, where.kind, where.object_id, where.charge_permission_id]
+        filters = [
+            where.merchant,
+            where.kind,
+            where.object_id,
+            where.charge_permission_id,
+            where.source,
+            where.recorded_after,
+            where.recorded_before,
+        ]
         after = where.after_event_id
         if page_token:
             try:
@@ -468,9 +485,12 @@ class Repository:
               AND ($2::text IS NULL OR kind = $2)
               AND ($3::text IS NULL OR object_id = $3)
               AND ($4::text IS NULL OR charge_permission_id = $4)
-              AND event_id > $5
+              AND ($5::text IS NULL OR source = $5)
+              AND ($6::timestamptz IS NULL OR recorded_at >= $6)
+              AND ($7::timestamptz IS NULL OR recorded_at < $7)
+              AND event_id > $8
             ORDER BY event_id
-            LIMIT $6
+            LIMIT $9
             """,
             *filters,
             after,
@@ -509,6 +529,8 @@ class Repository:
         request_hash: bytes,
         amazon_idempotency_key: str,
         request: Mapping[str, Any],
+        lease_owner: str | None = None,
+        lease_s: float = 60.0,
         timeout: float | None = None,
     ) -> tuple[Operation, bool]:
         """Insert a pending record, or return the existing one; `True` when this call created it.
@@ -519,8 +541,8 @@ class Repository:
         row = await self._pool.fetchrow(
             """
             INSERT INTO operations (merchant, operation, idempotency_key, request_hash,
-                amazon_idempotency_key, status, request)
-            VALUES ($1, $2, $3, $4, $5, 'pending', $6)
+                amazon_idempotency_key, status, request, lease_owner, lease_expires_at)
+            VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, now() + make_interval(secs => $8))
             ON CONFLICT (merchant, operation, idempotency_key) DO NOTHING
             RETURNING *
             """,
@@ -530,6 +552,8 @@ class Repository:
             request_hash,
             amazon_idempotency_key,
             dict(request),
+            lease_owner,
+            lease_s,
             timeout=timeout,
         )
         if row is not None:
@@ -645,7 +669,7 @@ class Repository:
     async def pending_operations(
         self, *, older_than_s: float, limit: int, timeout: float | None = None
     ) -> list[Operation]:
-        """Pending operations untouched for `older_than_s`, oldest first (for re-driving)."""
+        """Pending operations untouched for `older_than_s`, oldest first."""
         rows = await self._pool.fetch(
             """
             SELECT * FROM operations
@@ -658,3 +682,53 @@ class Repository:
             timeout=timeout,
         )
         return [_operation(r) for r in rows]
+
+    async def claim_orphaned_operations(
+        self, *, owner: str, lease_s: float, limit: int, timeout: float | None = None
+    ) -> list[Operation]:
+        """Take over pending operations nobody is driving: lease expired, or the owning process
+        is dead (its instance lock is free). Claiming is a compare-and-set on the owner, so two
+        replicas never claim the same operation."""
+        claimed: list[Operation] = []
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                """
+                SELECT merchant, operation, idempotency_key, lease_owner,
+                       lease_expires_at IS NULL OR lease_expires_at < now() AS expired
+                FROM operations
+                WHERE status = 'pending' AND lease_owner IS DISTINCT FROM $1
+                ORDER BY updated_at
+                LIMIT $2
+                """,
+                owner,
+                limit,
+                timeout=timeout,
+            )
+            liveness: dict[str, bool] = {}
+            for row in rows:
+                previous = row["lease_owner"]
+                if not row["expired"] and previous is not None:
+                    if previous not in liveness:
+                        liveness[previous] = await instance_alive(conn, previous)
+                    if liveness[previous]:
+                        continue
+                taken = await conn.fetchrow(
+                    """
+                    UPDATE operations
+                    SET lease_owner = $4, lease_expires_at = now() + make_interval(secs => $5),
+                        attempts = attempts + 1, updated_at = now()
+                    WHERE merchant = $1 AND operation = $2 AND idempotency_key = $3
+                      AND status = 'pending' AND lease_owner IS NOT DISTINCT FROM $6
+                    RETURNING *
+                    """,
+                    row["merchant"],
+                    row["operation"],
+                    row["idempotency_key"],
+                    owner,
+                    lease_s,
+                    previous,
+                    timeout=timeout,
+                )
+                if taken is not None:
+                    claimed.append(_operation(taken))
+        return claimed

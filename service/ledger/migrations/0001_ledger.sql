@@ -48,6 +48,7 @@ CREATE TABLE events (
     charge_permission_id text,
     state                text        NOT NULL,
     reason_code          text,
+    previous_state       text,
     source               text        NOT NULL CHECK (source IN ('api', 'poll', 'ipn', 'recovery')),
     snapshot             jsonb       NOT NULL,
     PRIMARY KEY (event_id, recorded_at)

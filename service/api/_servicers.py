@@ -1,0 +1,596 @@
+"""The servicers: every RPC is a row in a table run by one of three generic handlers.
+
+- mutations: validate -> exactly-once execution (core) -> typed response
+- reads: validate -> ledger/Amazon per `source` -> typed response with `served_from`
+- ledger queries: validate -> repository -> typed response
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any, Literal, NoReturn, TypeVar, cast
+
+import grpc
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from payments.amazonpay.v1 import (
+    button_pb2,
+    button_pb2_grpc,
+    buyer_pb2,
+    buyer_pb2_grpc,
+    charge_pb2,
+    charge_pb2_grpc,
+    charge_permission_pb2,
+    charge_permission_pb2_grpc,
+    checkout_session_pb2,
+    checkout_session_pb2_grpc,
+    common_pb2,
+    delivery_tracker_pb2,
+    delivery_tracker_pb2_grpc,
+    ledger_pb2,
+    ledger_pb2_grpc,
+    refund_pb2,
+    refund_pb2_grpc,
+)
+from service.core import AmazonCall, Payments
+from service.ledger import Event, EventFilter, ObjectFilter, Repository, StoredObject
+
+from ._convert import ENVELOPE_FIELDS, json_to_message, message_to_json
+from ._errors import RpcFailure, to_status
+from ._validation import validate
+
+__all__ = ["Rpcs", "build_servicers"]
+
+_log = logging.getLogger("service.api")
+
+Req = TypeVar("Req", bound=Message)
+Resp = TypeVar("Resp", bound=Message)
+
+# Leave this much of the caller's deadline for our own ledger writes and the reply.
+_DEADLINE_RESERVE_S = 0.05
+_DEFAULT_PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class Mutation:
+    response: type[Message]
+    result_field: str
+    result_type: type[Message]
+    path_field: str | None = None
+    masked: bool = False
+
+
+MUTATIONS: Mapping[str, Mutation] = {
+    "CreateCheckoutSession": Mutation(
+        checkout_session_pb2.CreateCheckoutSessionResponse,
+        "checkout_session",
+        checkout_session_pb2.CheckoutSession,
+    ),
+    "UpdateCheckoutSession": Mutation(
+        checkout_session_pb2.UpdateCheckoutSessionResponse,
+        "checkout_session",
+        checkout_session_pb2.CheckoutSession,
+        "checkout_session_id",
+        masked=True,
+    ),
+    "CompleteCheckoutSession": Mutation(
+        checkout_session_pb2.CompleteCheckoutSessionResponse,
+        "checkout_session",
+        checkout_session_pb2.CheckoutSession,
+        "checkout_session_id",
+    ),
+    "FinalizeCheckoutSession": Mutation(
+        checkout_session_pb2.FinalizeCheckoutSessionResponse,
+        "checkout_session",
+        checkout_session_pb2.CheckoutSession,
+        "checkout_session_id",
+    ),
+    "UpdateChargePermission": Mutation(
+        charge_permission_pb2.UpdateChargePermissionResponse,
+        "charge_permission",
+        charge_permission_pb2.ChargePermission,
+        "charge_permission_id",
+        masked=True,
+    ),
+    "CloseChargePermission": Mutation(
+        charge_permission_pb2.CloseChargePermissionResponse,
+        "charge_permission",
+        charge_permission_pb2.ChargePermission,
+        "charge_permission_id",
+    ),
+    "CreateCharge": Mutation(charge_pb2.CreateChargeResponse, "charge", charge_pb2.Charge),
+    "CaptureCharge": Mutation(
+        charge_pb2.CaptureChargeResponse, "charge", charge_pb2.Charge, "charge_id"
+    ),
+    "CancelCharge": Mutation(
+        charge_pb2.CancelChargeResponse, "charge", charge_pb2.Charge, "charge_id"
+    ),
+    "CreateRefund": Mutation(refund_pb2.CreateRefundResponse, "refund", refund_pb2.Refund),
+    "CreateDeliveryTracker": Mutation(
+        delivery_tracker_pb2.CreateDeliveryTrackerResponse,
+        "delivery_tracker",
+        delivery_tracker_pb2.DeliveryTracker,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Read:
+    kind: str
+    id_field: str
+    response: type[Message]
+    result_field: str
+    result_type: type[Message]
+
+
+READS: Mapping[str, Read] = {
+    "GetCheckoutSession": Read(
+        "checkout_session",
+        "checkout_session_id",
+        checkout_session_pb2.GetCheckoutSessionResponse,
+        "checkout_session",
+        checkout_session_pb2.CheckoutSession,
+    ),
+    "GetChargePermission": Read(
+        "charge_permission",
+        "charge_permission_id",
+        charge_permission_pb2.GetChargePermissionResponse,
+        "charge_permission",
+        charge_permission_pb2.ChargePermission,
+    ),
+    "GetCharge": Read(
+        "charge", "charge_id", charge_pb2.GetChargeResponse, "charge", charge_pb2.Charge
+    ),
+    "GetRefund": Read(
+        "refund", "refund_id", refund_pb2.GetRefundResponse, "refund", refund_pb2.Refund
+    ),
+}
+
+_SOURCES: Mapping[int, Literal["auto", "ledger", "amazon"]] = {
+    common_pb2.READ_SOURCE_UNSPECIFIED: "auto",
+    common_pb2.READ_SOURCE_AUTO: "auto",
+    common_pb2.READ_SOURCE_LEDGER: "ledger",
+    common_pb2.READ_SOURCE_AMAZON: "amazon",
+}
+
+KIND_ENUM: Mapping[str, int] = {
+    "checkout_session": ledger_pb2.OBJECT_KIND_CHECKOUT_SESSION,
+    "charge_permission": ledger_pb2.OBJECT_KIND_CHARGE_PERMISSION,
+    "charge": ledger_pb2.OBJECT_KIND_CHARGE,
+    "refund": ledger_pb2.OBJECT_KIND_REFUND,
+}
+KIND_NAME: Mapping[int, str] = {v: k for k, v in KIND_ENUM.items()}
+SOURCE_ENUM: Mapping[str, int] = {
+    "api": ledger_pb2.EVENT_SOURCE_API,
+    "poll": ledger_pb2.EVENT_SOURCE_POLL,
+    "ipn": ledger_pb2.EVENT_SOURCE_IPN,
+    "recovery": ledger_pb2.EVENT_SOURCE_RECOVERY,
+}
+SOURCE_NAME: Mapping[int, str] = {v: k for k, v in SOURCE_ENUM.items()}
+_SNAPSHOT_TYPES: Mapping[str, type[Message]] = {
+    "checkout_session": checkout_session_pb2.CheckoutSession,
+    "charge_permission": charge_permission_pb2.ChargePermission,
+    "charge": charge_pb2.Charge,
+    "refund": refund_pb2.Refund,
+}
+
+
+def _deadline(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
+    remaining = context.time_remaining()
+    if remaining is None:
+        return None
+    return time.monotonic() + max(0.0, remaining - _DEADLINE_RESERVE_S)
+
+
+def _timestamp(value: Any) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value.astimezone(UTC))
+    return stamp
+
+
+def _price(data: Any) -> common_pb2.Price | None:
+    if isinstance(data, Mapping) and data.get("amount") is not None:
+        return common_pb2.Price(
+            amount=str(data["amount"]), currency_code=str(data.get("currencyCode") or "")
+        )
+    return None
+
+
+def transaction_of(obj: StoredObject) -> ledger_pb2.Transaction:
+    tx = ledger_pb2.Transaction(
+        merchant=obj.merchant,
+        kind=cast(Any, KIND_ENUM[obj.kind]),
+        object_id=obj.object_id,
+        checkout_session_id=obj.checkout_session_id or "",
+        charge_permission_id=obj.charge_permission_id or "",
+        charge_id=obj.charge_id or "",
+        raw_state=obj.state,
+        raw_reason_code=obj.reason_code or "",
+        merchant_reference_id=obj.merchant_reference_id or "",
+        is_final=obj.is_final,
+        release_environment=str(obj.snapshot.get("releaseEnvironment") or ""),
+    )
+    if obj.amount is not None:
+        tx.amount.CopyFrom(
+            common_pb2.Price(amount=obj.amount, currency_code=obj.currency_code or "")
+        )
+    for field, key in (("captured_amount", "captureAmount"), ("refunded_amount", "refundedAmount")):
+        price = _price(obj.snapshot.get(key))
+        if price is not None:
+            getattr(tx, field).CopyFrom(price)
+    tx.created_at.CopyFrom(_timestamp(obj.created_at))
+    tx.updated_at.CopyFrom(_timestamp(obj.updated_at))
+    if obj.amazon_expires_at is not None:
+        tx.amazon_expiration_timestamp.CopyFrom(_timestamp(obj.amazon_expires_at))
+    json_to_message(obj.snapshot, getattr(tx, obj.kind))
+    return tx
+
+
+def event_of(event: Event) -> ledger_pb2.LedgerEvent:
+    message = ledger_pb2.LedgerEvent(
+        event_id=event.event_id,
+        kind=cast(Any, KIND_ENUM[event.kind]),
+        object_id=event.object_id,
+        merchant=event.merchant,
+        charge_permission_id=event.charge_permission_id or "",
+        raw_state=event.state,
+        raw_reason_code=event.reason_code or "",
+        previous_raw_state=event.previous_state or "",
+        source=cast(Any, SOURCE_ENUM[event.source]),
+    )
+    message.occurred_at.CopyFrom(_timestamp(event.recorded_at))
+    message.recorded_at.CopyFrom(_timestamp(event.recorded_at))
+    json_to_message(event.snapshot, getattr(message, event.kind))
+    return message
+
+
+class Rpcs:
+    """The generic handlers every servicer method delegates to."""
+
+    def __init__(self, payments: Payments, repository: Repository) -> None:
+        self.payments = payments
+        self.repository = repository
+
+    async def run(
+        self,
+        method: str,
+        request: Req,
+        context: grpc.aio.ServicerContext[Any, Any],
+        handler: Callable[[Req, float | None], Awaitable[Resp]],
+    ) -> Resp:
+        """Validate, run, and turn any failure into a rich status."""
+        try:
+            violations = validate(method, request)
+            if violations:
+                raise RpcFailure(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"invalid {method} request: "
+                    + "; ".join(f"{v.field} {v.description}" for v in violations[:5]),
+                    "VALIDATION_FAILED",
+                    violations,
+                )
+            return await handler(request, _deadline(context))
+        except Exception as exc:
+            status = to_status(exc)
+            if status is None:
+                _log.exception("unexpected failure", extra={"rpc": method})
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error; see service logs")
+            assert status is not None
+            await _abort(context, status)
+
+    async def mutate(
+        self, method: str, request: Message, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Message:
+        spec = MUTATIONS[method]
+
+        async def handler(req: Message, deadline: float | None) -> Message:
+            skip = set(ENVELOPE_FIELDS)
+            if spec.path_field:
+                skip.add(spec.path_field)
+            only = None
+            if spec.masked and getattr(req, "update_mask").paths:  # noqa: B009
+                only = {p.split(".")[0] for p in getattr(req, "update_mask").paths}  # noqa: B009
+            call = AmazonCall(
+                operation=method,
+                body=message_to_json(req, skip=skip, only=only),
+                path_id=getattr(req, spec.path_field) if spec.path_field else None,
+                simulation_code=getattr(req, "sandbox_simulation_code", "") or None,
+            )
+            outcome = await self.payments.execute(
+                getattr(req, "merchant"),  # noqa: B009
+                call,
+                idempotency_key=getattr(req, "idempotency_key", "") or None,
+                request_hash=hashlib.sha256(req.SerializeToString(deterministic=True)).digest(),
+                deadline=deadline,
+            )
+            response = spec.response(
+                amazon_request_id=outcome.request_id, idempotent_replay=outcome.replayed
+            )
+            json_to_message(outcome.body, getattr(response, spec.result_field))
+            if "authorization_pending" in response.DESCRIPTOR.fields_by_name:
+                setattr(response, "authorization_pending", outcome.status == 202)  # noqa: B010
+            return response
+
+        return await self.run(method, request, context, handler)
+
+    async def read(
+        self, method: str, request: Message, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Message:
+        spec = READS[method]
+
+        async def handler(req: Message, deadline: float | None) -> Message:
+            result = await self.payments.read(
+                getattr(req, "merchant"),  # noqa: B009
+                spec.kind,
+                getattr(req, spec.id_field),
+                source=_SOURCES.get(getattr(req, "source"), "auto"),  # noqa: B009
+                deadline=deadline,
+            )
+            response = spec.response(
+                amazon_request_id=result.request_id,
+                served_from=(
+                    common_pb2.DATA_ORIGIN_AMAZON
+                    if result.origin == "amazon"
+                    else common_pb2.DATA_ORIGIN_LEDGER
+                ),
+            )
+            getattr(response, "as_of").CopyFrom(_timestamp(result.as_of))  # noqa: B009
+            json_to_message(result.body, getattr(response, spec.result_field))
+            return response
+
+        return await self.run(method, request, context, handler)
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Status) -> NoReturn:
+    await context.abort_with_status(status)  # type: ignore[attr-defined]  # grpc-stubs lags grpc.aio
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class CheckoutSessionService(checkout_session_pb2_grpc.CheckoutSessionServiceServicer):
+    def __init__(self, rpcs: Rpcs) -> None:
+        self._rpcs = rpcs
+
+    async def CreateCheckoutSession(self, request: Any, context: Any) -> Any:
+        return await self._rpcs.mutate("CreateCheckoutSession", request, context)
+
+    async def GetCheckoutSession(self, request: Any, context: Any) -> Any:
+        return await self._rpcs.read("GetCheckoutSession", request, context)
+
+    async def UpdateCheckoutSession(self, request: Any, context: Any) -> Any:
+        return await self._rpcs.mutate("UpdateCheckoutSession", request, context)
+
+    async def CompleteCheckoutSession(self, request: Any, context: Any) -> Any:
+        return await self._rpcs.mutate("CompleteCheckoutSession", request, context)
+
+    async def FinalizeCheckoutSession(self, request: Any, context: Any) -> Any:
+        return await self._rpcs.mutate("FinalizeCheckoutSession", request, context)
+
+
+class ChargePermissionService(charge_permission_pb2_grpc.ChargePermissionServiceServicer):
+    def __init__(self, rpcs: Rpcs) -> None:
+        self._rpcs = rpcs
+
+    async def GetChargePermission(self, request: Any, context: Any) -> Any:
+        return await self._rpcs.read("GetChargePermission", request, context)
+
+    async def UpdateChargePermission(self, request: Any, context: Any) -> Any:
+        return await self._rpcs.mutate("UpdateChargePermission", request, context)
+
+    async def CloseChargePermission(self, request: Any, context: Any) -> Any:
+        return await self._rpcs.mutate("CloseChargePermission", request, context)
+
+
+class ChargeService(charge_pb2_grpc.ChargeServiceServicer):
+    def __init__(self, rpcs: Rpcs) -> None:
+        self._rpcs = rpcs
+
+    async def CreateCharge(self, request: Any, context: Any) -> Any:
+        return await self._rpcs.mutate("CreateCharge", request, context)
+
+    async def GetCharge(self, request: Any, context: Any) -> Any:
+        return await self._rpcs.read("GetCharge", request, context)
+
+    async def CaptureCharge(self, request: Any, context: Any) -> Any:
+        return await self._rpcs.mutate("CaptureCharge", request, context)
+
+    async def CancelCharge(self, request: Any, context: Any) -> Any:
+        return await self._rpcs.mutate("CancelCharge", request, context)
+
+
+class RefundService(refund_pb2_grpc.RefundServiceServicer):
+    def __init__(self, rpcs: Rpcs) -> None:
+        self._rpcs = rpcs
+
+    async def CreateRefund(self, request: Any, context: Any) -> Any:
+        return await self._rpcs.mutate("CreateRefund", request, context)
+
+    async def GetRefund(self, request: Any, context: Any) -> Any:
+        return await self._rpcs.read("GetRefund", request, context)
+
+
+class DeliveryTrackerService(delivery_tracker_pb2_grpc.DeliveryTrackerServiceServicer):
+    def __init__(self, rpcs: Rpcs) -> None:
+        self._rpcs = rpcs
+
+    async def CreateDeliveryTracker(self, request: Any, context: Any) -> Any:
+        return await self._rpcs.mutate("CreateDeliveryTracker", request, context)
+
+
+class BuyerService(buyer_pb2_grpc.BuyerServiceServicer):
+    """Buyers are not kept in the ledger (PII, tokens expire in 24 h): always read from Amazon."""
+
+    def __init__(self, rpcs: Rpcs) -> None:
+        self._rpcs = rpcs
+
+    async def GetBuyer(self, request: Any, context: Any) -> Any:
+        async def handler(req: buyer_pb2.GetBuyerRequest, deadline: float | None) -> Message:
+            if req.source == common_pb2.READ_SOURCE_LEDGER:
+                raise RpcFailure(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "buyers are not stored in the ledger; use AUTO or AMAZON",
+                    "VALIDATION_FAILED",
+                )
+            merchant = self._rpcs.payments.merchants.get(req.merchant)
+            buyer = await merchant.client.get_buyer(req.buyer_token, deadline=deadline)
+            response = buyer_pb2.GetBuyerResponse(
+                amazon_request_id=buyer.request_id or "",
+                served_from=common_pb2.DATA_ORIGIN_AMAZON,
+            )
+            response.as_of.GetCurrentTime()
+            json_to_message(buyer.raw, response.buyer)
+            return response
+
+        return await self._rpcs.run("GetBuyer", request, context, handler)
+
+
+class ButtonService(button_pb2_grpc.ButtonServiceServicer):
+    def __init__(self, rpcs: Rpcs) -> None:
+        self._rpcs = rpcs
+
+    async def SignButtonPayload(self, request: Any, context: Any) -> Any:
+        async def handler(
+            req: button_pb2.SignButtonPayloadRequest, deadline: float | None
+        ) -> Message:
+            try:
+                parsed = json.loads(req.payload)
+            except ValueError:
+                parsed = None
+            if not isinstance(parsed, dict):
+                raise RpcFailure(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "payload must be a JSON object",
+                    "VALIDATION_FAILED",
+                )
+            merchant = self._rpcs.payments.merchants.get(req.merchant)
+            signed = await merchant.client.sign_button_payload(req.payload)
+            return button_pb2.SignButtonPayloadResponse(
+                payload=signed.payload,
+                signature=signed.signature,
+                public_key_id=signed.public_key_id,
+                algorithm=signed.algorithm.value,
+            )
+
+        return await self._rpcs.run("SignButtonPayload", request, context, handler)
+
+
+class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
+    def __init__(self, rpcs: Rpcs) -> None:
+        self._rpcs = rpcs
+        self._repo = rpcs.repository
+
+    def _merchant(self, alias: str) -> str:
+        return self._rpcs.payments.merchants.get(alias).alias
+
+    async def GetTransaction(self, request: Any, context: Any) -> Any:
+        async def handler(req: ledger_pb2.GetTransactionRequest, deadline: float | None) -> Message:
+            merchant = self._merchant(req.merchant)
+            kind = KIND_NAME[req.kind]
+            obj = await self._repo.get_object(merchant, kind, req.object_id)
+            if obj is None:
+                raise RpcFailure(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"{kind} {req.object_id} is not in the ledger",
+                    "NOT_IN_LEDGER",
+                )
+            events = await self._repo.object_events(merchant, kind, req.object_id)
+            return ledger_pb2.GetTransactionResponse(
+                transaction=transaction_of(obj), events=[event_of(e) for e in events]
+            )
+
+        return await self._rpcs.run("GetTransaction", request, context, handler)
+
+    async def ListTransactions(self, request: Any, context: Any) -> Any:
+        async def handler(
+            req: ledger_pb2.ListTransactionsRequest, deadline: float | None
+        ) -> Message:
+            where = ObjectFilter(
+                merchant=self._merchant(req.merchant),
+                kind=KIND_NAME.get(req.kind),
+                state=req.state or None,
+                charge_permission_id=req.charge_permission_id or None,
+                merchant_reference_id=req.merchant_reference_id or None,
+                created_after=(
+                    req.created_after.ToDatetime(tzinfo=UTC)
+                    if req.HasField("created_after")
+                    else None
+                ),
+                created_before=(
+                    req.created_before.ToDatetime(tzinfo=UTC)
+                    if req.HasField("created_before")
+                    else None
+                ),
+            )
+            page = await self._repo.list_objects(
+                where, page_size=req.page_size or _DEFAULT_PAGE_SIZE, page_token=req.page_token
+            )
+            return ledger_pb2.ListTransactionsResponse(
+                transactions=[transaction_of(o) for o in page.items],
+                next_page_token=page.next_page_token,
+            )
+
+        return await self._rpcs.run("ListTransactions", request, context, handler)
+
+    async def ListEvents(self, request: Any, context: Any) -> Any:
+        async def handler(req: ledger_pb2.ListEventsRequest, deadline: float | None) -> Message:
+            where = EventFilter(
+                merchant=self._merchant(req.merchant),
+                kind=KIND_NAME.get(req.kind),
+                object_id=req.object_id or None,
+                charge_permission_id=req.charge_permission_id or None,
+                source=SOURCE_NAME.get(req.source),
+                recorded_after=(
+                    req.occurred_after.ToDatetime(tzinfo=UTC)
+                    if req.HasField("occurred_after")
+                    else None
+                ),
+                recorded_before=(
+                    req.occurred_before.ToDatetime(tzinfo=UTC)
+                    if req.HasField("occurred_before")
+                    else None
+                ),
+                after_event_id=req.after_event_id,
+            )
+            page = await self._repo.list_events(
+                where, page_size=req.page_size or _DEFAULT_PAGE_SIZE, page_token=req.page_token
+            )
+            return ledger_pb2.ListEventsResponse(
+                events=[event_of(e) for e in page.items], next_page_token=page.next_page_token
+            )
+
+        return await self._rpcs.run("ListEvents", request, context, handler)
+
+    async def WatchEvents(
+        self, request: Any, context: Any
+    ) -> AsyncIterator[ledger_pb2.WatchEventsResponse]:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "WatchEvents is not available yet; poll ListEvents with after_event_id",
+        )
+        yield ledger_pb2.WatchEventsResponse()  # pragma: no cover
+
+    async def EraseBuyerData(self, request: Any, context: Any) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "EraseBuyerData is not available yet")
+
+
+def build_servicers(rpcs: Rpcs) -> dict[str, Any]:
+    """Servicers by service name, for `build_server`."""
+    return {
+        cls.__name__: cls(rpcs)
+        for cls in (
+            CheckoutSessionService,
+            ChargePermissionService,
+            ChargeService,
+            RefundService,
+            DeliveryTrackerService,
+            BuyerService,
+            ButtonService,
+            LedgerService,
+        )
+    }

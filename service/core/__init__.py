@@ -1,0 +1,34 @@
+"""Payment operations over the Amazon Pay client and the ledger: the exactly-once path, reads
+with ledger fallback, and re-drive of interrupted operations. No gRPC in here."""
+
+from ._merchants import Merchant, MerchantRegistry, UnknownMerchant
+from ._operations import (
+    GETTERS,
+    SPECS,
+    AmazonCall,
+    ObjectNotFound,
+    Outcome,
+    Payments,
+    ReadResult,
+    StoredFailure,
+    amazon_idempotency_key,
+)
+from ._records import KINDS, Kind, record_of
+
+__all__ = [
+    "GETTERS",
+    "KINDS",
+    "SPECS",
+    "AmazonCall",
+    "Kind",
+    "Merchant",
+    "MerchantRegistry",
+    "ObjectNotFound",
+    "Outcome",
+    "Payments",
+    "ReadResult",
+    "StoredFailure",
+    "UnknownMerchant",
+    "amazon_idempotency_key",
+    "record_of",
+]

@@ -1,0 +1,523 @@
+"""The exactly-once path of a call that changes something at Amazon.
+
+1. Record the operation `(merchant, operation, caller key, request hash)` as pending.
+   Same key + same request: replay the stored answer (or re-drive if still pending).
+   Same key + different request: `OperationConflict`.
+2. Call Amazon with a key derived from (merchant, operation, caller key), so every attempt,
+   replica and re-drive sends the same key and Amazon replays rather than charging twice.
+3. In one transaction store the answer, upsert the object and append its event.
+4. A process that dies between 2 and 3 leaves the operation pending; `redrive_orphans` (at start-up
+   and from the reconciler) repeats step 2 with the stored call and key, then does step 3.
+
+The call itself is stored as data (`AmazonCall`), never as a closure, so any replica can re-drive it.
+No gRPC and no SQL in here: this module speaks to the Amazon client and the ledger repository.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+
+from service.amazonpay import AmazonPayClient, AmazonPayError, ApiObject
+from service.ledger import Event, ObjectRecord, Operation, Repository
+
+from ._merchants import Merchant, MerchantRegistry
+from ._records import record_of
+
+__all__ = [
+    "SPECS",
+    "AmazonCall",
+    "ObjectNotFound",
+    "Outcome",
+    "Payments",
+    "ReadResult",
+    "StoredFailure",
+    "amazon_idempotency_key",
+]
+
+_log = logging.getLogger("service.core.operations")
+
+# Ledger writes after Amazon said yes must not be lost to an impatient caller: they run shielded,
+# with their own bound, even when the caller's deadline has passed.
+_COMMIT_TIMEOUT_S = 10.0
+_LEASE_MARGIN_S = 30.0
+T = TypeVar("T")
+
+
+def amazon_idempotency_key(merchant: str, operation: str, caller_key: str) -> str:
+    """32 characters of [A-Za-z0-9_-], the same for the same (merchant, operation, caller key)."""
+    digest = hashlib.sha256(f"{merchant}\x00{operation}\x00{caller_key}".encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")[:32]
+
+
+@dataclass(frozen=True)
+class AmazonCall:
+    """Everything needed to repeat one Amazon call: stored in `operations.request`."""
+
+    operation: str
+    body: Mapping[str, Any] = field(default_factory=dict)
+    path_id: str | None = None
+    simulation_code: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "operation": self.operation,
+            "body": dict(self.body),
+            "pathId": self.path_id,
+            "simulationCode": self.simulation_code,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AmazonCall:
+        return cls(
+            operation=data["operation"],
+            body=data.get("body") or {},
+            path_id=data.get("pathId"),
+            simulation_code=data.get("simulationCode"),
+        )
+
+
+Invoke = Callable[[AmazonPayClient, AmazonCall, str | None, float | None], Awaitable[ApiObject]]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How one operation reaches Amazon and what it records."""
+
+    operation: str
+    kind: str | None
+    """Ledger kind of the object Amazon answers with (None: nothing to record)."""
+    invoke: Invoke
+    amazon_key: bool
+    """Whether Amazon takes an idempotency key for it (POSTs)."""
+
+
+def _path_id(call: AmazonCall) -> str:
+    if not call.path_id:
+        raise ValueError(f"{call.operation} needs an object id")
+    return call.path_id
+
+
+def _key(key: str | None) -> str:
+    assert key is not None
+    return key
+
+
+SPECS: Mapping[str, Spec] = {
+    s.operation: s
+    for s in (
+        Spec(
+            "CreateCheckoutSession",
+            "checkout_session",
+            lambda c, call, key, dl: c.create_checkout_session(
+                call.body,
+                idempotency_key=_key(key),
+                simulation_code=call.simulation_code,
+                deadline=dl,
+            ),
+            True,
+        ),
+        Spec(
+            "UpdateCheckoutSession",
+            "checkout_session",
+            lambda c, call, key, dl: c.update_checkout_session(
+                _path_id(call), call.body, deadline=dl
+            ),
+            False,
+        ),
+        Spec(
+            "CompleteCheckoutSession",
+            "checkout_session",
+            lambda c, call, key, dl: c.complete_checkout_session(
+                _path_id(call),
+                call.body,
+                idempotency_key=_key(key),
+                simulation_code=call.simulation_code,
+                deadline=dl,
+            ),
+            True,
+        ),
+        Spec(
+            "FinalizeCheckoutSession",
+            "checkout_session",
+            lambda c, call, key, dl: c.finalize_checkout_session(
+                _path_id(call),
+                call.body,
+                idempotency_key=_key(key),
+                simulation_code=call.simulation_code,
+                deadline=dl,
+            ),
+            True,
+        ),
+        Spec(
+            "UpdateChargePermission",
+            "charge_permission",
+            lambda c, call, key, dl: c.update_charge_permission(
+                _path_id(call), call.body, deadline=dl
+            ),
+            False,
+        ),
+        Spec(
+            "CloseChargePermission",
+            "charge_permission",
+            lambda c, call, key, dl: c.close_charge_permission(
+                _path_id(call), call.body, simulation_code=call.simulation_code, deadline=dl
+            ),
+            False,
+        ),
+        Spec(
+            "CreateCharge",
+            "charge",
+            lambda c, call, key, dl: c.create_charge(
+                call.body,
+                idempotency_key=_key(key),
+                simulation_code=call.simulation_code,
+                deadline=dl,
+            ),
+            True,
+        ),
+        Spec(
+            "CaptureCharge",
+            "charge",
+            lambda c, call, key, dl: c.capture_charge(
+                _path_id(call),
+                call.body,
+                idempotency_key=_key(key),
+                simulation_code=call.simulation_code,
+                deadline=dl,
+            ),
+            True,
+        ),
+        Spec(
+            "CancelCharge",
+            "charge",
+            lambda c, call, key, dl: c.cancel_charge(_path_id(call), call.body, deadline=dl),
+            False,
+        ),
+        Spec(
+            "CreateRefund",
+            "refund",
+            lambda c, call, key, dl: c.create_refund(
+                call.body,
+                idempotency_key=_key(key),
+                simulation_code=call.simulation_code,
+                deadline=dl,
+            ),
+            True,
+        ),
+        Spec(
+            "CreateDeliveryTracker",
+            None,
+            lambda c, call, key, dl: c.create_delivery_tracker(
+                call.body, idempotency_key=key, deadline=dl
+            ),
+            True,
+        ),
+    )
+}
+
+
+Getter = Callable[[AmazonPayClient, str, float | None], Awaitable[ApiObject]]
+
+GETTERS: Mapping[str, Getter] = {
+    "checkout_session": lambda c, oid, dl: c.get_checkout_session(oid, deadline=dl),
+    "charge_permission": lambda c, oid, dl: c.get_charge_permission(oid, deadline=dl),
+    "charge": lambda c, oid, dl: c.get_charge(oid, deadline=dl),
+    "refund": lambda c, oid, dl: c.get_refund(oid, deadline=dl),
+}
+
+# After these operations Amazon has created or changed related objects: read them so the ledger
+# holds the charge permission and charge a completed checkout produced.
+_FOLLOW_UPS: Mapping[str, tuple[tuple[str, str], ...]] = {
+    "CompleteCheckoutSession": (
+        ("charge_permission", "chargePermissionId"),
+        ("charge", "chargeId"),
+    ),
+    "FinalizeCheckoutSession": (
+        ("charge_permission", "chargePermissionId"),
+        ("charge", "chargeId"),
+    ),
+    "CreateRefund": (),
+}
+
+
+class ObjectNotFound(LookupError):
+    """Neither Amazon nor the ledger knows the object."""
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    body: Mapping[str, Any]
+    origin: Literal["amazon", "ledger"]
+    as_of: datetime
+    request_id: str = ""
+
+
+class StoredFailure(AmazonPayError):
+    """Amazon's definitive refusal of this idempotency key, replayed from the ledger."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Amazon's answer as stored: `{"status", "requestId", "body"}`."""
+
+    response: Mapping[str, Any]
+    replayed: bool
+    events: Sequence[Event] = ()
+
+    @property
+    def body(self) -> Mapping[str, Any]:
+        body: Mapping[str, Any] = self.response.get("body") or {}
+        return body
+
+    @property
+    def status(self) -> int:
+        return int(self.response.get("status") or 200)
+
+    @property
+    def request_id(self) -> str:
+        return str(self.response.get("requestId") or "")
+
+
+def _response_of(obj: ApiObject) -> dict[str, Any]:
+    return {"status": obj.http_status, "requestId": obj.request_id, "body": dict(obj.raw)}
+
+
+def _error_of(exc: AmazonPayError) -> dict[str, Any]:
+    return {
+        "httpStatus": exc.http_status,
+        "reasonCode": exc.reason_code,
+        "message": exc.message,
+        "requestId": exc.request_id,
+    }
+
+
+def _is_definitive(exc: AmazonPayError) -> bool:
+    """Amazon refused this request for good: the same key will always get this answer.
+
+    401/403 are excluded (our credentials; fixing them makes a retry succeed), and so is every
+    failure without an answer (the work may have been done).
+    """
+    return exc.http_status in {400, 404, 405, 409, 422} and not exc.retryable
+
+
+def _deadline_left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+class Payments:
+    """Runs operations exactly once and reads objects; shared by the gRPC API and the workers."""
+
+    def __init__(
+        self, merchants: MerchantRegistry, repository: Repository, *, instance_id: str
+    ) -> None:
+        self.merchants = merchants
+        self.repository = repository
+        self.instance_id = instance_id
+
+    def records(
+        self, spec_kind: str | None, merchant: str, body: Mapping[str, Any]
+    ) -> list[ObjectRecord]:
+        if spec_kind is None:
+            return []
+        record = record_of(spec_kind, body, merchant)
+        return [record] if record is not None else []
+
+    async def execute(
+        self,
+        merchant_alias: str,
+        call: AmazonCall,
+        *,
+        idempotency_key: str | None,
+        request_hash: bytes,
+        deadline: float | None,
+    ) -> Outcome:
+        merchant = self.merchants.get(merchant_alias)
+        spec = SPECS[call.operation]
+        if not idempotency_key:
+            obj = await spec.invoke(merchant.client, call, None, deadline)
+            response = _response_of(obj)
+            records = self.records(spec.kind, merchant.alias, response["body"])
+            events = await _shielded(
+                self.repository.record(records, "api", timeout=_COMMIT_TIMEOUT_S)
+            )
+            return Outcome(response, replayed=False, events=events)
+
+        left = _deadline_left(deadline)
+        op, created = await self.repository.begin_operation(
+            merchant=merchant.alias,
+            operation=call.operation,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            amazon_idempotency_key=amazon_idempotency_key(
+                merchant.alias, call.operation, idempotency_key
+            ),
+            request=call.to_json(),
+            lease_owner=self.instance_id,
+            lease_s=(left if left is not None else 60.0) + _LEASE_MARGIN_S,
+            timeout=left,
+        )
+        if not created:
+            if op.status == "succeeded":
+                assert op.response is not None
+                return Outcome(op.response, replayed=True)
+            if op.status == "failed":
+                raise _replayed_failure(op)
+            _log.info(
+                "re-driving pending operation",
+                extra={"operation": op.operation, "merchant": op.merchant},
+            )
+        return await self._drive(merchant, op, source="api", deadline=deadline)
+
+    async def _drive(
+        self, merchant: Merchant, op: Operation, *, source: str, deadline: float | None
+    ) -> Outcome:
+        spec = SPECS[op.operation]
+        call = AmazonCall.from_json(op.request)
+        key = op.amazon_idempotency_key if spec.amazon_key else None
+        try:
+            obj = await spec.invoke(merchant.client, call, key, deadline)
+        except AmazonPayError as exc:
+            if _is_definitive(exc):
+                await _shielded(
+                    self.repository.fail_operation(
+                        op, error=_error_of(exc), timeout=_COMMIT_TIMEOUT_S
+                    )
+                )
+            raise
+        response = _response_of(obj)
+        records = self.records(spec.kind, merchant.alias, response["body"])
+        done, events = await _shielded(
+            self.repository.complete_operation(
+                op, response=response, records=records, source=source, timeout=_COMMIT_TIMEOUT_S
+            )
+        )
+        if done.status == "failed":
+            raise _replayed_failure(done)
+        assert done.response is not None
+        await self._follow_up(merchant, op.operation, done.response.get("body") or {}, deadline)
+        return Outcome(done.response, replayed=done.response != response, events=events)
+
+    async def _follow_up(
+        self,
+        merchant: Merchant,
+        operation: str,
+        body: Mapping[str, Any],
+        deadline: float | None,
+    ) -> None:
+        """Best effort: a failure here loses nothing, the reconciler reads the objects later."""
+        for kind, id_field in _FOLLOW_UPS.get(operation, ()):
+            object_id = body.get(id_field)
+            if not isinstance(object_id, str) or not object_id:
+                continue
+            try:
+                obj = await GETTERS[kind](merchant.client, object_id, deadline)
+                await self.repository.record(
+                    self.records(kind, merchant.alias, obj.raw), "api", timeout=_COMMIT_TIMEOUT_S
+                )
+            except (AmazonPayError, OSError, TimeoutError) as exc:
+                _log.warning(
+                    "could not read related object",
+                    extra={"kind": kind, "error": type(exc).__name__},
+                )
+
+    async def read(
+        self,
+        merchant_alias: str,
+        kind: str,
+        object_id: str,
+        *,
+        source: Literal["auto", "ledger", "amazon"],
+        deadline: float | None,
+    ) -> ReadResult:
+        """`auto`: final objects from the ledger, others from Amazon; the ledger answers when
+        Amazon has deleted the object (404 after 30 days) or cannot be reached."""
+        merchant = self.merchants.get(merchant_alias)
+        stored = None
+        if source != "amazon":
+            stored = await self.repository.get_object(
+                merchant.alias, kind, object_id, timeout=_deadline_left(deadline)
+            )
+            if stored is not None and (source == "ledger" or stored.is_final):
+                return ReadResult(stored.snapshot, "ledger", stored.updated_at)
+            if source == "ledger":
+                raise ObjectNotFound(f"{kind} {object_id} is not in the ledger")
+        try:
+            obj = await GETTERS[kind](merchant.client, object_id, deadline)
+        except AmazonPayError as exc:
+            if source == "auto" and (exc.http_status == 404 or exc.retryable):
+                stored = stored or await self.repository.get_object(
+                    merchant.alias, kind, object_id, timeout=_COMMIT_TIMEOUT_S
+                )
+                if stored is not None:
+                    return ReadResult(stored.snapshot, "ledger", stored.updated_at)
+            raise
+        await _shielded(
+            self.repository.record(
+                self.records(kind, merchant.alias, obj.raw), "api", timeout=_COMMIT_TIMEOUT_S
+            )
+        )
+        return ReadResult(obj.raw, "amazon", datetime.now(UTC), obj.request_id or "")
+
+    async def redrive_orphans(self, *, limit: int = 100, deadline_s: float = 30.0) -> int:
+        """Finish operations whose process died mid-call (or whose lease ran out).
+
+        Returns how many reached a final status. A failure leaves the operation pending for the
+        next pass; Amazon answers the same key the same way, so repeating is always safe.
+        """
+        ops = await self.repository.claim_orphaned_operations(
+            owner=self.instance_id, lease_s=deadline_s + _LEASE_MARGIN_S, limit=limit
+        )
+        finished = 0
+        for op in ops:
+            try:
+                merchant = self.merchants.get(op.merchant)
+            except LookupError:
+                _log.error(
+                    "pending operation for an unconfigured merchant",
+                    extra={"merchant": op.merchant},
+                )
+                continue
+            try:
+                await self._drive(
+                    merchant, op, source="recovery", deadline=time.monotonic() + deadline_s
+                )
+                finished += 1
+            except AmazonPayError as exc:
+                if _is_definitive(exc):
+                    finished += 1
+                _log.warning(
+                    "re-drive did not complete",
+                    extra={
+                        "operation": op.operation,
+                        "http_status": exc.http_status,
+                        "reason_code": exc.reason_code,
+                    },
+                )
+        if ops:
+            _log.info(
+                "re-drove pending operations", extra={"claimed": len(ops), "finished": finished}
+            )
+        return finished
+
+
+def _replayed_failure(op: Operation) -> StoredFailure:
+    error = op.error or {}
+    return StoredFailure(
+        str(error.get("message") or "Amazon Pay refused this request"),
+        http_status=error.get("httpStatus"),
+        reason_code=error.get("reasonCode"),
+        request_id=error.get("requestId"),
+        operation=op.operation,
+    )
+
+
+async def _shielded(awaitable: Awaitable[T]) -> T:
+    return await asyncio.shield(asyncio.ensure_future(awaitable))
