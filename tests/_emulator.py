@@ -1,0 +1,107 @@
+"""The emulator as a real child process on a free port, plus a client for its control plane."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests._process import REPO
+
+
+def write_key_pair(directory: Path) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = directory / "private.pem"
+    public = directory / "public.pem"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private, public
+
+
+class EmulatorProcess:
+    def __init__(self, workdir: Path, keys: dict[str, Path], extra_args: tuple[str, ...] = ()):
+        self.workdir = workdir
+        self.keys = keys
+        self.extra_args = extra_args
+        self.process: asyncio.subprocess.Process | None = None
+        self.url = ""
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        ready = self.workdir / "emulator-ready.json"
+        args = [sys.executable, "-m", "emulator", "--host", "127.0.0.1", "--port", "0"]
+        args += ["--ready-file", str(ready), "--data-dir", str(self.workdir)]
+        for key_id, public in self.keys.items():
+            args += ["--key", f"{key_id}={public}"]
+        self.process = await asyncio.create_subprocess_exec(
+            *args,
+            *self.extra_args,
+            cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        for _ in range(600):
+            if ready.exists() and ready.read_text().strip():
+                break
+            if self.process.returncode is not None:
+                raise RuntimeError("emulator exited during start-up")
+            await asyncio.sleep(0.05)
+        else:
+            raise TimeoutError("emulator did not start")
+        self.url = json.loads(ready.read_text())["url"]
+        self._session = aiohttp.ClientSession()
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            await self.process.wait()
+
+    async def control(self, method: str, path: str, body: Any = None) -> Any:
+        assert self._session is not None
+        async with self._session.request(
+            method, f"{self.url}/_emulator/{path}", json=body
+        ) as response:
+            payload = await response.json(content_type=None)
+            if response.status >= 400:
+                raise AssertionError(f"emulator {method} {path}: {response.status} {payload}")
+            return payload
+
+    async def sign_in(self, session_id: str, card: str = "1111") -> dict[str, Any]:
+        result: dict[str, Any] = await self.control(
+            "POST", f"checkoutSessions/{session_id}/signIn", {"card": card}
+        )
+        return result
+
+    async def confirm(self, session_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.control(
+            "POST", f"checkoutSessions/{session_id}/confirm", {}
+        )
+        return result
+
+    async def advance(self, seconds: float) -> None:
+        await self.control("POST", "clock", {"advanceSeconds": seconds})
+
+    async def objects(self, kind: str) -> list[dict[str, Any]]:
+        result = await self.control("GET", f"objects/{kind}")
+        items: list[dict[str, Any]] = result[kind]
+        return items
