@@ -68,6 +68,14 @@ class ServiceProcess:
         if waiter not in done:
             raise AssertionError("service did not start serving:\n" + "\n".join(self.log_lines))
 
+    async def wait(self, timeout: float = 30.0) -> int:
+        """Exit code of a process expected to stop by itself."""
+        assert self.process is not None
+        code = await asyncio.wait_for(self.process.wait(), timeout)
+        if self._reader is not None:
+            await self._reader
+        return code
+
     async def terminate(self, timeout: float = 30.0) -> int:
         assert self.process is not None
         if self.process.returncode is None:

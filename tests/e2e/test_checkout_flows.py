@@ -26,7 +26,8 @@ async def test_one_time_checkout_capture_and_two_partial_refunds(
     assert (
         done.complete.checkout_session.status_details.state == cs.CHECKOUT_SESSION_STATE_COMPLETED
     )
-    assert done.charge_permission_id and done.charge_id
+    assert done.charge_permission_id
+    assert done.charge_id
 
     charge = await api.charges.GetCharge(charge_pb2.GetChargeRequest(charge_id=done.charge_id))
     assert charge.charge.status_details.state == charge_pb2.CHARGE_STATE_AUTHORIZED

@@ -75,7 +75,7 @@ async def test_embedded_default_serves_health_and_reflection_then_stops_cleanly(
 async def test_a_bad_setting_exits_with_the_variable_named(tmp_path: Path) -> None:
     service = ServiceProcess({"GRPC_LISTEN": "nowhere"})
     await service.start()
-    code = await service.terminate()
+    code = await service.wait()
     assert code == 2
     assert any("GRPC_LISTEN: expected host:port" in line for line in service.log_lines)
 
