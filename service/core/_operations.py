@@ -296,6 +296,7 @@ def _error_of(exc: AmazonPayError) -> dict[str, Any]:
         "reasonCode": exc.reason_code,
         "message": exc.message,
         "requestId": exc.request_id,
+        "operation": exc.operation,
     }
 
 
@@ -515,7 +516,7 @@ def _replayed_failure(op: Operation) -> StoredFailure:
         http_status=error.get("httpStatus"),
         reason_code=error.get("reasonCode"),
         request_id=error.get("requestId"),
-        operation=op.operation,
+        operation=error.get("operation") or op.operation,
     )
 
 
