@@ -147,5 +147,5 @@ class ScriptedServer:
         finally:
             self.in_flight -= 1
         if result is None:
-            raise asyncio.CancelledError
+            return web.Response(status=500)
         return result
