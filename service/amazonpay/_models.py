@@ -339,6 +339,9 @@ class Address(Model):
     country_code: str | None = field(default=None, metadata=_j("countryCode"))
     phone_number: str | None = field(default=None, metadata=_j("phoneNumber"))
 
+    def __repr__(self) -> str:
+        return f"Address(country_code={self.country_code!r}, <personal data redacted>)"
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class MerchantMetadata(Model):
@@ -494,6 +497,12 @@ class Buyer(ApiObject):
     prime_membership_types: tuple[str, ...] = field(
         default=(), metadata=_j("primeMembershipTypes", _as_str_tuple)
     )
+
+    def __repr__(self) -> str:
+        return (
+            f"Buyer(buyer_id={self.buyer_id!r}, http_status={self.http_status!r}, "
+            f"request_id={self.request_id!r}, <personal data redacted>)"
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

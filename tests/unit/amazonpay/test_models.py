@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from service.amazonpay import (
     AmazonPayRequestError,
+    Buyer,
     Charge,
     ChargePermission,
     CheckoutSession,
@@ -152,3 +153,23 @@ def test_request_models_serialise_to_camel_case_without_unset_fields() -> None:
         "captureNow": True,
         "merchantMetadata": {"merchantReferenceId": "order-1"},
     }
+
+
+def test_buyer_and_address_reprs_hide_personal_data() -> None:
+    buyer = Buyer.from_json(
+        {
+            "buyerId": "amzn1.account.B1",
+            "name": "Susie Smith",
+            "email": "susie@example.com",
+            "shippingAddress": {"name": "Susie Smith", "city": "Chicago", "countryCode": "US"},
+        }
+    )
+    assert buyer is not None
+    session = CheckoutSession.from_json(
+        {"buyer": buyer.raw, "shippingAddress": buyer.raw["shippingAddress"]}
+    )
+    for text in (repr(buyer), repr(buyer.shipping_address), repr(session)):
+        assert "Susie" not in text
+        assert "susie@example.com" not in text
+        assert "Chicago" not in text
+    assert buyer.name == "Susie Smith"
