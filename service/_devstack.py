@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -55,6 +56,7 @@ class DevAmazonPay:
     def __init__(self, data_dir: Path) -> None:
         self._dir = data_dir
         self._process: asyncio.subprocess.Process | None = None
+        self._endpoint: str | None = None
 
     async def start(self, timeout_s: float = 30.0) -> DevEndpoint:
         key_id, private_path, public_path = await asyncio.to_thread(_write_throwaway_key, self._dir)
@@ -86,8 +88,20 @@ class DevAmazonPay:
                 raise TimeoutError("emulator did not become ready")
             await asyncio.sleep(0.05)
         info = json.loads(ready.read_text())
+        self._endpoint = info["url"]
         _log.info("development emulator started", extra={"url": info["url"]})
         return DevEndpoint(info["url"], key_id, private_path)
+
+    async def subscribe_ipn(self, url: str) -> None:
+        """Ask the emulator to deliver IPNs to our receiver."""
+        assert self._endpoint is not None
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{self._endpoint}/_emulator/ipn/subscriptions", json={"url": url}
+            ) as response,
+        ):
+            response.raise_for_status()
 
     async def stop(self) -> None:
         process, self._process = self._process, None

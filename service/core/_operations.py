@@ -437,6 +437,7 @@ class Payments:
         *,
         source: Literal["auto", "ledger", "amazon"],
         deadline: float | None,
+        record_source: str = "api",
     ) -> ReadResult:
         """`auto`: final objects from the ledger, others from Amazon; the ledger answers when
         Amazon has deleted the object (404 after 30 days) or cannot be reached."""
@@ -462,10 +463,34 @@ class Payments:
             raise
         await _shielded(
             self.repository.record(
-                self.records(kind, merchant.alias, obj.raw), "api", timeout=_COMMIT_TIMEOUT_S
+                self.records(kind, merchant.alias, obj.raw),
+                record_source,
+                timeout=_COMMIT_TIMEOUT_S,
             )
         )
         return ReadResult(obj.raw, "amazon", datetime.now(UTC), obj.request_id or "")
+
+    async def refresh_parents(
+        self, merchant_alias: str, kind: str, body: Mapping[str, Any], source: str
+    ) -> None:
+        """A refund's outcome changes its charge's `refundedAmount`: read the charge too."""
+        if kind != "refund" or not isinstance(body.get("chargeId"), str):
+            return
+        state = (
+            body.get("statusDetails", {}).get("state")
+            if isinstance(body.get("statusDetails"), Mapping)
+            else None
+        )
+        if state == "RefundInitiated":
+            return
+        await self.read(
+            merchant_alias,
+            "charge",
+            body["chargeId"],
+            source="amazon",
+            deadline=time.monotonic() + 30,
+            record_source=source,
+        )
 
     async def redrive_orphans(self, *, limit: int = 100, deadline_s: float = 30.0) -> int:
         """Finish operations whose process died mid-call (or whose lease ran out).

@@ -6,6 +6,7 @@ No gRPC and no HTTP in here.
 from ._embedded import EmbeddedPostgres
 from ._instance import InstanceLease, instance_alive
 from ._migrate import Migration, MigrationError, apply_migrations, load_migrations
+from ._notify import CHANNEL, EventHub, Notice, Subscription
 from ._pool import Ledger
 from ._repository import (
     EVENT_SOURCES,
@@ -23,16 +24,19 @@ from ._repository import (
 )
 
 __all__ = [
+    "CHANNEL",
     "EVENT_SOURCES",
     "OBJECT_KINDS",
     "EmbeddedPostgres",
     "Event",
     "EventFilter",
+    "EventHub",
     "InstanceLease",
     "InvalidPageToken",
     "Ledger",
     "Migration",
     "MigrationError",
+    "Notice",
     "ObjectFilter",
     "ObjectRecord",
     "Operation",
@@ -40,6 +44,7 @@ __all__ = [
     "Page",
     "Repository",
     "StoredObject",
+    "Subscription",
     "apply_migrations",
     "instance_alive",
     "load_migrations",

@@ -100,6 +100,7 @@ class StoredObject:
     first_seen_at: datetime
     updated_at: datetime
     version: int
+    poll_attempts: int = 0
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,7 @@ def _stored(row: asyncpg.Record) -> StoredObject:
         first_seen_at=row["first_seen_at"],
         updated_at=row["updated_at"],
         version=row["version"],
+        poll_attempts=row["poll_attempts"],
     )
 
 
@@ -732,3 +734,164 @@ class Repository:
                 if taken is not None:
                     claimed.append(_operation(taken))
         return claimed
+
+    # --- events by id, IPN messages, reconciler leases ---------------------------------------
+
+    async def max_event_id(self) -> int:
+        value = await self._pool.fetchval("SELECT coalesce(max(event_id), 0) FROM events")
+        return int(value)
+
+    async def get_event(self, event_id: int, *, timeout: float | None = None) -> Event | None:
+        row = await self._pool.fetchrow(
+            "SELECT * FROM events WHERE event_id = $1", event_id, timeout=timeout
+        )
+        return None if row is None else _event(row)
+
+    async def merchant_of(
+        self, kind: str, object_id: str, charge_permission_id: str | None = None
+    ) -> str | None:
+        """Which merchant recorded this object (or, failing that, its charge permission)."""
+        merchant: str | None = await self._pool.fetchval(
+            """
+            SELECT merchant FROM objects
+            WHERE (kind = $1 AND object_id = $2)
+               OR ($3::text IS NOT NULL AND charge_permission_id = $3)
+            ORDER BY (kind = $1 AND object_id = $2) DESC
+            LIMIT 1
+            """,
+            kind,
+            object_id,
+            charge_permission_id,
+        )
+        return merchant
+
+    async def record_ipn(
+        self,
+        *,
+        notification_id: str,
+        message_id: str,
+        merchant: str | None,
+        object_type: str,
+        object_id: str,
+        charge_permission_id: str | None,
+        notification_type: str,
+        topic_arn: str | None,
+        envelope: Mapping[str, Any],
+    ) -> bool:
+        """Store a verified notification; False when this NotificationId was seen before."""
+        inserted = await self._pool.fetchval(
+            """
+            INSERT INTO ipn_messages (notification_id, message_id, merchant, object_type,
+                object_id, charge_permission_id, notification_type, topic_arn, envelope)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            ON CONFLICT (notification_id) DO NOTHING
+            RETURNING true
+            """,
+            notification_id,
+            message_id,
+            merchant,
+            object_type,
+            object_id,
+            charge_permission_id,
+            notification_type,
+            topic_arn,
+            dict(envelope),
+        )
+        return bool(inserted)
+
+    async def mark_ipn_processed(self, notification_id: str) -> None:
+        await self._pool.execute(
+            "UPDATE ipn_messages SET processed_at = now() WHERE notification_id = $1",
+            notification_id,
+        )
+
+    async def unprocessed_ipns(self, *, older_than_s: float, limit: int) -> list[dict[str, Any]]:
+        """Notifications whose follow-up read never finished (e.g. the process died)."""
+        rows = await self._pool.fetch(
+            """
+            SELECT notification_id, merchant, object_type, object_id, charge_permission_id
+            FROM ipn_messages
+            WHERE processed_at IS NULL AND received_at < now() - make_interval(secs => $1)
+            ORDER BY received_at
+            LIMIT $2
+            """,
+            older_than_s,
+            limit,
+        )
+        return [dict(r) for r in rows]
+
+    async def lease_due_objects(
+        self, *, owner: str, lease_s: float, limit: int
+    ) -> list[StoredObject]:
+        """Non-final objects due for a poll, leased to `owner`. SKIP LOCKED plus the lease make
+        each object polled by one replica at a time."""
+        rows = await self._pool.fetch(
+            """
+            UPDATE objects o
+            SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2)
+            FROM (
+                SELECT merchant, kind, object_id FROM objects
+                WHERE NOT is_final AND next_poll_at <= now()
+                  AND (lease_expires_at IS NULL OR lease_expires_at < now())
+                ORDER BY next_poll_at
+                LIMIT $3
+                FOR UPDATE SKIP LOCKED
+            ) due
+            WHERE o.merchant = due.merchant AND o.kind = due.kind AND o.object_id = due.object_id
+            RETURNING o.*
+            """,
+            owner,
+            lease_s,
+            limit,
+        )
+        return [_stored(r) for r in rows]
+
+    async def finish_poll(
+        self,
+        merchant: str,
+        kind: str,
+        object_id: str,
+        *,
+        owner: str,
+        next_poll_in_s: float | None,
+    ) -> None:
+        """Release the lease and schedule the next poll (None: stop polling this object)."""
+        await self._pool.execute(
+            """
+            UPDATE objects SET
+                lease_owner = NULL, lease_expires_at = NULL,
+                poll_attempts = poll_attempts + 1,
+                next_poll_at = CASE
+                    WHEN is_final OR $5::float8 IS NULL THEN NULL
+                    ELSE now() + make_interval(secs => $5::float8)
+                END
+            WHERE merchant = $1 AND kind = $2 AND object_id = $3 AND lease_owner = $4
+            """,
+            merchant,
+            kind,
+            object_id,
+            owner,
+            next_poll_in_s,
+        )
+
+    async def poll_soon(self, merchant: str, kind: str, object_id: str) -> None:
+        """Ask the reconciler to read this object at its next pass (an IPN hint, a timeout)."""
+        await self._pool.execute(
+            """
+            UPDATE objects SET next_poll_at = now(), poll_attempts = 0
+            WHERE merchant = $1 AND kind = $2 AND object_id = $3 AND NOT is_final
+            """,
+            merchant,
+            kind,
+            object_id,
+        )
+
+    async def oldest_pending_age_s(self) -> float:
+        """Seconds since the oldest still-polled non-final object was last updated (0 if none)."""
+        age = await self._pool.fetchval(
+            """
+            SELECT coalesce(extract(epoch FROM now() - min(updated_at)), 0)::float8
+            FROM objects WHERE NOT is_final AND next_poll_at IS NOT NULL
+            """
+        )
+        return float(age or 0.0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import grpc
 import pytest
@@ -89,6 +90,9 @@ def service_env(
         "AMAZON_PAY_STORE_ID": "amzn1.application-oa2-client.e2e",
         "AMAZON_PAY_MERCHANTS_FILE": str(merchants),
         "SHUTDOWN_GRACE_S": "1",
+        "IPN_LISTEN": "127.0.0.1:0",
+        "IPN_EXTRA_CERT_HOSTS": urlsplit(emulator.url).netloc,
+        "RECONCILER_ENABLED": "0",
     }
 
 
