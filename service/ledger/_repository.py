@@ -280,47 +280,53 @@ class Repository:
     async def _upsert(
         self, conn: Conn, rec: ObjectRecord, source: str, timeout: float | None
     ) -> Event | None:
-        current = await conn.fetchrow(
+        snapshot: dict[str, Any] = dict(rec.snapshot)
+        # Insert first: a concurrent first sighting (API answer and IPN at once) then conflicts
+        # here instead of both inserting; the loser takes the update path under the row lock.
+        inserted = await conn.fetchval(
             """
-            SELECT state, reason_code, is_final, snapshot FROM objects
-            WHERE merchant = $1 AND kind = $2 AND object_id = $3
-            FOR UPDATE
+            INSERT INTO objects (merchant, kind, object_id, checkout_session_id,
+                charge_permission_id, charge_id, state, reason_code, is_final, amount,
+                currency_code, merchant_reference_id, snapshot, created_at, amazon_expires_at,
+                next_poll_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::numeric, $11, $12, $13,
+                coalesce($14, now()), $15, CASE WHEN $9 THEN NULL ELSE now() END)
+            ON CONFLICT (merchant, kind, object_id) DO NOTHING
+            RETURNING true
             """,
             rec.merchant,
             rec.kind,
             rec.object_id,
+            rec.checkout_session_id,
+            rec.charge_permission_id,
+            rec.charge_id,
+            rec.state,
+            rec.reason_code,
+            rec.is_final,
+            rec.amount,
+            rec.currency_code,
+            rec.merchant_reference_id,
+            snapshot,
+            rec.created_at,
+            rec.amazon_expires_at,
             timeout=timeout,
         )
-        previous_state = None if current is None else current["state"]
-        if current is None:
-            snapshot: dict[str, Any] = dict(rec.snapshot)
-            await conn.execute(
+        current = None
+        if not inserted:
+            current = await conn.fetchrow(
                 """
-                INSERT INTO objects (merchant, kind, object_id, checkout_session_id,
-                    charge_permission_id, charge_id, state, reason_code, is_final, amount,
-                    currency_code, merchant_reference_id, snapshot, created_at, amazon_expires_at,
-                    next_poll_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::numeric, $11, $12, $13,
-                    coalesce($14, now()), $15, CASE WHEN $9 THEN NULL ELSE now() END)
+                SELECT state, reason_code, is_final, snapshot FROM objects
+                WHERE merchant = $1 AND kind = $2 AND object_id = $3
+                FOR UPDATE
                 """,
                 rec.merchant,
                 rec.kind,
                 rec.object_id,
-                rec.checkout_session_id,
-                rec.charge_permission_id,
-                rec.charge_id,
-                rec.state,
-                rec.reason_code,
-                rec.is_final,
-                rec.amount,
-                rec.currency_code,
-                rec.merchant_reference_id,
-                snapshot,
-                rec.created_at,
-                rec.amazon_expires_at,
                 timeout=timeout,
             )
-        else:
+            assert current is not None
+        previous_state = None if current is None else current["state"]
+        if current is not None:
             if current["is_final"] and not rec.is_final:
                 return None
             snapshot = {**current["snapshot"], **rec.snapshot}
