@@ -79,10 +79,14 @@ class SnsVerifier:
         self._lock = asyncio.Lock()
 
     def check_cert_url(self, url: str) -> None:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            hostname = parts.hostname or ""
+        except ValueError:
+            raise SnsError("untrusted_certificate_host", "certificate URL is malformed") from None
         if parts.netloc in self._extra_hosts and parts.scheme in ("http", "https"):
             return
-        if parts.scheme != "https" or not _SNS_HOST.match(parts.hostname or ""):
+        if parts.scheme != "https" or not _SNS_HOST.match(hostname) or parts.username:
             raise SnsError("untrusted_certificate_host", f"host {parts.netloc!r} is not allowed")
         if not parts.path.endswith(".pem"):
             raise SnsError("untrusted_certificate_host", "certificate URL must name a .pem file")

@@ -1,0 +1,61 @@
+"""SNS signature verification against a certificate served over real HTTP."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
+
+from service.workers import SnsError, SnsVerifier, string_to_sign
+from tests.unit.workers.test_sns import ENVELOPE
+
+
+async def test_a_signature_from_a_served_certificate_verifies(unused_tcp_port: int) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    app = web.Application()
+
+    async def serve_cert(_: web.Request) -> web.Response:
+        return web.Response(body=pem)
+
+    app.router.add_get("/cert.pem", serve_cert)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
+    host = f"127.0.0.1:{unused_tcp_port}"
+    verifier = SnsVerifier(extra_cert_hosts=[host])
+    try:
+        for version, digest in (("1", hashes.SHA1()), ("2", hashes.SHA256())):  # noqa: S303
+            envelope = {
+                **ENVELOPE,
+                "SignatureVersion": version,
+                "SigningCertURL": f"http://{host}/cert.pem",
+            }
+            signature = key.sign(string_to_sign(envelope), padding.PKCS1v15(), digest)
+            envelope["Signature"] = base64.b64encode(signature).decode()
+            await verifier.verify(envelope)
+            tampered = {**envelope, "Message": '{"NotificationId":"n-2"}'}
+            with pytest.raises(SnsError) as caught:
+                await verifier.verify(tampered)
+            assert caught.value.reason == "bad_signature"
+    finally:
+        await verifier.close()
+        await runner.cleanup()
