@@ -1,0 +1,99 @@
+"""Lag and IPN metrics, read through an in-memory OpenTelemetry reader."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from payments.amazonpay.v1 import checkout_session_pb2 as cs
+from service.app import Application
+from service.config import load_settings
+from tests._emulator import EmulatorProcess
+from tests.e2e._flows import key
+from tests.e2e.conftest import Keys, service_env, stubs_for
+
+
+def _points(reader: InMemoryMetricReader, name: str) -> list[tuple[dict[str, Any], float]]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    found = []
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == name:
+                    found += [(dict(p.attributes or {}), p.value) for p in metric.data.data_points]
+    return found
+
+
+@pytest.fixture
+async def measured(
+    database_url: str, clean_emulator: EmulatorProcess, keys: Keys, tmp_path: Path
+) -> AsyncIterator[tuple[Application, InMemoryMetricReader]]:
+    reader = InMemoryMetricReader()
+    env = {
+        **service_env(database_url, clean_emulator, keys, tmp_path),
+        "RECONCILER_ENABLED": "1",
+        "RECONCILER_INTERVAL_S": "3600",
+    }
+    app = Application(load_settings(env), meter_provider=MeterProvider(metric_readers=[reader]))
+    await app.start()
+    try:
+        yield app, reader
+    finally:
+        await app.stop()
+
+
+async def test_ipn_outcomes_are_counted(
+    measured: tuple[Application, InMemoryMetricReader],
+) -> None:
+    app, reader = measured
+    async with aiohttp.ClientSession() as session:
+        for body in ("{broken", '{"Type": "Notification"}'):
+            async with session.post(f"http://127.0.0.1:{app.ipn_port}/ipn", data=body) as reply:
+                assert reply.status == 400
+    counts = {
+        a.get("outcome"): v
+        for a, v in _points(reader, "amazonpay.ipn.messages")
+        if a.get("outcome") == "received"
+    }
+    rejected = sum(
+        v for a, v in _points(reader, "amazonpay.ipn.messages") if a.get("outcome") == "rejected"
+    )
+    assert counts == {"received": 2}
+    assert rejected == 2
+
+
+async def test_the_oldest_pending_object_age_is_reported(
+    measured: tuple[Application, InMemoryMetricReader],
+) -> None:
+    app, reader = measured
+    target = f"127.0.0.1:{app.grpc_port}"
+    async with grpc.aio.insecure_channel(target) as channel:
+        api = stubs_for(channel, target)
+        created = await api.sessions.CreateCheckoutSession(
+            cs.CreateCheckoutSessionRequest(
+                idempotency_key=key(),
+                web_checkout_details=cs.WebCheckoutDetails(
+                    checkout_review_return_url="https://shop.example/review"
+                ),
+            )
+        )
+    assert app.ledger is not None
+    assert app.reconciler is not None
+    await app.ledger.pool.execute(
+        "UPDATE objects SET updated_at = now() - interval '1 hour' WHERE object_id = $1",
+        created.checkout_session.checkout_session_id,
+    )
+    result = await app.reconciler.run_once()
+    assert result.polled == 1
+    [(_, age)] = _points(reader, "amazonpay.ledger.oldest_pending_object_age")
+    assert 3600 <= age < 3700
+    polls = _points(reader, "amazonpay.reconciler.polls")
+    assert polls == [({"kind": "checkout_session", "outcome": "unchanged"}, 1)]
