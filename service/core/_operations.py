@@ -248,6 +248,13 @@ _FOLLOW_UPS: Mapping[str, tuple[tuple[str, str], ...]] = {
 }
 
 
+# operation -> (kind, the state it leads to, the refusal Amazon gives when it is already there)
+_SETTLED_BY: Mapping[str, tuple[str, str, str]] = {
+    "CloseChargePermission": ("charge_permission", "Closed", "InvalidChargePermissionStatus"),
+    "CancelCharge": ("charge", "Canceled", "InvalidChargeStatus"),
+}
+
+
 class ObjectNotFound(LookupError):
     """Neither Amazon nor the ledger knows the object."""
 
@@ -343,7 +350,7 @@ class Payments:
         merchant = self.merchants.get(merchant_alias)
         spec = SPECS[call.operation]
         if not idempotency_key:
-            obj = await spec.invoke(merchant.client, call, None, deadline)
+            obj = await self._invoke(merchant, call, None, deadline)
             response = _response_of(obj)
             records = self.records(spec.kind, merchant.alias, response["body"])
             events = await _shielded(
@@ -384,7 +391,7 @@ class Payments:
         call = AmazonCall.from_json(op.request)
         key = op.amazon_idempotency_key if spec.amazon_key else None
         try:
-            obj = await spec.invoke(merchant.client, call, key, deadline)
+            obj = await self._invoke(merchant, call, key, deadline)
         except AmazonPayError as exc:
             if _is_definitive(exc):
                 await _shielded(
@@ -405,6 +412,27 @@ class Payments:
         assert done.response is not None
         await self._follow_up(merchant, op.operation, done.response.get("body") or {}, deadline)
         return Outcome(done.response, replayed=done.response != response, events=events)
+
+    async def _invoke(
+        self, merchant: Merchant, call: AmazonCall, key: str | None, deadline: float | None
+    ) -> ApiObject:
+        """Call Amazon. Close and Cancel are not idempotent at Amazon: a repeat after a success
+        (an HTTP retry, a re-drive, a second call) is refused as a state error. If the object
+        is already in the state the call asked for, the call succeeded: answer with the object."""
+        try:
+            return await SPECS[call.operation].invoke(merchant.client, call, key, deadline)
+        except AmazonPayError as exc:
+            target = _SETTLED_BY.get(call.operation)
+            if target is None or exc.reason_code != target[2] or not call.path_id:
+                raise
+            kind, state, _ = target
+            try:
+                current = await GETTERS[kind](merchant.client, call.path_id, deadline)
+            except AmazonPayError:
+                raise exc from None
+            if getattr(current, "state", None) != state:
+                raise
+            return current
 
     async def _follow_up(
         self,

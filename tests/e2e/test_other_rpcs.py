@@ -44,6 +44,11 @@ async def test_cancel_an_authorized_charge(api: Stubs, clean_emulator: EmulatorP
     )
     assert canceled.charge.status_details.state == charge_pb2.CHARGE_STATE_CANCELED
     assert canceled.charge.status_details.raw_reason_code == "MerchantCanceled"
+    # Amazon refuses a second cancel as a state error; the charge is canceled, so it succeeds.
+    again = await api.charges.CancelCharge(
+        charge_pb2.CancelChargeRequest(charge_id=done.charge_id, cancellation_reason="retry")
+    )
+    assert again.charge.status_details.state == charge_pb2.CHARGE_STATE_CANCELED
     from_ledger = await api.charges.GetCharge(charge_pb2.GetChargeRequest(charge_id=done.charge_id))
     assert from_ledger.served_from == common_pb2.DATA_ORIGIN_LEDGER
     assert from_ledger.charge.status_details.state == charge_pb2.CHARGE_STATE_CANCELED
@@ -67,6 +72,12 @@ async def test_update_then_close_a_charge_permission(
     )
     state = closed.charge_permission.status_details.state
     assert state == charge_permission_pb2.CHARGE_PERMISSION_STATE_CLOSED
+    closed_again = await api.permissions.CloseChargePermission(
+        charge_permission_pb2.CloseChargePermissionRequest(
+            charge_permission_id=done.charge_permission_id, closure_reason="retry"
+        )
+    )
+    assert closed_again.charge_permission.status_details.state == state
     by_reference = await api.ledger.ListTransactions(
         ledger_pb2.ListTransactionsRequest(merchant_reference_id="order-42")
     )
