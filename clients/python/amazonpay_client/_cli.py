@@ -1,0 +1,304 @@
+"""`python -m amazonpay_client`: read-only on-call tool over the same typed client.
+
+Examples:
+    python -m amazonpay_client get charge S01-1234567-1234567-C000001
+    python -m amazonpay_client ledger list --kind charge --state Captured
+    python -m amazonpay_client ledger show charge S01-1234567-1234567-C000001
+    python -m amazonpay_client ledger events --charge-permission-id S01-1234567-1234567
+    python -m amazonpay_client ledger watch --kind charge --after-event-id 1200
+Connection: --target (env AMAZONPAY_TARGET), --merchant (env AMAZONPAY_MERCHANT), --tls,
+--ca-file, --cert-file/--key-file (mTLS), token from env AMAZONPAY_TOKEN or --token-file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from ._client import DEFAULT_TARGET, AmazonPayClient
+from ._errors import AmazonPayServiceError
+from ._format import (
+    EVENT_COLUMNS,
+    TRANSACTION_COLUMNS,
+    event_line,
+    event_row,
+    flatten,
+    key_values,
+    table,
+    to_dict,
+    to_json,
+    transaction_row,
+    transaction_summary,
+)
+from ._services import KINDS
+
+__all__ = ["amain", "main"]
+
+EXIT_OK = 0
+EXIT_RPC_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+_OBJECTS = ("checkout-session", "charge-permission", "charge", "refund", "buyer")
+_KIND_CHOICES = tuple(k.replace("_", "-") for k in KINDS)
+
+
+def _connection_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """Options valid before or after the command; in sub-parsers they default to SUPPRESS so a
+    value given before the command is not overwritten by the sub-parser's default."""
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    group = parser.add_argument_group("connection")
+    group.add_argument(
+        "--target",
+        default=default(os.environ.get("AMAZONPAY_TARGET", DEFAULT_TARGET)),
+        help=f"host:port of the service (env AMAZONPAY_TARGET; default {DEFAULT_TARGET})",
+    )
+    group.add_argument(
+        "--merchant",
+        default=default(os.environ.get("AMAZONPAY_MERCHANT", "")),
+        help="merchant account alias (env AMAZONPAY_MERCHANT; empty = the default account)",
+    )
+    group.add_argument("--tls", action="store_true", default=default(False), help="use TLS")
+    group.add_argument("--ca-file", type=Path, default=default(None), help="CA bundle (PEM)")
+    group.add_argument(
+        "--cert-file", type=Path, default=default(None), help="client certificate (mTLS)"
+    )
+    group.add_argument("--key-file", type=Path, default=default(None), help="client key (mTLS)")
+    group.add_argument(
+        "--server-name", default=default(None), help="TLS server name to verify instead"
+    )
+    group.add_argument(
+        "--token-file",
+        type=Path,
+        default=default(None),
+        help="file holding the bearer token (else env AMAZONPAY_TOKEN)",
+    )
+    group.add_argument(
+        "--timeout", type=float, default=default(15.0), help="seconds per call (default 15)"
+    )
+    group.add_argument(
+        "--json", action="store_true", default=default(False), help="print JSON instead"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m amazonpay_client",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _connection_options(parser, suppress=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _connection_options(common, suppress=True)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    get = commands.add_parser("get", parents=[common], help="get one object (Get* RPC)")
+    get.add_argument("object", choices=_OBJECTS)
+    get.add_argument("id", help="Amazon id (buyer: buyer token)")
+    get.add_argument(
+        "--source", choices=("auto", "ledger", "amazon"), default="auto", help="where to read"
+    )
+
+    ledger = commands.add_parser("ledger", help="ledger queries").add_subparsers(
+        dest="ledger_command", required=True
+    )
+    listing = ledger.add_parser("list", parents=[common], help="list transactions")
+    listing.add_argument("--kind", choices=_KIND_CHOICES)
+    listing.add_argument("--state", help='Amazon state verbatim, e.g. "Captured"')
+    listing.add_argument("--charge-permission-id")
+    listing.add_argument("--reference", help="merchant_reference_id (exact)")
+    listing.add_argument("--created-after", type=_when, help="ISO time, e.g. 2026-01-31T00:00Z")
+    listing.add_argument("--created-before", type=_when)
+    listing.add_argument("--limit", type=int, default=50, help="most rows (%(default)s)")
+
+    show = ledger.add_parser("show", parents=[common], help="one transaction and its events")
+    show.add_argument("kind", choices=_KIND_CHOICES)
+    show.add_argument("id")
+
+    events = ledger.add_parser("events", parents=[common], help="list ledger events")
+    _event_filters(events)
+    events.add_argument("--source", choices=("api", "poll", "ipn", "recovery"))
+    events.add_argument("--limit", type=int, default=100, help="most rows (%(default)s)")
+
+    watch = ledger.add_parser("watch", parents=[common], help="stream events as they happen")
+    _event_filters(watch)
+    watch.add_argument("--count", type=int, default=None, help="stop after this many events")
+    return parser
+
+
+def _event_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kind", choices=_KIND_CHOICES)
+    parser.add_argument("--object-id")
+    parser.add_argument("--charge-permission-id")
+    parser.add_argument("--after-event-id", type=int, default=0)
+
+
+def _when(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError("give a time zone, e.g. 2026-01-31T00:00Z")
+    return parsed
+
+
+def _client(args: argparse.Namespace) -> AmazonPayClient:
+    token: str | None = os.environ.get("AMAZONPAY_TOKEN") or None
+    if args.token_file is not None:
+        token = args.token_file.read_text().strip()
+    return AmazonPayClient(
+        args.target,
+        merchant=args.merchant,
+        tls=args.tls,
+        root_certificates=args.ca_file,
+        client_certificate=args.cert_file,
+        client_key=args.key_file,
+        server_name=args.server_name,
+        token=token,
+        read_timeout=args.timeout,
+    )
+
+
+async def _get(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]) -> None:
+    services: dict[str, Any] = {
+        "checkout-session": (client.checkout_sessions, "checkout_session"),
+        "charge-permission": (client.charge_permissions, "charge_permission"),
+        "charge": (client.charges, "charge"),
+        "refund": (client.refunds, "refund"),
+        "buyer": (client.buyers, "buyer"),
+    }
+    service, field = services[args.object]
+    response = await service.get(args.id, source=args.source)
+    if args.json:
+        print(to_json(response), file=out)
+        return
+    origin = {1: "amazon", 2: "ledger"}.get(response.served_from, "?")
+    as_of = response.as_of.ToDatetime().replace(microsecond=0).isoformat()
+    print(f"{args.object} {args.id}  (served from {origin}, as of {as_of} UTC)", file=out)
+    print(key_values(flatten(to_dict(getattr(response, field)))), file=out)
+
+
+async def _list(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]) -> None:
+    found = []
+    async for tx in client.ledger.iter_transactions(
+        kind=args.kind,
+        state=args.state,
+        charge_permission_id=args.charge_permission_id,
+        merchant_reference_id=args.reference,
+        created_after=args.created_after,
+        created_before=args.created_before,
+        page_size=min(max(args.limit, 1), 500),
+    ):
+        found.append(tx)
+        if len(found) >= args.limit:
+            break
+    if args.json:
+        print(to_json(found), file=out)
+        return
+    print(table(TRANSACTION_COLUMNS, [transaction_row(t) for t in found]), file=out)
+    print(f"({len(found)} transaction{'s' if len(found) != 1 else ''})", file=out)
+
+
+async def _show(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]) -> None:
+    response = await client.ledger.get_transaction(args.kind, args.id)
+    if args.json:
+        print(to_json(response), file=out)
+        return
+    print(key_values(transaction_summary(response.transaction)), file=out)
+    print(f"\nEvents ({len(response.events)}):", file=out)
+    print(table(EVENT_COLUMNS, [event_row(e) for e in response.events]), file=out)
+
+
+async def _events(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]) -> None:
+    found = []
+    async for event in client.ledger.iter_events(
+        kind=args.kind,
+        object_id=args.object_id,
+        charge_permission_id=args.charge_permission_id,
+        source=args.source,
+        after_event_id=args.after_event_id or None,
+        page_size=min(max(args.limit, 1), 1000),
+    ):
+        found.append(event)
+        if len(found) >= args.limit:
+            break
+    if args.json:
+        print(to_json(found), file=out)
+        return
+    print(table(EVENT_COLUMNS, [event_row(e) for e in found]), file=out)
+    print(f"({len(found)} event{'s' if len(found) != 1 else ''})", file=out)
+
+
+async def _watch(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]) -> None:
+    seen = 0
+    if not args.json:
+        print("watching ledger events (Ctrl-C to stop)...", file=out, flush=True)
+    async for event in client.ledger.watch_events(
+        kind=args.kind,
+        object_id=args.object_id,
+        charge_permission_id=args.charge_permission_id,
+        after_event_id=args.after_event_id,
+    ):
+        if args.json:
+            print(json.dumps(to_dict(event), sort_keys=True), file=out, flush=True)
+        else:
+            print(event_line(event), file=out, flush=True)
+        seen += 1
+        if args.count is not None and seen >= args.count:
+            return
+
+
+def _print_error(error: AmazonPayServiceError, err: IO[str]) -> None:
+    print(f"error: {error.code.name}", end="", file=err)
+    if error.reason:
+        print(f" [{error.reason}] (domain {error.domain})", end="", file=err)
+    print(f": {error.message}", file=err)
+    for field, description in error.field_violations.items():
+        print(f"  {field}: {description}", file=err)
+    for key, value in error.metadata.items():
+        print(f"  {key} = {value}", file=err)
+
+
+async def amain(
+    argv: Sequence[str] | None = None, out: IO[str] | None = None, err: IO[str] | None = None
+) -> int:
+    """Run one command; returns the exit code (0 ok, 1 RPC error, 2 usage)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        client = _client(args)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_USAGE
+    handlers = {"list": _list, "show": _show, "events": _events, "watch": _watch}
+    handler = _get if args.command == "get" else handlers[args.ledger_command]
+    async with client:
+        try:
+            await handler(client, args, out)
+        except AmazonPayServiceError as error:
+            _print_error(error, err)
+            return EXIT_RPC_ERROR
+        except ValueError as exc:
+            print(f"error: {exc}", file=err)
+            return EXIT_USAGE
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return asyncio.run(amain(argv))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED

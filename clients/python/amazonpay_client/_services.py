@@ -1,0 +1,861 @@
+"""One object per gRPC service; keyword arguments carry Amazon's field names in snake_case.
+
+Nested messages may be passed as the generated message or as a dict of its fields
+(`charge_amount={"amount": "10.00", "currency_code": "USD"}` or `price("10.00", "USD")`).
+Every mutating call gets a fresh idempotency key unless you pass one; the key is reused by every
+retry of that call. Pass your own (stored with your order) to make a retry after a crash of YOUR
+process safe too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar, cast
+
+import grpc
+from google.protobuf import field_mask_pb2, timestamp_pb2
+from google.protobuf.message import Message as _ProtoMessage
+
+from payments.amazonpay.v1 import (
+    button_pb2,
+    button_pb2_grpc,
+    buyer_pb2,
+    buyer_pb2_grpc,
+    charge_pb2,
+    charge_pb2_grpc,
+    charge_permission_pb2,
+    charge_permission_pb2_grpc,
+    checkout_session_pb2,
+    checkout_session_pb2_grpc,
+    common_pb2,
+    delivery_tracker_pb2,
+    delivery_tracker_pb2_grpc,
+    ledger_pb2,
+    ledger_pb2_grpc,
+    refund_pb2,
+    refund_pb2_grpc,
+)
+
+from ._errors import ValidationError, error_from_rpc
+from ._retry import RetryEvent
+from ._transport import Transport, new_key
+
+__all__ = [
+    "KINDS",
+    "ButtonService",
+    "BuyerService",
+    "ChargePermissionService",
+    "ChargeService",
+    "CheckoutSessionService",
+    "DeliveryTrackerService",
+    "Kind",
+    "LedgerService",
+    "RefundService",
+    "Source",
+    "kind_enum",
+    "kind_name",
+    "price",
+]
+
+Message = Any
+"""A generated protobuf message (typed by the stubs' .pyi files)."""
+MessageLike = Message | Mapping[str, Any]
+"""A generated message or a dict of its fields."""
+Source = Literal["auto", "ledger", "amazon"]
+Kind = Literal["checkout_session", "charge_permission", "charge", "refund"]
+EventSourceName = Literal["api", "poll", "ipn", "recovery"]
+Resp = TypeVar("Resp", bound=_ProtoMessage)
+
+_PACKAGE = "payments.amazonpay.v1"
+
+_SOURCES: Mapping[str, int] = {
+    "auto": common_pb2.READ_SOURCE_AUTO,
+    "ledger": common_pb2.READ_SOURCE_LEDGER,
+    "amazon": common_pb2.READ_SOURCE_AMAZON,
+}
+KINDS: Mapping[str, int] = {
+    "checkout_session": ledger_pb2.OBJECT_KIND_CHECKOUT_SESSION,
+    "charge_permission": ledger_pb2.OBJECT_KIND_CHARGE_PERMISSION,
+    "charge": ledger_pb2.OBJECT_KIND_CHARGE,
+    "refund": ledger_pb2.OBJECT_KIND_REFUND,
+}
+_KIND_NAMES: Mapping[int, str] = {v: k for k, v in KINDS.items()}
+_EVENT_SOURCES: Mapping[str, int] = {
+    "api": ledger_pb2.EVENT_SOURCE_API,
+    "poll": ledger_pb2.EVENT_SOURCE_POLL,
+    "ipn": ledger_pb2.EVENT_SOURCE_IPN,
+    "recovery": ledger_pb2.EVENT_SOURCE_RECOVERY,
+}
+
+
+def price(amount: str, currency_code: str) -> Message:
+    """A `Price`; amounts are decimal strings ("14.00"), never floats."""
+    if not isinstance(amount, str):
+        raise TypeError("amount must be a decimal string such as '14.00', never a float")
+    return common_pb2.Price(amount=amount, currency_code=currency_code)
+
+
+def kind_enum(kind: str | int | None) -> int:
+    """ObjectKind value of "charge", "charge-permission", ... (0 for None: any kind)."""
+    if kind is None:
+        return 0
+    if isinstance(kind, int):
+        return kind
+    normalized = kind.strip().lower().replace("-", "_")
+    if normalized not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    return KINDS[normalized]
+
+
+def kind_name(kind: int) -> str:
+    """ "charge" for OBJECT_KIND_CHARGE; "" for unspecified."""
+    return _KIND_NAMES.get(kind, "")
+
+
+def _source(source: Source | int | None) -> int | None:
+    if source is None or isinstance(source, int):
+        return source
+    if source not in _SOURCES:
+        raise ValueError(f"unknown source {source!r}; expected auto, ledger or amazon")
+    return _SOURCES[source]
+
+
+def _event_source(source: EventSourceName | int | None) -> int | None:
+    if source is None or isinstance(source, int):
+        return source
+    if source not in _EVENT_SOURCES:
+        raise ValueError(f"unknown event source {source!r}; expected {', '.join(_EVENT_SOURCES)}")
+    return _EVENT_SOURCES[source]
+
+
+def _timestamp(value: datetime | None) -> Message:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware (e.g. datetime.now(UTC))")
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value.astimezone(UTC))
+    return stamp
+
+
+def _mask(paths: Sequence[str] | None) -> Message:
+    return None if paths is None else field_mask_pb2.FieldMask(paths=list(paths))
+
+
+def _request(cls: Any, fields: Mapping[str, Any]) -> Message:
+    """Build a request from the fields that were given (None means "not set")."""
+    try:
+        return cls(**{k: v for k, v in fields.items() if v is not None})
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"cannot build {cls.DESCRIPTOR.name}: {exc}",
+            reason="CLIENT_VALIDATION",
+        ) from exc
+
+
+class _Service:
+    _service: str = ""
+
+    def __init__(self, transport: Transport) -> None:
+        self._t = transport
+
+    def _method(self, rpc: str) -> str:
+        return f"/{_PACKAGE}.{self._service}/{rpc}"
+
+    async def _read(
+        self, rpc: str, stub: Any, fields: dict[str, Any], cls: Any, response: type[Resp]
+    ) -> Resp:
+        timeout = fields.pop("timeout")
+        fields["merchant"] = self._t.merchant_for(fields.get("merchant"))
+        request = _request(cls, fields)
+        result = await self._t.unary(
+            self._method(rpc), getattr(stub, rpc), request, timeout=timeout, write=False
+        )
+        return cast(Resp, result)
+
+    async def _write(
+        self, rpc: str, stub: Any, fields: dict[str, Any], cls: Any, response: type[Resp]
+    ) -> Resp:
+        timeout = fields.pop("timeout")
+        fields["merchant"] = self._t.merchant_for(fields.get("merchant"))
+        if "idempotency_key" in cls.DESCRIPTOR.fields_by_name:
+            # One key per logical call, generated once here so every retry below re-sends it.
+            fields["idempotency_key"] = fields.get("idempotency_key") or new_key()
+        request = _request(cls, fields)
+        result = await self._t.unary(
+            self._method(rpc), getattr(stub, rpc), request, timeout=timeout, write=True
+        )
+        return cast(Resp, result)
+
+
+class CheckoutSessionService(_Service):
+    """Checkout Sessions: create, read, update, complete, finalize."""
+
+    _service = "CheckoutSessionService"
+
+    def __init__(self, transport: Transport) -> None:
+        super().__init__(transport)
+        self._stub = checkout_session_pb2_grpc.CheckoutSessionServiceStub(transport.channel)
+
+    async def create(
+        self,
+        *,
+        web_checkout_details: MessageLike,
+        store_id: str | None = None,
+        scopes: Iterable[str] | None = None,
+        delivery_specifications: MessageLike | None = None,
+        payment_details: MessageLike | None = None,
+        merchant_metadata: MessageLike | None = None,
+        platform_id: str | None = None,
+        provider_metadata: MessageLike | None = None,
+        charge_permission_type: int | str | None = None,
+        recurring_metadata: MessageLike | None = None,
+        address_details: MessageLike | None = None,
+        sandbox_simulation_code: str | None = None,
+        idempotency_key: str | None = None,
+        merchant: str | None = None,
+        timeout: float | None = None,
+    ) -> checkout_session_pb2.CreateCheckoutSessionResponse:
+        """CreateCheckoutSession; the response's session has the id to render the button with."""
+        fields = dict(locals())
+        del fields["self"]
+        if scopes is not None:
+            fields["scopes"] = list(scopes)
+        return await self._write(
+            "CreateCheckoutSession",
+            self._stub,
+            fields,
+            checkout_session_pb2.CreateCheckoutSessionRequest,
+            checkout_session_pb2.CreateCheckoutSessionResponse,
+        )
+
+    async def get(
+        self,
+        checkout_session_id: str,
+        *,
+        source: Source | int | None = None,
+        merchant: str | None = None,
+        timeout: float | None = None,
+    ) -> checkout_session_pb2.GetCheckoutSessionResponse:
+        """GetCheckoutSession from Amazon or the ledger (see `source`)."""
+        fields = {**locals(), "source": _source(source)}
+        del fields["self"]
+        return await self._read(
+            "GetCheckoutSession",
+            self._stub,
+            fields,
+            checkout_session_pb2.GetCheckoutSessionRequest,
+            checkout_session_pb2.GetCheckoutSessionResponse,
+        )
+
+    async def update(
+        self,
+        checkout_session_id: str,
+        *,
+        web_checkout_details: MessageLike | None = None,
+        payment_details: MessageLike | None = None,
+        merchant_metadata: MessageLike | None = None,
+        platform_id: str | None = None,
+        provider_metadata: MessageLike | None = None,
+        recurring_metadata: MessageLike | None = None,
+        update_mask: Sequence[str] | None = None,
+        idempotency_key: str | None = None,
+        merchant: str | None = None,
+        timeout: float | None = None,
+    ) -> checkout_session_pb2.UpdateCheckoutSessionResponse:
+        """UpdateCheckoutSession after the buyer returned to checkoutReviewReturnUrl."""
+        fields = {**locals(), "update_mask": _mask(update_mask)}
+        del fields["self"]
+        return await self._write(
+            "UpdateCheckoutSession",
+            self._stub,
+            fields,
+            checkout_session_pb2.UpdateCheckoutSessionRequest,
+            checkout_session_pb2.UpdateCheckoutSessionResponse,
+        )
+
+    async def complete(
+        self,
+        checkout_session_id: str,
+        *,
+        charge_amount: MessageLike,
+        total_order_amount: MessageLike | None = None,
+        sandbox_simulation_code: str | None = None,
+        idempotency_key: str | None = None,
+        merchant: str | None = None,
+        timeout: float | None = None,
+    ) -> checkout_session_pb2.CompleteCheckoutSessionResponse:
+        """CompleteCheckoutSession after the buyer returned to checkoutResultReturnUrl."""
+        fields = dict(locals())
+        del fields["self"]
+        return await self._write(
+            "CompleteCheckoutSession",
+            self._stub,
+            fields,
+            checkout_session_pb2.CompleteCheckoutSessionRequest,
+            checkout_session_pb2.CompleteCheckoutSessionResponse,
+        )
+
+    async def finalize(
+        self,
+        checkout_session_id: str,
+        *,
+        charge_amount: MessageLike,
+        total_order_amount: MessageLike | None = None,
+        shipping_address: MessageLike | None = None,
+        billing_address: MessageLike | None = None,
+        payment_intent: int | str | None = None,
+        can_handle_pending_authorization: bool | None = None,
+        supplementary_data: str | None = None,
+        sandbox_simulation_code: str | None = None,
+        idempotency_key: str | None = None,
+        merchant: str | None = None,
+        timeout: float | None = None,
+    ) -> checkout_session_pb2.FinalizeCheckoutSessionResponse:
+        """FinalizeCheckoutSession (additional payment button flow)."""
+        fields = dict(locals())
+        del fields["self"]
+        return await self._write(
+            "FinalizeCheckoutSession",
+            self._stub,
+            fields,
+            checkout_session_pb2.FinalizeCheckoutSessionRequest,
+            checkout_session_pb2.FinalizeCheckoutSessionResponse,
+        )
+
+
+class ChargePermissionService(_Service):
+    """Charge Permissions: read, update metadata, close."""
+
+    _service = "ChargePermissionService"
+
+    def __init__(self, transport: Transport) -> None:
+        super().__init__(transport)
+        self._stub = charge_permission_pb2_grpc.ChargePermissionServiceStub(transport.channel)
+
+    async def get(
+        self,
+        charge_permission_id: str,
+        *,
+        source: Source | int | None = None,
+        merchant: str | None = None,
+        timeout: float | None = None,
+    ) -> charge_permission_pb2.GetChargePermissionResponse:
+        """GetChargePermission from Amazon or the ledger (see `source`)."""
+        fields = {**locals(), "source": _source(source)}
+        del fields["self"]
+        return await self._read(
+            "GetChargePermission",
+            self._stub,
+            fields,
+            charge_permission_pb2.GetChargePermissionRequest,
+            charge_permission_pb2.GetChargePermissionResponse,
+        )
+
+    async def update(
+        self,
+        charge_permission_id: str,
+        *,
+        merchant_metadata: MessageLike | None = None,
+        recurring_metadata: MessageLike | None = None,
+        update_mask: Sequence[str] | None = None,
+        idempotency_key: str | None = None,
+        merchant: str | None = None,
+        timeout: float | None = None,
+    ) -> charge_permission_pb2.UpdateChargePermissionResponse:
+        """UpdateChargePermission (merchant metadata, recurring metadata)."""
+        fields = {**locals(), "update_mask": _mask(update_mask)}
+        del fields["self"]
+        return await self._write(
+            "UpdateChargePermission",
+            self._stub,
+            fields,
+            charge_permission_pb2.UpdateChargePermissionRequest,
+            charge_permission_pb2.UpdateChargePermissionResponse,
+        )
+
+    async def close(
+        self,
+        charge_permission_id: str,
+        *,
+        closure_reason: str | None = None,
+        cancel_pending_charges: bool | None = None,
+        sandbox_simulation_code: str | None = None,
+        idempotency_key: str | None = None,
+        merchant: str | None = None,
+        timeout: float | None = None,
+    ) -> charge_permission_pb2.CloseChargePermissionResponse:
+        """CloseChargePermission: no further charges."""
+        fields = dict(locals())
+        del fields["self"]
+        return await self._write(
+            "CloseChargePermission",
+            self._stub,
+            fields,
+            charge_permission_pb2.CloseChargePermissionRequest,
+            charge_permission_pb2.CloseChargePermissionResponse,
+        )
+
+
+class ChargeService(_Service):
+    """Charges: authorize (and capture), read, capture, cancel."""
+
+    _service = "ChargeService"
+
+    def __init__(self, transport: Transport) -> None:
+        super().__init__(transport)
+        self._stub = charge_pb2_grpc.ChargeServiceStub(transport.channel)
+
+    async def create(
+        self,
+        *,
+        charge_permission_id: str,
+        charge_amount: MessageLike,
+        capture_now: bool | None = None,
+        soft_descriptor: str | None = None,
+        can_handle_pending_authorization: bool | None = None,
+        merchant_metadata: MessageLike | None = None,
+        provider_metadata: MessageLike | None = None,
+        platform_id: str | None = None,
+        charge_initiator: int | str | None = None,
+        channel: str | None = None,
+        sandbox_simulation_code: str | None = None,
+        idempotency_key: str | None = None,
+        merchant: str | None = None,
+        timeout: float | None = None,
+    ) -> charge_pb2.CreateChargeResponse:
+        """CreateCharge; a decline raises DeclinedError (reason SoftDeclined, HardDeclined, ...)."""
+        fields = dict(locals())
+        del fields["self"]
+        return await self._write(
+            "CreateCharge",
+            self._stub,
+            fields,
+            charge_pb2.CreateChargeRequest,
+            charge_pb2.CreateChargeResponse,
+        )
+
+    async def get(
+        self,
+        charge_id: str,
+        *,
+        source: Source | int | None = None,
+        merchant: str | None = None,
+        timeout: float | None = None,
+    ) -> charge_pb2.GetChargeResponse:
+        """GetCharge from Amazon or the ledger (see `source`)."""
+        fields = {**locals(), "source": _source(source)}
+        del fields["self"]
+        return await self._read(
+            "GetCharge",
+            self._stub,
+            fields,
+            charge_pb2.GetChargeRequest,
+            charge_pb2.GetChargeResponse,
+        )
+
+    async def capture(
+        self,
+        charge_id: str,
+        *,
+        capture_amount: MessageLike,
+        soft_descriptor: str | None = None,
+        sandbox_simulation_code: str | None = None,
+        idempotency_key: str | None = None,
+        merchant: str | None = None,
+        timeout: float | None = None,
+    ) -> charge_pb2.CaptureChargeResponse:
+        """CaptureCharge of an Authorized charge."""
+        fields = dict(locals())
+        del fields["self"]
+        return await self._write(
+            "CaptureCharge",
+            self._stub,
+            fields,
+            charge_pb2.CaptureChargeRequest,
+            charge_pb2.CaptureChargeResponse,
+        )
+
+    async def cancel(
+        self,
+        charge_id: str,
+        *,
+        cancellation_reason: str | None = None,
+        idempotency_key: str | None = None,
+        merchant: str | None = None,
+        timeout: float | None = None,
+    ) -> charge_pb2.CancelChargeResponse:
+        """CancelCharge of a charge not captured yet."""
+        fields = dict(locals())
+        del fields["self"]
+        return await self._write(
+            "CancelCharge",
+            self._stub,
+            fields,
+            charge_pb2.CancelChargeRequest,
+            charge_pb2.CancelChargeResponse,
+        )
+
+
+class RefundService(_Service):
+    """Refunds of captured charges."""
+
+    _service = "RefundService"
+
+    def __init__(self, transport: Transport) -> None:
+        super().__init__(transport)
+        self._stub = refund_pb2_grpc.RefundServiceStub(transport.channel)
+
+    async def create(
+        self,
+        *,
+        charge_id: str,
+        refund_amount: MessageLike,
+        soft_descriptor: str | None = None,
+        sandbox_simulation_code: str | None = None,
+        idempotency_key: str | None = None,
+        merchant: str | None = None,
+        timeout: float | None = None,
+    ) -> refund_pb2.CreateRefundResponse:
+        """CreateRefund; Amazon settles refunds asynchronously (RefundInitiated first)."""
+        fields = dict(locals())
+        del fields["self"]
+        return await self._write(
+            "CreateRefund",
+            self._stub,
+            fields,
+            refund_pb2.CreateRefundRequest,
+            refund_pb2.CreateRefundResponse,
+        )
+
+    async def get(
+        self,
+        refund_id: str,
+        *,
+        source: Source | int | None = None,
+        merchant: str | None = None,
+        timeout: float | None = None,
+    ) -> refund_pb2.GetRefundResponse:
+        """GetRefund from Amazon or the ledger (see `source`)."""
+        fields = {**locals(), "source": _source(source)}
+        del fields["self"]
+        return await self._read(
+            "GetRefund",
+            self._stub,
+            fields,
+            refund_pb2.GetRefundRequest,
+            refund_pb2.GetRefundResponse,
+        )
+
+
+class BuyerService(_Service):
+    """Buyer details by buyer token (always from Amazon; buyers are not kept in the ledger)."""
+
+    _service = "BuyerService"
+
+    def __init__(self, transport: Transport) -> None:
+        super().__init__(transport)
+        self._stub = buyer_pb2_grpc.BuyerServiceStub(transport.channel)
+
+    async def get(
+        self,
+        buyer_token: str,
+        *,
+        source: Source | int | None = None,
+        merchant: str | None = None,
+        timeout: float | None = None,
+    ) -> buyer_pb2.GetBuyerResponse:
+        """GetBuyer."""
+        fields = {**locals(), "source": _source(source)}
+        del fields["self"]
+        return await self._read(
+            "GetBuyer", self._stub, fields, buyer_pb2.GetBuyerRequest, buyer_pb2.GetBuyerResponse
+        )
+
+
+class DeliveryTrackerService(_Service):
+    """Delivery trackers (shipment notifications to the buyer)."""
+
+    _service = "DeliveryTrackerService"
+
+    def __init__(self, transport: Transport) -> None:
+        super().__init__(transport)
+        self._stub = delivery_tracker_pb2_grpc.DeliveryTrackerServiceStub(transport.channel)
+
+    async def create(
+        self,
+        *,
+        delivery_details: Iterable[MessageLike],
+        charge_permission_id: str | None = None,
+        amazon_order_reference_id: str | None = None,
+        sandbox_simulation_code: str | None = None,
+        idempotency_key: str | None = None,
+        merchant: str | None = None,
+        timeout: float | None = None,
+    ) -> delivery_tracker_pb2.CreateDeliveryTrackerResponse:
+        """CreateDeliveryTracker for a charge permission (or a legacy order reference)."""
+        fields = {**locals(), "delivery_details": list(delivery_details)}
+        del fields["self"]
+        return await self._write(
+            "CreateDeliveryTracker",
+            self._stub,
+            fields,
+            delivery_tracker_pb2.CreateDeliveryTrackerRequest,
+            delivery_tracker_pb2.CreateDeliveryTrackerResponse,
+        )
+
+
+class ButtonService(_Service):
+    """Signs Amazon Pay button payloads (the private key stays in the service)."""
+
+    _service = "ButtonService"
+
+    def __init__(self, transport: Transport) -> None:
+        super().__init__(transport)
+        self._stub = button_pb2_grpc.ButtonServiceStub(transport.channel)
+
+    async def sign_payload(
+        self, payload: str, *, merchant: str | None = None, timeout: float | None = None
+    ) -> button_pb2.SignButtonPayloadResponse:
+        """SignButtonPayload: `payload` is the button's JSON (createCheckoutSessionConfig)."""
+        fields = dict(locals())
+        del fields["self"]
+        return await self._read(
+            "SignButtonPayload",
+            self._stub,
+            fields,
+            button_pb2.SignButtonPayloadRequest,
+            button_pb2.SignButtonPayloadResponse,
+        )
+
+
+class LedgerService(_Service):
+    """The service's own record: transactions, their history, and the live change feed."""
+
+    _service = "LedgerService"
+
+    def __init__(self, transport: Transport) -> None:
+        super().__init__(transport)
+        self._stub = ledger_pb2_grpc.LedgerServiceStub(transport.channel)
+
+    async def get_transaction(
+        self,
+        kind: Kind | str | int,
+        object_id: str,
+        *,
+        merchant: str | None = None,
+        timeout: float | None = None,
+    ) -> ledger_pb2.GetTransactionResponse:
+        """GetTransaction: one object and its events, oldest first."""
+        fields = {**locals(), "kind": kind_enum(kind)}
+        del fields["self"]
+        return await self._read(
+            "GetTransaction",
+            self._stub,
+            fields,
+            ledger_pb2.GetTransactionRequest,
+            ledger_pb2.GetTransactionResponse,
+        )
+
+    async def list_transactions(
+        self,
+        *,
+        kind: Kind | str | int | None = None,
+        state: str | None = None,
+        charge_permission_id: str | None = None,
+        merchant_reference_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        merchant: str | None = None,
+        timeout: float | None = None,
+    ) -> ledger_pb2.ListTransactionsResponse:
+        """ListTransactions: one page, newest first; see `iter_transactions` for all pages."""
+        fields = {
+            **locals(),
+            "kind": kind_enum(kind),
+            "created_after": _timestamp(created_after),
+            "created_before": _timestamp(created_before),
+        }
+        del fields["self"]
+        return await self._read(
+            "ListTransactions",
+            self._stub,
+            fields,
+            ledger_pb2.ListTransactionsRequest,
+            ledger_pb2.ListTransactionsResponse,
+        )
+
+    async def iter_transactions(
+        self,
+        *,
+        kind: Kind | str | int | None = None,
+        state: str | None = None,
+        charge_permission_id: str | None = None,
+        merchant_reference_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        page_size: int | None = None,
+        merchant: str | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[ledger_pb2.Transaction]:
+        """Every matching transaction, following next_page_token (each page has `timeout`)."""
+        token = ""
+        while True:
+            page = await self.list_transactions(
+                kind=kind,
+                state=state,
+                charge_permission_id=charge_permission_id,
+                merchant_reference_id=merchant_reference_id,
+                created_after=created_after,
+                created_before=created_before,
+                page_size=page_size,
+                page_token=token,
+                merchant=merchant,
+                timeout=timeout,
+            )
+            for transaction in page.transactions:
+                yield transaction
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def list_events(
+        self,
+        *,
+        kind: Kind | str | int | None = None,
+        object_id: str | None = None,
+        charge_permission_id: str | None = None,
+        source: EventSourceName | int | None = None,
+        occurred_after: datetime | None = None,
+        occurred_before: datetime | None = None,
+        after_event_id: int | None = None,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        merchant: str | None = None,
+        timeout: float | None = None,
+    ) -> ledger_pb2.ListEventsResponse:
+        """ListEvents: one page, oldest first; see `iter_events` for all pages."""
+        fields = {
+            **locals(),
+            "kind": kind_enum(kind),
+            "source": _event_source(source),
+            "occurred_after": _timestamp(occurred_after),
+            "occurred_before": _timestamp(occurred_before),
+        }
+        del fields["self"]
+        return await self._read(
+            "ListEvents",
+            self._stub,
+            fields,
+            ledger_pb2.ListEventsRequest,
+            ledger_pb2.ListEventsResponse,
+        )
+
+    async def iter_events(
+        self,
+        *,
+        kind: Kind | str | int | None = None,
+        object_id: str | None = None,
+        charge_permission_id: str | None = None,
+        source: EventSourceName | int | None = None,
+        occurred_after: datetime | None = None,
+        occurred_before: datetime | None = None,
+        after_event_id: int | None = None,
+        page_size: int | None = None,
+        merchant: str | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[ledger_pb2.LedgerEvent]:
+        """Every matching event, following next_page_token."""
+        token = ""
+        while True:
+            page = await self.list_events(
+                kind=kind,
+                object_id=object_id,
+                charge_permission_id=charge_permission_id,
+                source=source,
+                occurred_after=occurred_after,
+                occurred_before=occurred_before,
+                after_event_id=after_event_id,
+                page_size=page_size,
+                page_token=token,
+                merchant=merchant,
+                timeout=timeout,
+            )
+            for event in page.events:
+                yield event
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def watch_events(
+        self,
+        *,
+        kind: Kind | str | int | None = None,
+        object_id: str | None = None,
+        charge_permission_id: str | None = None,
+        after_event_id: int = 0,
+        resume: bool = True,
+        merchant: str | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[ledger_pb2.LedgerEvent]:
+        """WatchEvents as an endless async iterator of LedgerEvent (break or cancel to stop).
+
+        With `resume`, an UNAVAILABLE or RESOURCE_EXHAUSTED (with RetryInfo) stream is reopened
+        with after_event_id = the last event received, which the service documents as lossless.
+        Start from a known after_event_id (e.g. the last one you processed) to also be lossless
+        across a disconnect before the first event. `timeout` bounds each stream; None = open.
+        """
+        method = self._method("WatchEvents")
+        base = {
+            "merchant": self._t.merchant_for(merchant),
+            "kind": kind_enum(kind),
+            "object_id": object_id,
+            "charge_permission_id": charge_permission_id,
+        }
+        last = after_event_id
+        failures = 0
+        while True:
+            request = _request(ledger_pb2.WatchEventsRequest, {**base, "after_event_id": last})
+            call = self._stub.WatchEvents(request, timeout=timeout, metadata=self._t.metadata())
+            try:
+                async for message in call:
+                    failures = 0
+                    last = max(last, message.event.event_id)
+                    yield message.event
+                return
+            except grpc.aio.AioRpcError as exc:
+                error = error_from_rpc(exc, method)
+                failures += 1
+                if not resume or not self._t.retry.should_retry(error, failures):
+                    raise error from exc
+                delay = self._t.retry.delay(error, failures, self._t.rng)
+            finally:
+                call.cancel()
+            await self._t.notify_retry(RetryEvent(method, failures, error, delay, ""))
+            await asyncio.sleep(delay)
+
+    async def erase_buyer_data(
+        self,
+        *,
+        charge_permission_id: str | None = None,
+        buyer_id: str | None = None,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+        merchant: str | None = None,
+        timeout: float | None = None,
+    ) -> ledger_pb2.EraseBuyerDataResponse:
+        """EraseBuyerData of one charge permission or one buyer (irreversible)."""
+        fields = dict(locals())
+        del fields["self"]
+        return await self._write(
+            "EraseBuyerData",
+            self._stub,
+            fields,
+            ledger_pb2.EraseBuyerDataRequest,
+            ledger_pb2.EraseBuyerDataResponse,
+        )
