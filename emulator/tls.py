@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 import ssl
 from dataclasses import dataclass
@@ -133,8 +134,9 @@ def ensure_tls_files(directory: Path) -> TlsFiles:
     return TlsFiles(ca_path, cert_path, key_path)
 
 
+@functools.cache
 def sns_signing_identity() -> tuple[rsa.RSAPrivateKey, bytes]:
-    """A self-signed certificate standing in for sns.<region>.amazonaws.com."""
+    """A self-signed certificate standing in for sns.<region>.amazonaws.com (one per process)."""
     key = _key()
     cert = (
         _validity(x509.CertificateBuilder(), 3650)
