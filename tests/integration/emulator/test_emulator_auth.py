@@ -28,7 +28,12 @@ async def _post(
 
 def _signed(key: rsa.RSAPrivateKey, **kwargs: object) -> dict[str, str]:
     return sign_headers(
-        key, KEY_ID, "POST", PATH, BODY, headers={"x-amz-pay-idempotency-key": "k1"},
+        key,
+        KEY_ID,
+        "POST",
+        PATH,
+        BODY,
+        headers={"x-amz-pay-idempotency-key": "k1"},
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -38,7 +43,10 @@ async def test_missing_authorization_header_is_400_missing_header(
 ) -> None:
     headers = _signed(key_pair[0])
     del headers["authorization"]
-    assert await _post(http, emu, headers) == (400, {"reasonCode": "MissingHeader", "message": "The 'authorization' header is missing"})
+    assert await _post(http, emu, headers) == (
+        400,
+        {"reasonCode": "MissingHeader", "message": "The 'authorization' header is missing"},
+    )
 
 
 async def test_missing_signed_header_is_400_missing_header(
@@ -118,7 +126,11 @@ async def test_extra_signed_headers_such_as_user_agent_are_verified(
     emu: RunningEmulator, http: aiohttp.ClientSession, key_pair: tuple[rsa.RSAPrivateKey, str]
 ) -> None:
     headers = sign_headers(
-        key_pair[0], KEY_ID, "POST", PATH, BODY,
+        key_pair[0],
+        KEY_ID,
+        "POST",
+        PATH,
+        BODY,
         headers={"user-agent": "amazon-pay-api-sdk-nodejs/2.3.4", "x-amz-pay-idempotency-key": "k"},
     )
     assert "user-agent" in headers["authorization"]

@@ -58,7 +58,8 @@ async def test_twenty_sixth_charge_is_transaction_count_exceeded(client: SignedC
 async def test_charge_in_other_currency_is_currency_mismatch(client: SignedClient) -> None:
     cp_id = await _cp(client)
     reply = await client.call(
-        "POST", "/charges",
+        "POST",
+        "/charges",
         {"chargePermissionId": cp_id, "chargeAmount": {"amount": "1", "currencyCode": "EUR"}},
     )
     assert (reply.status, reply.body["reasonCode"]) == (400, "CurrencyMismatch")
@@ -69,16 +70,26 @@ async def test_jpy_checkout_rejects_fractional_yen_and_caps_at_ten_million(
 ) -> None:
     client.region = "jp"
     fractional = await client.call(
-        "POST", "/checkoutSessions",
-        {"storeId": "s", "paymentDetails": {"chargeAmount": {"amount": "10.5", "currencyCode": "JPY"}}},
+        "POST",
+        "/checkoutSessions",
+        {
+            "storeId": "s",
+            "paymentDetails": {"chargeAmount": {"amount": "10.5", "currencyCode": "JPY"}},
+        },
     )
     assert (fractional.status, fractional.body["reasonCode"]) == (400, "InvalidParameterValue")
     too_big = await client.call(
-        "POST", "/checkoutSessions",
-        {"storeId": "s", "paymentDetails": {"chargeAmount": {"amount": "10000001", "currencyCode": "JPY"}}},
+        "POST",
+        "/checkoutSessions",
+        {
+            "storeId": "s",
+            "paymentDetails": {"chargeAmount": {"amount": "10000001", "currencyCode": "JPY"}},
+        },
     )
     assert (too_big.status, too_big.body["reasonCode"]) == (400, "InvalidParameterValue")
-    done = await purchase(client, intent="AuthorizeWithCapture", amount={"amount": "10000000", "currencyCode": "JPY"})
+    done = await purchase(
+        client, intent="AuthorizeWithCapture", amount={"amount": "10000000", "currencyCode": "JPY"}
+    )
     charge = (await client.call("GET", f"/charges/{done['chargeId']}")).body
     assert charge["captureAmount"] == {"amount": "10000000", "currencyCode": "JPY"}
 
@@ -136,7 +147,8 @@ async def test_unused_authorization_expires_after_30_days(client: SignedClient) 
     await advance(client, 30 * DAY + 1)
     charge = (await client.call("GET", f"/charges/{done['chargeId']}")).body
     assert (charge["statusDetails"]["state"], charge["statusDetails"]["reasonCode"]) == (
-        "Canceled", "ExpiredUnused",
+        "Canceled",
+        "ExpiredUnused",
     )
     reply = await client.call(
         "POST", f"/charges/{done['chargeId']}/capture", {"captureAmount": usd("1.00")}
@@ -175,13 +187,17 @@ async def test_cancel_authorized_charge_is_merchant_canceled_and_frees_balance(
     assert (await _charge(client, cp_id, "100.00"))[0] == 201
 
 
-@pytest.mark.parametrize("code", ["SoftDeclined", "HardDeclined", "AmazonRejected", "TransactionTimedOut"])
+@pytest.mark.parametrize(
+    "code", ["SoftDeclined", "HardDeclined", "AmazonRejected", "TransactionTimedOut"]
+)
 async def test_create_charge_decline_simulation_is_synchronous_422(
     client: SignedClient, code: str
 ) -> None:
     cp_id = await _cp(client)
     reply = await client.call(
-        "POST", "/charges", {"chargePermissionId": cp_id, "chargeAmount": usd("5.00")},
+        "POST",
+        "/charges",
+        {"chargePermissionId": cp_id, "chargeAmount": usd("5.00")},
         simulation=code,
     )
     assert (reply.status, reply.body["reasonCode"]) == (422, code)
@@ -195,15 +211,21 @@ async def test_decline_simulation_with_pending_allowed_declines_asynchronously(
 ) -> None:
     cp_id = await _cp(client)
     reply = await client.call(
-        "POST", "/charges",
-        {"chargePermissionId": cp_id, "chargeAmount": usd("5.00"), "canHandlePendingAuthorization": True},
+        "POST",
+        "/charges",
+        {
+            "chargePermissionId": cp_id,
+            "chargeAmount": usd("5.00"),
+            "canHandlePendingAuthorization": True,
+        },
         simulation="SoftDeclined",
     )
     assert (reply.status, reply.body["statusDetails"]["state"]) == (202, "AuthorizationInitiated")
     await advance(client, 31)
     charge = (await client.call("GET", f"/charges/{reply.body['chargeId']}")).body
     assert (charge["statusDetails"]["state"], charge["statusDetails"]["reasonCode"]) == (
-        "Declined", "SoftDeclined",
+        "Declined",
+        "SoftDeclined",
     )
 
 
@@ -212,7 +234,8 @@ async def test_capture_initiated_simulation_on_create_charge_settles_to_captured
 ) -> None:
     cp_id = await _cp(client)
     reply = await client.call(
-        "POST", "/charges",
+        "POST",
+        "/charges",
         {"chargePermissionId": cp_id, "chargeAmount": usd("5.00"), "captureNow": True},
         simulation="CaptureInitiated",
     )
@@ -221,13 +244,17 @@ async def test_capture_initiated_simulation_on_create_charge_settles_to_captured
     assert await state_of(client, f"/charges/{reply.body['chargeId']}") == "Captured"
 
 
-@pytest.mark.parametrize(("code", "final"), [("CaptureInitiated", "Captured"), ("AmazonRejected", "Declined")])
+@pytest.mark.parametrize(
+    ("code", "final"), [("CaptureInitiated", "Captured"), ("AmazonRejected", "Declined")]
+)
 async def test_capture_simulations_pass_through_capture_initiated(
     client: SignedClient, code: str, final: str
 ) -> None:
     done = await purchase(client)
     path = f"/charges/{done['chargeId']}"
-    reply = await client.call("POST", path + "/capture", {"captureAmount": usd("100.00")}, simulation=code)
+    reply = await client.call(
+        "POST", path + "/capture", {"captureAmount": usd("100.00")}, simulation=code
+    )
     assert reply.body["statusDetails"]["state"] == "CaptureInitiated"
     await advance(client, 31)
     assert await state_of(client, path) == final
@@ -252,7 +279,8 @@ async def test_pending_card_4354_hard_declines_after_about_30_seconds(client: Si
     await advance(client, 31)
     charge = (await client.call("GET", path)).body
     assert (charge["statusDetails"]["state"], charge["statusDetails"]["reasonCode"]) == (
-        "Declined", "HardDeclined",
+        "Declined",
+        "HardDeclined",
     )
 
 
@@ -270,7 +298,8 @@ async def test_close_charge_permission_cancels_pending_charges_on_request(
     cp_id = await _cp(client)
     _, charge = await _charge(client, cp_id, "10.00")
     reply = await client.call(
-        "DELETE", f"/chargePermissions/{cp_id}/close",
+        "DELETE",
+        f"/chargePermissions/{cp_id}/close",
         {"closureReason": "order canceled", "cancelPendingCharges": True},
     )
     assert reply.status == 200
@@ -280,17 +309,24 @@ async def test_close_charge_permission_cancels_pending_charges_on_request(
     assert charge_now["statusDetails"]["reasonCode"] == "ChargePermissionCanceled"
 
 
-async def test_close_with_amazon_closed_simulation_records_that_reason(client: SignedClient) -> None:
+async def test_close_with_amazon_closed_simulation_records_that_reason(
+    client: SignedClient,
+) -> None:
     cp_id = await _cp(client)
     reply = await client.call(
-        "DELETE", f"/chargePermissions/{cp_id}/close", {"closureReason": "x"}, simulation="AmazonClosed"
+        "DELETE",
+        f"/chargePermissions/{cp_id}/close",
+        {"closureReason": "x"},
+        simulation="AmazonClosed",
     )
     assert reply.body["statusDetails"]["reasons"][0]["reasonCode"] == "AmazonClosed"
 
 
 async def test_closure_reason_over_255_characters_is_rejected(client: SignedClient) -> None:
     cp_id = await _cp(client)
-    reply = await client.call("DELETE", f"/chargePermissions/{cp_id}/close", {"closureReason": "x" * 256})
+    reply = await client.call(
+        "DELETE", f"/chargePermissions/{cp_id}/close", {"closureReason": "x" * 256}
+    )
     assert (reply.status, reply.body["reasonCode"]) == (400, "InvalidParameterValue")
 
 
@@ -305,7 +341,9 @@ async def test_one_time_charge_permission_expires_after_180_days(client: SignedC
 async def test_update_charge_permission_metadata_until_closed(client: SignedClient) -> None:
     cp_id = await _cp(client)
     reply = await client.call(
-        "PATCH", f"/chargePermissions/{cp_id}", {"merchantMetadata": {"merchantReferenceId": "ORD-9"}}
+        "PATCH",
+        f"/chargePermissions/{cp_id}",
+        {"merchantMetadata": {"merchantReferenceId": "ORD-9"}},
     )
     assert reply.body["merchantMetadata"]["merchantReferenceId"] == "ORD-9"
     await client.call("DELETE", f"/chargePermissions/{cp_id}/close", {"closureReason": "done"})
@@ -329,10 +367,13 @@ async def test_unknown_charge_is_404_resource_not_found(client: SignedClient) ->
 
 async def test_delivery_tracker_accepts_tracking_for_known_permission(client: SignedClient) -> None:
     cp_id = await _cp(client)
-    body = {"chargePermissionId": cp_id,
-            "deliveryDetails": [{"trackingNumber": "1Z999", "carrierCode": "UPS"}]}
+    body = {
+        "chargePermissionId": cp_id,
+        "deliveryDetails": [{"trackingNumber": "1Z999", "carrierCode": "UPS"}],
+    }
     reply = await client.call("POST", "/deliveryTrackers", body)
-    assert reply.status == 200 and reply.body["deliveryDetails"] == body["deliveryDetails"]
+    assert reply.status == 200
+    assert reply.body["deliveryDetails"] == body["deliveryDetails"]
     missing = await client.call("POST", "/deliveryTrackers", {"chargePermissionId": cp_id})
     assert (missing.status, missing.body["reasonCode"]) == (400, "MissingParameterValue")
 

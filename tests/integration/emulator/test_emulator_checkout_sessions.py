@@ -32,10 +32,14 @@ async def test_create_returns_201_open_session_with_all_constraints(client: Sign
     body = reply.body
     assert UUID_RE.match(body["checkoutSessionId"])
     assert body["statusDetails"]["state"] == "Open"
-    assert TS_RE.match(body["creationTimestamp"]) and TS_RE.match(body["expirationTimestamp"])
+    assert TS_RE.match(body["creationTimestamp"])
+    assert TS_RE.match(body["expirationTimestamp"])
     assert {c["constraintId"] for c in body["constraints"]} == {
-        "CheckoutReviewReturnUrlNotSet", "BuyerNotAssociated", "ChargeAmountNotSet",
-        "CheckoutResultReturnUrlNotSet", "PaymentIntentNotSet",
+        "CheckoutReviewReturnUrlNotSet",
+        "BuyerNotAssociated",
+        "ChargeAmountNotSet",
+        "CheckoutResultReturnUrlNotSet",
+        "PaymentIntentNotSet",
     }
     assert body["webCheckoutDetails"]["amazonPayRedirectUrl"] is None
     assert body["releaseEnvironment"] == "Sandbox"
@@ -62,11 +66,17 @@ async def test_malformed_json_is_invalid_request_format(client: SignedClient) ->
     ("body", "field"),
     [
         ({"merchantMetadata": {"noteToBuyer": "n" * 256}}, "merchantMetadata.noteToBuyer"),
-        ({"merchantMetadata": {"merchantStoreName": "s" * 51}}, "merchantMetadata.merchantStoreName"),
+        (
+            {"merchantMetadata": {"merchantStoreName": "s" * 51}},
+            "merchantMetadata.merchantStoreName",
+        ),
         ({"merchantMetadata": {"merchantReferenceId": "r" * 257}}, "merchantReferenceId"),
         ({"merchantMetadata": {"customInformation": "c" * 4097}}, "customInformation"),
         ({"paymentDetails": {"softDescriptor": "d" * 17}}, "paymentDetails.softDescriptor"),
-        ({"webCheckoutDetails": {"checkoutResultReturnUrl": "u" * 1025}}, "checkoutResultReturnUrl"),
+        (
+            {"webCheckoutDetails": {"checkoutResultReturnUrl": "u" * 1025}},
+            "checkoutResultReturnUrl",
+        ),
     ],
 )
 async def test_values_over_max_length_are_invalid_parameter_value_naming_the_field(
@@ -89,14 +99,17 @@ async def test_sign_in_address_over_max_length_is_rejected(client: SignedClient)
 async def test_sign_in_associates_buyer_and_redirects_to_review_url(client: SignedClient) -> None:
     sid = await new_session(client)
     reply = await client.control(
-        "POST", f"/checkoutSessions/{sid}/signIn",
+        "POST",
+        f"/checkoutSessions/{sid}/signIn",
         {"card": "4444", "buyer": {"name": "Ann Buyer", "email": "ann@example.com"}},
     )
     assert reply.body["redirectUrl"] == f"{REVIEW_URL}?amazonCheckoutSessionId={sid}"
     session = (await client.call("GET", f"/checkoutSessions/{sid}")).body
     assert session["buyer"]["name"] == "Ann Buyer"
     assert session["buyer"]["buyerId"].startswith("amzn1.account.")
-    assert session["paymentPreferences"][0]["paymentDescriptor"] == "MasterCard ****4444 (Amazon Pay)"
+    assert (
+        session["paymentPreferences"][0]["paymentDescriptor"] == "MasterCard ****4444 (Amazon Pay)"
+    )
     assert session["shippingAddress"]["city"] == "Chicago"
     assert "BuyerNotAssociated" not in {c["constraintId"] for c in session["constraints"]}
     buyer = await client.call("GET", f"/buyers/{reply.body['buyerToken']}")
@@ -126,7 +139,11 @@ async def test_buyer_cannot_confirm_while_constraints_are_open(client: SignedCli
     await client.control("POST", f"/checkoutSessions/{sid}/signIn", {})
     reply = await client.control("POST", f"/checkoutSessions/{sid}/confirm")
     assert (reply.status, reply.body["reasonCode"]) == (422, "InvalidCheckoutSessionStatus")
-    for constraint in ("ChargeAmountNotSet", "PaymentIntentNotSet", "CheckoutResultReturnUrlNotSet"):
+    for constraint in (
+        "ChargeAmountNotSet",
+        "PaymentIntentNotSet",
+        "CheckoutResultReturnUrlNotSet",
+    ):
         assert constraint in reply.body["message"]
 
 
@@ -173,14 +190,16 @@ async def test_complete_with_authorize_creates_authorized_charge(client: SignedC
     assert done["statusDetails"]["state"] == "Completed"
     assert CP_RE.match(done["chargePermissionId"])
     assert re.match(rf"^{done['chargePermissionId']}-C\d{{6}}$", done["chargeId"])
-    assert done["webCheckoutDetails"] is None and done["buyer"] is None
+    assert done["webCheckoutDetails"] is None
+    assert done["buyer"] is None
     charge = (await client.call("GET", f"/charges/{done['chargeId']}")).body
     assert charge["statusDetails"]["state"] == "Authorized"
     assert charge["captureAmount"] is None
     cp = (await client.call("GET", f"/chargePermissions/{done['chargePermissionId']}")).body
     assert cp["statusDetails"]["state"] == "Chargeable"
     assert cp["limits"] == {"amountLimit": usd("100.00"), "amountBalance": usd("0.00")}
-    assert cp["buyer"]["name"] and cp["chargePermissionType"] == "OneTime"
+    assert cp["buyer"]["name"]
+    assert cp["chargePermissionType"] == "OneTime"
 
 
 async def test_complete_with_authorize_with_capture_captures_and_closes_one_time_permission(
@@ -203,8 +222,12 @@ async def test_complete_with_confirm_creates_only_a_charge_permission(client: Si
 
 async def test_complete_twice_returns_the_completed_session(client: SignedClient) -> None:
     sid = await ready_session(client)
-    first = await client.call("POST", f"/checkoutSessions/{sid}/complete", {"chargeAmount": usd("100.00")})
-    again = await client.call("POST", f"/checkoutSessions/{sid}/complete", {"chargeAmount": usd("100.00")})
+    first = await client.call(
+        "POST", f"/checkoutSessions/{sid}/complete", {"chargeAmount": usd("100.00")}
+    )
+    again = await client.call(
+        "POST", f"/checkoutSessions/{sid}/complete", {"chargeAmount": usd("100.00")}
+    )
     assert again.status == 200
     assert again.body["chargeId"] == first.body["chargeId"]
 
@@ -230,7 +253,8 @@ async def test_declining_wallet_cards_cancel_the_session(
     session = (await client.call("GET", f"/checkoutSessions/{sid}")).body
     assert session["statusDetails"]["state"] == "Canceled"
     assert session["statusDetails"]["reasonCode"] == reason
-    assert session["buyer"] is None and session["paymentDetails"] is None
+    assert session["buyer"] is None
+    assert session["paymentDetails"] is None
     reply = await client.call(
         "POST", f"/checkoutSessions/{sid}/complete", {"chargeAmount": usd("100.00")}
     )
@@ -241,7 +265,9 @@ async def test_declining_wallet_cards_cancel_the_session(
 async def test_complete_simulations_cancel_the_session(client: SignedClient, code: str) -> None:
     sid = await ready_session(client)
     reply = await client.call(
-        "POST", f"/checkoutSessions/{sid}/complete", {"chargeAmount": usd("100.00")},
+        "POST",
+        f"/checkoutSessions/{sid}/complete",
+        {"chargeAmount": usd("100.00")},
         simulation=code,
     )
     assert (reply.status, reply.body["reasonCode"]) == (422, "CheckoutSessionCanceled")
@@ -257,12 +283,16 @@ async def test_authorization_initiated_simulation_completes_with_202_then_author
 ) -> None:
     sid = await ready_session(client)
     reply = await client.call(
-        "POST", f"/checkoutSessions/{sid}/complete", {"chargeAmount": usd("100.00")},
+        "POST",
+        f"/checkoutSessions/{sid}/complete",
+        {"chargeAmount": usd("100.00")},
         simulation="AuthorizationInitiated",
     )
     assert reply.status == 202
     charge_path = f"/charges/{reply.body['chargeId']}"
-    assert (await client.call("GET", charge_path)).body["statusDetails"]["state"] == "AuthorizationInitiated"
+    assert (await client.call("GET", charge_path)).body["statusDetails"][
+        "state"
+    ] == "AuthorizationInitiated"
     await advance(client, 31)
     assert (await client.call("GET", charge_path)).body["statusDetails"]["state"] == "Authorized"
 
@@ -270,7 +300,9 @@ async def test_authorization_initiated_simulation_completes_with_202_then_author
 async def test_open_session_expires_after_24_hours(client: SignedClient) -> None:
     sid = await new_session(client)
     await advance(client, 86399)
-    assert (await client.call("GET", f"/checkoutSessions/{sid}")).body["statusDetails"]["state"] == "Open"
+    assert (await client.call("GET", f"/checkoutSessions/{sid}")).body["statusDetails"][
+        "state"
+    ] == "Open"
     await advance(client, 2)
     status = (await client.call("GET", f"/checkoutSessions/{sid}")).body["statusDetails"]
     assert (status["state"], status["reasonCode"]) == ("Canceled", "Expired")
@@ -288,14 +320,19 @@ async def test_charge_permission_hides_buyer_details_after_30_days(client: Signe
     done = await purchase(client, intent="Confirm")
     await advance(client, 30 * 86400 + 1)
     cp = (await client.call("GET", f"/chargePermissions/{done['chargePermissionId']}")).body
-    assert cp["buyer"] is None and cp["shippingAddress"] is None
+    assert cp["buyer"] is None
+    assert cp["shippingAddress"] is None
 
 
 async def test_singular_seed_spellings_are_accepted_on_input(client: SignedClient) -> None:
     reply = await client.call(
-        "POST", "/checkoutSessions",
-        {"storeId": STORE_ID, "webCheckoutDetail": {"checkoutReviewReturnUrl": REVIEW_URL},
-         "paymentDetail": {"paymentIntent": "Confirm"}},
+        "POST",
+        "/checkoutSessions",
+        {
+            "storeId": STORE_ID,
+            "webCheckoutDetail": {"checkoutReviewReturnUrl": REVIEW_URL},
+            "paymentDetail": {"paymentIntent": "Confirm"},
+        },
     )
     assert reply.status == 201
     assert reply.body["webCheckoutDetails"]["checkoutReviewReturnUrl"] == REVIEW_URL
@@ -304,17 +341,22 @@ async def test_singular_seed_spellings_are_accepted_on_input(client: SignedClien
 
 async def test_invalid_payment_intent_is_invalid_parameter_value(client: SignedClient) -> None:
     reply = await client.call(
-        "POST", "/checkoutSessions", {"storeId": STORE_ID, "paymentDetails": {"paymentIntent": "Buy"}}
+        "POST",
+        "/checkoutSessions",
+        {"storeId": STORE_ID, "paymentDetails": {"paymentIntent": "Buy"}},
     )
     assert (reply.status, reply.body["reasonCode"]) == (400, "InvalidParameterValue")
 
 
 async def test_finalize_completes_a_buy_now_session(client: SignedClient) -> None:
-    sid = await new_session(client, webCheckoutDetails={"checkoutMode": "ProcessOrder",
-                                                       "checkoutResultReturnUrl": RESULT_URL})
+    sid = await new_session(
+        client,
+        webCheckoutDetails={"checkoutMode": "ProcessOrder", "checkoutResultReturnUrl": RESULT_URL},
+    )
     await client.control("POST", f"/checkoutSessions/{sid}/signIn", {})
     reply = await client.call(
-        "POST", f"/checkoutSessions/{sid}/finalize",
+        "POST",
+        f"/checkoutSessions/{sid}/finalize",
         {"chargeAmount": usd("20.00"), "paymentIntent": "AuthorizeWithCapture"},
     )
     assert reply.status == 200, reply.body
@@ -330,22 +372,30 @@ async def test_browser_pages_sign_in_and_confirm_with_redirects(
     async with http.get(f"{emu.url}/_emulator/checkoutSessions/{sid}/signIn") as page:
         assert "<form" in await page.text()
     async with http.post(
-        f"{emu.url}/_emulator/checkoutSessions/{sid}/signIn", data={"card": "0005"},
+        f"{emu.url}/_emulator/checkoutSessions/{sid}/signIn",
+        data={"card": "0005"},
         allow_redirects=False,
     ) as resp:
         assert resp.status == 303
         assert resp.headers["Location"] == f"{REVIEW_URL}?amazonCheckoutSessionId={sid}"
-    await client.call("PATCH", f"/checkoutSessions/{sid}", {
-        "webCheckoutDetails": {"checkoutResultReturnUrl": RESULT_URL},
-        "paymentDetails": {"paymentIntent": "Authorize", "chargeAmount": usd("5.00")},
-    })
+    await client.call(
+        "PATCH",
+        f"/checkoutSessions/{sid}",
+        {
+            "webCheckoutDetails": {"checkoutResultReturnUrl": RESULT_URL},
+            "paymentDetails": {"paymentIntent": "Authorize", "chargeAmount": usd("5.00")},
+        },
+    )
     redirect_url = (await client.call("GET", f"/checkoutSessions/{sid}")).body[
-        "webCheckoutDetails"]["amazonPayRedirectUrl"]
+        "webCheckoutDetails"
+    ]["amazonPayRedirectUrl"]
     async with http.get(redirect_url) as page:
         assert "AmericanExpress ****0005" in await page.text()
     async with http.post(
         f"{emu.url}/_emulator/checkoutSessions/{sid}/confirm", data={}, allow_redirects=False
     ) as resp:
         assert resp.headers["Location"] == f"{RESULT_URL}?amazonCheckoutSessionId={sid}"
-    done = await client.call("POST", f"/checkoutSessions/{sid}/complete", {"chargeAmount": usd("5.00")})
+    done = await client.call(
+        "POST", f"/checkoutSessions/{sid}/complete", {"chargeAmount": usd("5.00")}
+    )
     assert done.body["statusDetails"]["state"] == "Completed"
