@@ -8,9 +8,11 @@ import logging
 import signal
 import sys
 
+import asyncpg
+
 from .app import Application
 from .config import ConfigError, Settings, load_settings
-from .ledger import EmbeddedPostgres, Ledger, MigrationError
+from .ledger import EmbeddedPostgres, MigrationError, apply_migrations
 from .telemetry import configure_logging
 
 _log = logging.getLogger("service")
@@ -31,13 +33,13 @@ async def _migrate(settings: Settings) -> int:
     if url is None:
         embedded = EmbeddedPostgres(settings.database.embedded_dir)
         url = await embedded.start()
-    ledger = await Ledger.connect(url, min_size=1, max_size=1)
+    conn = await asyncpg.connect(url)
     try:
-        applied = await ledger.migrate()
+        applied = await apply_migrations(conn)
         _log.info("migrations applied", extra={"applied": applied})
         return 0
     finally:
-        await ledger.close()
+        await conn.close()
         if embedded is not None:
             await embedded.stop()
 
@@ -56,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "migrate":
             return asyncio.run(_migrate(settings))
         return asyncio.run(_serve(settings))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
     except MigrationError as exc:
         _log.error("migration refused", extra={"reason": str(exc)})
         return 3

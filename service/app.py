@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 from opentelemetry.metrics import MeterProvider
 
 from .api import GrpcServer, Rpcs, build_server, build_servicers
-from .config import Settings, parse_listen_address
+from .config import ConfigError, Settings, parse_listen_address
 from .core import MerchantRegistry, Payments
-from .ledger import EmbeddedPostgres, EventHub, InstanceLease, Ledger
+from .ledger import EmbeddedPostgres, EventHub, InstanceLease, Ledger, PiiKeyError, PiiKeyring
 from .telemetry import Metrics
 from .workers import IpnReceiver, Reconciler, ReconcilerSettings, SnsVerifier
 
@@ -69,6 +69,7 @@ class Application:
             settings = await self._start_dev_amazon(settings)
         self.ledger = await Ledger.connect(
             url,
+            keyring=await self._pii_keyring(settings),
             min_size=settings.database.pool_min_size,
             max_size=settings.database.pool_max_size,
             statement_timeout_ms=settings.database.statement_timeout_ms,
@@ -93,6 +94,26 @@ class Application:
         port = await self.grpc.start(settings.grpc.listen)
         await self.grpc.set_serving(True)
         _log.info("serving gRPC", extra={"listen": settings.grpc.listen, "port": port})
+
+    async def _pii_keyring(self, settings: Settings) -> PiiKeyring:
+        files = dict(settings.pii.key_files)
+        active = settings.pii.active_key_id
+        if not files:
+            if settings.database.url is not None:
+                raise ConfigError(
+                    "PII_KEY_FILES",
+                    "required when DATABASE_URL is set: buyer PII is encrypted at rest "
+                    "(e.g. PII_KEY_FILES=k1=/run/secrets/pii/k1)",
+                )
+            dev_key = settings.database.embedded_dir.parent / "dev" / "pii-dev.key"
+            if not dev_key.exists():
+                await asyncio.to_thread(PiiKeyring.generate_file, dev_key)
+            files, active = {"dev": dev_key}, "dev"
+        assert active is not None
+        try:
+            return await asyncio.to_thread(PiiKeyring.from_files, files, active)
+        except (OSError, PiiKeyError) as exc:
+            raise ConfigError("PII_KEY_FILES", str(exc)) from None
 
     async def _start_dev_amazon(self, settings: Settings) -> Settings:
         from ._devstack import DevAmazonPay

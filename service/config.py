@@ -21,6 +21,8 @@ __all__ = [
     "ConfigError",
     "DatabaseSettings",
     "GrpcSettings",
+    "PiiSettings",
+    "SecuritySettings",
     "Settings",
     "WorkerSettings",
     "load_settings",
@@ -154,6 +156,46 @@ class AmazonPaySettings:
 
 
 @dataclass(frozen=True)
+class PiiSettings:
+    """Encryption at rest and retention of buyer PII."""
+
+    key_files: tuple[tuple[str, Path], ...] = ()
+    """`PII_KEY_FILES`: `id=path` pairs, comma-separated; each file holds a 32-byte AES key (raw
+    or base64). Required with `DATABASE_URL`; the embedded development database gets a generated
+    key under `.data/dev/`. List the old and the new key while rotating."""
+
+    active_key_id: str | None = None
+    """`PII_ACTIVE_KEY_ID`: key that encrypts new values (default: the last in `PII_KEY_FILES`)."""
+
+    retention_days: int | None = None
+    """`PII_RETENTION_DAYS`: erase buyer PII this many days after it was recorded (the financial
+    record stays). Unset: keep until erased on request."""
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    """Transport security and caller identity of the gRPC server (see docs/security.md)."""
+
+    tls_cert_file: Path | None = None
+    """`GRPC_TLS_CERT_FILE`: PEM server certificate (chain). Set with `GRPC_TLS_KEY_FILE` for TLS."""
+
+    tls_key_file: Path | None = None
+    """`GRPC_TLS_KEY_FILE`: PEM private key of the server certificate (a mounted secret)."""
+
+    tls_client_ca_file: Path | None = None
+    """`GRPC_TLS_CLIENT_CA_FILE`: PEM CA bundle; when set, clients MUST present a certificate it
+    signed (mutual TLS)."""
+
+    callers_file: Path | None = None
+    """`GRPC_CALLERS_FILE`: TOML file of callers (token hashes, certificate names, RPC allowlists).
+    Unset: no caller authentication (development)."""
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+
+@dataclass(frozen=True)
 class WorkerSettings:
     """The IPN receiver and the reconciler."""
 
@@ -192,6 +234,8 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     amazon_pay: AmazonPaySettings = field(default_factory=AmazonPaySettings)
     workers: WorkerSettings = field(default_factory=WorkerSettings)
+    pii: PiiSettings = field(default_factory=PiiSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
 
     log_level: str = "INFO"
     """`LOG_LEVEL`: DEBUG, INFO, WARNING or ERROR."""
@@ -346,6 +390,18 @@ def _csv(_: str, value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
+def _key_files(name: str, value: str) -> tuple[tuple[str, Path], ...]:
+    pairs = []
+    for item in _csv(name, value):
+        key_id, sep, path = item.partition("=")
+        if not sep or not _PUBLIC_KEY_ID.match(key_id.strip()):
+            raise ConfigError(name, f"expected id=path pairs separated by commas, got {item!r}")
+        pairs.append((key_id.strip(), _readable_file(name, path)))
+    if len({k for k, _ in pairs}) != len(pairs):
+        raise ConfigError(name, "key ids must be unique")
+    return tuple(pairs)
+
+
 def _alias(name: str, value: str) -> str:
     if not _ALIAS.match(value.strip()):
         raise ConfigError(name, "must be 1-63 lower-case letters, digits, '-' or '_'")
@@ -472,9 +528,35 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         reconciler_poll_base_s=r.get("RECONCILER_POLL_BASE_S", _float_in(0.01, 86400), 30.0),
         reconciler_poll_max_s=r.get("RECONCILER_POLL_MAX_S", _float_in(0.01, 86400), 3600.0),
     )
+    no_keys: tuple[tuple[str, Path], ...] = ()
+    key_files = r.get("PII_KEY_FILES", _key_files, no_keys)
+    pii = PiiSettings(
+        key_files=key_files,
+        active_key_id=r.get("PII_ACTIVE_KEY_ID", _str, key_files[-1][0] if key_files else None),
+        retention_days=r.get("PII_RETENTION_DAYS", _int_in(1, 36500), None),
+    )
+    if pii.active_key_id is not None and key_files and pii.active_key_id not in dict(key_files):
+        raise ConfigError(
+            "PII_ACTIVE_KEY_ID", f"{pii.active_key_id!r} is not listed in PII_KEY_FILES"
+        )
+    security = SecuritySettings(
+        tls_cert_file=r.get("GRPC_TLS_CERT_FILE", _readable_file, None),
+        tls_key_file=r.get("GRPC_TLS_KEY_FILE", _readable_file, None),
+        tls_client_ca_file=r.get("GRPC_TLS_CLIENT_CA_FILE", _readable_file, None),
+        callers_file=r.get("GRPC_CALLERS_FILE", _readable_file, None),
+    )
+    if (security.tls_cert_file is None) != (security.tls_key_file is None):
+        missing = "GRPC_TLS_KEY_FILE" if security.tls_key_file is None else "GRPC_TLS_CERT_FILE"
+        raise ConfigError(missing, "GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE must be set together")
+    if security.tls_client_ca_file is not None and not security.tls:
+        raise ConfigError(
+            "GRPC_TLS_CLIENT_CA_FILE", "mutual TLS needs GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE"
+        )
     merchants_file = r.raw("AMAZON_PAY_MERCHANTS_FILE")
     extra = _load_merchants(merchants_file, amazon.merchant_alias) if merchants_file else ()
     settings = Settings(
+        pii=pii,
+        security=security,
         workers=workers,
         extra_merchants=extra,
         grpc=grpc,
@@ -485,7 +567,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         dev_emulator=r.get("DEV_EMULATOR", _bool, True),
     )
     live = any(m.environment == "live" for m in settings.merchants)
-    if live and not settings.allow_insecure:
+    if live and not settings.allow_insecure and not security.tls:
         raise ConfigError(
             "AMAZON_PAY_ENVIRONMENT",
             "live mode needs gRPC TLS (GRPC_TLS_CERT_FILE/GRPC_TLS_KEY_FILE); set ALLOW_INSECURE=1 "

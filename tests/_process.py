@@ -52,6 +52,8 @@ class ServiceProcess:
         async for raw in self.process.stderr:
             line = raw.decode(errors="replace").rstrip("\n")
             self.log_lines.append(line)
+            if '"level":"ERROR"' in line:
+                print(f"service error: {line}", file=sys.stderr)  # shown by pytest on failure
             with contextlib.suppress(ValueError):
                 if json.loads(line).get("msg") == "serving gRPC":
                     self._serving.set()

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 
 import pytest
 
-from service.ledger import Ledger
+from service.ledger import Ledger, PiiKeyring
 from tests._postgres import fresh_database, postgres_server
 
 
@@ -24,7 +25,9 @@ async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
 @pytest.fixture
 async def ledger(database_url: str) -> AsyncIterator[Ledger]:
     """A migrated ledger on its own database."""
-    ledger = await Ledger.connect(database_url, min_size=1, max_size=5)
+    ledger = await Ledger.connect(
+        database_url, keyring=PiiKeyring({"test": os.urandom(32)}, "test"), min_size=1, max_size=5
+    )
     await ledger.migrate()
     try:
         yield ledger

@@ -20,9 +20,14 @@ class GrpcServer:
     """The server plus its health servicer, which start/stop flip between SERVING and NOT_SERVING."""
 
     def __init__(
-        self, server: grpc.aio.Server, health_servicer: Any, services: list[ServiceStub]
+        self,
+        server: grpc.aio.Server,
+        health_servicer: Any,
+        services: list[ServiceStub],
+        credentials: grpc.ServerCredentials | None = None,
     ) -> None:
         self.server = server
+        self.credentials = credentials
         self.health = health_servicer
         self.services = services
         self.port = 0
@@ -39,7 +44,10 @@ class GrpcServer:
             await self.health.set(service.full_name, status)
 
     async def start(self, listen: str) -> int:
-        self.port = self.server.add_insecure_port(listen)
+        if self.credentials is None:
+            self.port = self.server.add_insecure_port(listen)
+        else:
+            self.port = self.server.add_secure_port(listen, self.credentials)
         if self.port == 0:
             raise OSError(f"could not bind gRPC server to {listen}")
         await self.server.start()
@@ -69,8 +77,11 @@ def build_server(
     settings: GrpcSettings,
     servicers: Mapping[str, Any],
     interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] | None = None,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> GrpcServer:
-    """Register `servicers` (by service name, e.g. "ChargeService"); the rest answer UNIMPLEMENTED."""
+    """Register `servicers` (by service name, e.g. "ChargeService"); the rest answer UNIMPLEMENTED.
+
+    With `credentials` the port speaks TLS (mutual TLS when they require client certificates)."""
     services = discover_services()
     known = {s.name for s in services}
     unknown = sorted(set(servicers) - known)
@@ -87,4 +98,4 @@ def build_server(
         + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,
     )
-    return GrpcServer(server, health_servicer, services)
+    return GrpcServer(server, health_servicer, services, credentials)

@@ -7,6 +7,7 @@ from ._embedded import EmbeddedPostgres
 from ._instance import InstanceLease, instance_alive
 from ._migrate import Migration, MigrationError, apply_migrations, load_migrations
 from ._notify import CHANNEL, EventHub, Notice, Subscription
+from ._pii import PII_FIELDS, PiiKeyError, PiiKeyring, PiiVault, buyer_hash_of
 from ._pool import Ledger
 from ._repository import (
     EVENT_SOURCES,
@@ -27,6 +28,7 @@ __all__ = [
     "CHANNEL",
     "EVENT_SOURCES",
     "OBJECT_KINDS",
+    "PII_FIELDS",
     "EmbeddedPostgres",
     "Event",
     "EventFilter",
@@ -42,10 +44,14 @@ __all__ = [
     "Operation",
     "OperationConflict",
     "Page",
+    "PiiKeyError",
+    "PiiKeyring",
+    "PiiVault",
     "Repository",
     "StoredObject",
     "Subscription",
     "apply_migrations",
+    "buyer_hash_of",
     "instance_alive",
     "load_migrations",
 ]

@@ -8,6 +8,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from ._migrate import apply_migrations
+from ._pii import PiiKeyring, PiiVault
 from ._repository import Repository
 
 __all__ = ["Ledger"]
@@ -24,15 +25,17 @@ async def _init_connection(conn: asyncpg.Connection | PoolConnectionProxy) -> No
 class Ledger:
     """Owns the connection pool; repositories borrow connections from it."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, keyring: PiiKeyring) -> None:
         self.pool = pool
-        self.repository = Repository(pool)
+        self.vault = PiiVault(keyring)
+        self.repository = Repository(pool, self.vault)
 
     @classmethod
     async def connect(
         cls,
         url: str,
         *,
+        keyring: PiiKeyring,
         min_size: int = 2,
         max_size: int = 10,
         statement_timeout_ms: int = 10_000,
@@ -48,7 +51,7 @@ class Ledger:
             },
             init=_init_connection,
         )
-        return cls(pool)
+        return cls(pool, keyring)
 
     async def migrate(self) -> list[int]:
         async with self.pool.acquire() as conn:

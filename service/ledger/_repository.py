@@ -14,7 +14,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
@@ -23,6 +23,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from ._instance import instance_alive
+from ._pii import PII_FIELDS, PiiVault
 
 __all__ = [
     "EVENT_SOURCES",
@@ -253,8 +254,26 @@ def _decode_token(token: str, filters: Sequence[object]) -> dict[str, Any]:
 class Repository:
     """The ledger's queries. Methods take the pool; none holds a connection between calls."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, vault: PiiVault) -> None:
         self._pool = pool
+        self._vault = vault
+
+    async def _open_objects(self, items: list[StoredObject]) -> list[StoredObject]:
+        snapshots = await self._vault.open_many(self._pool, [o.snapshot for o in items])
+        return [replace(o, snapshot=s) for o, s in zip(items, snapshots, strict=True)]
+
+    async def _open_events(self, items: list[Event]) -> list[Event]:
+        snapshots = await self._vault.open_many(self._pool, [e.snapshot for e in items])
+        return [replace(e, snapshot=s) for e, s in zip(items, snapshots, strict=True)]
+
+    async def _open_operation(self, op: Operation) -> Operation:
+        request = dict(op.request)
+        request["body"] = await self._vault.open(self._pool, op.request.get("body") or {})
+        response = op.response
+        if response is not None:
+            response = dict(response)
+            response["body"] = await self._vault.open(self._pool, response.get("body") or {})
+        return replace(op, request=request, response=response)
 
     # --- objects and events -------------------------------------------------------------------
 
@@ -280,7 +299,15 @@ class Repository:
     async def _upsert(
         self, conn: Conn, rec: ObjectRecord, source: str, timeout: float | None
     ) -> Event | None:
-        snapshot: dict[str, Any] = dict(rec.snapshot)
+        plain: dict[str, Any] = dict(rec.snapshot)
+        sealed = await self._vault.seal(
+            conn,
+            plain,
+            merchant=rec.merchant,
+            kind=rec.kind,
+            object_id=rec.object_id,
+            charge_permission_id=rec.charge_permission_id,
+        )
         # Insert first: a concurrent first sighting (API answer and IPN at once) then conflicts
         # here instead of both inserting; the loser takes the update path under the row lock.
         inserted = await conn.fetchval(
@@ -306,16 +333,17 @@ class Repository:
             rec.amount,
             rec.currency_code,
             rec.merchant_reference_id,
-            snapshot,
+            sealed,
             rec.created_at,
             rec.amazon_expires_at,
             timeout=timeout,
         )
-        current = None
+        previous_state = None
         if not inserted:
+            await self._vault.discard(conn, sealed)
             current = await conn.fetchrow(
                 """
-                SELECT state, reason_code, is_final, snapshot FROM objects
+                SELECT state, reason_code, is_final, snapshot, buyer_data_erased_at FROM objects
                 WHERE merchant = $1 AND kind = $2 AND object_id = $3
                 FOR UPDATE
                 """,
@@ -325,18 +353,33 @@ class Repository:
                 timeout=timeout,
             )
             assert current is not None
-        previous_state = None if current is None else current["state"]
-        if current is not None:
+            previous_state = current["state"]
             if current["is_final"] and not rec.is_final:
                 return None
-            snapshot = {**current["snapshot"], **rec.snapshot}
+            incoming = dict(rec.snapshot)
+            if current["buyer_data_erased_at"] is not None:
+                for field in PII_FIELDS:
+                    incoming.pop(field, None)
+            current_plain = await self._vault.open(conn, current["snapshot"])
+            plain = {**current_plain, **incoming}
             unchanged = (
                 current["state"] == rec.state
                 and current["reason_code"] == rec.reason_code
-                and current["snapshot"] == snapshot
+                and current_plain == plain
             )
             if unchanged:
                 return None
+            merged_sealed = {**current["snapshot"], **incoming}
+            sealed = await self._vault.seal(
+                conn,
+                merged_sealed,
+                merchant=rec.merchant,
+                kind=rec.kind,
+                object_id=rec.object_id,
+                charge_permission_id=rec.charge_permission_id,
+                reuse=current["snapshot"],
+                reuse_plain=current_plain,
+            )
             await conn.execute(
                 """
                 UPDATE objects SET
@@ -368,7 +411,7 @@ class Repository:
                 rec.amount,
                 rec.currency_code,
                 rec.merchant_reference_id,
-                snapshot,
+                sealed,
                 rec.created_at,
                 rec.amazon_expires_at,
                 timeout=timeout,
@@ -389,11 +432,11 @@ class Repository:
             rec.reason_code,
             previous_state,
             source,
-            snapshot,
+            sealed,
             timeout=timeout,
         )
         assert row is not None
-        return _event(row)
+        return replace(_event(row), snapshot=plain)
 
     async def get_object(
         self, merchant: str, kind: str, object_id: str, *, timeout: float | None = None
@@ -405,7 +448,7 @@ class Repository:
             object_id,
             timeout=timeout,
         )
-        return None if row is None else _stored(row)
+        return None if row is None else (await self._open_objects([_stored(row)]))[0]
 
     async def list_objects(
         self,
@@ -453,7 +496,7 @@ class Repository:
             page_size + 1,
             timeout=timeout,
         )
-        items = [_stored(r) for r in rows[:page_size]]
+        items = await self._open_objects([_stored(r) for r in rows[:page_size]])
         token = ""
         if len(rows) > page_size:
             last = items[-1]
@@ -505,7 +548,7 @@ class Repository:
             page_size + 1,
             timeout=timeout,
         )
-        items = [_event(r) for r in rows[:page_size]]
+        items = await self._open_events([_event(r) for r in rows[:page_size]])
         token = ""
         if len(rows) > page_size:
             token = _encode_token({"e": items[-1].event_id}, filters)
@@ -524,7 +567,7 @@ class Repository:
             object_id,
             timeout=timeout,
         )
-        return [_event(r) for r in rows]
+        return await self._open_events([_event(r) for r in rows])
 
     # --- operations (idempotency records) ----------------------------------------------------
 
@@ -546,26 +589,37 @@ class Repository:
         Raises `OperationConflict` when the key was used for a different request: the unique key
         makes this hold across replicas.
         """
-        row = await self._pool.fetchrow(
-            """
-            INSERT INTO operations (merchant, operation, idempotency_key, request_hash,
-                amazon_idempotency_key, status, request, lease_owner, lease_expires_at)
-            VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, now() + make_interval(secs => $8))
-            ON CONFLICT (merchant, operation, idempotency_key) DO NOTHING
-            RETURNING *
-            """,
-            merchant,
-            operation,
-            idempotency_key,
-            request_hash,
-            amazon_idempotency_key,
-            dict(request),
-            lease_owner,
-            lease_s,
-            timeout=timeout,
-        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            body = await self._vault.seal(
+                conn,
+                request.get("body") or {},
+                merchant=merchant,
+                kind="operation",
+                object_id=f"{operation}/{idempotency_key}",
+                charge_permission_id=None,
+            )
+            row = await conn.fetchrow(
+                """
+                INSERT INTO operations (merchant, operation, idempotency_key, request_hash,
+                    amazon_idempotency_key, status, request, lease_owner, lease_expires_at)
+                VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, now() + make_interval(secs => $8))
+                ON CONFLICT (merchant, operation, idempotency_key) DO NOTHING
+                RETURNING *
+                """,
+                merchant,
+                operation,
+                idempotency_key,
+                request_hash,
+                amazon_idempotency_key,
+                {**request, "body": body},
+                lease_owner,
+                lease_s,
+                timeout=timeout,
+            )
+            if row is None:
+                await self._vault.discard(conn, body)
         if row is not None:
-            return _operation(row), True
+            return await self._open_operation(_operation(row)), True
         existing = await self.get_operation(merchant, operation, idempotency_key, timeout=timeout)
         assert existing is not None
         if existing.request_hash != request_hash:
@@ -585,7 +639,7 @@ class Repository:
             idempotency_key,
             timeout=timeout,
         )
-        return None if row is None else _operation(row)
+        return None if row is None else await self._open_operation(_operation(row))
 
     async def note_attempt(
         self, merchant: str, operation: str, idempotency_key: str, *, timeout: float | None = None
@@ -616,24 +670,21 @@ class Repository:
         second event is written.
         """
         primary = records[0] if records else None
+        reference = f"{op.operation}/{op.idempotency_key}"
         async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
+            locked = await conn.fetchval(
                 """
-                UPDATE operations SET status = 'succeeded', response = $4, error = NULL,
-                    object_kind = $5, object_id = $6, updated_at = now()
+                SELECT true FROM operations
                 WHERE merchant = $1 AND operation = $2 AND idempotency_key = $3
                   AND status = 'pending'
-                RETURNING *
+                FOR UPDATE
                 """,
                 op.merchant,
                 op.operation,
                 op.idempotency_key,
-                dict(response),
-                primary.kind if primary else None,
-                primary.object_id if primary else None,
                 timeout=timeout,
             )
-            if row is None:
+            if not locked:
                 existing = await conn.fetchrow(
                     """
                     SELECT * FROM operations
@@ -645,9 +696,46 @@ class Repository:
                     timeout=timeout,
                 )
                 assert existing is not None
-                return _operation(existing), []
+                return await self._open_operation(_operation(existing)), []
+            charge_permission_id = primary.charge_permission_id if primary else None
+            body = await self._vault.seal(
+                conn,
+                response.get("body") or {},
+                merchant=op.merchant,
+                kind="operation",
+                object_id=reference,
+                charge_permission_id=charge_permission_id,
+            )
+            if charge_permission_id:
+                await conn.execute(
+                    """
+                    UPDATE pii_values SET charge_permission_id = $3
+                    WHERE merchant = $1 AND kind = 'operation' AND object_id = $2
+                      AND charge_permission_id IS NULL
+                    """,
+                    op.merchant,
+                    reference,
+                    charge_permission_id,
+                )
+            row = await conn.fetchrow(
+                """
+                UPDATE operations SET status = 'succeeded', response = $4, error = NULL,
+                    object_kind = $5, object_id = $6, updated_at = now()
+                WHERE merchant = $1 AND operation = $2 AND idempotency_key = $3
+                RETURNING *
+                """,
+                op.merchant,
+                op.operation,
+                op.idempotency_key,
+                {**response, "body": body},
+                primary.kind if primary else None,
+                primary.object_id if primary else None,
+                timeout=timeout,
+            )
+            assert row is not None
             events = await self._record(conn, records, source, timeout)
-            return _operation(row), events
+            done = replace(_operation(row), request=dict(op.request), response=dict(response))
+            return done, events
 
     async def fail_operation(
         self, op: Operation, *, error: Mapping[str, Any], timeout: float | None = None
@@ -672,7 +760,7 @@ class Repository:
             )
             assert current is not None
             return current
-        return _operation(row)
+        return await self._open_operation(_operation(row))
 
     async def pending_operations(
         self, *, older_than_s: float, limit: int, timeout: float | None = None
@@ -689,7 +777,7 @@ class Repository:
             limit,
             timeout=timeout,
         )
-        return [_operation(r) for r in rows]
+        return [await self._open_operation(_operation(r)) for r in rows]
 
     async def claim_orphaned_operations(
         self, *, owner: str, lease_s: float, limit: int, timeout: float | None = None
@@ -738,7 +826,7 @@ class Repository:
                     timeout=timeout,
                 )
                 if taken is not None:
-                    claimed.append(_operation(taken))
+                    claimed.append(await self._open_operation(_operation(taken)))
         return claimed
 
     # --- events by id, IPN messages, reconciler leases ---------------------------------------
@@ -751,7 +839,7 @@ class Repository:
         row = await self._pool.fetchrow(
             "SELECT * FROM events WHERE event_id = $1", event_id, timeout=timeout
         )
-        return None if row is None else _event(row)
+        return None if row is None else (await self._open_events([_event(row)]))[0]
 
     async def merchant_of(
         self, kind: str, object_id: str, charge_permission_id: str | None = None

@@ -23,6 +23,7 @@ from payments.amazonpay.v1 import (
 )
 from service.app import Application
 from service.config import load_settings
+from service.ledger import PiiKeyring
 from tests._emulator import EmulatorProcess, write_key_pair
 
 KEY_ID = "SANDBOX-E2ETESTKEY0000000000000"
@@ -71,6 +72,9 @@ async def clean_emulator(emulator: EmulatorProcess) -> AsyncIterator[EmulatorPro
 def service_env(
     database_url: str, emulator: EmulatorProcess, keys: Keys, tmp_path: Path
 ) -> dict[str, str]:
+    pii_key = tmp_path / "pii.key"
+    if not pii_key.exists():
+        PiiKeyring.generate_file(pii_key)
     merchants = tmp_path / "merchants.toml"
     merchants.write_text(
         "[merchants.second]\n"
@@ -93,6 +97,7 @@ def service_env(
         "IPN_LISTEN": "127.0.0.1:0",
         "IPN_EXTRA_CERT_HOSTS": urlsplit(emulator.url).netloc,
         "RECONCILER_ENABLED": "0",
+        "PII_KEY_FILES": f"k1={pii_key}",
     }
 
 

@@ -105,6 +105,7 @@ async def test_two_replicas_resolve_each_pending_object_once_and_share_events(
             **FAST_RECONCILER,
             "GRPC_LISTEN": f"127.0.0.1:{port}",
             "MIGRATE_ON_START": "1",
+            "PII_KEY_FILES": f"k1={tmp_path / 'r0' / 'pii.key'}",
         }
         replicas.append(ServiceProcess(env))
     for replica in replicas:
