@@ -112,7 +112,7 @@ async def mtls_endpoint(pki: Pki) -> AsyncIterator[Recorder]:
 
     async def sign(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         metadata = {k: str(v) for k, v in context.invocation_metadata() or ()}
-        peer = context.auth_context().get("x509_common_name", [b""])
+        peer = list(context.auth_context().get("x509_common_name", [b""]))
         metadata["peer_common_name"] = peer[0].decode()
         recorder.calls.append(metadata)
         return button_pb2.SignButtonPayloadResponse(payload=request.payload)
