@@ -16,10 +16,11 @@ from urllib.parse import urlsplit
 
 from opentelemetry.metrics import MeterProvider
 
-from .api import GrpcServer, Rpcs, build_server, build_servicers
+from .api import AuthInterceptor, GrpcServer, Rpcs, build_server, build_servicers
 from .config import ConfigError, Settings, parse_listen_address
 from .core import MerchantRegistry, Payments
 from .ledger import EmbeddedPostgres, EventHub, InstanceLease, Ledger, PiiKeyError, PiiKeyring
+from .security import load_security
 from .telemetry import Metrics
 from .workers import IpnReceiver, Reconciler, ReconcilerSettings, SnsVerifier
 
@@ -61,6 +62,9 @@ class Application:
 
     async def _start(self) -> None:
         settings = self.settings
+        # TLS material and callers are read first: a bad file stops start-up before anything runs.
+        live = any(m.environment == "live" for m in settings.merchants)
+        security = load_security(settings.security, live=live)
         url = settings.database.url
         if url is None:
             self._embedded_pg = EmbeddedPostgres(settings.database.embedded_dir)
@@ -89,11 +93,24 @@ class Application:
         await self.hub.start()
         await self._start_workers(settings)
         rpcs = Rpcs(self.payments, repository, self.hub)
-        self.grpc = build_server(settings.grpc, servicers=build_servicers(rpcs))
+        self.grpc = build_server(
+            settings.grpc,
+            servicers=build_servicers(rpcs),
+            interceptors=None,
+            credentials=security.server_credentials(),
+        )
         await self.grpc.set_serving(False)
         port = await self.grpc.start(settings.grpc.listen)
         await self.grpc.set_serving(True)
-        _log.info("serving gRPC", extra={"listen": settings.grpc.listen, "port": port})
+        _log.info(
+            "serving gRPC",
+            extra={
+                "listen": settings.grpc.listen,
+                "port": port,
+                "tls": "mutual" if security.tls and security.tls.mutual else bool(security.tls),
+                "authentication": security.callers is not None,
+            },
+        )
 
     async def _pii_keyring(self, settings: Settings) -> PiiKeyring:
         files = dict(settings.pii.key_files)
@@ -172,6 +189,7 @@ class Application:
                     interval_s=workers.reconciler_interval_s,
                     poll_base_s=workers.reconciler_poll_base_s,
                     poll_max_s=workers.reconciler_poll_max_s,
+                    pii_retention_days=settings.pii.retention_days,
                 ),
                 self.ipn,
             )

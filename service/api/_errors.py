@@ -40,6 +40,7 @@ SERVICE_REASONS: Mapping[str, str] = {
     "AMAZON_UNREACHABLE": "Amazon Pay did not answer (connection failure or timeout)",
     "DEADLINE_EXCEEDED": "the call's deadline passed before Amazon Pay answered",
     "STREAM_OVERFLOW": "a WatchEvents reader fell behind; resume from its last event_id",
+    "CHARGE_PERMISSION_OPEN": "buyer data of a charge permission that is not Closed is kept",
 }
 
 _BY_HTTP_STATUS: Mapping[int, grpc.StatusCode] = {

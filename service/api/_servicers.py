@@ -42,6 +42,7 @@ from payments.amazonpay.v1 import (
 )
 from service.core import AmazonCall, Payments
 from service.ledger import (
+    ErasureRefused,
     Event,
     EventFilter,
     EventHub,
@@ -53,7 +54,7 @@ from service.ledger import (
 
 from ._convert import ENVELOPE_FIELDS, json_to_message, message_to_json
 from ._errors import RpcFailure, to_status
-from ._validation import validate
+from ._validation import Violation, validate
 
 __all__ = ["Rpcs", "build_servicers"]
 
@@ -235,6 +236,8 @@ def transaction_of(obj: StoredObject) -> ledger_pb2.Transaction:
         if price is not None:
             getattr(tx, field).CopyFrom(price)
     tx.created_at.CopyFrom(_timestamp(obj.created_at))
+    if obj.buyer_data_erased_at is not None:
+        tx.buyer_data_erased_at.CopyFrom(_timestamp(obj.buyer_data_erased_at))
     tx.updated_at.CopyFrom(_timestamp(obj.updated_at))
     if obj.amazon_expires_at is not None:
         tx.amazon_expiration_timestamp.CopyFrom(_timestamp(obj.amazon_expires_at))
@@ -662,7 +665,49 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
                 return
 
     async def EraseBuyerData(self, request: Any, context: Any) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "EraseBuyerData is not available yet")
+        async def handler(req: ledger_pb2.EraseBuyerDataRequest, deadline: float | None) -> Message:
+            target = req.WhichOneof("target")
+            if target is None:
+                raise RpcFailure(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "name charge_permission_id or buyer_id",
+                    "VALIDATION_FAILED",
+                    [Violation("target", "is required: charge_permission_id or buyer_id")],
+                )
+            try:
+                erasure = await self._repo.erase_buyer_data(
+                    self._merchant(req.merchant),
+                    charge_permission_id=req.charge_permission_id or None,
+                    buyer_id=req.buyer_id or None,
+                )
+            except ErasureRefused as exc:
+                raise RpcFailure(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "close the charge permission before erasing its buyer data: "
+                    + ", ".join(exc.open_permissions),
+                    "CHARGE_PERMISSION_OPEN",
+                ) from None
+            except LookupError:
+                raise RpcFailure(
+                    grpc.StatusCode.NOT_FOUND,
+                    "nothing is recorded for this charge permission or buyer",
+                    "NOT_IN_LEDGER",
+                ) from None
+            _log.info(
+                "buyer data erased",
+                extra={
+                    "target": target,
+                    "objects": erasure.objects,
+                    "reason_given": bool(req.reason),
+                },
+            )
+            response = ledger_pb2.EraseBuyerDataResponse(
+                objects_erased=erasure.objects, events_erased=erasure.events
+            )
+            response.erased_at.CopyFrom(_timestamp(erasure.erased_at))
+            return response
+
+        return await self._rpcs.run("EraseBuyerData", request, context, handler)
 
 
 class _RecentIds:

@@ -12,6 +12,8 @@ from ._pool import Ledger
 from ._repository import (
     EVENT_SOURCES,
     OBJECT_KINDS,
+    Erasure,
+    ErasureRefused,
     Event,
     EventFilter,
     InvalidPageToken,
@@ -30,6 +32,8 @@ __all__ = [
     "OBJECT_KINDS",
     "PII_FIELDS",
     "EmbeddedPostgres",
+    "Erasure",
+    "ErasureRefused",
     "Event",
     "EventFilter",
     "EventHub",

@@ -23,11 +23,13 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from ._instance import instance_alive
-from ._pii import PII_FIELDS, PiiVault
+from ._pii import PII_FIELDS, PiiVault, buyer_hash_of
 
 __all__ = [
     "EVENT_SOURCES",
     "OBJECT_KINDS",
+    "Erasure",
+    "ErasureRefused",
     "Event",
     "EventFilter",
     "InvalidPageToken",
@@ -49,6 +51,21 @@ T = TypeVar("T")
 
 class InvalidPageToken(ValueError):
     """A page token that this query did not produce (tampered, or reused with other filters)."""
+
+
+class ErasureRefused(Exception):
+    """Buyer data of a charge permission that can still be charged is not erased."""
+
+    def __init__(self, open_permissions: Sequence[str]) -> None:
+        super().__init__("charge permissions still open: close them before erasing buyer data")
+        self.open_permissions = list(open_permissions)
+
+
+@dataclass(frozen=True)
+class Erasure:
+    objects: int
+    events: int
+    erased_at: datetime
 
 
 class OperationConflict(Exception):
@@ -102,6 +119,7 @@ class StoredObject:
     updated_at: datetime
     version: int
     poll_attempts: int = 0
+    buyer_data_erased_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -192,6 +210,7 @@ def _stored(row: asyncpg.Record) -> StoredObject:
         updated_at=row["updated_at"],
         version=row["version"],
         poll_attempts=row["poll_attempts"],
+        buyer_data_erased_at=row["buyer_data_erased_at"],
     )
 
 
@@ -989,3 +1008,122 @@ class Repository:
             """
         )
         return float(age or 0.0)
+
+    # --- buyer PII erasure ----------------------------------------------------------------------
+
+    async def erase_buyer_data(
+        self, merchant: str, *, charge_permission_id: str | None = None, buyer_id: str | None = None
+    ) -> Erasure:
+        """Erase buyer PII of every object of a charge permission (or of a buyer) and of the
+        operations that created them. Amounts, states and history rows stay; erasing again
+        returns zero counts. Refused while a charge permission involved is not Closed."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if charge_permission_id is not None:
+                permissions = [charge_permission_id]
+            else:
+                assert buyer_id is not None
+                rows = await conn.fetch(
+                    """
+                    SELECT DISTINCT coalesce(o.charge_permission_id, p.charge_permission_id) AS cp
+                    FROM pii_values p
+                    LEFT JOIN objects o ON o.merchant = p.merchant AND o.kind = p.kind
+                        AND o.object_id = p.object_id
+                    WHERE p.merchant = $1 AND p.buyer_hash = $2
+                    """,
+                    merchant,
+                    buyer_hash_of(buyer_id),
+                )
+                permissions = [r["cp"] for r in rows if r["cp"]]
+            targets = await conn.fetch(
+                """
+                SELECT kind, object_id, state, buyer_data_erased_at FROM objects
+                WHERE merchant = $1 AND charge_permission_id = ANY($2::text[])
+                FOR UPDATE
+                """,
+                merchant,
+                permissions,
+            )
+            if not targets:
+                raise LookupError("nothing recorded for this charge permission or buyer")
+            open_permissions = [
+                t["object_id"]
+                for t in targets
+                if t["kind"] == "charge_permission" and t["state"] != "Closed"
+            ]
+            if open_permissions:
+                raise ErasureRefused(open_permissions)
+            kinds = [t["kind"] for t in targets]
+            ids = [t["object_id"] for t in targets]
+            await conn.execute(
+                """
+                UPDATE pii_values SET ciphertext = NULL, key_id = NULL, erased_at = now()
+                WHERE merchant = $1 AND erased_at IS NULL AND (
+                    charge_permission_id = ANY($2::text[])
+                    OR (kind, object_id) IN (SELECT * FROM unnest($3::text[], $4::text[]))
+                    OR (kind = 'operation' AND object_id IN (
+                        SELECT operation || '/' || idempotency_key FROM operations
+                        WHERE merchant = $1 AND (object_kind, object_id) IN (
+                            SELECT * FROM unnest($3::text[], $4::text[])))))
+                """,
+                merchant,
+                permissions,
+                kinds,
+                ids,
+            )
+            fresh = [t for t in targets if t["buyer_data_erased_at"] is None]
+            erased_at = await conn.fetchval("SELECT now()")
+            if not fresh:
+                return Erasure(0, 0, erased_at)
+            await conn.execute(
+                """
+                UPDATE objects SET buyer_data_erased_at = $4
+                WHERE merchant = $1 AND (kind, object_id) IN (
+                    SELECT * FROM unnest($2::text[], $3::text[]))
+                """,
+                merchant,
+                [t["kind"] for t in fresh],
+                [t["object_id"] for t in fresh],
+                erased_at,
+            )
+            events = await conn.fetchval(
+                """
+                SELECT count(*) FROM events
+                WHERE merchant = $1 AND (kind, object_id) IN (
+                    SELECT * FROM unnest($2::text[], $3::text[]))
+                """,
+                merchant,
+                [t["kind"] for t in fresh],
+                [t["object_id"] for t in fresh],
+            )
+            return Erasure(len(fresh), int(events), erased_at)
+
+    async def erase_expired_pii(self, *, older_than_days: int, batch: int = 1000) -> int:
+        """Retention: erase PII recorded more than `older_than_days` ago; returns values erased."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                """
+                UPDATE pii_values SET ciphertext = NULL, key_id = NULL, erased_at = now()
+                WHERE pii_id IN (
+                    SELECT pii_id FROM pii_values
+                    WHERE erased_at IS NULL
+                      AND created_at < now() - make_interval(days => $1)
+                    LIMIT $2 FOR UPDATE SKIP LOCKED)
+                RETURNING merchant, kind, object_id
+                """,
+                older_than_days,
+                batch,
+            )
+            objects = {(r["merchant"], r["kind"], r["object_id"]) for r in rows}
+            objects = {o for o in objects if o[1] != "operation"}
+            if objects:
+                await conn.execute(
+                    """
+                    UPDATE objects SET buyer_data_erased_at = now()
+                    WHERE buyer_data_erased_at IS NULL AND (merchant, kind, object_id) IN (
+                        SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))
+                    """,
+                    [o[0] for o in objects],
+                    [o[1] for o in objects],
+                    [o[2] for o in objects],
+                )
+            return len(rows)

@@ -49,6 +49,10 @@ class ReconcilerSettings:
     """How long a replica owns a leased object before another may take it."""
     ipn_retry_after_s: float = 30.0
     """An IPN follow-up still unfinished after this long is retried."""
+    pii_retention_days: int | None = None
+    """Erase buyer PII recorded longer ago than this (None: keep)."""
+    retention_every_s: float = 3600.0
+    """How often the retention sweep runs."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class Reconciler:
         self._ipn = ipn
         self._owner = payments.instance_id
         self._task: asyncio.Task[None] | None = None
+        self._next_retention = 0.0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="reconciler")
@@ -108,7 +113,17 @@ class Reconciler:
         for obj in objects:
             changed += await self._poll(obj)
         self._metrics.oldest_pending_age_s = await self._repo.oldest_pending_age_s()
+        await self._retention()
         return PassResult(redriven, ipn_retried, len(objects), changed)
+
+    async def _retention(self) -> None:
+        days = self._settings.pii_retention_days
+        if days is None or time.monotonic() < self._next_retention:
+            return
+        self._next_retention = time.monotonic() + self._settings.retention_every_s
+        erased = await self._repo.erase_expired_pii(older_than_days=days)
+        if erased:
+            _log.info("buyer PII past retention erased", extra={"values": erased})
 
     async def _retry_ipns(self) -> int:
         if self._ipn is None:
