@@ -96,7 +96,7 @@ class Application:
         self.grpc = build_server(
             settings.grpc,
             servicers=build_servicers(rpcs),
-            interceptors=None,
+            interceptors=[AuthInterceptor(security.callers)] if security.callers else None,
             credentials=security.server_credentials(),
         )
         await self.grpc.set_serving(False)

@@ -55,7 +55,7 @@ class Caller:
 
     name: str
     allow: tuple[str, ...]
-    """fnmatch patterns on `package.Service/Method`, e.g. `payments.amazonpay.v1.ChargeService/*`."""
+    """fnmatch patterns on `package.Service/Method`: `payments.amazonpay.v1.ChargeService/*`."""
 
     token_hashes: tuple[bytes, ...] = field(default=(), repr=False)
     """Raw SHA-256 digests; two during a token rotation."""

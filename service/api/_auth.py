@@ -13,7 +13,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextvars import ContextVar
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2
@@ -41,7 +41,12 @@ current_caller: ContextVar[str | None] = ContextVar("current_caller", default=No
 PUBLIC_RPC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 """Methods answered without credentials: load-balancer probes and grpcurl discovery."""
 
-_Context = grpc.aio.ServicerContext[Any, Any]
+if TYPE_CHECKING:
+    _Context = grpc.aio.ServicerContext[Any, Any]
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:  # grpc's runtime classes are not generic
+    _Context = grpc.aio.ServicerContext
+    _Interceptor = grpc.aio.ServerInterceptor
 
 
 class CallerLogFilter(logging.Filter):
@@ -88,7 +93,7 @@ async def _abort(context: _Context, status: grpc.Status) -> NoReturn:
     raise AssertionError("abort_with_status returned")  # pragma: no cover
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
+class AuthInterceptor(_Interceptor):
     """Every RPC outside `PUBLIC_RPC_PREFIXES` needs a known caller whose allowlist matches it."""
 
     def __init__(self, callers: Callers, rpcs: Iterable[str] | None = None) -> None:
@@ -156,24 +161,26 @@ class AuthInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
             caller = self.callers.by_certificate(names) if names else None
             # Certificate names are identities, not secrets: operators need them to fix the file.
             extra = {"certificate_names": names} if names else {}
-        if caller is not None:
-            return caller
-        _log.warning(
-            "rpc unauthenticated",
-            extra={
-                "rpc": rpc,
-                "reason": "UNAUTHENTICATED",
-                "credential": credential,
-                "peer": context.peer(),
-                **extra,
-            },
-        )
-        message = (
-            "no credentials: send 'authorization: Bearer <token>' or a client certificate"
-            if credential == "none"
-            else f"the {credential} does not identify a known caller"
-        )
-        await _abort(context, _status(grpc.StatusCode.UNAUTHENTICATED, message, "UNAUTHENTICATED"))
+        if caller is None:
+            _log.warning(
+                "rpc unauthenticated",
+                extra={
+                    "rpc": rpc,
+                    "reason": "UNAUTHENTICATED",
+                    "credential": credential,
+                    "peer": context.peer(),
+                    **extra,
+                },
+            )
+            message = (
+                "no credentials: send 'authorization: Bearer <token>' or a client certificate"
+                if credential == "none"
+                else f"the {credential} does not identify a known caller"
+            )
+            await _abort(
+                context, _status(grpc.StatusCode.UNAUTHENTICATED, message, "UNAUTHENTICATED")
+            )
+        return caller
 
 
 def _guarded(
