@@ -57,6 +57,9 @@ DECLINE_REASONS: frozenset[str] = frozenset(
 )
 """FAILED_PRECONDITION reasons that mean the payment itself was refused (not a state problem)."""
 
+_STATE_REASONS: frozenset[str] = frozenset({"CHARGE_PERMISSION_OPEN"})
+"""Service reasons (besides Amazon's Invalid*Status / *Canceled) meaning "wrong state"."""
+
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
@@ -215,7 +218,7 @@ def _class_for(code: grpc.StatusCode, reason: str) -> type[AmazonPayServiceError
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         if reason in DECLINE_REASONS:
             return DeclinedError
-        if reason.startswith("Invalid") or reason.endswith("Canceled"):
+        if reason in _STATE_REASONS or reason.startswith("Invalid") or reason.endswith("Canceled"):
             return InvalidStateError
     return _BY_CODE.get(code, AmazonPayServiceError)
 

@@ -6,7 +6,13 @@ import asyncio
 import json
 
 import pytest
-from amazonpay_client import AmazonPayClient, UnimplementedError, UnknownMerchantError, price
+from amazonpay_client import (
+    AmazonPayClient,
+    InvalidStateError,
+    NotFoundError,
+    UnknownMerchantError,
+    price,
+)
 
 from payments.amazonpay.v1 import charge_pb2, common_pb2, ledger_pb2, refund_pb2
 from payments.amazonpay.v1 import checkout_session_pb2 as cs
@@ -180,13 +186,29 @@ async def test_watch_events_replays_from_a_resume_point_then_streams_live(
     assert received[0].event_id < received[1].event_id
 
 
-async def test_erase_buyer_data_not_offered_yet_is_a_typed_unimplemented_error(
+async def test_erase_buyer_data_after_the_permission_is_closed(
     client: AmazonPayClient, clean_emulator: EmulatorProcess
 ) -> None:
-    with pytest.raises(UnimplementedError) as caught:
-        await client.ledger.erase_buyer_data(charge_permission_id="S01-0000000-0000000")
-    assert caught.value.code.name == "UNIMPLEMENTED"
-    assert not caught.value.retryable
+    done = await checkout(client, clean_emulator)
+    with pytest.raises(InvalidStateError) as still_open:
+        await client.ledger.erase_buyer_data(charge_permission_id=done.charge_permission_id)
+    assert still_open.value.reason == "CHARGE_PERMISSION_OPEN"
+
+    await client.charge_permissions.close(
+        done.charge_permission_id, closure_reason="order done", cancel_pending_charges=True
+    )
+    erased = await client.ledger.erase_buyer_data(
+        charge_permission_id=done.charge_permission_id,
+        reason="ticket DSR-1",
+        idempotency_key="dsr-1",
+    )
+    assert erased.objects_erased >= 1
+    again = await client.ledger.erase_buyer_data(charge_permission_id=done.charge_permission_id)
+    assert (again.objects_erased, again.events_erased) == (0, 0)
+    shown = await client.ledger.get_transaction("charge_permission", done.charge_permission_id)
+    assert shown.transaction.HasField("buyer_data_erased_at")
+    with pytest.raises(NotFoundError):
+        await client.ledger.erase_buyer_data(buyer_id="amzn1.account.NOBODY")
 
 
 async def test_the_client_merchant_is_the_default_and_a_call_may_override_it(
