@@ -1,0 +1,1 @@
+"""Benchmarks and the soak test: `python -m bench`, `python -m bench.soak`, `python -m bench.profile`."""

@@ -1,0 +1,289 @@
+"""The Markdown summary and the latency chart of a benchmark run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _row(cells: list[Any]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
+    return [_row(headers), _row(["---"] * len(headers)), *(_row(r) for r in rows)]
+
+
+def _cores(f: dict[str, Any]) -> str:
+    c = f["cores_used"]
+    return " / ".join(
+        f"{c.get(k, 0):.2f}" for k in ("service", "emulator", "postgres", "load_generator")
+    )
+
+
+def _errors(f: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in f["errors"].items()) or "0"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    v = r["verdicts"]
+    sig = r["signature"]["cpu_ms_per_signature"]
+    lines = [
+        "# Benchmark report (`make bench`)",
+        "",
+        "## Machine and run",
+        "",
+        f"- Date: {m['date']}",
+        f"- CPU: {m['cpu_model']}, `nproc` = {m['nproc']} (shared with the emulator, Postgres and "
+        "the load generator; every process below runs on these cores)",
+        f"- Python {m['python']}; database: {r['database']}; run took {r['runtime_s']} s; "
+        f"options: {r['options']}",
+        "",
+        "## Targets",
+        "",
+    ]
+    rows = []
+    a = v["service_cpu_per_create_charge_vs_signature"]
+    rows.append(
+        [
+            "service CPU per CreateCharge ≤ 2.0 x one signature",
+            f"{a['service_cpu_ms_per_call']} ms / {a['signature_cpu_ms']} ms = **{a['ratio']}x**",
+            "PASS" if a["pass"] else "FAIL",
+        ]
+    )
+    b = v["service_is_the_bottleneck"]
+    cores = b["cores_used_at_peak"]
+    rows.append(
+        [
+            "the service is the bottleneck (CPU at peak throughput)",
+            "cores used: " + ", ".join(f"{k} {val:.2f}" for k, val in cores.items()),
+            "PASS" if b["pass"] else "FAIL",
+        ]
+    )
+    c = v["p99_at_half_peak_vs_emulator"]
+    rows.append(
+        [
+            "p99 at half of peak within 10 ms of the emulator's p99",
+            f"{c['service_p99_ms']} ms vs {c['emulator_p99_ms']} ms (gap {c['gap_ms']} ms)",
+            "PASS" if c["pass"] else "FAIL",
+        ]
+    )
+    d = v["throughput_vs_emulator_capacity"]
+    rows.append(
+        [
+            "service throughput ÷ emulator capacity (info)",
+            f"{d['service_peak_create_charge_per_s']}/s ÷ {d['emulator_signed_post_per_s']}/s "
+            f"(signed POST) = **{d['ratio']}**",
+            "-",
+        ]
+    )
+    lines += _table(["Target", "Measured", "Result"], rows)
+
+    lines += [
+        "",
+        "## CreateCharge (capture_now) — concurrency sweep",
+        "",
+        "Closed loop: each worker sends its next call when the previous one answered. "
+        "CPU ms/call is the service process (all threads) from `/proc/<pid>/stat`; "
+        '"x sig" divides it by one signature CPU '
+        f"({sig} ms). Cores used: service / emulator / Postgres / load generator.",
+        "",
+    ]
+    rows = [
+        [
+            f["concurrency"],
+            f["throughput_per_s"],
+            f["p50_ms"],
+            f["p95_ms"],
+            f["p99_ms"],
+            f.get("service_cpu_ms_per_call", "-"),
+            round(f.get("service_cpu_ms_per_call", 0) / sig, 2),
+            _cores(f),
+            _errors(f),
+        ]
+        for f in r["create_charge_sweep"]
+    ]
+    lines += _table(
+        [
+            "concurrency",
+            "calls/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "svc CPU ms/call",
+            "x sig",
+            "cores used",
+            "errors",
+        ],
+        rows,
+    )
+    h = r["create_charge_half_peak"]
+    e = r["emulator"]["create_charge_at_half_peak_rate"]
+    lines += [
+        "",
+        "## At half of peak throughput (open loop, fixed rate)",
+        "",
+        *_table(
+            ["what", "rate/s", "achieved/s", "p50 ms", "p95 ms", "p99 ms", "svc CPU ms/call"],
+            [
+                [
+                    "service CreateCharge",
+                    h["target_rate_per_s"],
+                    h["throughput_per_s"],
+                    h["p50_ms"],
+                    h["p95_ms"],
+                    h["p99_ms"],
+                    h.get("service_cpu_ms_per_call", "-"),
+                ],
+                [
+                    "emulator CreateCharge directly (pre-signed)",
+                    e["target_rate_per_s"],
+                    e["throughput_per_s"],
+                    e["p50_ms"],
+                    e["p95_ms"],
+                    e["p99_ms"],
+                    "-",
+                ],
+            ],
+        ),
+        "",
+        "## Emulator capacity (pre-signed requests, 32 connections)",
+        "",
+    ]
+    lines += _table(
+        ["request", "req/s", "p50 ms", "p99 ms", "emulator CPU ms/req"],
+        [
+            [
+                name,
+                r["emulator"][name]["throughput_per_s"],
+                r["emulator"][name]["p50_ms"],
+                r["emulator"][name]["p99_ms"],
+                r["emulator"][name]["emulator_cpu_ms_per_request"],
+            ]
+            for name in ("signed_get", "signed_post")
+        ],
+    )
+    lines += ["", "## Full checkout flow", ""]
+    lines += [
+        "Create → buyer sign-in (emulator) → Update → buyer confirm (emulator) → Complete "
+        "(which also reads the charge permission into the ledger). One flow = 3 gRPC calls.",
+        "",
+    ]
+    lines += _table(
+        ["concurrency", "flows/s", "p50 ms", "p95 ms", "p99 ms", "svc CPU ms/flow", "errors"],
+        [
+            [
+                f["concurrency"],
+                f["throughput_per_s"],
+                f["p50_ms"],
+                f["p95_ms"],
+                f["p99_ms"],
+                f.get("service_cpu_ms_per_call", "-"),
+                _errors(f),
+            ]
+            for f in r["checkout_flow"]
+        ],
+    )
+    g = r["get_charge"]
+    lines += ["", "## GetCharge of captured charges (served from the ledger)", ""]
+    lines += [f"Served from: {g['served_from']}", ""]
+    lines += _table(
+        ["concurrency", "calls/s", "p50 ms", "p95 ms", "p99 ms", "svc CPU ms/call", "errors"],
+        [
+            [
+                f["concurrency"],
+                f["throughput_per_s"],
+                f["p50_ms"],
+                f["p95_ms"],
+                f["p99_ms"],
+                f.get("service_cpu_ms_per_call", "-"),
+                _errors(f),
+            ]
+            for f in g["levels"]
+        ],
+    )
+    lt = r["list_transactions"]
+    lines += [
+        "",
+        f"## ListTransactions over {lt['objects_in_ledger']} objects "
+        "(seeded with `INSERT … SELECT generate_series`)",
+        "",
+    ]
+    lines += _table(
+        ["query", "concurrency", "calls/s", "p50 ms", "p95 ms", "p99 ms", "svc CPU ms/call"],
+        [
+            [
+                name,
+                lt[name]["concurrency"],
+                lt[name]["throughput_per_s"],
+                lt[name]["p50_ms"],
+                lt[name]["p95_ms"],
+                lt[name]["p99_ms"],
+                lt[name].get("service_cpu_ms_per_call", "-"),
+            ]
+            for name in (
+                "first_page_50",
+                "charges_captured_random_depth_50",
+                "walk_10_pages_of_100",
+            )
+        ],
+    )
+    rss = r["peak_rss_mib"]
+    lines += [
+        "",
+        "## Memory",
+        "",
+        f"Peak RSS (`VmHWM`): service {rss['service']} MiB, emulator {rss['emulator']} MiB, "
+        f"load generator {rss['load_generator']} MiB.",
+        "",
+        "Raw figures: `bench/results/latest.json`; chart: `bench/results/latest.png`; "
+        "profile: `bench/results/profile.md` (`python -m bench.profile`).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def chart(r: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweep = r["create_charge_sweep"]
+    levels = [f["concurrency"] for f in sweep]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for q, style in (("p50_ms", "o-"), ("p95_ms", "s-"), ("p99_ms", "^-")):
+        left.plot(levels, [f[q] for f in sweep], style, label=f"CreateCharge {q[:-3]}")
+    get = r["get_charge"]["levels"]
+    left.plot(
+        [f["concurrency"] for f in get],
+        [f["p99_ms"] for f in get],
+        "x--",
+        label="GetCharge (ledger) p99",
+    )
+    left.set_xscale("log", base=2)
+    left.set_yscale("log")
+    left.set_xlabel("concurrent callers")
+    left.set_ylabel("latency (ms)")
+    left.set_title("Latency percentiles vs concurrency")
+    left.grid(True, which="both", alpha=0.3)
+    left.legend()
+    right.plot(levels, [f["throughput_per_s"] for f in sweep], "o-", label="CreateCharge")
+    right.axhline(
+        r["emulator"]["signed_post"]["throughput_per_s"],
+        color="grey",
+        linestyle=":",
+        label="emulator alone (signed POST)",
+    )
+    right.set_xscale("log", base=2)
+    right.set_xlabel("concurrent callers")
+    right.set_ylabel("calls per second")
+    right.set_title("Throughput vs concurrency")
+    right.grid(True, which="both", alpha=0.3)
+    right.legend()
+    m = r["machine"]
+    fig.suptitle(f"{m['cpu_model']}, nproc={m['nproc']}, {m['date']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

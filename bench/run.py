@@ -1,0 +1,704 @@
+"""`python -m bench`: the service's benchmark report, every figure measured in one run.
+
+Starts Postgres (``DATABASE_URL`` or the embedded server; a fresh database per run), the emulator and
+``python -m service`` as separate processes, drives the service with a bounded ``grpc.aio`` load
+generator and writes ``bench/results/latest.{json,md,png}``.
+
+Scenarios: the full checkout flow; CreateCharge (capture_now) over a concurrency sweep; CreateCharge
+at half of the peak throughput (open loop); GetCharge of captured charges (served from the
+ledger); ListTransactions over 100k seeded objects. Reference figures from the same run: the CPU
+cost of one RSA-2048 PSS signature, and the emulator's own capacity and latency when called
+directly with pre-signed requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from bench import _report
+from bench._flows import Stubs, checkout, key, stubs_for, usd
+from bench._load import Run, closed_loop, open_loop
+from bench._stack import (
+    KEY_ID,
+    REPO,
+    CpuProbe,
+    Emulator,
+    Service,
+    children_of,
+    cpu_delta,
+    create_database,
+    drop_database,
+    free_port,
+    machine,
+    peak_rss_mib,
+    postgres_pids,
+    service_env,
+    write_key_pair,
+)
+from bench.sign_bench import cpu_per_signature, load_key
+from emulator.testing import sign_headers
+from payments.amazonpay.v1 import charge_pb2, common_pb2, ledger_pb2
+from service.amazonpay import RequestSigner
+from service.ledger import EmbeddedPostgres, PiiKeyring
+
+RESULTS = REPO / "bench" / "results"
+CHARGES_PER_PERMISSION = 25  # the emulator's limit for a OneTime charge permission
+EMULATOR_PREFIX = "/sandbox/v2"
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------ options
+
+
+@dataclass
+class Options:
+    quick: bool
+    levels: list[int]
+    seconds: float
+    max_calls: int
+    half_seconds: float
+    checkout_seconds: float
+    seed_objects: int
+    emulator_requests: int
+    signatures: int
+    output: Path
+    chart: bool
+    profile_seconds: float = 0.0
+
+    @classmethod
+    def parse(cls, argv: list[str] | None = None) -> Options:
+        p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+        p.add_argument("--quick", action="store_true", help="short smoke run (~1 minute)")
+        p.add_argument(
+            "--levels", default=None, help="comma-separated CreateCharge concurrencies to sweep"
+        )
+        p.add_argument("--seconds", type=float, default=None, help="time cap per sweep level")
+        p.add_argument("--max-calls", type=int, default=None, help="call cap per sweep level")
+        p.add_argument("--seed-objects", type=int, default=100_000)
+        p.add_argument("--output", type=Path, default=RESULTS, help="directory of the reports")
+        p.add_argument("--no-chart", action="store_true", help="skip latest.png")
+        a = p.parse_args(argv)
+        quick = bool(a.quick)
+        levels = a.levels or ("1,8,32" if quick else "1,2,4,8,16,32,64")
+        return cls(
+            quick=quick,
+            levels=[int(x) for x in levels.split(",") if x.strip()],
+            seconds=a.seconds or (1.5 if quick else 4.0),
+            max_calls=a.max_calls or (600 if quick else 4000),
+            half_seconds=3.0 if quick else 8.0,
+            checkout_seconds=3.0 if quick else 8.0,
+            seed_objects=a.seed_objects,
+            emulator_requests=1000 if quick else 4000,
+            signatures=300 if quick else 2000,
+            output=a.output,
+            chart=not a.no_chart,
+        )
+
+
+# ------------------------------------------------------------------------------ the stack
+
+
+@dataclass
+class Stack:
+    server_url: str
+    database_url: str
+    emulator: Emulator
+    service: Service
+    private_key: Any
+    probe: CpuProbe
+    embedded: EmbeddedPostgres | None
+    workdir: Path
+
+
+def _postmaster_pid(server_url: str, embedded_dir: Path | None) -> int | None:
+    if embedded_dir is None:
+        return None
+    with contextlib.suppress(OSError, ValueError):
+        return int((embedded_dir / "postmaster.pid").read_text().split()[0])
+    return None
+
+
+@contextlib.asynccontextmanager
+async def running_stack(
+    workdir: Path, *, service_command: tuple[str, ...] = ("-m", "service"), **env: str
+) -> Any:
+    """Postgres + fresh database, emulator, one service replica; everything stopped afterwards."""
+    embedded: EmbeddedPostgres | None = None
+    embedded_dir: Path | None = None
+    server_url = os.environ.get("DATABASE_URL", "")
+    if not server_url:
+        embedded_dir = (REPO / ".data" / "bench-postgres").resolve()
+        embedded = EmbeddedPostgres(embedded_dir)
+        log("starting embedded PostgreSQL (.data/bench-postgres)")
+        server_url = await embedded.start()
+    database_url = await create_database(server_url, "bench")
+    emulator: Emulator | None = None
+    service: Service | None = None
+    try:
+        private, public, private_key = write_key_pair(workdir / "keys")
+        pii = workdir / "pii.key"
+        PiiKeyring.generate_file(pii)
+        emulator = Emulator(workdir / "emulator", {KEY_ID: public})
+        await emulator.start()
+        service = Service(
+            service_env(database_url, emulator, private, pii, **env),
+            free_port(),
+            workdir / "service.log",
+        )
+        await service.start(command=service_command)
+        await service.wait_serving()
+        probe = CpuProbe()
+        probe.add("service", service.pid)
+        probe.add("emulator", emulator.pid)
+        probe.add("load_generator", os.getpid())
+        postmaster = _postmaster_pid(server_url, embedded_dir)
+        if postmaster is not None:
+            probe.add("postgres", lambda: [postmaster, *children_of(postmaster)])
+        else:
+            probe.add("postgres", postgres_pids)
+        yield Stack(
+            server_url,
+            database_url,
+            emulator,
+            service,
+            private_key,
+            probe,
+            embedded,
+            workdir,
+        )
+    finally:
+        if service is not None:
+            await service.terminate()
+        if emulator is not None:
+            await emulator.stop()
+        with contextlib.suppress(Exception):
+            await drop_database(server_url, database_url)
+        if embedded is not None:
+            await embedded.stop()
+
+
+# ------------------------------------------------------------------------------ resources
+
+
+@dataclass
+class Pool:
+    """Charge permission slots (each permission allows 25 charges) and captured charge ids."""
+
+    permissions: list[str] = field(default_factory=list)
+    slots: list[str] = field(default_factory=list)
+    next_slot: int = 0
+    captured: list[str] = field(default_factory=list)
+
+    def add_permissions(self, ids: list[str]) -> None:
+        self.permissions.extend(ids)
+        # round-robin so concurrent calls rarely share a permission
+        for _ in range(CHARGES_PER_PERMISSION):
+            self.slots.extend(ids)
+
+    @property
+    def free(self) -> int:
+        return len(self.slots) - self.next_slot
+
+    def take(self) -> str:
+        if self.next_slot >= len(self.slots):
+            raise LookupError("no charge permission slot left")
+        cp = self.slots[self.next_slot]
+        self.next_slot += 1
+        return cp
+
+
+class Bench:
+    def __init__(self, options: Options, stack: Stack, api: Stubs) -> None:
+        self.o = options
+        self.s = stack
+        self.api = api
+        self.pool = Pool()
+        self.results: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------- measurement
+
+    async def measure(
+        self, runner: Callable[[], Awaitable[Run]], **labels: Any
+    ) -> tuple[Run, dict[str, Any]]:
+        before = self.s.probe.read()
+        run = await runner()
+        cpu = cpu_delta(before, self.s.probe.read())
+        out: dict[str, Any] = {**labels, **run.summary(), "cpu_s": cpu}
+        if run.ok:
+            out["service_cpu_ms_per_call"] = round(cpu["service"] / run.ok * 1000, 3)
+        out["cores_used"] = {k: round(v / run.seconds, 2) for k, v in cpu.items()}
+        return run, out
+
+    # ---------------------------------------------------------------- checkouts
+
+    async def _one_checkout(self, _index: int) -> None:
+        done = await checkout(self.api, self.s.emulator, reference=f"bench-{uuid.uuid4().hex[:8]}")
+        self.pool.add_permissions([done.charge_permission_id])
+
+    async def prepare_slots(self, needed: int) -> None:
+        """Unmeasured checkouts until at least ``needed`` charge slots are free."""
+        missing = needed - self.pool.free
+        if missing <= 0:
+            return
+        count = -(-missing // CHARGES_PER_PERMISSION)
+        run = await closed_loop(
+            self._one_checkout, concurrency=16, max_calls=count, max_seconds=120
+        )
+        if run.errors:
+            log(f"checkout preparation errors: {dict(run.errors)}")
+
+    async def scenario_checkout(self) -> None:
+        log("scenario: full checkout flow")
+        out = []
+        for concurrency in (1, 8):
+            _, figures = await self.measure(
+                lambda c=concurrency: closed_loop(  # type: ignore[misc]
+                    self._one_checkout,
+                    concurrency=c,
+                    max_calls=2000,
+                    max_seconds=self.o.checkout_seconds,
+                ),
+                concurrency=concurrency,
+            )
+            figures["grpc_calls_per_flow"] = 3
+            figures["emulator_buyer_steps_per_flow"] = 2
+            out.append(figures)
+            log(f"  checkout c={concurrency}: {_short(figures)}")
+        self.results["checkout_flow"] = out
+
+    # ---------------------------------------------------------------- CreateCharge
+
+    async def _create_charge(self, _index: int) -> None:
+        reply = await self.api.charges.CreateCharge(
+            charge_pb2.CreateChargeRequest(
+                idempotency_key=key(),
+                charge_permission_id=self.pool.take(),
+                charge_amount=usd("1.00"),
+                capture_now=True,
+            ),
+            timeout=30,
+        )
+        if reply.charge.status_details.state == charge_pb2.CHARGE_STATE_CAPTURED:
+            self.pool.captured.append(reply.charge.charge_id)
+
+    async def scenario_create_charge(self) -> None:
+        log("scenario: CreateCharge sweep")
+        await self.prepare_slots(200)
+        await closed_loop(self._create_charge, concurrency=8, max_calls=100, max_seconds=10)
+        sweep = []
+        best = 0.0
+        for concurrency in self.o.levels:
+            # enough slots for this level: twice the best rate so far, at least 300/s at first
+            estimate = int(max(best * 2, 300.0) * self.o.seconds) + 50
+            calls = min(self.o.max_calls, estimate)
+            await self.prepare_slots(calls)
+            _, figures = await self.measure(
+                lambda c=concurrency, n=calls: closed_loop(  # type: ignore[misc]
+                    self._create_charge, concurrency=c, max_calls=n, max_seconds=self.o.seconds
+                ),
+                concurrency=concurrency,
+            )
+            best = max(best, figures["throughput_per_s"])
+            sweep.append(figures)
+            log(f"  CreateCharge c={concurrency}: {_short(figures)}")
+        self.results["create_charge_sweep"] = sweep
+        peak = max(sweep, key=lambda f: f["throughput_per_s"])
+        self.results["create_charge_peak"] = peak
+
+        rate = max(peak["throughput_per_s"] / 2, 1.0)
+        calls = int(rate * self.o.half_seconds) + 1
+        await self.prepare_slots(calls + 10)
+        log(f"scenario: CreateCharge open loop at half of peak ({rate:.0f}/s)")
+        _, half = await self.measure(
+            lambda: open_loop(
+                self._create_charge,
+                rate=rate,
+                max_calls=calls,
+                max_seconds=self.o.half_seconds,
+            ),
+            target_rate_per_s=round(rate, 1),
+        )
+        self.results["create_charge_half_peak"] = half
+        log(f"  CreateCharge @{rate:.0f}/s: {_short(half)}")
+
+    # ---------------------------------------------------------------- the emulator alone
+
+    async def scenario_emulator(self) -> None:
+        log("reference: emulator capacity with pre-signed requests")
+        emulator = self.s.emulator
+        url = emulator.url
+        charge_id = self.pool.captured[0]
+        n = self.o.emulator_requests // 2
+        get_path = f"{EMULATOR_PREFIX}/charges/{charge_id}"
+        post_path = f"{EMULATOR_PREFIX}/checkoutSessions"
+        post_body = json.dumps(
+            {
+                "storeId": "amzn1.application-oa2-client.bench",
+                "webCheckoutDetails": {"checkoutReviewReturnUrl": "https://shop.example/review"},
+            }
+        ).encode()
+        gets = [sign_headers(self.s.private_key, KEY_ID, "GET", get_path) for _ in range(n)]
+        posts = [
+            sign_headers(
+                self.s.private_key,
+                KEY_ID,
+                "POST",
+                post_path,
+                post_body,
+                headers={"x-amz-pay-idempotency-key": uuid.uuid4().hex},
+            )
+            for _ in range(n)
+        ]
+        # the service's CreateCharge at half of its peak rate, sent directly to the emulator
+        half = self.results["create_charge_half_peak"]
+        rate = float(half["target_rate_per_s"])
+        direct_calls = int(rate * self.o.half_seconds) + 1
+        await self.prepare_slots(direct_calls + 10)
+        charge_path = f"{EMULATOR_PREFIX}/charges"
+        charges = []
+        for _ in range(direct_calls):
+            body = json.dumps(
+                {
+                    "chargePermissionId": self.pool.take(),
+                    "chargeAmount": {"amount": "1.00", "currencyCode": "USD"},
+                    "captureNow": True,
+                }
+            ).encode()
+            headers = sign_headers(
+                self.s.private_key,
+                KEY_ID,
+                "POST",
+                charge_path,
+                body,
+                headers={"x-amz-pay-idempotency-key": uuid.uuid4().hex[:32]},
+            )
+            charges.append((body, headers))
+
+        out: dict[str, Any] = {}
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=64, force_close=False)
+        ) as http:
+
+            async def send(method: str, path: str, body: bytes, headers: dict[str, str]) -> None:
+                async with http.request(
+                    method, url + path, data=body or None, headers=headers
+                ) as r:
+                    await r.read()
+                    if r.status >= 300:
+                        raise RuntimeError(f"HTTP {r.status}")
+
+            for name, method, path, body, signed in (
+                ("signed_get", "GET", get_path, b"", gets),
+                ("signed_post", "POST", post_path, post_body, posts),
+            ):
+
+                async def one(
+                    i: int, m: str = method, p: str = path, b: bytes = body, h: Any = signed
+                ) -> None:
+                    await send(m, p, b, h[i])
+
+                total = len(signed)
+                _, figures = await self.measure(
+                    lambda f=one, k=total: closed_loop(  # type: ignore[misc]
+                        f, concurrency=32, max_calls=k, max_seconds=20
+                    ),
+                    concurrency=32,
+                )
+                figures["emulator_cpu_ms_per_request"] = round(
+                    figures["cpu_s"]["emulator"] / max(figures["calls_ok"], 1) * 1000, 3
+                )
+                out[name] = figures
+                log(f"  emulator {name}: {_short(figures)}")
+
+            async def direct(i: int) -> None:
+                body, headers = charges[i]
+                await send("POST", charge_path, body, headers)
+
+            _, figures = await self.measure(
+                lambda: open_loop(
+                    direct, rate=rate, max_calls=len(charges), max_seconds=self.o.half_seconds
+                ),
+                target_rate_per_s=round(rate, 1),
+            )
+            out["create_charge_at_half_peak_rate"] = figures
+            log(f"  emulator CreateCharge @{rate:.0f}/s: {_short(figures)}")
+        self.results["emulator"] = out
+
+    # ---------------------------------------------------------------- GetCharge
+
+    async def scenario_get_charge(self) -> None:
+        log("scenario: GetCharge of captured charges (ledger)")
+        ids = self.pool.captured
+        origins: dict[str, int] = {}
+
+        async def get(i: int) -> None:
+            reply = await self.api.charges.GetCharge(
+                charge_pb2.GetChargeRequest(charge_id=ids[i % len(ids)]), timeout=30
+            )
+            name = common_pb2.DataOrigin.Name(reply.served_from)
+            origins[name] = origins.get(name, 0) + 1
+
+        out = []
+        for concurrency in sorted({1, 8, max(self.o.levels)}):
+            _, figures = await self.measure(
+                lambda c=concurrency: closed_loop(  # type: ignore[misc]
+                    get, concurrency=c, max_calls=self.o.max_calls * 3, max_seconds=self.o.seconds
+                ),
+                concurrency=concurrency,
+            )
+            out.append(figures)
+            log(f"  GetCharge c={concurrency}: {_short(figures)}")
+        self.results["get_charge"] = {"levels": out, "served_from": origins}
+
+    # ---------------------------------------------------------------- ListTransactions
+
+    async def seed_objects(self) -> int:
+        """Copy recorded objects (one template per kind) into ``seed_objects`` rows with SQL."""
+        n = self.o.seed_objects
+        conn = await asyncpg.connect(self.s.database_url)
+        try:
+            started = time.perf_counter()
+            templates = await conn.fetch(
+                "SELECT DISTINCT ON (kind) kind, object_id FROM objects ORDER BY kind, created_at"
+            )
+            per_kind = -(-n // len(templates))
+            id_field = {
+                "checkout_session": "checkoutSessionId",
+                "charge_permission": "chargePermissionId",
+                "charge": "chargeId",
+                "refund": "refundId",
+            }
+            for index, t in enumerate(templates):
+                await conn.execute(
+                    """
+                    INSERT INTO objects (merchant, kind, object_id, checkout_session_id,
+                        charge_permission_id, charge_id, state, reason_code, is_final, amount,
+                        currency_code, merchant_reference_id, snapshot, created_at,
+                        amazon_expires_at, first_seen_at, updated_at)
+                    SELECT o.merchant, o.kind, s.id,
+                        CASE WHEN o.kind = 'checkout_session' THEN s.id
+                             ELSE o.checkout_session_id END,
+                        CASE WHEN o.kind = 'charge_permission' THEN s.id
+                             ELSE o.charge_permission_id END,
+                        CASE WHEN o.kind = 'charge' THEN s.id ELSE o.charge_id END,
+                        o.state, o.reason_code, o.is_final, o.amount, o.currency_code,
+                        'seed-' || g, o.snapshot || jsonb_build_object($3::text, s.id),
+                        now() - make_interval(secs => g * 7.0 + $4::int), o.amazon_expires_at,
+                        now(), now()
+                    FROM objects o,
+                         generate_series(1, $2::int) g,
+                         LATERAL (SELECT 'S01-SEED-' || $4::int || '-' || lpad(g::text, 8, '0') AS id) s
+                    WHERE o.kind = $1 AND o.object_id = $5
+                    """,
+                    t["kind"],
+                    per_kind,
+                    id_field[t["kind"]],
+                    index,
+                    t["object_id"],
+                )
+            await conn.execute("ANALYZE objects")
+            total: int = await conn.fetchval("SELECT count(*) FROM objects")
+            log(
+                f"  seeded {per_kind * len(templates)} objects in {time.perf_counter() - started:.1f}s"
+            )
+            return total
+        finally:
+            await conn.close()
+
+    async def scenario_list(self) -> None:
+        log(f"scenario: ListTransactions over {self.o.seed_objects} seeded objects")
+        total = await self.seed_objects()
+        oldest = datetime.now(UTC) - timedelta(seconds=self.o.seed_objects * 7.0 / 3)
+        span = (datetime.now(UTC) - oldest).total_seconds()
+        rng = random.Random(7)
+        tokens: dict[str, int] = {"pages_with_items": 0}
+
+        async def first_page(_i: int) -> None:
+            reply = await self.api.ledger.ListTransactions(
+                ledger_pb2.ListTransactionsRequest(page_size=50), timeout=30
+            )
+            tokens["pages_with_items"] += bool(reply.transactions)
+
+        async def random_depth(_i: int) -> None:
+            before = Timestamp()
+            before.FromDatetime(oldest + timedelta(seconds=rng.random() * span))
+            reply = await self.api.ledger.ListTransactions(
+                ledger_pb2.ListTransactionsRequest(
+                    kind=ledger_pb2.OBJECT_KIND_CHARGE,
+                    state="Captured",
+                    created_before=before,
+                    page_size=50,
+                ),
+                timeout=30,
+            )
+            tokens["pages_with_items"] += bool(reply.transactions)
+
+        async def page_walk(_i: int) -> None:
+            token = ""
+            for _ in range(10):
+                reply = await self.api.ledger.ListTransactions(
+                    ledger_pb2.ListTransactionsRequest(page_size=100, page_token=token), timeout=30
+                )
+                token = reply.next_page_token
+                if not token:
+                    break
+
+        out: dict[str, Any] = {"objects_in_ledger": total}
+        for name, fn, concurrency in (
+            ("first_page_50", first_page, 8),
+            ("charges_captured_random_depth_50", random_depth, 8),
+            ("walk_10_pages_of_100", page_walk, 4),
+        ):
+            _, figures = await self.measure(
+                lambda f=fn, c=concurrency: closed_loop(  # type: ignore[misc]
+                    f, concurrency=c, max_calls=self.o.max_calls, max_seconds=self.o.seconds
+                ),
+                concurrency=concurrency,
+            )
+            out[name] = figures
+            log(f"  ListTransactions {name}: {_short(figures)}")
+        out["pages_with_items"] = tokens["pages_with_items"]
+        self.results["list_transactions"] = out
+
+
+def _short(f: dict[str, Any]) -> str:
+    cpu = f.get("service_cpu_ms_per_call")
+    return (
+        f"{f['throughput_per_s']}/s p50 {f['p50_ms']}ms p99 {f['p99_ms']}ms"
+        + (f" svc {cpu}ms CPU/call" if cpu is not None else "")
+        + (f" errors {f['errors']}" if f["errors"] else "")
+    )
+
+
+# ------------------------------------------------------------------------------ signatures
+
+
+def signature_cost(count: int) -> dict[str, Any]:
+    """CPU of one signed request (canonical request + RSA-2048 PSS) in one thread, this process."""
+    signer = RequestSigner("BENCHKEY", load_key(None))
+    cpu_per_signature(signer, 20)
+    per = min(cpu_per_signature(signer, count) for _ in range(3))
+    return {"signatures": count * 3, "cpu_ms_per_signature": round(per * 1000, 4)}
+
+
+# ------------------------------------------------------------------------------ verdicts
+
+
+def verdicts(results: dict[str, Any]) -> dict[str, Any]:
+    sig = results["signature"]["cpu_ms_per_signature"]
+    half = results["create_charge_half_peak"]
+    peak = results["create_charge_peak"]
+    emulator = results["emulator"]
+    per_charge = half["service_cpu_ms_per_call"]
+    ratio = per_charge / sig
+    cpu = peak["cpu_s"]
+    others = {k: v for k, v in cpu.items() if k != "service"}
+    bottleneck = all(cpu["service"] >= v for v in others.values())
+    emulator_p99 = emulator["create_charge_at_half_peak_rate"]["p99_ms"]
+    p99_gap = half["p99_ms"] - emulator_p99
+    post_capacity = emulator["signed_post"]["throughput_per_s"]
+    return {
+        "service_cpu_per_create_charge_vs_signature": {
+            "service_cpu_ms_per_call": per_charge,
+            "signature_cpu_ms": sig,
+            "ratio": round(ratio, 2),
+            "target": "<= 2.0",
+            "pass": ratio <= 2.0,
+        },
+        "service_is_the_bottleneck": {
+            "cpu_s_at_peak": cpu,
+            "cores_used_at_peak": peak["cores_used"],
+            "target": "service CPU >= emulator, Postgres and load generator CPU at peak",
+            "pass": bottleneck,
+        },
+        "p99_at_half_peak_vs_emulator": {
+            "service_p99_ms": half["p99_ms"],
+            "emulator_p99_ms": emulator_p99,
+            "gap_ms": round(p99_gap, 2),
+            "target": "gap <= 10 ms",
+            "pass": p99_gap <= 10.0,
+        },
+        "throughput_vs_emulator_capacity": {
+            "service_peak_create_charge_per_s": peak["throughput_per_s"],
+            "emulator_signed_post_per_s": post_capacity,
+            "emulator_signed_get_per_s": emulator["signed_get"]["throughput_per_s"],
+            "ratio": round(peak["throughput_per_s"] / post_capacity, 3) if post_capacity else None,
+        },
+    }
+
+
+# ------------------------------------------------------------------------------ main
+
+
+async def run_bench(options: Options) -> dict[str, Any]:
+    started = time.perf_counter()
+    results: dict[str, Any] = {"machine": machine()}
+    log("measuring the CPU cost of one RSA-2048 PSS signature")
+    results["signature"] = await asyncio.to_thread(signature_cost, options.signatures)
+    log(f"  {results['signature']['cpu_ms_per_signature']} ms CPU per signed request")
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        async with running_stack(Path(tmp)) as stack:
+            results["database"] = "DATABASE_URL" if stack.embedded is None else "embedded"
+            async with grpc.aio.insecure_channel(stack.service.target) as channel:
+                bench = Bench(options, stack, stubs_for(channel, stack.service.target))
+                bench.results = results
+                await bench.scenario_checkout()
+                await bench.scenario_create_charge()
+                await bench.scenario_emulator()
+                await bench.scenario_get_charge()
+                await bench.scenario_list()
+            results["peak_rss_mib"] = {
+                "service": round(peak_rss_mib(stack.service.pid), 1),
+                "emulator": round(peak_rss_mib(stack.emulator.pid), 1),
+                "load_generator": round(peak_rss_mib(os.getpid()), 1),
+            }
+            results["charge_permissions_used"] = len(bench.pool.permissions)
+    results["verdicts"] = verdicts(results)
+    results["runtime_s"] = round(time.perf_counter() - started, 1)
+    results["options"] = {
+        "quick": options.quick,
+        "levels": options.levels,
+        "seconds_per_level": options.seconds,
+        "max_calls_per_level": options.max_calls,
+        "seed_objects": options.seed_objects,
+    }
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = Options.parse(argv)
+    results = asyncio.run(run_bench(options))
+    options.output.mkdir(parents=True, exist_ok=True)
+    (options.output / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    (options.output / "latest.md").write_text(_report.markdown(results))
+    if options.chart:
+        _report.chart(results, options.output / "latest.png")
+    log(
+        f"wrote {options.output}/latest.json, latest.md" + (", latest.png" if options.chart else "")
+    )
+    for name, verdict in results["verdicts"].items():
+        if "pass" in verdict:
+            log(f"  {name}: {'PASS' if verdict['pass'] else 'FAIL'}")
+    return 0
