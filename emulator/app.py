@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import hashlib
 import html
+import itertools
 import json
 import os
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,9 @@ IDEMPOTENCY_REQUIRED = frozenset(
 STORED_STATUSES = frozenset({200, 201, 202, 404, 409, 422})
 JSON_TYPE = "application/json"
 
-Handler = Callable[[Engine, Ctx, dict[str, str], Obj], tuple[int, Obj]]
+Handler = Callable[[Engine, Ctx, Mapping[str, str], Obj], tuple[int, Obj]]
+_REQUEST_ID_PREFIX = uuid.uuid4().hex[:20]
+_REQUEST_COUNTER = itertools.count(1)
 
 
 @dataclass
@@ -361,9 +364,9 @@ def _api_handler(
             )
             if em.engine.data["timers"]:
                 em.engine.tick()
-            request_id = uuid.uuid4().hex
+            request_id = f"{_REQUEST_ID_PREFIX}{next(_REQUEST_COUNTER):012d}"
             try:
-                status, result = handler(em.engine, ctx, dict(request.match_info), body)
+                status, result = handler(em.engine, ctx, request.match_info, body)
                 payload = json.dumps(result)
             except ApiError as exc:
                 status, payload = exc.status, json.dumps(exc.body())
@@ -471,17 +474,27 @@ PREFIXES: list[tuple[str, str | None]] = [
 ]
 
 
-@web.middleware
-async def _api_not_found(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Unknown API paths and methods answer in Amazon's error format, not aiohttp's text."""
-    try:
-        return await handler(request)
-    except web.HTTPMethodNotAllowed:
-        return _json(405, {"reasonCode": "UnsupportedOperation", "message": "Method not allowed"})
-    except web.HTTPNotFound:
-        return _json(404, {"reasonCode": "ResourceNotFound", "message": "Unknown resource path"})
+_ROUTE_PATTERNS = [
+    (method, re.compile("^" + re.sub(r"\\{id\\}", "[^/]+", re.escape(path)) + "$"))
+    for method, path, _, _ in API_ROUTES
+]
+
+
+async def _fallback(request: web.Request) -> web.StreamResponse:
+    """Unknown paths and methods answer in Amazon's error format, not aiohttp's text.
+
+    A catch-all route rather than a middleware keeps the per-request hot path lean.
+    """
+    path = request.path
+    for prefix, _ in PREFIXES:
+        if path.startswith(prefix + "/"):
+            tail = path[len(prefix) :]
+            if any(rx.match(tail) for _, rx in _ROUTE_PATTERNS):
+                return _json(
+                    405, {"reasonCode": "UnsupportedOperation", "message": "Method not allowed"}
+                )
+            break
+    return _json(404, {"reasonCode": "ResourceNotFound", "message": "Unknown resource path"})
 
 
 async def _ticker(app: web.Application) -> None:
@@ -503,12 +516,13 @@ def create_app(config: EmulatorConfig | None = None) -> web.Application:
     from . import control
 
     em = Emulator(config or EmulatorConfig())
-    app = web.Application(middlewares=[_api_not_found], client_max_size=2 * 1024 * 1024)
+    app = web.Application(client_max_size=2 * 1024 * 1024)
     app[EMULATOR_KEY] = em
     for prefix, env in PREFIXES:
         for method, path, operation, handler in API_ROUTES:
             app.router.add_route(method, prefix + path, _api_handler(operation, handler, env))
     control.add_routes(app)
+    app.router.add_route("*", "/{tail:.*}", _fallback)
 
     ticker_key = web.AppKey("ticker", asyncio.Task[None])
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import calendar
+import re
 import time
 from datetime import UTC, datetime
 
@@ -37,11 +39,18 @@ def fmt_iso_ms(epoch: float) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
+_PAY_DATE = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})T(\d{2}):?(\d{2}):?(\d{2})(?:\.\d{1,9})?Z$")
+
+
 def parse_pay_date(value: str) -> float | None:
-    """Accept `20191015T204313Z` (most SDKs) and ISO `2019-10-15T20:43:13Z` (Node SDK)."""
-    for pattern in (TIMESTAMP_FORMAT, "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ"):
-        try:
-            return datetime.strptime(value, pattern).replace(tzinfo=UTC).timestamp()
-        except ValueError:
-            continue
-    return None
+    """Accept `20191015T204313Z` (most SDKs) and ISO `2019-10-15T20:43:13Z` (Node SDK).
+
+    Hand-rolled instead of strptime: it runs on every request and strptime costs ~60 us.
+    """
+    match = _PAY_DATE.match(value)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in match.groups())
+    if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 61):
+        return None
+    return float(calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)))

@@ -160,7 +160,7 @@ Notify = Callable[[str, str, str, str], None]
 
 
 def _public(obj: Obj) -> Obj:
-    return {k: v for k, v in obj.items() if not k.startswith("_")}
+    return {k: v for k, v in obj.items() if k[0] != "_"}
 
 
 def _dec(value: Obj | None) -> Decimal:
