@@ -13,12 +13,13 @@ import asyncpg
 from .app import Application
 from .config import ConfigError, Settings, load_settings
 from .ledger import EmbeddedPostgres, MigrationError, apply_migrations
-from .telemetry import configure_logging
+from .telemetry import configure_logging, configure_telemetry
 
 _log = logging.getLogger("service")
 
 
 async def _serve(settings: Settings) -> int:
+    configure_telemetry()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

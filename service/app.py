@@ -14,8 +14,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from urllib.parse import urlsplit
 
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.metrics import MeterProvider
 
+from .admin import AdminServer
 from .api import AuthInterceptor, GrpcServer, Rpcs, build_server, build_servicers
 from .config import ConfigError, Settings, parse_listen_address
 from .core import MerchantRegistry, Payments
@@ -40,6 +42,7 @@ class Application:
         self.hub: EventHub | None = None
         self.ipn: IpnReceiver | None = None
         self.reconciler: Reconciler | None = None
+        self.admin: AdminServer | None = None
         self._instance: InstanceLease | None = None
         self._embedded_pg: EmbeddedPostgres | None = None
         self._dev_amazon: object | None = None
@@ -83,7 +86,11 @@ class Application:
             _log.info("migrations checked", extra={"applied": applied})
         self._instance = InstanceLease(url)
         await self._instance.acquire()
-        self.merchants = await MerchantRegistry.from_settings(settings.merchants)
+        pool = self.ledger.pool
+        self.metrics.pool_sizes = lambda: (pool.get_size(), pool.get_idle_size())
+        self.merchants = await MerchantRegistry.from_settings(
+            settings.merchants, on_attempt=self.metrics.record_attempt
+        )
         repository = self.ledger.repository
         self.payments = Payments(self.merchants, repository, instance_id=self._instance.instance_id)
         # Operations a crashed process left between Amazon's answer and the ledger commit are
@@ -92,11 +99,15 @@ class Application:
         self.hub = EventHub(url)
         await self.hub.start()
         await self._start_workers(settings)
-        rpcs = Rpcs(self.payments, repository, self.hub)
+        rpcs = Rpcs(self.payments, repository, self.hub, self.metrics)
         self.grpc = build_server(
             settings.grpc,
             servicers=build_servicers(rpcs),
-            interceptors=[AuthInterceptor(security.callers)] if security.callers else None,
+            interceptors=[
+                # Tracing first, so an authentication failure is traced too.
+                aio_server_interceptor(),  # type: ignore[no-untyped-call]
+                *([AuthInterceptor(security.callers)] if security.callers else []),
+            ],
             credentials=security.server_credentials(),
         )
         await self.grpc.set_serving(False)
@@ -180,6 +191,11 @@ class Application:
 
                 assert isinstance(self._dev_amazon, DevAmazonPay)
                 await self._dev_amazon.subscribe_ipn(f"http://127.0.0.1:{bound}/ipn")
+        if workers.admin_listen is not None:
+            self.admin = AdminServer()
+            host, port = parse_listen_address("ADMIN_LISTEN", workers.admin_listen)
+            bound = await self.admin.start(host, port)
+            _log.info("serving admin", extra={"listen": workers.admin_listen, "port": bound})
         if workers.reconciler_enabled:
             self.reconciler = Reconciler(
                 self.payments,
@@ -209,12 +225,13 @@ class Application:
         steps: list[tuple[str, Callable[[], Awaitable[None]] | None]] = [
             ("reconciler", self.reconciler.stop if self.reconciler else None),
             ("ipn", self.ipn.stop if self.ipn else None),
+            ("admin", self.admin.stop if self.admin else None),
             ("event hub", self.hub.stop if self.hub else None),
             ("merchants", self.merchants.close if self.merchants else None),
             ("instance lock", self._instance.release if self._instance else None),
             ("ledger", self.ledger.close if self.ledger else None),
         ]
-        self.reconciler = self.ipn = self.hub = self.merchants = None
+        self.reconciler = self.ipn = self.hub = self.merchants = self.admin = None
         self._instance = self.ledger = None
         for name, stop in steps:
             if stop is not None:

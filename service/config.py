@@ -225,6 +225,10 @@ class WorkerSettings:
     reconciler_poll_max_s: float = 3600.0
     """`RECONCILER_POLL_MAX_S`: longest delay between polls of a pending object."""
 
+    admin_listen: str | None = "127.0.0.1:9464"
+    """`ADMIN_LISTEN`: host:port of the admin HTTP server (Prometheus `/metrics`); `off`
+    disables it."""
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -527,6 +531,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         reconciler_interval_s=r.get("RECONCILER_INTERVAL_S", _float_in(0.01, 3600), 5.0),
         reconciler_poll_base_s=r.get("RECONCILER_POLL_BASE_S", _float_in(0.01, 86400), 30.0),
         reconciler_poll_max_s=r.get("RECONCILER_POLL_MAX_S", _float_in(0.01, 86400), 3600.0),
+        admin_listen=r.get("ADMIN_LISTEN", _optional_listen, WorkerSettings.admin_listen),
     )
     no_keys: tuple[tuple[str, Path], ...] = ()
     key_files = r.get("PII_KEY_FILES", _key_files, no_keys)

@@ -1,23 +1,37 @@
-"""Structured JSON logs with secret and PII redaction.
+"""Observability: JSON logs with redaction and trace ids, OpenTelemetry traces and metrics.
 
 Every log line is one JSON object. Values of keys that can carry secrets or buyer PII are replaced
 before the line is written, whoever logged them: redaction is a property of the formatter, not a
-discipline each call site has to remember.
+discipline each call site has to remember. Lines logged inside a span carry its trace and span ids.
+
+Traces follow a call across gRPC server → Amazon HTTP call → SQL through the official
+instrumentation packages; W3C trace context from callers is honoured. Metrics are exported on the
+admin port's `/metrics` (Prometheus) and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, with OTLP.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import metrics as otel_metrics
+from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
-__all__ = ["REDACTED", "JsonFormatter", "Metrics", "configure_logging", "redact"]
+__all__ = [
+    "REDACTED",
+    "JsonFormatter",
+    "Metrics",
+    "configure_logging",
+    "configure_telemetry",
+    "instrument_libraries",
+    "redact",
+]
 
 REDACTED = "[redacted]"
 
@@ -75,6 +89,10 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 payload[key] = REDACTED if _is_sensitive(key) else redact(value)
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            payload["trace_id"] = format(span.trace_id, "032x")
+            payload["span_id"] = format(span.span_id, "016x")
         if record.exc_info and record.exc_info[0] is not None:
             payload["exc_type"] = record.exc_info[0].__name__
             payload["exc"] = self.formatException(record.exc_info)
@@ -98,6 +116,31 @@ class Metrics:
     def __init__(self, meter_provider: MeterProvider | None = None) -> None:
         provider = meter_provider or otel_metrics.get_meter_provider()
         meter = provider.get_meter("amazonpay.service")
+        self.rpc_duration = meter.create_histogram(
+            "amazonpay.rpc.duration",
+            unit="s",
+            description="gRPC call latency by method and status code",
+        )
+        self.amazon_calls = meter.create_counter(
+            "amazonpay.amazon.calls",
+            unit="{attempt}",
+            description="HTTP attempts to Amazon Pay by operation, status and reasonCode",
+        )
+        self.amazon_retries = meter.create_counter(
+            "amazonpay.amazon.retries",
+            unit="{attempt}",
+            description="Attempts to Amazon Pay that were followed by a retry",
+        )
+        self.amazon_duration = meter.create_histogram(
+            "amazonpay.amazon.duration",
+            unit="s",
+            description="Duration of one HTTP attempt to Amazon Pay (signing included)",
+        )
+        self.rejected_calls = meter.create_counter(
+            "amazonpay.amazon.rejected",
+            unit="{call}",
+            description="Calls refused before reaching Amazon: circuit open or queue full",
+        )
         self.ipn_messages = meter.create_counter(
             "amazonpay.ipn.messages",
             unit="{message}",
@@ -120,6 +163,84 @@ class Metrics:
             unit="s",
             description="Age of the oldest non-final object still being polled",
         )
+        self.circuit_states: dict[str, int] = {}
+        meter.create_observable_gauge(
+            "amazonpay.circuit.state",
+            callbacks=[self._observe_circuits],
+            description="Circuit breaker per merchant: 0 closed, 1 half-open, 2 open",
+        )
+        self.pool_sizes: Callable[[], tuple[int, int]] | None = None
+        meter.create_observable_gauge(
+            "amazonpay.db.pool.connections",
+            callbacks=[self._observe_pool],
+            unit="{connection}",
+            description="Ledger connection pool: connections by state (idle, in_use)",
+        )
+
+    def record_attempt(self, attempt: Any) -> None:
+        """`service.amazonpay` attempt hook: one HTTP attempt with its outcome."""
+        attributes = {
+            "operation": attempt.operation,
+            "http_status": str(attempt.http_status or attempt.error or "none"),
+            "reason_code": attempt.reason_code or "",
+        }
+        self.amazon_calls.add(1, attributes)
+        self.amazon_duration.record(attempt.duration, {"operation": attempt.operation})
+        if attempt.retry:
+            self.amazon_retries.add(1, {"operation": attempt.operation})
 
     def _observe_oldest_pending(self, _options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(self.oldest_pending_age_s)]
+
+    def _observe_circuits(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(v, {"merchant": k}) for k, v in self.circuit_states.items()]
+
+    def _observe_pool(self, _options: CallbackOptions) -> Iterable[Observation]:
+        if self.pool_sizes is None:
+            return []
+        size, idle = self.pool_sizes()
+        return [
+            Observation(idle, {"state": "idle"}),
+            Observation(size - idle, {"state": "in_use"}),
+        ]
+
+
+_instrumented = False
+
+
+def instrument_libraries() -> None:
+    """Trace asyncpg and aiohttp client calls with whatever tracer provider is global (once per
+    process; the gRPC server interceptor is added where the server is built)."""
+    global _instrumented
+    if _instrumented:
+        return
+    from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+
+    AsyncPGInstrumentor().instrument()  # type: ignore[no-untyped-call]
+    AioHttpClientInstrumentor().instrument()
+    _instrumented = True
+
+
+def configure_telemetry(service_name: str = "amazonpay-service") -> None:
+    """Process-wide providers for a running service: Prometheus reader always (served on the
+    admin port), OTLP exporters when `OTEL_EXPORTER_OTLP_ENDPOINT` is set."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+    from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
+    tracer_provider = TracerProvider(resource=resource)
+    readers: list[MetricReader] = [PrometheusMetricReader()]
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    trace.set_tracer_provider(tracer_provider)
+    otel_metrics.set_meter_provider(SdkMeterProvider(resource=resource, metric_readers=readers))
+    instrument_libraries()

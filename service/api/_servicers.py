@@ -51,6 +51,7 @@ from service.ledger import (
     Repository,
     StoredObject,
 )
+from service.telemetry import Metrics
 
 from ._convert import ENVELOPE_FIELDS, json_to_message, message_to_json
 from ._errors import RpcFailure, to_status
@@ -267,11 +268,16 @@ class Rpcs:
     """The generic handlers every servicer method delegates to."""
 
     def __init__(
-        self, payments: Payments, repository: Repository, hub: EventHub | None = None
+        self,
+        payments: Payments,
+        repository: Repository,
+        hub: EventHub | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.payments = payments
         self.repository = repository
         self.hub = hub
+        self.metrics = metrics
 
     async def run(
         self,
@@ -281,6 +287,8 @@ class Rpcs:
         handler: Callable[[Req, float | None], Awaitable[Resp]],
     ) -> Resp:
         """Validate, run, and turn any failure into a rich status."""
+        started = time.perf_counter()
+        code = "OK"
         try:
             violations = validate(method, request)
             if violations:
@@ -295,10 +303,17 @@ class Rpcs:
         except Exception as exc:
             status = to_status(exc)
             if status is None:
+                code = "INTERNAL"
                 _log.exception("unexpected failure", extra={"rpc": method})
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error; see service logs")
             assert status is not None
+            code = status.code.name
             await _abort(context, status)
+        finally:
+            if self.metrics is not None:
+                self.metrics.rpc_duration.record(
+                    time.perf_counter() - started, {"rpc": method, "code": code}
+                )
 
     async def mutate(
         self, method: str, request: Message, context: grpc.aio.ServicerContext[Any, Any]

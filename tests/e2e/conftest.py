@@ -95,6 +95,7 @@ def service_env(
         "AMAZON_PAY_MERCHANTS_FILE": str(merchants),
         "SHUTDOWN_GRACE_S": "1",
         "IPN_LISTEN": "127.0.0.1:0",
+        "ADMIN_LISTEN": "127.0.0.1:0",
         "IPN_EXTRA_CERT_HOSTS": urlsplit(emulator.url).netloc,
         "RECONCILER_ENABLED": "0",
         "PII_KEY_FILES": f"k1={pii_key}",
