@@ -42,13 +42,14 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH \
     GRPC_LISTEN=0.0.0.0:50051 \
-    IPN_LISTEN=0.0.0.0:8081
+    IPN_LISTEN=0.0.0.0:8081 \
+    ADMIN_LISTEN=0.0.0.0:9464
 RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin app
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 USER 10001:10001
-# 50051 gRPC, 8081 IPN receiver (HTTP, path /ipn), 9464 admin/metrics (reserved: no listener yet).
+# 50051 gRPC, 8081 IPN receiver (HTTP, path /ipn), 9464 admin HTTP (Prometheus /metrics).
 EXPOSE 50051 8081 9464
 ENTRYPOINT ["python", "-m", "service"]

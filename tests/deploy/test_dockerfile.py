@@ -74,6 +74,7 @@ def test_final_stage_environment_ports_and_no_healthcheck() -> None:
     assert env["PYTHONUNBUFFERED"] == "1"
     assert env["GRPC_LISTEN"].endswith(":50051")
     assert env["IPN_LISTEN"].endswith(":8081")
+    assert env["ADMIN_LISTEN"].endswith(":9464")
     exposed = {p for line in RUNTIME.all("EXPOSE") for p in line.split()}
     assert exposed == {"50051", "8081", "9464"}
     assert all(kw != "HEALTHCHECK" for stage in STAGES for kw, _ in stage.instructions)

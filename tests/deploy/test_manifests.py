@@ -194,6 +194,10 @@ def test_rendered_server_environment_passes_the_service_config_validation(
     assert parse_listen_address("GRPC_LISTEN", settings.grpc.listen)[1] == ports["grpc"]
     assert settings.workers.ipn_listen is not None
     assert parse_listen_address("IPN_LISTEN", settings.workers.ipn_listen)[1] == ports["ipn"]
+    assert settings.workers.admin_listen is not None
+    assert (
+        parse_listen_address("ADMIN_LISTEN", settings.workers.admin_listen)[1] == ports["metrics"]
+    )
     assert settings.amazon_pay.configured
     assert dict(settings.pii.key_files), "PII_KEY_FILES is required with DATABASE_URL"
     if overlay == "production":
@@ -229,12 +233,18 @@ def test_probes_use_grpc_health_on_the_grpc_port_unless_it_speaks_tls(
     grpc_port = parse_listen_address("GRPC_LISTEN", env["GRPC_LISTEN"])[1]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["grpc"] == grpc_port
+    admin_port = parse_listen_address("ADMIN_LISTEN", env["ADMIN_LISTEN"])[1]
+    assert ports["metrics"] == admin_port
     for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
         probe = container[kind]
         if "GRPC_TLS_CERT_FILE" in env:
             # kubelet's gRPC prober speaks plaintext only: on a TLS port it can never succeed.
             assert "grpc" not in probe, f"{kind}: a grpc probe cannot pass TLS"
-            assert ports.get(probe["tcpSocket"]["port"], probe["tcpSocket"]["port"]) == grpc_port
+            if kind == "livenessProbe":
+                assert ports[probe["httpGet"]["port"]] == admin_port
+                assert probe["httpGet"]["path"] == "/metrics"
+            else:
+                assert ports.get(probe["tcpSocket"]["port"]) == grpc_port, kind
         else:
             assert probe["grpc"]["port"] == grpc_port, kind
             assert "tcpSocket" not in probe
@@ -242,6 +252,21 @@ def test_probes_use_grpc_health_on_the_grpc_port_unless_it_speaks_tls(
             assert "exec" not in probe
     if "GRPC_TLS_CERT_FILE" not in env:
         assert container["readinessProbe"]["grpc"].get("service", "") == ""
+
+
+def test_liveness_probe_names_the_health_service_that_ignores_postgres(
+    objects: list[Obj],
+) -> None:
+    # Readiness ("") goes NOT_SERVING while Postgres is unreachable; a liveness probe on it
+    # would restart every replica during a database outage.
+    from service.api import _server as grpc_server
+
+    _, _, container = _server(objects)
+    probe = container["livenessProbe"]
+    if "grpc" in probe:
+        liveness = getattr(grpc_server, "LIVENESS_SERVICE", None)
+        assert liveness, "service.api._server defines no LIVENESS_SERVICE health name"
+        assert probe["grpc"].get("service") == liveness
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
 
@@ -384,6 +409,7 @@ def test_service_exposes_grpc_with_app_protocol_and_the_ipn_port(objects: list[O
     assert by_name["grpc"]["appProtocol"] == "grpc"
     assert by_name["grpc"]["targetPort"] in ("grpc", ports["grpc"])
     assert by_name["ipn"]["targetPort"] in ("ipn", ports["ipn"])
+    assert by_name["metrics"]["targetPort"] in ("metrics", ports["metrics"])
 
 
 def test_network_policy_admits_only_labelled_callers_and_needed_egress(
@@ -398,7 +424,7 @@ def test_network_policy_admits_only_labelled_callers_and_needed_egress(
         assert rule.get("from"), "an ingress rule without `from` admits everyone"
         for port in rule["ports"]:
             opened.setdefault(port["port"], []).extend(rule["from"])
-    assert set(opened) == {ports["grpc"], ports["ipn"]}
+    assert set(opened) == {ports["grpc"], ports["ipn"], ports["metrics"]}
     for peer in opened[ports["grpc"]]:
         selectors = [peer.get("podSelector"), peer.get("namespaceSelector")]
         assert any(s and s.get("matchLabels") for s in selectors), peer
