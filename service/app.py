@@ -9,6 +9,7 @@ stop embedded processes. Every stop step runs even if an earlier one failed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -18,9 +19,10 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.metrics import MeterProvider
 
 from .admin import AdminServer
+from .amazonpay import ClientConfig, RetryPolicy
 from .api import AuthInterceptor, GrpcServer, Rpcs, build_server, build_servicers
 from .config import ConfigError, Settings, parse_listen_address
-from .core import MerchantRegistry, Payments
+from .core import BreakerSettings, MerchantRegistry, Payments
 from .ledger import EmbeddedPostgres, EventHub, InstanceLease, Ledger, PiiKeyError, PiiKeyring
 from .security import load_security
 from .telemetry import Metrics
@@ -43,6 +45,7 @@ class Application:
         self.ipn: IpnReceiver | None = None
         self.reconciler: Reconciler | None = None
         self.admin: AdminServer | None = None
+        self._readiness: asyncio.Task[None] | None = None
         self._instance: InstanceLease | None = None
         self._embedded_pg: EmbeddedPostgres | None = None
         self._dev_amazon: object | None = None
@@ -88,8 +91,15 @@ class Application:
         await self._instance.acquire()
         pool = self.ledger.pool
         self.metrics.pool_sizes = lambda: (pool.get_size(), pool.get_idle_size())
+        calls = settings.amazon_calls
         self.merchants = await MerchantRegistry.from_settings(
-            settings.merchants, on_attempt=self.metrics.record_attempt
+            settings.merchants,
+            client_config=ClientConfig(retry=RetryPolicy(max_retries=calls.max_retries)),
+            on_attempt=self.metrics.record_attempt,
+            breaker=BreakerSettings(calls.circuit_failures, calls.circuit_open_s),
+            max_concurrent=calls.max_concurrent,
+            max_queued=calls.max_queued,
+            on_circuit_change=self.metrics.record_circuit,
         )
         repository = self.ledger.repository
         self.payments = Payments(self.merchants, repository, instance_id=self._instance.instance_id)
@@ -113,6 +123,7 @@ class Application:
         await self.grpc.set_serving(False)
         port = await self.grpc.start(settings.grpc.listen)
         await self.grpc.set_serving(True)
+        self._readiness = asyncio.create_task(self._follow_database(), name="readiness")
         _log.info(
             "serving gRPC",
             extra={
@@ -211,9 +222,29 @@ class Application:
             )
             self.reconciler.start()
 
+    async def _follow_database(self, interval_s: float = 2.0) -> None:
+        """Readiness follows Postgres: NOT_SERVING while the ledger cannot be reached, so
+        Kubernetes sends no traffic to a replica that would only answer UNAVAILABLE."""
+        ready = True
+        while True:
+            await asyncio.sleep(interval_s)
+            if self.ledger is None or self.grpc is None:
+                return
+            reachable = await self.ledger.ping(timeout=interval_s)
+            if reachable != ready:
+                ready = reachable
+                await self.grpc.set_serving(ready)
+                log = _log.info if ready else _log.error
+                log("ledger reachable again" if ready else "ledger unreachable: NOT_SERVING")
+
     async def stop(self) -> None:
         """Idempotent; each step runs even if an earlier one failed."""
         grace = self.settings.grpc.shutdown_grace_s
+        if self._readiness is not None:
+            self._readiness.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._readiness
+            self._readiness = None
         if self.grpc is not None:
             await _step("health", self.grpc.set_serving(False))
         if self.hub is not None:

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 __all__ = [
     "REGION_ALIASES",
+    "AmazonCallSettings",
     "AmazonPaySettings",
     "ConfigError",
     "DatabaseSettings",
@@ -156,6 +157,27 @@ class AmazonPaySettings:
 
 
 @dataclass(frozen=True)
+class AmazonCallSettings:
+    """Overload and outage control in front of Amazon, per merchant account."""
+
+    max_concurrent: int = 64
+    """`AMAZON_MAX_CONCURRENT_CALLS`: calls to Amazon in flight at once per merchant."""
+
+    max_queued: int = 128
+    """`AMAZON_MAX_QUEUED_CALLS`: calls waiting for a slot; beyond it RESOURCE_EXHAUSTED."""
+
+    circuit_failures: int = 5
+    """`AMAZON_CIRCUIT_FAILURES`: consecutive outage-like failures (no answer, 5xx) that open
+    the circuit breaker."""
+
+    circuit_open_s: float = 10.0
+    """`AMAZON_CIRCUIT_OPEN_S`: how long an open circuit fails fast before a probe call."""
+
+    max_retries: int = 3
+    """`AMAZON_MAX_RETRIES`: retries of one call on 408/425/429/5xx/no answer (same key)."""
+
+
+@dataclass(frozen=True)
 class PiiSettings:
     """Encryption at rest and retention of buyer PII."""
 
@@ -239,6 +261,7 @@ class Settings:
     amazon_pay: AmazonPaySettings = field(default_factory=AmazonPaySettings)
     workers: WorkerSettings = field(default_factory=WorkerSettings)
     pii: PiiSettings = field(default_factory=PiiSettings)
+    amazon_calls: AmazonCallSettings = field(default_factory=AmazonCallSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
 
     log_level: str = "INFO"
@@ -559,7 +582,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
     merchants_file = r.raw("AMAZON_PAY_MERCHANTS_FILE")
     extra = _load_merchants(merchants_file, amazon.merchant_alias) if merchants_file else ()
+    amazon_calls = AmazonCallSettings(
+        max_concurrent=r.get("AMAZON_MAX_CONCURRENT_CALLS", _int_in(1, 10_000), 64),
+        max_queued=r.get("AMAZON_MAX_QUEUED_CALLS", _int_in(0, 100_000), 128),
+        circuit_failures=r.get("AMAZON_CIRCUIT_FAILURES", _int_in(1, 1000), 5),
+        circuit_open_s=r.get("AMAZON_CIRCUIT_OPEN_S", _float_in(0.1, 3600), 10.0),
+        max_retries=r.get("AMAZON_MAX_RETRIES", _int_in(0, 10), 3),
+    )
     settings = Settings(
+        amazon_calls=amazon_calls,
         pii=pii,
         security=security,
         workers=workers,

@@ -136,11 +136,6 @@ class Metrics:
             unit="s",
             description="Duration of one HTTP attempt to Amazon Pay (signing included)",
         )
-        self.rejected_calls = meter.create_counter(
-            "amazonpay.amazon.rejected",
-            unit="{call}",
-            description="Calls refused before reaching Amazon: circuit open or queue full",
-        )
         self.ipn_messages = meter.create_counter(
             "amazonpay.ipn.messages",
             unit="{message}",
@@ -175,6 +170,13 @@ class Metrics:
             callbacks=[self._observe_pool],
             unit="{connection}",
             description="Ledger connection pool: connections by state (idle, in_use)",
+        )
+
+    def record_circuit(self, merchant: str, state: int) -> None:
+        self.circuit_states[merchant] = state
+        logging.getLogger("service.core.guard").warning(
+            "circuit breaker changed state",
+            extra={"merchant": merchant, "state": ("closed", "half_open", "open")[state]},
         )
 
     def record_attempt(self, attempt: Any) -> None:

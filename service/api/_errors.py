@@ -18,7 +18,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from service.amazonpay import AmazonPayDeadlineExceeded, AmazonPayError, AmazonPayRequestError
-from service.core import ObjectNotFound, UnknownMerchant
+from service.core import CircuitOpen, ObjectNotFound, Overloaded, UnknownMerchant
 from service.ledger import InvalidPageToken, OperationConflict
 
 from ._validation import Violation
@@ -41,6 +41,10 @@ SERVICE_REASONS: Mapping[str, str] = {
     "DEADLINE_EXCEEDED": "the call's deadline passed before Amazon Pay answered",
     "STREAM_OVERFLOW": "a WatchEvents reader fell behind; resume from its last event_id",
     "CHARGE_PERMISSION_OPEN": "buyer data of a charge permission that is not Closed is kept",
+    "UNAUTHENTICATED": "no credentials, or credentials that identify no configured caller",
+    "RPC_NOT_ALLOWED": "the caller's allowlist does not include this RPC",
+    "CIRCUIT_OPEN": "Amazon Pay was failing for this merchant; calls fail fast for a while",
+    "OVERLOADED": "too many Amazon Pay calls in flight and queued for this merchant",
 }
 
 _BY_HTTP_STATUS: Mapping[int, grpc.StatusCode] = {
@@ -153,6 +157,20 @@ def to_status(exc: BaseException) -> grpc.Status | None:
             error_details_pb2.ErrorInfo(reason=exc.reason, domain=SERVICE_DOMAIN),
             violations=exc.violations,
             retry_after_s=exc.retry_after_s,
+        )
+    if isinstance(exc, CircuitOpen):
+        return _status(
+            grpc.StatusCode.UNAVAILABLE,
+            exc.message,
+            error_details_pb2.ErrorInfo(reason="CIRCUIT_OPEN", domain=SERVICE_DOMAIN),
+            retry_after_s=max(exc.retry_after_s, 0.1),
+        )
+    if isinstance(exc, Overloaded):
+        return _status(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            str(exc),
+            error_details_pb2.ErrorInfo(reason="OVERLOADED", domain=SERVICE_DOMAIN),
+            retry_after_s=0.5,
         )
     if isinstance(exc, AmazonPayRequestError):
         return _status(

@@ -13,7 +13,9 @@ from service.config import GrpcSettings
 
 from ._registry import ServiceStub, discover_services
 
-__all__ = ["GrpcServer", "build_server"]
+__all__ = ["LIVENESS_SERVICE", "GrpcServer", "build_server"]
+
+LIVENESS_SERVICE = "liveness"
 
 
 class GrpcServer:
@@ -33,7 +35,9 @@ class GrpcServer:
         self.port = 0
 
     async def set_serving(self, serving: bool) -> None:
-        """Overall ("") and per-service status; readiness probes watch the overall one."""
+        """Overall ("") and per-service status; readiness probes watch the overall one. The
+        `liveness` service stays SERVING while the process runs: a replica waiting for Postgres
+        is not ready, but restarting it would not help."""
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving
@@ -44,6 +48,7 @@ class GrpcServer:
             await self.health.set(service.full_name, status)
 
     async def start(self, listen: str) -> int:
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         if self.credentials is None:
             self.port = self.server.add_insecure_port(listen)
         else:

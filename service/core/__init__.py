@@ -1,6 +1,7 @@
 """Payment operations over the Amazon Pay client and the ledger: the exactly-once path, reads
 with ledger fallback, and re-drive of interrupted operations. No gRPC in here."""
 
+from ._guard import Admission, BreakerSettings, CircuitBreaker, CircuitOpen, Overloaded
 from ._merchants import Merchant, MerchantRegistry, UnknownMerchant
 from ._operations import (
     GETTERS,
@@ -19,12 +20,17 @@ __all__ = [
     "GETTERS",
     "KINDS",
     "SPECS",
+    "Admission",
     "AmazonCall",
+    "BreakerSettings",
+    "CircuitBreaker",
+    "CircuitOpen",
     "Kind",
     "Merchant",
     "MerchantRegistry",
     "ObjectNotFound",
     "Outcome",
+    "Overloaded",
     "Payments",
     "ReadResult",
     "StoredFailure",

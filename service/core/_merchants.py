@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from service.amazonpay import AmazonPayClient, AttemptEvent, ClientConfig, MerchantAccount
 from service.config import AmazonPaySettings
+
+from ._guard import Admission, BreakerSettings, CircuitBreaker
+
+T = TypeVar("T")
 
 __all__ = ["Merchant", "MerchantRegistry", "UnknownMerchant"]
 
@@ -19,11 +24,32 @@ class UnknownMerchant(LookupError):
 
 
 class Merchant:
-    """One account: its alias (what callers send) and the client that signs for it."""
+    """One account: its alias (what callers send), the client that signs for it, and the
+    breaker and admission control in front of it."""
 
-    def __init__(self, alias: str, client: AmazonPayClient) -> None:
+    def __init__(
+        self,
+        alias: str,
+        client: AmazonPayClient,
+        breaker: CircuitBreaker | None = None,
+        admission: Admission | None = None,
+    ) -> None:
         self.alias = alias
         self.client = client
+        self.breaker = breaker or CircuitBreaker(alias, BreakerSettings())
+        self.admission = admission or Admission(alias, 64, 128)
+
+    async def call(self, make: Callable[[], Awaitable[T]]) -> T:
+        """One Amazon call through the circuit breaker (admission is taken by the caller, once
+        per logical operation, so nested calls cannot deadlock on it)."""
+        self.breaker.before_call()
+        try:
+            result = await make()
+        except BaseException as exc:
+            self.breaker.record(exc)
+            raise
+        self.breaker.record(None)
+        return result
 
     @property
     def account(self) -> MerchantAccount:
@@ -47,6 +73,10 @@ class MerchantRegistry:
         *,
         client_config: ClientConfig | None = None,
         on_attempt: Callable[[AttemptEvent], None] | None = None,
+        breaker: BreakerSettings | None = None,
+        max_concurrent: int = 64,
+        max_queued: int = 128,
+        on_circuit_change: Callable[[str, int], None] | None = None,
     ) -> MerchantRegistry:
         config = client_config or ClientConfig()
         executor = ThreadPoolExecutor(
@@ -69,7 +99,17 @@ class MerchantRegistry:
             client = AmazonPayClient(
                 account, config=config, signing_executor=executor, on_attempt=on_attempt
             )
-            merchants.append(Merchant(entry.merchant_alias, client))
+            alias = entry.merchant_alias
+            merchants.append(
+                Merchant(
+                    alias,
+                    client,
+                    CircuitBreaker(
+                        alias, breaker or BreakerSettings(), on_change=on_circuit_change
+                    ),
+                    Admission(alias, max_concurrent, max_queued),
+                )
+            )
         registry = cls(merchants, settings[0].merchant_alias)
         registry._executor = executor
         return registry

@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 from service.amazonpay import AmazonPayClient, AmazonPayError, ApiObject
@@ -348,6 +349,19 @@ class Payments:
         deadline: float | None,
     ) -> Outcome:
         merchant = self.merchants.get(merchant_alias)
+        # Refused here, a call leaves no operation behind to re-drive.
+        merchant.breaker.check()
+        async with merchant.admission:
+            return await self._execute(merchant, call, idempotency_key, request_hash, deadline)
+
+    async def _execute(
+        self,
+        merchant: Merchant,
+        call: AmazonCall,
+        idempotency_key: str | None,
+        request_hash: bytes,
+        deadline: float | None,
+    ) -> Outcome:
         spec = SPECS[call.operation]
         if not idempotency_key:
             obj = await self._invoke(merchant, call, None, deadline)
@@ -420,14 +434,19 @@ class Payments:
         (an HTTP retry, a re-drive, a second call) is refused as a state error. If the object
         is already in the state the call asked for, the call succeeded: answer with the object."""
         try:
-            return await SPECS[call.operation].invoke(merchant.client, call, key, deadline)
+            return await merchant.call(
+                lambda: SPECS[call.operation].invoke(merchant.client, call, key, deadline)
+            )
         except AmazonPayError as exc:
             target = _SETTLED_BY.get(call.operation)
             if target is None or exc.reason_code != target[2] or not call.path_id:
                 raise
             kind, state, _ = target
             try:
-                current = await GETTERS[kind](merchant.client, call.path_id, deadline)
+                path_id = call.path_id
+                current = await merchant.call(
+                    lambda: GETTERS[kind](merchant.client, path_id, deadline)
+                )
             except AmazonPayError:
                 raise exc from None
             if getattr(current, "state", None) != state:
@@ -447,7 +466,9 @@ class Payments:
             if not isinstance(object_id, str) or not object_id:
                 continue
             try:
-                obj = await GETTERS[kind](merchant.client, object_id, deadline)
+                obj = await merchant.call(
+                    partial(GETTERS[kind], merchant.client, object_id, deadline)
+                )
                 await self.repository.record(
                     self.records(kind, merchant.alias, obj.raw), "api", timeout=_COMMIT_TIMEOUT_S
                 )
@@ -480,7 +501,10 @@ class Payments:
             if source == "ledger":
                 raise ObjectNotFound(f"{kind} {object_id} is not in the ledger")
         try:
-            obj = await GETTERS[kind](merchant.client, object_id, deadline)
+            async with merchant.admission:
+                obj = await merchant.call(
+                    lambda: GETTERS[kind](merchant.client, object_id, deadline)
+                )
         except AmazonPayError as exc:
             if source == "auto" and (exc.http_status == 404 or exc.retryable):
                 stored = stored or await self.repository.get_object(
@@ -540,9 +564,10 @@ class Payments:
                 )
                 continue
             try:
-                await self._drive(
-                    merchant, op, source="recovery", deadline=time.monotonic() + deadline_s
-                )
+                async with merchant.admission:
+                    await self._drive(
+                        merchant, op, source="recovery", deadline=time.monotonic() + deadline_s
+                    )
                 finished += 1
             except AmazonPayError as exc:
                 if _is_definitive(exc):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from service.api import discover_services
-from tests._process import ServiceProcess, free_port
+from tests._process import REPO, ServiceProcess, free_port
 
 EXPECTED_SERVICES = {
     "CheckoutSessionService",
@@ -26,12 +28,17 @@ EXPECTED_SERVICES = {
 
 
 @pytest.fixture
-async def dev_service(tmp_path: Path) -> AsyncIterator[tuple[ServiceProcess, str]]:
+async def dev_service() -> AsyncIterator[tuple[ServiceProcess, str]]:
     port = free_port()
+    # Under the repository, not pytest's 0700 temp root: the embedded server runs as its own
+    # unprivileged user when tests run as root, and must be able to reach its data directory.
+    data = REPO / ".data" / f"e2e-{uuid.uuid4().hex[:8]}"
     service = ServiceProcess(
         {
             "GRPC_LISTEN": f"127.0.0.1:{port}",
-            "EMBEDDED_POSTGRES_DIR": str(tmp_path / "data" / "postgres"),
+            "IPN_LISTEN": "127.0.0.1:0",
+            "ADMIN_LISTEN": "127.0.0.1:0",
+            "EMBEDDED_POSTGRES_DIR": str(data / "postgres"),
             "DATABASE_URL": "",
             "AMAZON_PAY_PUBLIC_KEY_ID": "",
             "AMAZON_PAY_PRIVATE_KEY_FILE": "",
@@ -43,6 +50,7 @@ async def dev_service(tmp_path: Path) -> AsyncIterator[tuple[ServiceProcess, str
         yield service, f"127.0.0.1:{port}"
     finally:
         await service.kill()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 async def test_embedded_default_serves_health_and_reflection_then_stops_cleanly(
