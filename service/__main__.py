@@ -1,4 +1,5 @@
-"""`python -m service` serves gRPC; `python -m service migrate` applies migrations and exits."""
+"""`python -m service` serves gRPC; `migrate` applies migrations and exits; `reencrypt-pii`
+rewrites buyer PII still encrypted with a key other than `PII_ACTIVE_KEY_ID`."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import sys
 
 import asyncpg
 
-from .app import Application
+from .app import Application, pii_keyring
 from .config import ConfigError, Settings, load_settings
-from .ledger import EmbeddedPostgres, MigrationError, apply_migrations
+from .ledger import EmbeddedPostgres, Ledger, MigrationError, apply_migrations
 from .telemetry import configure_logging, configure_telemetry
 
 _log = logging.getLogger("service")
@@ -45,9 +46,27 @@ async def _migrate(settings: Settings) -> int:
             await embedded.stop()
 
 
+async def _reencrypt_pii(settings: Settings) -> int:
+    """After making a new PII key active: rewrite values still under older keys."""
+    if settings.database.url is None:
+        print("reencrypt-pii needs DATABASE_URL", file=sys.stderr)
+        return 2
+    ledger = await Ledger.connect(
+        settings.database.url, keyring=await pii_keyring(settings), min_size=1, max_size=2
+    )
+    try:
+        done = await ledger.vault.reencrypt(ledger.pool)
+        _log.info("PII values re-encrypted", extra={"values": done})
+        return 0
+    finally:
+        await ledger.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
+    parser.add_argument(
+        "command", nargs="?", default="serve", choices=["serve", "migrate", "reencrypt-pii"]
+    )
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -58,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "migrate":
             return asyncio.run(_migrate(settings))
+        if args.command == "reencrypt-pii":
+            return asyncio.run(_reencrypt_pii(settings))
         return asyncio.run(_serve(settings))
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

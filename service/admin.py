@@ -1,8 +1,10 @@
-"""The admin port: Prometheus `/metrics` for scrapers, kept off the gRPC port so callers never
-reach it and NetworkPolicy can open it to the monitoring namespace only."""
+"""The admin port: Prometheus `/metrics`, and `/readyz` + `/livez` mirroring gRPC health for
+probes that cannot speak TLS gRPC. Kept off the gRPC port so callers never reach it and
+NetworkPolicy can open it to the monitoring namespace and the kubelet only."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -12,9 +14,18 @@ __all__ = ["AdminServer"]
 
 
 class AdminServer:
-    def __init__(self) -> None:
+    def __init__(self, ready: Callable[[], bool] = lambda: True) -> None:
+        self._ready = ready
         self._runner: web.AppRunner | None = None
         self.port = 0
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        if self._ready():
+            return web.Response(text="SERVING\n")
+        return web.Response(status=503, text="NOT_SERVING\n")
+
+    async def _livez(self, _request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         body = generate_latest(REGISTRY)
@@ -23,6 +34,8 @@ class AdminServer:
     async def start(self, host: str, port: int) -> int:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/livez", self._livez)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from urllib.parse import urlsplit
 
+import asyncpg
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.metrics import MeterProvider
 
@@ -23,12 +24,20 @@ from .amazonpay import ClientConfig, RetryPolicy
 from .api import AuthInterceptor, GrpcServer, Rpcs, build_server, build_servicers
 from .config import ConfigError, Settings, parse_listen_address
 from .core import BreakerSettings, MerchantRegistry, Payments
-from .ledger import EmbeddedPostgres, EventHub, InstanceLease, Ledger, PiiKeyError, PiiKeyring
+from .ledger import (
+    EmbeddedPostgres,
+    EventHub,
+    InstanceLease,
+    Ledger,
+    PiiKeyError,
+    PiiKeyring,
+    require_migrated,
+)
 from .security import load_security
 from .telemetry import Metrics
 from .workers import IpnReceiver, Reconciler, ReconcilerSettings, SnsVerifier
 
-__all__ = ["Application"]
+__all__ = ["Application", "pii_keyring"]
 
 _log = logging.getLogger("service.app")
 
@@ -79,7 +88,7 @@ class Application:
             settings = await self._start_dev_amazon(settings)
         self.ledger = await Ledger.connect(
             url,
-            keyring=await self._pii_keyring(settings),
+            keyring=await pii_keyring(settings),
             min_size=settings.database.pool_min_size,
             max_size=settings.database.pool_max_size,
             statement_timeout_ms=settings.database.statement_timeout_ms,
@@ -87,6 +96,9 @@ class Application:
         if settings.database.migrate_on_start:
             applied = await self.ledger.migrate()
             _log.info("migrations checked", extra={"applied": applied})
+        else:
+            async with self.ledger.pool.acquire() as conn:
+                await require_migrated(conn)
         self._instance = InstanceLease(url)
         await self._instance.acquire()
         pool = self.ledger.pool
@@ -133,26 +145,6 @@ class Application:
                 "authentication": security.callers is not None,
             },
         )
-
-    async def _pii_keyring(self, settings: Settings) -> PiiKeyring:
-        files = dict(settings.pii.key_files)
-        active = settings.pii.active_key_id
-        if not files:
-            if settings.database.url is not None:
-                raise ConfigError(
-                    "PII_KEY_FILES",
-                    "required when DATABASE_URL is set: buyer PII is encrypted at rest "
-                    "(e.g. PII_KEY_FILES=k1=/run/secrets/pii/k1)",
-                )
-            dev_key = settings.database.embedded_dir.parent / "dev" / "pii-dev.key"
-            if not dev_key.exists():
-                await asyncio.to_thread(PiiKeyring.generate_file, dev_key)
-            files, active = {"dev": dev_key}, "dev"
-        assert active is not None
-        try:
-            return await asyncio.to_thread(PiiKeyring.from_files, files, active)
-        except (OSError, PiiKeyError) as exc:
-            raise ConfigError("PII_KEY_FILES", str(exc)) from None
 
     async def _start_dev_amazon(self, settings: Settings) -> Settings:
         from ._devstack import DevAmazonPay
@@ -203,7 +195,7 @@ class Application:
                 assert isinstance(self._dev_amazon, DevAmazonPay)
                 await self._dev_amazon.subscribe_ipn(f"http://127.0.0.1:{bound}/ipn")
         if workers.admin_listen is not None:
-            self.admin = AdminServer()
+            self.admin = AdminServer(ready=lambda: self.grpc is not None and self.grpc.serving)
             host, port = parse_listen_address("ADMIN_LISTEN", workers.admin_listen)
             bound = await self.admin.start(host, port)
             _log.info("serving admin", extra={"listen": workers.admin_listen, "port": bound})
@@ -231,6 +223,10 @@ class Application:
             if self.ledger is None or self.grpc is None:
                 return
             reachable = await self.ledger.ping(timeout=interval_s)
+            if reachable and self._instance is not None and not self._instance.held:
+                # Postgres restarted: our liveness lock went with the old session.
+                with contextlib.suppress(OSError, asyncpg.PostgresError):
+                    await self._instance.ensure()
             if reachable != ready:
                 ready = reachable
                 await self.grpc.set_serving(ready)
@@ -282,6 +278,28 @@ class Application:
         await self.start()
         await stop.wait()
         await self.stop()
+
+
+async def pii_keyring(settings: Settings) -> PiiKeyring:
+    """The keys of `PII_KEY_FILES`, or a generated development key for the embedded database."""
+    files = dict(settings.pii.key_files)
+    active = settings.pii.active_key_id
+    if not files:
+        if settings.database.url is not None:
+            raise ConfigError(
+                "PII_KEY_FILES",
+                "required when DATABASE_URL is set: buyer PII is encrypted at rest "
+                "(e.g. PII_KEY_FILES=k1=/run/secrets/pii/k1)",
+            )
+        dev_key = settings.database.embedded_dir.parent / "dev" / "pii-dev.key"
+        if not dev_key.exists():
+            await asyncio.to_thread(PiiKeyring.generate_file, dev_key)
+        files, active = {"dev": dev_key}, "dev"
+    assert active is not None
+    try:
+        return await asyncio.to_thread(PiiKeyring.from_files, files, active)
+    except (OSError, PiiKeyError) as exc:
+        raise ConfigError("PII_KEY_FILES", str(exc)) from None
 
 
 async def _step(name: str, awaitable: Awaitable[None]) -> None:

@@ -33,6 +33,7 @@ class GrpcServer:
         self.health = health_servicer
         self.services = services
         self.port = 0
+        self.serving = False
 
     async def set_serving(self, serving: bool) -> None:
         """Overall ("") and per-service status; readiness probes watch the overall one. The
@@ -43,6 +44,7 @@ class GrpcServer:
             if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
+        self.serving = serving
         await self.health.set("", status)
         for service in self.services:
             await self.health.set(service.full_name, status)
@@ -60,6 +62,7 @@ class GrpcServer:
 
     async def stop(self, grace_s: float) -> None:
         """Health goes NOT_SERVING first so load balancers drain, then in-flight calls finish."""
+        self.serving = False
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
 

@@ -5,7 +5,13 @@ No gRPC and no HTTP in here.
 
 from ._embedded import EmbeddedPostgres
 from ._instance import InstanceLease, instance_alive
-from ._migrate import Migration, MigrationError, apply_migrations, load_migrations
+from ._migrate import (
+    Migration,
+    MigrationError,
+    apply_migrations,
+    load_migrations,
+    require_migrated,
+)
 from ._notify import CHANNEL, EventHub, Notice, Subscription
 from ._pii import PII_FIELDS, PiiKeyError, PiiKeyring, PiiVault, buyer_hash_of
 from ._pool import Ledger
@@ -58,4 +64,5 @@ __all__ = [
     "buyer_hash_of",
     "instance_alive",
     "load_migrations",
+    "require_migrated",
 ]

@@ -11,7 +11,13 @@ from importlib import resources
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-__all__ = ["Migration", "MigrationError", "apply_migrations", "load_migrations"]
+__all__ = [
+    "Migration",
+    "MigrationError",
+    "apply_migrations",
+    "load_migrations",
+    "require_migrated",
+]
 
 _log = logging.getLogger("service.ledger.migrate")
 
@@ -105,3 +111,25 @@ async def apply_migrations(
         return done
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _ADVISORY_LOCK_ID)
+
+
+async def require_migrated(conn: asyncpg.Connection | PoolConnectionProxy) -> None:
+    """Refuse to run against a schema this build does not match (when a migration Job, not
+    start-up, applies migrations)."""
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    applied = (
+        {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        if exists
+        else set()
+    )
+    shipped = {m.version for m in load_migrations()}
+    if shipped - applied:
+        raise MigrationError(
+            f"database lacks migrations {sorted(shipped - applied)}: run `python -m service "
+            "migrate` (the migration Job) before starting this release"
+        )
+    if applied - shipped:
+        raise MigrationError(
+            f"database has migrations {sorted(applied - shipped)} this build does not know; "
+            "it was migrated by a newer release"
+        )

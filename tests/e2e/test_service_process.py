@@ -7,11 +7,13 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from payments.amazonpay.v1 import ledger_pb2, ledger_pb2_grpc
 from service.api import discover_services
 from tests._process import REPO, ServiceProcess, free_port
 
@@ -28,8 +30,9 @@ EXPECTED_SERVICES = {
 
 
 @pytest.fixture
-async def dev_service() -> AsyncIterator[tuple[ServiceProcess, str]]:
+async def dev_service() -> AsyncIterator[tuple[ServiceProcess, str, int]]:
     port = free_port()
+    admin_port = free_port()
     # Under the repository, not pytest's 0700 temp root: the embedded server runs as its own
     # unprivileged user when tests run as root, and must be able to reach its data directory.
     data = REPO / ".data" / f"e2e-{uuid.uuid4().hex[:8]}"
@@ -37,7 +40,7 @@ async def dev_service() -> AsyncIterator[tuple[ServiceProcess, str]]:
         {
             "GRPC_LISTEN": f"127.0.0.1:{port}",
             "IPN_LISTEN": "127.0.0.1:0",
-            "ADMIN_LISTEN": "127.0.0.1:0",
+            "ADMIN_LISTEN": f"127.0.0.1:{admin_port}",
             "EMBEDDED_POSTGRES_DIR": str(data / "postgres"),
             "DATABASE_URL": "",
             "AMAZON_PAY_PUBLIC_KEY_ID": "",
@@ -47,16 +50,16 @@ async def dev_service() -> AsyncIterator[tuple[ServiceProcess, str]]:
     )
     await service.start()
     try:
-        yield service, f"127.0.0.1:{port}"
+        yield service, f"127.0.0.1:{port}", admin_port
     finally:
         await service.kill()
         shutil.rmtree(data, ignore_errors=True)
 
 
 async def test_embedded_default_serves_health_and_reflection_then_stops_cleanly(
-    dev_service: tuple[ServiceProcess, str],
+    dev_service: tuple[ServiceProcess, str, int],
 ) -> None:
-    service, target = dev_service
+    service, target, admin_port = dev_service
     await service.wait_serving(timeout=60)
     async with grpc.aio.insecure_channel(target) as channel:
         health = health_pb2_grpc.HealthStub(channel)
@@ -75,6 +78,21 @@ async def test_embedded_default_serves_health_and_reflection_then_stops_cleanly(
         listed = {s.name async for r in responses for s in r.list_services_response.service}
     assert {f"payments.amazonpay.v1.{name}" for name in EXPECTED_SERVICES} <= listed
     assert "grpc.health.v1.Health" in listed
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        await ledger_pb2_grpc.LedgerServiceStub(channel).ListTransactions(
+            ledger_pb2.ListTransactionsRequest(), timeout=5
+        )
+    async with aiohttp.ClientSession() as http:
+        admin = f"http://127.0.0.1:{admin_port}"
+        async with http.get(f"{admin}/readyz") as ready:
+            assert ready.status == 200
+        async with http.get(f"{admin}/livez") as live:
+            assert live.status == 200
+        async with http.get(f"{admin}/metrics") as metrics:
+            text = await metrics.text()
+    assert "amazonpay_rpc_duration" in text
+    assert 'rpc="ListTransactions"' in text
 
     assert await service.terminate() == 0
     assert any('"msg":"stopped"' in line for line in service.log_lines)

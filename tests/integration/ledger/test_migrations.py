@@ -7,7 +7,14 @@ import sys
 import asyncpg
 import pytest
 
-from service.ledger import Ledger, Migration, MigrationError, apply_migrations, load_migrations
+from service.ledger import (
+    Ledger,
+    Migration,
+    MigrationError,
+    apply_migrations,
+    load_migrations,
+    require_migrated,
+)
 from tests._postgres import REPO
 
 
@@ -123,3 +130,16 @@ async def test_events_land_in_the_current_month_partition(ledger: Ledger) -> Non
         partition = await conn.fetchval("SELECT tableoid::regclass::text FROM events")
         expected = await conn.fetchval("SELECT 'events_' || to_char(now(), 'YYYY_MM')")
     assert partition == expected
+
+
+async def test_a_replica_that_does_not_migrate_refuses_an_unmigrated_database(
+    database_url: str,
+) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        with pytest.raises(MigrationError, match="run `python -m service migrate`"):
+            await require_migrated(conn)
+        await apply_migrations(conn)
+        await require_migrated(conn)
+    finally:
+        await conn.close()

@@ -130,3 +130,48 @@ def test_a_short_key_file_is_refused(tmp_path: object) -> None:
         PiiKeyring.from_files({"k": path}, "k")
     assert "k1" in repr(PiiKeyring({"k1": os.urandom(32)}, "k1"))
     assert "bytes" not in repr(PiiKeyring({"k1": os.urandom(32)}, "k1"))
+
+
+async def test_the_reencrypt_command_moves_every_value_to_the_active_key(
+    database_url: str, tmp_path: object
+) -> None:
+    import asyncio
+    import sys
+    from pathlib import Path
+
+    from tests._postgres import REPO
+
+    base = Path(str(tmp_path))
+    k1, k2 = base / "k1", base / "k2"
+    PiiKeyring.generate_file(k1)
+    PiiKeyring.generate_file(k2)
+    first = await Ledger.connect(database_url, keyring=PiiKeyring.from_files({"k1": k1}, "k1"))
+    await first.migrate()
+    await first.repository.record([permission()], "api")
+    await first.close()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "PII_KEY_FILES": f"k1={k1},k2={k2}",
+        "PII_ACTIVE_KEY_ID": "k2",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service",
+        "reencrypt-pii",
+        cwd=REPO,
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()
+    only_k2 = await Ledger.connect(database_url, keyring=PiiKeyring.from_files({"k2": k2}, "k2"))
+    try:
+        stored = await only_k2.repository.get_object(
+            "default", "charge_permission", "S01-1111111-2222222"
+        )
+        assert stored is not None
+        assert stored.snapshot["buyer"] == BUYER
+    finally:
+        await only_k2.close()
