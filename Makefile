@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PROTO_DIR := protos
 GEN_DIR := payments/amazonpay/v1
 
-.PHONY: run test lint fmt typecheck proto proto-check buf-lint venv emulator bench lock clean
+.PHONY: run test lint fmt typecheck proto proto-check buf-lint buf-breaking venv emulator bench lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ emulator: $(STAMP)
 test: $(STAMP)
 	$(PY) scripts/run_tests.py $(PYTEST_ARGS)
 
-lint: $(STAMP) proto-check buf-lint
+lint: $(STAMP) proto-check buf-lint buf-breaking
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -36,6 +36,10 @@ fmt: $(STAMP)
 
 buf-lint: $(STAMP)
 	$(VENV)/bin/buf lint
+
+# Compares protos/ with the previous commit (pass BUF_AGAINST=origin/main for a branch).
+buf-breaking: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/buf_breaking.sh $(BUF_AGAINST)
 
 proto: $(STAMP)
 	$(PY) scripts/gen_protos.py
