@@ -240,11 +240,11 @@ def test_probes_use_grpc_health_on_the_grpc_port_unless_it_speaks_tls(
         if "GRPC_TLS_CERT_FILE" in env:
             # kubelet's gRPC prober speaks plaintext only: on a TLS port it can never succeed.
             assert "grpc" not in probe, f"{kind}: a grpc probe cannot pass TLS"
-            if kind == "livenessProbe":
-                assert ports[probe["httpGet"]["port"]] == admin_port
-                assert probe["httpGet"]["path"] == "/metrics"
-            else:
-                assert ports.get(probe["tcpSocket"]["port"]) == grpc_port, kind
+            # The admin port mirrors gRPC health (service/admin.py): /readyz, /livez.
+            assert ports[probe["httpGet"]["port"]] == admin_port, kind
+            expected = "/livez" if kind == "livenessProbe" else "/readyz"
+            assert probe["httpGet"]["path"] == expected, kind
+            assert expected.encode() in (ROOT / "service" / "admin.py").read_bytes()
         else:
             assert probe["grpc"]["port"] == grpc_port, kind
             assert "tcpSocket" not in probe
