@@ -249,6 +249,27 @@ def _operation(row: asyncpg.Record) -> Operation:
     )
 
 
+def _object_params(rec: ObjectRecord, snapshot: Mapping[str, Any]) -> tuple[object, ...]:
+    """$1..$15 of the objects INSERT and UPDATE statements, in column order."""
+    return (
+        rec.merchant,
+        rec.kind,
+        rec.object_id,
+        rec.checkout_session_id,
+        rec.charge_permission_id,
+        rec.charge_id,
+        rec.state,
+        rec.reason_code,
+        rec.is_final,
+        rec.amount,
+        rec.currency_code,
+        rec.merchant_reference_id,
+        dict(snapshot),
+        rec.created_at,
+        rec.amazon_expires_at,
+    )
+
+
 def _token_digest(parts: Sequence[object]) -> str:
     return hashlib.sha256(repr(tuple(parts)).encode()).hexdigest()[:16]
 
@@ -340,21 +361,7 @@ class Repository:
             ON CONFLICT (merchant, kind, object_id) DO NOTHING
             RETURNING true
             """,
-            rec.merchant,
-            rec.kind,
-            rec.object_id,
-            rec.checkout_session_id,
-            rec.charge_permission_id,
-            rec.charge_id,
-            rec.state,
-            rec.reason_code,
-            rec.is_final,
-            rec.amount,
-            rec.currency_code,
-            rec.merchant_reference_id,
-            sealed,
-            rec.created_at,
-            rec.amazon_expires_at,
+            *_object_params(rec, sealed),
             timeout=timeout,
         )
         previous_state = None
@@ -418,21 +425,7 @@ class Repository:
                     next_poll_at = CASE WHEN $9 THEN NULL ELSE coalesce(next_poll_at, now()) END
                 WHERE merchant = $1 AND kind = $2 AND object_id = $3
                 """,
-                rec.merchant,
-                rec.kind,
-                rec.object_id,
-                rec.checkout_session_id,
-                rec.charge_permission_id,
-                rec.charge_id,
-                rec.state,
-                rec.reason_code,
-                rec.is_final,
-                rec.amount,
-                rec.currency_code,
-                rec.merchant_reference_id,
-                sealed,
-                rec.created_at,
-                rec.amazon_expires_at,
+                *_object_params(rec, sealed),
                 timeout=timeout,
             )
         row = await conn.fetchrow(
