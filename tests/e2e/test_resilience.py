@@ -220,6 +220,31 @@ async def test_one_trace_spans_grpc_server_amazon_http_and_sql(
     assert any((s.attributes or {}).get("db.system") == "postgresql" for s in ours)
 
 
+async def test_trace_attributes_carry_no_pii_or_secrets(
+    spans: InMemorySpanExporter, api: Stubs, clean_emulator: EmulatorProcess, keys: Keys
+) -> None:
+    spans.clear()
+    done = await checkout(api, clean_emulator, intent=cs.PAYMENT_INTENT_AUTHORIZE)
+    await api.charges.CaptureCharge(
+        charge_pb2.CaptureChargeRequest(
+            charge_id=done.charge_id, idempotency_key=key(), capture_amount=usd("100.00")
+        )
+    )
+    finished = spans.get_finished_spans()
+    assert len(finished) > 10
+    values = " ".join(str(value) for span in finished for value in (span.attributes or {}).values())
+    assert done.charge_id in values  # ids are fine, and prove attributes were recorded
+    private_key_body = keys.private.read_text().splitlines()[1]
+    for secret in (
+        "Susie Smith",
+        "susie.smith@example.com",
+        "Ditka Ave",
+        private_key_body,
+        "Signature=",
+    ):
+        assert secret not in values, secret
+
+
 async def test_no_secret_or_pii_reaches_the_logs_across_a_full_flow(
     api: Stubs, clean_emulator: EmulatorProcess, keys: Keys
 ) -> None:
