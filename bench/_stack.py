@@ -340,6 +340,7 @@ def service_env(
         "AMAZON_PAY_STORE_ID": "amzn1.application-oa2-client.bench",
         "SHUTDOWN_GRACE_S": "2",
         "IPN_LISTEN": "off",
+        "ADMIN_LISTEN": "127.0.0.1:0",
         "IPN_EXTRA_CERT_HOSTS": urlsplit(emulator.url).netloc,
         "RECONCILER_ENABLED": "0",
         "LOG_LEVEL": "WARNING",

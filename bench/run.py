@@ -165,7 +165,7 @@ async def running_stack(
         service = Service(
             service_env(database_url, emulator, private, pii, **env),
             free_port(),
-            workdir / "service.log",
+            REPO / ".data" / "bench-logs" / "service.log",
         )
         await service.start(command=service_command)
         await service.wait_serving()
