@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PROTO_DIR := protos
 GEN_DIR := payments/amazonpay/v1
 
-.PHONY: run test lint fmt typecheck proto proto-check buf-lint buf-breaking venv emulator bench lock clean
+.PHONY: run test lint fmt typecheck proto proto-check buf-lint buf-breaking venv emulator bench soak lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,7 +48,10 @@ proto-check: $(STAMP)
 	$(PY) scripts/gen_protos.py --check
 
 bench: $(STAMP)
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
+
+soak: $(STAMP)
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 lock: $(STAMP)
 	{ echo "# Exact versions every install uses (pip -c). Regenerate with: make lock"; \
