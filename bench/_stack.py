@@ -344,6 +344,7 @@ def service_env(
         "IPN_EXTRA_CERT_HOSTS": urlsplit(emulator.url).netloc,
         "RECONCILER_ENABLED": "0",
         "LOG_LEVEL": "WARNING",
+        "PYTHONFAULTHANDLER": "1",
         "PII_KEY_FILES": f"k1={pii_key}",
     }
     env.update(overrides)

@@ -245,6 +245,12 @@ class Bench:
         before = self.s.probe.read()
         run = await runner()
         cpu = cpu_delta(before, self.s.probe.read())
+        if not self.s.service.running:
+            code = self.s.service.process.returncode if self.s.service.process else None
+            raise RuntimeError(
+                f"the service process exited (code {code}) during {labels}; "
+                f"see {self.s.service.log_file}"
+            )
         out: dict[str, Any] = {**labels, **run.summary(), "cpu_s": cpu}
         if run.ok:
             out["service_cpu_ms_per_call"] = round(cpu["service"] / run.ok * 1000, 3)
