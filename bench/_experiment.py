@@ -35,14 +35,14 @@ def _apply() -> None:
             kwargs.setdefault("reset", _keep_session)
             return original(*args, **kwargs)
 
-        asyncpg.create_pool = create_pool  # type: ignore[assignment]
+        asyncpg.create_pool = create_pool
     if "no-tracing" in PATCHES:
         from opentelemetry import trace
 
         import service.telemetry as telemetry
 
         telemetry.instrument_libraries = lambda: None
-        trace.set_tracer_provider = lambda *_a, **_k: None  # type: ignore[assignment]
+        trace.set_tracer_provider = lambda *_a, **_k: None
     unknown = PATCHES - {"no-pool-reset", "no-tracing"}
     if unknown:
         raise SystemExit(f"unknown BENCH_PATCHES: {sorted(unknown)}")

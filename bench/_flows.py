@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -32,12 +33,14 @@ def usd(amount: str) -> common_pb2.Price:
 
 @dataclass
 class Stubs:
+    """grpc.aio stubs (typed Any: the generated stubs are typed for the synchronous API)."""
+
     target: str
-    sessions: checkout_session_pb2_grpc.CheckoutSessionServiceStub
-    permissions: charge_permission_pb2_grpc.ChargePermissionServiceStub
-    charges: charge_pb2_grpc.ChargeServiceStub
-    refunds: refund_pb2_grpc.RefundServiceStub
-    ledger: ledger_pb2_grpc.LedgerServiceStub
+    sessions: Any
+    permissions: Any
+    charges: Any
+    refunds: Any
+    ledger: Any
 
 
 def stubs_for(channel: grpc.aio.Channel, target: str) -> Stubs:

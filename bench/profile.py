@@ -28,7 +28,8 @@ import grpc
 
 from bench._flows import stubs_for
 from bench._load import Run, closed_loop
-from bench.run import REPO, RESULTS, Bench, Options, log, running_stack
+from bench._stack import REPO
+from bench.run import RESULTS, Bench, Options, log, running_stack
 from payments.amazonpay.v1 import ledger_pb2
 
 # (area, regex on "function (file)") - first match wins, checked from the innermost frame out

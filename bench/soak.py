@@ -539,13 +539,15 @@ class Soak:
                     "refundedAmount": c.get("refundedAmount"),
                 },
             )
-        for rid, r in em_refunds.items():
+        for rid, refund in em_refunds.items():
             row = ledger.get(("refund", rid))
             if row is None:
-                problems.append(f"refund {rid} ({r['statusDetails']['state']}) not in the ledger")
+                problems.append(
+                    f"refund {rid} ({refund['statusDetails']['state']}) not in the ledger"
+                )
                 continue
             problems += _compare(
-                "refund", rid, row, r["statusDetails"]["state"], r["refundAmount"], {}
+                "refund", rid, row, refund["statusDetails"]["state"], refund["refundAmount"], {}
             )
         for kind, oid in ledger:
             known = em_charges if kind == "charge" else em_refunds
@@ -707,7 +709,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result["replica_restarts"] = [r.starts - 1 for r in soak.replicas]
         finally:
             for channel in soak.channels:
-                await channel.close()
+                await channel.close(None)
             for replica in soak.replicas:
                 await replica.terminate()
             if soak.emulator is not None:
