@@ -1,6 +1,6 @@
 """`python -m bench.soak`: three replicas, mixed traffic, injected faults, crashes; then a ledger audit.
 
-Loopback only and bounded: ``--seconds`` of traffic (default 150) and at most ``--max-requests``
+Loopback only and bounded: ``--seconds`` of traffic (default 120) and at most ``--max-requests``
 gRPC calls, then at most ``--settle-seconds`` for the reconcilers to finish.
 
 - Embedded PostgreSQL under ``.data/soak-postgres`` (restarted once with ``pg_ctl restart``),
@@ -815,8 +815,8 @@ def markdown(r: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
-    p.add_argument("--seconds", type=float, default=150.0, help="traffic duration")
-    p.add_argument("--settle-seconds", type=float, default=75.0)
+    p.add_argument("--seconds", type=float, default=120.0, help="traffic duration")
+    p.add_argument("--settle-seconds", type=float, default=60.0)
     p.add_argument("--max-requests", type=int, default=30_000)
     p.add_argument("--workers", type=int, default=12)
     p.add_argument("--call-timeout", type=float, default=5.0)
