@@ -225,24 +225,29 @@ def instrument_libraries() -> None:
 
 
 def configure_telemetry(service_name: str = "amazonpay-service") -> None:
-    """Process-wide providers for a running service: Prometheus reader always (served on the
-    admin port), OTLP exporters when `OTEL_EXPORTER_OTLP_ENDPOINT` is set."""
+    """Process-wide providers for a running service: the Prometheus reader always (served on the
+    admin port); traces and OTLP export only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+
+    Without an exporter the API's no-op tracer stays in place: recording spans nobody exports
+    cost about 40 % of the CPU of a CreateCharge (bench/results/profile.md). Callers' W3C trace
+    context is still propagated to Amazon calls by the gRPC interceptor either way.
+    """
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
     from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
-    tracer_provider = TracerProvider(resource=resource)
     readers: list[MetricReader] = [PrometheusMetricReader()]
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+        tracer_provider = TracerProvider(resource=resource)
         tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        trace.set_tracer_provider(tracer_provider)
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
-    trace.set_tracer_provider(tracer_provider)
+        instrument_libraries()
     otel_metrics.set_meter_provider(SdkMeterProvider(resource=resource, metric_readers=readers))
-    instrument_libraries()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, TypeVar, cast
 
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
@@ -55,6 +56,7 @@ M = TypeVar("M", bound=Message)
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
+@cache
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
@@ -86,6 +88,19 @@ def enum_to_amazon(enum: EnumDescriptor, number: int) -> str | None:
 
 def parse_amazon_timestamp(value: str) -> datetime:
     """Amazon's compact `20191015T204313Z`, or ISO 8601."""
+    if len(value) == 16 and value[8] == "T" and value[15] == "Z" and value[:8].isdigit():
+        try:  # sliced by hand: strptime was a tenth of ListTransactions' CPU
+            return datetime(
+                int(value[0:4]),
+                int(value[4:6]),
+                int(value[6:8]),
+                int(value[9:11]),
+                int(value[11:13]),
+                int(value[13:15]),
+                tzinfo=UTC,
+            )
+        except ValueError:
+            pass
     try:
         return datetime.strptime(value, _TIMESTAMP_COMPACT).replace(tzinfo=UTC)
     except ValueError:
@@ -129,6 +144,21 @@ def _lookup(data: Mapping[str, Any], key: str) -> Any:
     return None
 
 
+@cache
+def _raw_companions(descriptor: Descriptor) -> frozenset[str]:
+    return frozenset(f.name for f in descriptor.fields if f.name.startswith("raw_"))
+
+
+@cache
+def _readable_fields(descriptor: Descriptor) -> tuple[FieldDescriptor, ...]:
+    """Fields filled from JSON: all but the `raw_x` companions, which their enum fills."""
+    return tuple(
+        f
+        for f in descriptor.fields
+        if not (f.name.startswith("raw_") and f.name[4:] in descriptor.fields_by_name)
+    )
+
+
 def _scalar_to_proto(field: FieldDescriptor, value: Any) -> Any:
     if field.type == FieldDescriptor.TYPE_STRING:
         if isinstance(value, bool):
@@ -144,10 +174,8 @@ def _scalar_to_proto(field: FieldDescriptor, value: Any) -> Any:
 def json_to_message(data: Mapping[str, Any], message: M) -> M:
     """Fill `message` from Amazon JSON; unknown JSON keys are ignored (the snapshot keeps them)."""
     descriptor = cast(Descriptor, message.DESCRIPTOR)
-    raw_companions = {f.name for f in descriptor.fields if f.name.startswith("raw_")}
-    for field in descriptor.fields:
-        if field.name.startswith("raw_") and field.name[4:] in descriptor.fields_by_name:
-            continue
+    raw_companions = _raw_companions(descriptor)
+    for field in _readable_fields(descriptor):
         value = _lookup(data, _camel(field.name))
         if value is None:
             continue

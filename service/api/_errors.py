@@ -148,6 +148,17 @@ def _amazon_status(exc: AmazonPayError) -> grpc.Status:
     )
 
 
+# Raised while Postgres restarts: connection gone, shutting down, or a pooled connection caught
+# mid-operation (asyncpg's InternalClientError). Retrying with the same idempotency key is safe.
+_LEDGER_DOWN = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions._base.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+
+
 def to_status(exc: BaseException) -> grpc.Status | None:
     """The status for an exception, or None when it is a bug (answered as INTERNAL upstream)."""
     if isinstance(exc, RpcFailure):
@@ -206,9 +217,10 @@ def to_status(exc: BaseException) -> grpc.Status | None:
             error_details_pb2.ErrorInfo(reason="INVALID_PAGE_TOKEN", domain=SERVICE_DOMAIN),
             violations=[Violation("page_token", str(exc))],
         )
-    if isinstance(
-        exc, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError, TimeoutError)
-    ) or (isinstance(exc, asyncpg.PostgresError) and exc.sqlstate in {"57P01", "57P03", "57014"}):
+    if isinstance(exc, _LEDGER_DOWN) or (
+        isinstance(exc, asyncpg.PostgresError)
+        and exc.sqlstate in {"57P01", "57P02", "57P03", "57014"}
+    ):
         _log.warning("ledger unavailable", extra={"error": type(exc).__name__})
         return _status(
             grpc.StatusCode.UNAVAILABLE,

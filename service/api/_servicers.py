@@ -497,6 +497,7 @@ class ButtonService(button_pb2_grpc.ButtonServiceServicer):
                     grpc.StatusCode.INVALID_ARGUMENT,
                     "payload must be a JSON object",
                     "VALIDATION_FAILED",
+                    [Violation("payload", "must be a JSON object")],
                 )
             merchant = self._rpcs.payments.merchants.get(req.merchant)
             signed = await merchant.client.sign_button_payload(req.payload)
@@ -682,7 +683,7 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
     async def EraseBuyerData(self, request: Any, context: Any) -> Any:
         async def handler(req: ledger_pb2.EraseBuyerDataRequest, deadline: float | None) -> Message:
             target = req.WhichOneof("target")
-            if target is None:
+            if target is None or not getattr(req, target):
                 raise RpcFailure(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     "name charge_permission_id or buyer_id",

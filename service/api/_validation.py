@@ -40,6 +40,9 @@ _SIMULATION_CODE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _AMOUNT = re.compile(r"^[0-9]{1,13}(\.[0-9]{1,8})?$")
 _COUNTRY = re.compile(r"^[A-Z]{2,3}$")
+# google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_799
 
 # Max lengths from Amazon's reference (section 3), by field name wherever the field appears.
 MAX_LENGTHS: Mapping[str, int] = {
@@ -172,6 +175,14 @@ def _string_violations(path: str, name: str, value: str) -> Iterator[Violation]:
 
 def _walk(message: Message, prefix: str) -> Iterator[Violation]:
     descriptor = cast(Descriptor, message.DESCRIPTOR)
+    if descriptor.full_name == "google.protobuf.Timestamp":
+        seconds, nanos = getattr(message, "seconds"), getattr(message, "nanos")  # noqa: B009
+        if not (_MIN_SECONDS <= seconds <= _MAX_SECONDS and 0 <= nanos <= 999_999_999):
+            yield Violation(
+                prefix.rstrip("."),
+                "must be a valid timestamp (0001-01-01 to 9999-12-31, nanos 0 to 999999999)",
+            )
+        return
     if descriptor.full_name == "payments.amazonpay.v1.Price" and prefix:
         if message.ByteSize():
             yield from _price_violations(prefix.rstrip("."), message)

@@ -30,7 +30,7 @@ from service.amazonpay import AmazonPayClient, AmazonPayError, ApiObject
 from service.ledger import Event, ObjectRecord, Operation, Repository
 
 from ._merchants import Merchant, MerchantRegistry
-from ._records import record_of
+from ._records import KINDS, record_of
 
 __all__ = [
     "SPECS",
@@ -245,7 +245,6 @@ _FOLLOW_UPS: Mapping[str, tuple[tuple[str, str], ...]] = {
         ("charge_permission", "chargePermissionId"),
         ("charge", "chargeId"),
     ),
-    "CreateRefund": (),
 }
 
 
@@ -389,6 +388,12 @@ class Payments:
         if not created:
             if op.status == "succeeded":
                 assert op.response is not None
+                if op.operation in _FOLLOW_UPS:
+                    await _shielded(
+                        self._follow_up(
+                            merchant, op.operation, op.response.get("body") or {}, only_missing=True
+                        )
+                    )
                 return Outcome(op.response, replayed=True)
             if op.status == "failed":
                 raise _replayed_failure(op)
@@ -424,7 +429,7 @@ class Payments:
         if done.status == "failed":
             raise _replayed_failure(done)
         assert done.response is not None
-        await self._follow_up(merchant, op.operation, done.response.get("body") or {}, deadline)
+        await _shielded(self._follow_up(merchant, op.operation, done.response.get("body") or {}))
         return Outcome(done.response, replayed=done.response != response, events=events)
 
     async def _invoke(
@@ -458,21 +463,28 @@ class Payments:
         merchant: Merchant,
         operation: str,
         body: Mapping[str, Any],
-        deadline: float | None,
+        *,
+        only_missing: bool = False,
     ) -> None:
-        """Best effort: a failure here loses nothing, the reconciler reads the objects later."""
+        """Best effort, with its own time bound (it runs shielded: an impatient caller must not
+        cut it off). Whatever fails here, the reconciler reads the missing objects later."""
+        deadline = time.monotonic() + _COMMIT_TIMEOUT_S
         for kind, id_field in _FOLLOW_UPS.get(operation, ()):
             object_id = body.get(id_field)
             if not isinstance(object_id, str) or not object_id:
                 continue
             try:
+                if only_missing and await self.repository.get_object(
+                    merchant.alias, kind, object_id, timeout=_COMMIT_TIMEOUT_S
+                ):
+                    continue
                 obj = await merchant.call(
                     partial(GETTERS[kind], merchant.client, object_id, deadline)
                 )
                 await self.repository.record(
                     self.records(kind, merchant.alias, obj.raw), "api", timeout=_COMMIT_TIMEOUT_S
                 )
-            except (AmazonPayError, OSError, TimeoutError) as exc:
+            except Exception as exc:
                 _log.warning(
                     "could not read related object",
                     extra={"kind": kind, "error": type(exc).__name__},
@@ -513,36 +525,55 @@ class Payments:
                 if stored is not None:
                     return ReadResult(stored.snapshot, "ledger", stored.updated_at)
             raise
-        await _shielded(
+        events = await _shielded(
             self.repository.record(
                 self.records(kind, merchant.alias, obj.raw),
                 record_source,
                 timeout=_COMMIT_TIMEOUT_S,
             )
         )
+        if kind == "refund" and any(e.state in KINDS["refund"].final_states for e in events):
+            # Whoever observes a refund settle (a caller's read, an IPN, a poll) refreshes its
+            # charge, whose refundedAmount changed; the charge itself is final and not polled.
+            await _shielded(self._refresh_charge(merchant, obj.raw, record_source))
         return ReadResult(obj.raw, "amazon", datetime.now(UTC), obj.request_id or "")
 
-    async def refresh_parents(
-        self, merchant_alias: str, kind: str, body: Mapping[str, Any], source: str
+    async def _refresh_charge(
+        self, merchant: Merchant, refund: Mapping[str, Any], source: str
     ) -> None:
-        """A refund's outcome changes its charge's `refundedAmount`: read the charge too."""
-        if kind != "refund" or not isinstance(body.get("chargeId"), str):
+        charge_id = refund.get("chargeId")
+        if not isinstance(charge_id, str):
             return
-        state = (
-            body.get("statusDetails", {}).get("state")
-            if isinstance(body.get("statusDetails"), Mapping)
-            else None
-        )
-        if state == "RefundInitiated":
-            return
-        await self.read(
-            merchant_alias,
-            "charge",
-            body["chargeId"],
-            source="amazon",
-            deadline=time.monotonic() + 30,
-            record_source=source,
-        )
+        try:
+            obj = await merchant.call(
+                partial(GETTERS["charge"], merchant.client, charge_id, time.monotonic() + 30)
+            )
+            await self.repository.record(
+                self.records("charge", merchant.alias, obj.raw), source, timeout=_COMMIT_TIMEOUT_S
+            )
+        except Exception as exc:
+            _log.warning("could not refresh a refunded charge", extra={"error": type(exc).__name__})
+
+    async def read_missing_related(self, *, limit: int = 50) -> int:
+        """Objects a completed checkout produced that the ledger still lacks (a crash or a
+        failure right after Complete): read and record them."""
+        found = await self.repository.missing_related(limit=limit)
+        for merchant_alias, kind, object_id in found:
+            try:
+                await self.read(
+                    merchant_alias,
+                    kind,
+                    object_id,
+                    source="amazon",
+                    deadline=time.monotonic() + 30,
+                    record_source="poll",
+                )
+            except (AmazonPayError, LookupError) as exc:
+                _log.warning(
+                    "could not read a missing related object",
+                    extra={"kind": kind, "error": type(exc).__name__},
+                )
+        return len(found)
 
     async def redrive_orphans(self, *, limit: int = 100, deadline_s: float = 30.0) -> int:
         """Finish operations whose process died mid-call (or whose lease ran out).

@@ -14,6 +14,12 @@ from ._repository import Repository
 __all__ = ["Ledger"]
 
 
+async def _keep_session(conn: asyncpg.Connection | PoolConnectionProxy) -> None:
+    """Pooled connections carry no session state to reset (advisory locks and LISTEN live on
+    dedicated connections), so skip asyncpg's reset round trip on every release; asyncpg still
+    rolls back a transaction left open."""
+
+
 async def _init_connection(conn: asyncpg.Connection | PoolConnectionProxy) -> None:
     """jsonb columns travel as Python dicts."""
     for type_name in ("json", "jsonb"):
@@ -50,6 +56,7 @@ class Ledger:
                 "timezone": "UTC",
             },
             init=_init_connection,
+            reset=_keep_session,
         )
         return cls(pool, keyring)
 

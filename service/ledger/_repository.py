@@ -992,6 +992,26 @@ class Repository:
             object_id,
         )
 
+    async def missing_related(self, *, limit: int) -> list[tuple[str, str, str]]:
+        """(merchant, kind, id) of charge permissions and charges named by completed checkout
+        sessions but not recorded themselves."""
+        rows = await self._pool.fetch(
+            """
+            SELECT s.merchant, r.kind, r.object_id
+            FROM objects s
+            CROSS JOIN LATERAL (VALUES
+                ('charge_permission', s.snapshot->>'chargePermissionId'),
+                ('charge', s.snapshot->>'chargeId')) AS r(kind, object_id)
+            WHERE s.kind = 'checkout_session' AND s.state = 'Completed'
+              AND r.object_id IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM objects o WHERE o.merchant = s.merchant
+                              AND o.kind = r.kind AND o.object_id = r.object_id)
+            LIMIT $1
+            """,
+            limit,
+        )
+        return [(r["merchant"], r["kind"], r["object_id"]) for r in rows]
+
     async def oldest_pending_age_s(self) -> float:
         """Seconds since the oldest still-polled non-final object was last updated (0 if none)."""
         age = await self._pool.fetchval(

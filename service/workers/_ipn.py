@@ -147,10 +147,9 @@ class IpnReceiver:
         """Read the object the notification names and record it; mark the notification done."""
         if kind is not None:
             try:
-                result = await self._payments.read(
+                await self._payments.read(
                     merchant, kind, object_id, source="amazon", deadline=None, record_source="ipn"
                 )
-                await self._payments.refresh_parents(merchant, kind, result.body, "ipn")
             except (AmazonPayError, OSError, TimeoutError) as exc:
                 _log.warning(
                     "IPN follow-up read failed; the reconciler will retry",

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import asyncpg
+
 from service.amazonpay import AmazonPayError
 from service.core import Payments
 from service.ledger import Repository, StoredObject
@@ -32,6 +34,14 @@ from ._ipn import OBJECT_TYPES, IpnReceiver
 __all__ = ["PassResult", "Reconciler", "ReconcilerSettings"]
 
 _log = logging.getLogger("service.workers.reconciler")
+
+_LEDGER_DOWN = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.exceptions._base.InternalClientError,
+)
 
 
 @dataclass(frozen=True)
@@ -92,20 +102,31 @@ class Reconciler:
             self._task = None
 
     async def _run(self) -> None:
+        pause = self._settings.interval_s
         while True:
             try:
                 await self.run_once()
+                pause = self._settings.interval_s
             except asyncio.CancelledError:
                 raise
+            except _LEDGER_DOWN as exc:
+                # Postgres is restarting or unreachable: readiness already says so; back off
+                # instead of logging an error every interval.
+                pause = min(max(pause * 2, self._settings.interval_s), 30.0)
+                _log.warning(
+                    "reconciler pass skipped: ledger unreachable",
+                    extra={"error": type(exc).__name__, "retry_in_s": pause},
+                )
             except Exception:
                 _log.exception("reconciler pass failed")
-            await asyncio.sleep(self._settings.interval_s)
+            await asyncio.sleep(pause)
 
     async def run_once(self) -> PassResult:
         redriven = await self._payments.redrive_orphans()
         if redriven:
             self._metrics.redriven_operations.add(redriven)
         ipn_retried = await self._retry_ipns()
+        await self._payments.read_missing_related()
         objects = await self._repo.lease_due_objects(
             owner=self._owner, lease_s=self._settings.lease_s, limit=self._settings.batch
         )
@@ -145,7 +166,7 @@ class Reconciler:
         next_in: float | None
         outcome = "unchanged"
         try:
-            result = await self._payments.read(
+            await self._payments.read(
                 obj.merchant,
                 obj.kind,
                 obj.object_id,
@@ -156,7 +177,6 @@ class Reconciler:
             stored = await self._repo.get_object(obj.merchant, obj.kind, obj.object_id)
             if stored is not None and (stored.state, stored.reason_code) != before:
                 outcome = "changed"
-                await self._payments.refresh_parents(obj.merchant, obj.kind, result.body, "poll")
             next_in = self._next_poll(stored or obj, 0 if outcome == "changed" else None)
         except AmazonPayError as exc:
             if exc.http_status == 404:
