@@ -556,8 +556,10 @@ class Payments:
 
     async def read_missing_related(self, *, limit: int = 50) -> int:
         """Objects a completed checkout produced that the ledger still lacks (a crash or a
-        failure right after Complete): read and record them."""
+        failure right after Complete), and final objects marked for a re-read (a charge whose
+        refund settled): read and record them."""
         found = await self.repository.missing_related(limit=limit)
+        found += await self.repository.refresh_requests(limit=limit)
         for merchant_alias, kind, object_id in found:
             try:
                 await self.read(

@@ -369,7 +369,8 @@ class Repository:
             await self._vault.discard(conn, sealed)
             current = await conn.fetchrow(
                 """
-                SELECT state, reason_code, is_final, snapshot, buyer_data_erased_at FROM objects
+                SELECT state, reason_code, is_final, snapshot, buyer_data_erased_at, needs_refresh
+                FROM objects
                 WHERE merchant = $1 AND kind = $2 AND object_id = $3
                 FOR UPDATE
                 """,
@@ -380,6 +381,14 @@ class Repository:
             )
             assert current is not None
             previous_state = current["state"]
+            if current["needs_refresh"]:
+                await conn.execute(
+                    "UPDATE objects SET needs_refresh = false"
+                    " WHERE merchant = $1 AND kind = $2 AND object_id = $3",
+                    rec.merchant,
+                    rec.kind,
+                    rec.object_id,
+                )
             if current["is_final"] and not rec.is_final:
                 return None
             incoming = dict(rec.snapshot)
@@ -448,6 +457,13 @@ class Repository:
             timeout=timeout,
         )
         assert row is not None
+        if rec.kind == "refund" and rec.is_final and previous_state != rec.state and rec.charge_id:
+            await conn.execute(
+                "UPDATE objects SET needs_refresh = true"
+                " WHERE merchant = $1 AND kind = 'charge' AND object_id = $2",
+                rec.merchant,
+                rec.charge_id,
+            )
         return replace(_event(row), snapshot=plain)
 
     async def get_object(
@@ -991,6 +1007,13 @@ class Repository:
             kind,
             object_id,
         )
+
+    async def refresh_requests(self, *, limit: int) -> list[tuple[str, str, str]]:
+        """(merchant, kind, id) of objects marked `needs_refresh`; reading one clears it."""
+        rows = await self._pool.fetch(
+            "SELECT merchant, kind, object_id FROM objects WHERE needs_refresh LIMIT $1", limit
+        )
+        return [(r["merchant"], r["kind"], r["object_id"]) for r in rows]
 
     async def missing_related(self, *, limit: int) -> list[tuple[str, str, str]]:
         """(merchant, kind, id) of charge permissions and charges named by completed checkout

@@ -224,3 +224,27 @@ async def test_events_resume_after_an_event_id(ledger: Ledger) -> None:
     )
     assert [e.state for e in rest.items] == ["Captured"]
     assert rest.next_page_token == ""
+
+
+async def test_a_settled_refund_marks_its_charge_for_a_re_read(ledger: Ledger) -> None:
+    repo = ledger.repository
+    await repo.record([charge("Captured", final=True, refundedAmount={"amount": "0.00"})], "api")
+
+    def refund(state: str, final: bool) -> ObjectRecord:
+        return ObjectRecord(
+            merchant="default",
+            kind="refund",
+            object_id=f"{CP}-R000001",
+            state=state,
+            is_final=final,
+            charge_id=f"{CP}-C000001",
+            charge_permission_id=CP,
+            snapshot={"refundId": f"{CP}-R000001", "chargeId": f"{CP}-C000001"},
+        )
+
+    await repo.record([refund("RefundInitiated", False)], "api")
+    assert await repo.refresh_requests(limit=10) == []
+    await repo.record([refund("Refunded", True)], "ipn")
+    assert await repo.refresh_requests(limit=10) == [("default", "charge", f"{CP}-C000001")]
+    await repo.record([charge("Captured", final=True, refundedAmount={"amount": "5.00"})], "poll")
+    assert await repo.refresh_requests(limit=10) == []
