@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any, Literal, NoReturn, TypeVar, cast
 
 import grpc
@@ -690,9 +690,17 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
                     "VALIDATION_FAILED",
                     [Violation("target", "is required: charge_permission_id or buyer_id")],
                 )
+            merchant = self._merchant(req.merchant)
+            request_hash = hashlib.sha256(req.SerializeToString(deterministic=True)).digest()
+            if req.idempotency_key:
+                stored = await self._repo.stored_answer(
+                    merchant, "EraseBuyerData", req.idempotency_key, request_hash
+                )
+                if stored is not None:
+                    return _erasure_response(stored, replayed=True)
             try:
                 erasure = await self._repo.erase_buyer_data(
-                    self._merchant(req.merchant),
+                    merchant,
                     charge_permission_id=req.charge_permission_id or None,
                     buyer_id=req.buyer_id or None,
                 )
@@ -717,13 +725,28 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
                     "reason_given": bool(req.reason),
                 },
             )
-            response = ledger_pb2.EraseBuyerDataResponse(
-                objects_erased=erasure.objects, events_erased=erasure.events
-            )
-            response.erased_at.CopyFrom(_timestamp(erasure.erased_at))
-            return response
+            answer = {
+                "objects": erasure.objects,
+                "events": erasure.events,
+                "erasedAt": erasure.erased_at.isoformat(),
+            }
+            if req.idempotency_key:
+                answer = await self._repo.store_answer(
+                    merchant, "EraseBuyerData", req.idempotency_key, request_hash, answer
+                )
+            return _erasure_response(answer, replayed=False)
 
         return await self._rpcs.run("EraseBuyerData", request, context, handler)
+
+
+def _erasure_response(answer: Mapping[str, Any], *, replayed: bool) -> Message:
+    response = ledger_pb2.EraseBuyerDataResponse(
+        objects_erased=int(answer["objects"]),
+        events_erased=int(answer["events"]),
+        idempotent_replay=replayed,
+    )
+    response.erased_at.CopyFrom(_timestamp(datetime.fromisoformat(answer["erasedAt"])))
+    return response
 
 
 class _RecentIds:

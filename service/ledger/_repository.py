@@ -1163,3 +1163,40 @@ class Repository:
                     [o[2] for o in objects],
                 )
             return len(rows)
+
+    async def stored_answer(
+        self, merchant: str, operation: str, idempotency_key: str, request_hash: bytes
+    ) -> dict[str, Any] | None:
+        """The stored answer of a ledger-only operation (no Amazon call), or None."""
+        op = await self.get_operation(merchant, operation, idempotency_key)
+        if op is None:
+            return None
+        if op.request_hash != request_hash:
+            raise OperationConflict(op)
+        return dict(op.response or {})
+
+    async def store_answer(
+        self,
+        merchant: str,
+        operation: str,
+        idempotency_key: str,
+        request_hash: bytes,
+        answer: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """Keep the answer of a ledger-only operation for replays; the first stored answer wins."""
+        await self._pool.execute(
+            """
+            INSERT INTO operations (merchant, operation, idempotency_key, request_hash,
+                amazon_idempotency_key, status, request, response)
+            VALUES ($1, $2, $3, $4, '', 'succeeded', '{}'::jsonb, $5)
+            ON CONFLICT (merchant, operation, idempotency_key) DO NOTHING
+            """,
+            merchant,
+            operation,
+            idempotency_key,
+            request_hash,
+            dict(answer),
+        )
+        stored = await self.stored_answer(merchant, operation, idempotency_key, request_hash)
+        assert stored is not None
+        return stored

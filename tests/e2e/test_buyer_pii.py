@@ -86,13 +86,25 @@ async def test_erasure_removes_buyer_data_and_keeps_amounts_and_states(
     before = await api.ledger.ListTransactions(
         ledger_pb2.ListTransactionsRequest(charge_permission_id=charge_permission_id)
     )
-    erased = await api.ledger.EraseBuyerData(
-        ledger_pb2.EraseBuyerDataRequest(
-            charge_permission_id=charge_permission_id, reason="customer request #123"
-        )
+    request = ledger_pb2.EraseBuyerDataRequest(
+        charge_permission_id=charge_permission_id,
+        reason="customer request #123",
+        idempotency_key="erase-123",
     )
+    erased = await api.ledger.EraseBuyerData(request)
     assert erased.objects_erased == len(before.transactions)
     assert erased.events_erased > 0
+    assert not erased.idempotent_replay
+    replay = await api.ledger.EraseBuyerData(request)
+    assert replay.idempotent_replay
+    assert (replay.objects_erased, replay.erased_at) == (erased.objects_erased, erased.erased_at)
+    with pytest.raises(grpc.aio.AioRpcError) as reused:
+        await api.ledger.EraseBuyerData(
+            ledger_pb2.EraseBuyerDataRequest(
+                buyer_id="amzn1.account.X", idempotency_key="erase-123"
+            )
+        )
+    assert reused.value.code() == grpc.StatusCode.ALREADY_EXISTS
     again = await api.ledger.EraseBuyerData(
         ledger_pb2.EraseBuyerDataRequest(charge_permission_id=charge_permission_id)
     )
