@@ -143,6 +143,7 @@ class Application:
                 "port": port,
                 "tls": "mutual" if security.tls and security.tls.mutual else bool(security.tls),
                 "authentication": security.callers is not None,
+                "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
             },
         )
 

@@ -40,6 +40,9 @@ _SIMULATION_CODE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _AMOUNT = re.compile(r"^[0-9]{1,13}(\.[0-9]{1,8})?$")
 _COUNTRY = re.compile(r"^[A-Z]{2,3}$")
+# Amazon's buyer tokens are opaque URL text; it travels in the request path, where anything else
+# would be percent-encoded to many times its length.
+_BUYER_TOKEN = re.compile(r"^[\x21-\x7e]+$")
 # google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
 _MIN_SECONDS = -62_135_596_800
 _MAX_SECONDS = 253_402_300_799
@@ -163,6 +166,8 @@ def _string_violations(path: str, name: str, value: str) -> Iterator[Violation]:
         yield Violation(path, "must be an Amazon Pay id: letters, digits, '.', '-' or '_'")
     elif name == "sandbox_simulation_code" and not _SIMULATION_CODE.match(value):
         yield Violation(path, "must be an Amazon Pay simulation code such as HardDeclined")
+    elif name == "buyer_token" and value and not _BUYER_TOKEN.match(value):
+        yield Violation(path, "must be printable ASCII without spaces, as Amazon issues it")
     elif name == "country_code" and not _COUNTRY.match(value):
         yield Violation(path, "must be an ISO 3166 country code such as US or DE")
     elif name in _URL_FIELDS:

@@ -25,7 +25,7 @@ from asyncpg.pool import PoolConnectionProxy
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["PII_FIELDS", "PiiKeyError", "PiiKeyring", "PiiVault", "is_reference"]
+__all__ = ["PII_FIELDS", "PiiKeyError", "PiiKeyring", "PiiVault", "holds_pii", "is_reference"]
 
 PII_FIELDS = ("buyer", "shippingAddress", "billingAddress", "paymentPreferences", "addressDetails")
 _REF = "$pii"
@@ -38,6 +38,15 @@ class PiiKeyError(ValueError):
 
 def is_reference(value: Any) -> bool:
     return isinstance(value, Mapping) and set(value) == {_REF}
+
+
+def holds_pii(snapshot: Mapping[str, Any]) -> bool:
+    """Whether sealing `snapshot` would write to `pii_values` (a PII field with a plain value)."""
+    for field in PII_FIELDS:
+        value = snapshot.get(field)
+        if value is not None and not is_reference(value):
+            return True
+    return False
 
 
 def _read_key(path: Path) -> bytes:

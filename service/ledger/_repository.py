@@ -23,7 +23,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from ._instance import instance_alive
-from ._pii import PII_FIELDS, PiiVault, buyer_hash_of
+from ._pii import PII_FIELDS, PiiVault, buyer_hash_of, holds_pii
 
 __all__ = [
     "EVENT_SOURCES",
@@ -289,6 +289,71 @@ def _decode_token(token: str, filters: Sequence[object]) -> dict[str, Any]:
     if digest != _token_digest(filters):
         raise InvalidPageToken("page_token was issued for different filters")
     return position
+
+
+_BEGIN_OPERATION = """
+    INSERT INTO operations (merchant, operation, idempotency_key, request_hash,
+        amazon_idempotency_key, status, request, lease_owner, lease_expires_at)
+    VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, now() + make_interval(secs => $8))
+    ON CONFLICT (merchant, operation, idempotency_key) DO NOTHING
+    RETURNING *
+"""
+
+# $1..$15 as in `_object_params`; $16 operation, $17 idempotency key, $18 response, $19 source.
+# The object is inserted only while the operation is pending, the operation completed only if the
+# object was inserted, and `ledger_require` aborts the whole statement if the two disagree (the
+# operation was settled between the snapshot and its row lock).
+_COMPLETE_WITH_NEW_OBJECT = """
+    WITH pending AS (
+        SELECT 1 FROM operations
+        WHERE merchant = $1 AND operation = $16 AND idempotency_key = $17 AND status = 'pending'
+    ), obj AS (
+        INSERT INTO objects (merchant, kind, object_id, checkout_session_id,
+            charge_permission_id, charge_id, state, reason_code, is_final, amount,
+            currency_code, merchant_reference_id, snapshot, created_at, amazon_expires_at,
+            next_poll_at)
+        SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::text,
+            $9::boolean, $10::numeric, $11::text, $12::text, $13::jsonb,
+            coalesce($14::timestamptz, now()), $15::timestamptz,
+            CASE WHEN $9::boolean THEN NULL ELSE now() END
+        FROM pending
+        ON CONFLICT (merchant, kind, object_id) DO NOTHING
+        RETURNING charge_permission_id
+    ), op AS (
+        UPDATE operations SET status = 'succeeded', response = $18, error = NULL,
+            object_kind = $2, object_id = $3, updated_at = now()
+        WHERE merchant = $1 AND operation = $16 AND idempotency_key = $17
+          AND status = 'pending' AND EXISTS (SELECT 1 FROM obj)
+        RETURNING updated_at
+    ), ev AS (
+        INSERT INTO events (merchant, kind, object_id, charge_permission_id, state,
+            reason_code, previous_state, source, snapshot)
+        SELECT $1, $2, $3, obj.charge_permission_id, $7, $8, NULL, $19, $13
+        FROM obj, op
+        RETURNING *
+    )
+    SELECT ev.*, (SELECT updated_at FROM op) AS op_updated_at,
+        ledger_require((SELECT count(*) FROM obj) = (SELECT count(*) FROM op),
+            'an object was inserted for an operation that is no longer pending') AS consistent
+    FROM (SELECT 1) AS one LEFT JOIN ev ON true
+"""
+
+
+def _single_statement_completion(
+    op: Operation, response: Mapping[str, Any], records: Sequence[ObjectRecord], source: str
+) -> bool:
+    """Whether `complete_operation` may try its one-statement form: one new-object candidate,
+    nothing to seal, and no settled refund whose charge must be marked for a re-read."""
+    if len(records) != 1 or source not in EVENT_SOURCES:
+        return False
+    record = records[0]
+    if record.kind == "refund" and record.is_final:
+        return False
+    return not (
+        holds_pii(record.snapshot)
+        or holds_pii(response.get("body") or {})
+        or holds_pii(op.request.get("body") or {})
+    )
 
 
 class Repository:
@@ -617,35 +682,39 @@ class Repository:
         Raises `OperationConflict` when the key was used for a different request: the unique key
         makes this hold across replicas.
         """
-        async with self._pool.acquire() as conn, conn.transaction():
-            body = await self._vault.seal(
-                conn,
-                request.get("body") or {},
-                merchant=merchant,
-                kind="operation",
-                object_id=f"{operation}/{idempotency_key}",
-                charge_permission_id=None,
+        params = (
+            merchant,
+            operation,
+            idempotency_key,
+            request_hash,
+            amazon_idempotency_key,
+        )
+        plain = request.get("body") or {}
+        if not holds_pii(plain):
+            # Nothing to seal first: the INSERT alone is atomic, no transaction block needed.
+            row = await self._pool.fetchrow(
+                _BEGIN_OPERATION, *params, dict(request), lease_owner, lease_s, timeout=timeout
             )
-            row = await conn.fetchrow(
-                """
-                INSERT INTO operations (merchant, operation, idempotency_key, request_hash,
-                    amazon_idempotency_key, status, request, lease_owner, lease_expires_at)
-                VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, now() + make_interval(secs => $8))
-                ON CONFLICT (merchant, operation, idempotency_key) DO NOTHING
-                RETURNING *
-                """,
-                merchant,
-                operation,
-                idempotency_key,
-                request_hash,
-                amazon_idempotency_key,
-                {**request, "body": body},
-                lease_owner,
-                lease_s,
-                timeout=timeout,
-            )
-            if row is None:
-                await self._vault.discard(conn, body)
+        else:
+            async with self._pool.acquire() as conn, conn.transaction():
+                body = await self._vault.seal(
+                    conn,
+                    plain,
+                    merchant=merchant,
+                    kind="operation",
+                    object_id=f"{operation}/{idempotency_key}",
+                    charge_permission_id=None,
+                )
+                row = await conn.fetchrow(
+                    _BEGIN_OPERATION,
+                    *params,
+                    {**request, "body": body},
+                    lease_owner,
+                    lease_s,
+                    timeout=timeout,
+                )
+                if row is None:
+                    await self._vault.discard(conn, body)
         if row is not None:
             return await self._open_operation(_operation(row)), True
         existing = await self.get_operation(merchant, operation, idempotency_key, timeout=timeout)
@@ -697,6 +766,12 @@ class Repository:
         If another replica completed the same operation first, its stored response wins and no
         second event is written.
         """
+        if _single_statement_completion(op, response, records, source):
+            fast = await self._complete_new_object(
+                op, response=response, record=records[0], source=source, timeout=timeout
+            )
+            if fast is not None:
+                return fast
         primary = records[0] if records else None
         reference = f"{op.operation}/{op.idempotency_key}"
         async with self._pool.acquire() as conn, conn.transaction():
@@ -764,6 +839,44 @@ class Repository:
             events = await self._record(conn, records, source, timeout)
             done = replace(_operation(row), request=dict(op.request), response=dict(response))
             return done, events
+
+    async def _complete_new_object(
+        self,
+        op: Operation,
+        *,
+        response: Mapping[str, Any],
+        record: ObjectRecord,
+        source: str,
+        timeout: float | None,
+    ) -> tuple[Operation, list[Event]] | None:
+        """The common completion (a pending operation whose answer is an object the ledger has
+        not seen, no PII anywhere) as ONE statement: one round trip instead of a transaction of
+        five. None when it does not apply after all (someone else recorded the object or the
+        operation first); nothing was written then and the caller takes the general path."""
+        try:
+            row = await self._pool.fetchrow(
+                _COMPLETE_WITH_NEW_OBJECT,
+                *_object_params(record, record.snapshot),
+                op.operation,
+                op.idempotency_key,
+                dict(response),
+                source,
+                timeout=timeout,
+            )
+        except asyncpg.exceptions.AssertError:
+            return None
+        if row is None or row["event_id"] is None:
+            return None
+        done = replace(
+            op,
+            status="succeeded",
+            response=dict(response),
+            error=None,
+            object_kind=record.kind,
+            object_id=record.object_id,
+            updated_at=row["op_updated_at"],
+        )
+        return done, [replace(_event(row), snapshot=dict(record.snapshot))]
 
     async def fail_operation(
         self, op: Operation, *, error: Mapping[str, Any], timeout: float | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from payments.amazonpay.v1 import charge_pb2, common_pb2, refund_pb2
+from payments.amazonpay.v1 import buyer_pb2, charge_pb2, common_pb2, refund_pb2
 from payments.amazonpay.v1 import checkout_session_pb2 as cs
 from service.app import Application
 from tests._emulator import EmulatorProcess
@@ -135,6 +135,12 @@ async def _written(app: Application) -> tuple[int, int, int]:
                 "payment_details.charge_amount.amount": "JPY must be a whole number",
             },
         ),
+        (
+            # Percent-encoded into the path this would exceed any HTTP server's line limit.
+            buyer_pb2.GetBuyerRequest(buyer_token="\u4e2d" * 1025),
+            "GetBuyer",
+            {"buyer_token": "must be printable ASCII without spaces, as Amazon issues it"},
+        ),
     ],
 )
 async def test_invalid_requests_name_each_field_and_write_nothing(
@@ -146,9 +152,12 @@ async def test_invalid_requests_name_each_field_and_write_nothing(
     violations: dict[str, str],
 ) -> None:
     before = await _written(app)
-    stub = api.charges if method == "CreateCharge" else api.refunds
-    if method == "CreateCheckoutSession":
-        stub = api.sessions  # type: ignore[assignment]
+    stub = {
+        "CreateCharge": api.charges,
+        "CreateRefund": api.refunds,
+        "CreateCheckoutSession": api.sessions,
+        "GetBuyer": api.buyers,
+    }[method]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await getattr(stub, method)(request_message)
     info = failure(caught.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import uuid
 from collections.abc import AsyncIterator
@@ -29,8 +30,10 @@ EXPECTED_SERVICES = {
 }
 
 
-@pytest.fixture
-async def dev_service() -> AsyncIterator[tuple[ServiceProcess, str, int]]:
+@pytest.fixture(params=["uvloop", "asyncio"])
+async def dev_service(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[tuple[ServiceProcess, str, int]]:
     port = free_port()
     admin_port = free_port()
     # Under the repository, not pytest's 0700 temp root: the embedded server runs as its own
@@ -46,6 +49,7 @@ async def dev_service() -> AsyncIterator[tuple[ServiceProcess, str, int]]:
             "AMAZON_PAY_PUBLIC_KEY_ID": "",
             "AMAZON_PAY_PRIVATE_KEY_FILE": "",
             "SHUTDOWN_GRACE_S": "5",
+            "EVENT_LOOP": request.param,
         }
     )
     await service.start()
@@ -61,6 +65,8 @@ async def test_embedded_default_serves_health_and_reflection_then_stops_cleanly(
 ) -> None:
     service, target, admin_port = dev_service
     await service.wait_serving(timeout=60)
+    serving = next(json.loads(line) for line in service.log_lines if "serving gRPC" in line)
+    assert serving["event_loop"] == service.env["EVENT_LOOP"]
     async with grpc.aio.insecure_channel(target) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         overall = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)

@@ -31,6 +31,7 @@ def test_defaults_need_no_environment() -> None:
         ("AMAZON_PAY_CA_FILE", "/nonexistent/ca.pem", "does not exist"),
         ("AMAZON_PAY_PUBLIC_KEY_ID", "bad key!", "letters, digits"),
         ("LOG_LEVEL", "LOUD", "must be DEBUG"),
+        ("EVENT_LOOP", "trio", "must be uvloop or asyncio"),
         ("MIGRATE_ON_START", "perhaps", "expected true/false"),
         ("SHUTDOWN_GRACE_S", "-1", "must be between"),
     ],
