@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 
 from service.ledger import (
@@ -11,6 +12,7 @@ from service.ledger import (
     Ledger,
     ObjectFilter,
     ObjectRecord,
+    Operation,
     OperationConflict,
 )
 
@@ -139,6 +141,111 @@ async def test_completing_an_operation_writes_response_object_and_event_together
     )
     assert second.response == response
     assert more == []
+
+
+async def _pending(ledger: Ledger, key: str) -> Operation:
+    op, created = await ledger.repository.begin_operation(
+        merchant="default",
+        operation="CreateCharge",
+        idempotency_key=key,
+        request_hash=b"h",
+        amazon_idempotency_key=f"amazon-{key}",
+        request={"operation": "CreateCharge", "body": {"chargePermissionId": CP}},
+    )
+    assert created
+    return op
+
+
+async def test_a_completion_stores_every_column_of_operation_object_and_event(
+    ledger: Ledger,
+) -> None:
+    op = await _pending(ledger, "order-cols")
+    response = {"status": 201, "requestId": "r-2", "body": {"chargeId": f"{CP}-C000001"}}
+    done, events = await ledger.repository.complete_operation(
+        op, response=response, records=[charge("Authorized")], source="api"
+    )
+    stored = await ledger.repository.get_operation("default", "CreateCharge", "order-cols")
+    assert stored is not None
+    assert (stored.status, stored.response, stored.object_kind, stored.object_id) == (
+        "succeeded",
+        response,
+        "charge",
+        f"{CP}-C000001",
+    )
+    assert done.updated_at == stored.updated_at
+    row = await ledger.pool.fetchrow(
+        "SELECT state, is_final, amount::text, charge_permission_id, next_poll_at IS NOT NULL"
+        " AS polled FROM objects WHERE object_id = $1",
+        f"{CP}-C000001",
+    )
+    assert tuple(row) == ("Authorized", False, "14.00", CP, True)
+    [event] = events
+    assert (event.state, event.previous_state, event.source, event.charge_permission_id) == (
+        "Authorized",
+        None,
+        "api",
+        CP,
+    )
+    assert event.snapshot == charge("Authorized").snapshot
+    assert [
+        e.event_id
+        for e in await ledger.repository.object_events("default", "charge", f"{CP}-C000001")
+    ] == [event.event_id]
+
+
+async def test_a_completion_for_an_object_an_ipn_recorded_first_updates_it(
+    ledger: Ledger,
+) -> None:
+    await ledger.repository.record([charge("AuthorizationInitiated")], "ipn")
+    op = await _pending(ledger, "order-ipn-first")
+    done, events = await ledger.repository.complete_operation(
+        op, response={"status": 201, "body": {}}, records=[charge("Captured")], source="api"
+    )
+    assert done.status == "succeeded"
+    [event] = events
+    assert (event.previous_state, event.state) == ("AuthorizationInitiated", "Captured")
+    stored = await ledger.repository.get_object("default", "charge", f"{CP}-C000001")
+    assert stored is not None
+    assert stored.state == "Captured"
+
+
+async def test_concurrent_completions_of_one_operation_record_one_event(ledger: Ledger) -> None:
+    op = await _pending(ledger, "order-race")
+    results = await asyncio.gather(
+        *(
+            ledger.repository.complete_operation(
+                op,
+                response={"status": 201, "requestId": f"r-{i}", "body": {}},
+                records=[charge("Captured")],
+                source="api" if i == 0 else "recovery",
+            )
+            for i in range(4)
+        )
+    )
+    first = results[0][0].response
+    assert all(done.response == first for done, _ in results)
+    assert sum(len(events) for _, events in results) == 1
+    count = await ledger.pool.fetchval(
+        "SELECT count(*) FROM events WHERE object_id = $1", f"{CP}-C000001"
+    )
+    assert count == 1
+
+
+async def test_ledger_require_undoes_every_write_of_its_statement(ledger: Ledger) -> None:
+    with pytest.raises(asyncpg.exceptions.AssertError, match="parts disagree"):
+        await ledger.pool.execute(
+            """
+            WITH obj AS (
+                INSERT INTO objects (merchant, kind, object_id, state, snapshot, created_at)
+                VALUES ('default', 'charge', 'undone', 'Authorized', '{}', now())
+                RETURNING 1
+            )
+            SELECT ledger_require((SELECT count(*) FROM obj) = 0, 'parts disagree')
+            """
+        )
+    assert (
+        await ledger.pool.fetchval("SELECT count(*) FROM objects WHERE object_id = 'undone'") == 0
+    )
 
 
 async def test_a_failed_operation_keeps_its_error(ledger: Ledger) -> None:
