@@ -703,15 +703,8 @@ class AmazonPayClient:
             await self._acquire_slot(dl, operation, attempt - 1, last_error)
             try:
                 headers = self._headers(idempotency_key, simulation_code)
-                headers["authorization"] = await loop.run_in_executor(
-                    self._executor,
-                    self._signer.authorization,
-                    method,
-                    path,
-                    None,
-                    dict(headers),
-                    payload,
-                )
+                pending = self._signer.prepare(method, path, None, headers, payload)
+                headers["authorization"] = await loop.run_in_executor(self._executor, pending.sign)
                 attempt_timeout = self._config.attempt_timeout
                 bounded_by_deadline = False
                 if dl is not None:

@@ -146,6 +146,25 @@ def test_authorization_header_has_the_documented_format_and_verifies() -> None:
     assert parsed.signature not in repr(parsed)
 
 
+def test_a_prepared_authorization_signed_elsewhere_is_the_same_header() -> None:
+    """The client canonicalises on the event loop and signs in a worker thread."""
+    signer = RequestSigner("AHKEYID123", PrivateKey.from_file(PRIVATE_PEM))
+    headers = {**FIXED_HEADERS, "x-amz-pay-region": "eu"}
+    pending = signer.prepare("POST", "/sandbox/v2/charges", None, headers, b'{"a":1}')
+    whole = parse_authorization_header(
+        signer.authorization("POST", "/sandbox/v2/charges", None, headers, b'{"a":1}')
+    )
+    split = parse_authorization_header(pending.sign())
+    assert (split.algorithm, split.public_key_id, split.signed_headers) == (
+        whole.algorithm,
+        whole.public_key_id,
+        whole.signed_headers,
+    )
+    assert verify_signature(PUBLIC_PEM, pending.string_to_sign, split.signature)
+    assert "Signature=" not in repr(pending)
+    assert "PrivateKey" not in repr(pending)
+
+
 def test_pkcs1_and_pkcs8_files_and_bytes_load_the_same_key(tmp_path: Path) -> None:
     pkcs1 = PrivateKey.from_file(PRIVATE_PEM)
     raw = serialization.load_pem_private_key(PRIVATE_PEM.read_bytes(), password=None)
