@@ -52,6 +52,16 @@ def markdown(r: dict[str, Any]) -> str:
             "PASS" if a["pass"] else "FAIL",
         ]
     )
+    floor = r.get("floor")
+    if floor:
+        rows.append(
+            [
+                "floor: the same unavoidable work done by the libraries alone (info)",
+                f"{floor['create_charge_floor_ms']} ms / {sig} ms = "
+                f"**{floor['create_charge_floor_vs_signature']}x** (see Floor below)",
+                "-",
+            ]
+        )
     b = v["service_is_the_bottleneck"]
     cores = b["cores_used_at_peak"]
     rows.append(
@@ -164,6 +174,46 @@ def markdown(r: dict[str, Any]) -> str:
             for name in ("signed_get", "signed_post")
         ],
     )
+    if floor:
+        per_charge = v["service_cpu_per_create_charge_vs_signature"]["service_cpu_ms_per_call"]
+        lines += [
+            "",
+            "## Floor: the libraries alone",
+            "",
+            "What no CreateCharge through this stack can avoid, each measured in this run under "
+            f"uvloop at {floor['concurrency']} concurrent calls with none of the service's code "
+            "(`bench/_floor.py`): serving one unary gRPC call (grpc.aio, a health check; server "
+            "CPU), handing one signature to a worker thread and back, the signature itself, one "
+            "keep-alive HTTP request to the emulator (aiohttp client CPU), and two Postgres writes "
+            "through an asyncpg pool (the pending operation before the Amazon call and the outcome "
+            "after it).",
+            "",
+        ]
+        parts = [
+            ("gRPC unary call, server side", floor["grpc_server_call_ms"], 1),
+            ("worker-thread hand-off", floor["thread_hop_ms"], 1),
+            ("RSA-2048 PSS signature", sig, 1),
+            ("aiohttp request", floor["aiohttp_request_ms"], 1),
+            ("asyncpg statement through a pool", floor["asyncpg_statement_ms"], 2),
+        ]
+        lines += _table(
+            ["part", "CPU ms each", "times per CreateCharge", "x sig"],
+            [[name, ms, n, round(ms * n / sig, 2)] for name, ms, n in parts]
+            + [
+                [
+                    "**floor**",
+                    floor["create_charge_floor_ms"],
+                    "",
+                    f"**{floor['create_charge_floor_vs_signature']}**",
+                ],
+                [
+                    "the service (at half of peak)",
+                    per_charge,
+                    "",
+                    round(per_charge / sig, 2),
+                ],
+            ],
+        )
     lines += ["", "## Full checkout flow", ""]
     lines += [
         "Create → buyer sign-in (emulator) → Update → buyer confirm (emulator) → Complete "

@@ -7,8 +7,9 @@ generator and writes ``bench/results/latest.{json,md,png}``.
 Scenarios: the full checkout flow; CreateCharge (capture_now) over a concurrency sweep; CreateCharge
 at half of the peak throughput (open loop); GetCharge of captured charges (served from the
 ledger); ListTransactions over 100k seeded objects. Reference figures from the same run: the CPU
-cost of one RSA-2048 PSS signature, and the emulator's own capacity and latency when called
-directly with pre-signed requests.
+cost of one RSA-2048 PSS signature, the emulator's own capacity and latency when called
+directly with pre-signed requests, and the floor: what the libraries alone cost for the work no
+CreateCharge can skip (``bench/_floor.py``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bench import _report
+from bench._floor import drive_grpc
 from bench._flows import Stubs, checkout, key, stubs_for, usd
 from bench._load import Run, closed_loop, open_loop
 from bench._stack import (
@@ -45,6 +47,7 @@ from bench._stack import (
     Service,
     children_of,
     cpu_delta,
+    cpu_seconds,
     create_database,
     drop_database,
     free_port,
@@ -83,6 +86,7 @@ class Options:
     seed_objects: int
     emulator_requests: int
     signatures: int
+    floor_calls: int
     output: Path
     chart: bool
     profile_seconds: float = 0.0
@@ -112,6 +116,7 @@ class Options:
             seed_objects=a.seed_objects,
             emulator_requests=1000 if quick else 4000,
             signatures=300 if quick else 2000,
+            floor_calls=1000 if quick else 4000,
             output=a.output,
             chart=not a.no_chart,
         )
@@ -452,6 +457,69 @@ class Bench:
             log(f"  emulator CreateCharge @{rate:.0f}/s: {_short(figures)}")
         self.results["emulator"] = out
 
+    # ---------------------------------------------------------------- floor
+
+    async def scenario_floor(self) -> None:
+        """The libraries alone, in this run and on these cores (see ``bench/_floor.py``)."""
+        log("floor: grpc.aio, a thread hop, aiohttp and asyncpg without the service's code")
+        calls = self.o.floor_calls
+        port = free_port()
+        server = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench._floor",
+            "grpc-server",
+            "--port",
+            str(port),
+            cwd=REPO,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert server.stdout is not None
+            await asyncio.wait_for(server.stdout.readline(), 30)
+            await drive_grpc(f"127.0.0.1:{port}", 200)
+            before = cpu_seconds(server.pid)
+            await drive_grpc(f"127.0.0.1:{port}", calls)
+            grpc_ms = (cpu_seconds(server.pid) - before) / calls * 1000
+        finally:
+            server.kill()
+            await server.wait()
+        path = f"{EMULATOR_PREFIX}/charges/{self.pool.captured[0]}"
+        headers = sign_headers(self.s.private_key, KEY_ID, "GET", path)
+        client = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench._floor",
+            "clients",
+            "--url",
+            self.s.emulator.url + path,
+            "--headers",
+            json.dumps(headers),
+            "--database",
+            self.s.database_url,
+            "--calls",
+            str(calls),
+            cwd=REPO,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await asyncio.wait_for(client.communicate(), 300)
+        if client.returncode != 0:
+            raise RuntimeError(f"bench._floor clients exited with {client.returncode}")
+        figures: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+        figures["grpc_server_call_ms"] = round(grpc_ms, 4)
+        sig = self.results["signature"]["cpu_ms_per_signature"]
+        total = (
+            figures["grpc_server_call_ms"]
+            + figures["thread_hop_ms"]
+            + sig
+            + figures["aiohttp_request_ms"]
+            + 2 * figures["asyncpg_statement_ms"]
+        )
+        figures["create_charge_floor_ms"] = round(total, 4)
+        figures["create_charge_floor_vs_signature"] = round(total / sig, 2)
+        self.results["floor"] = figures
+        log(f"  floor {total:.3f} ms = {total / sig:.2f} signatures: {figures}")
+
     # ---------------------------------------------------------------- GetCharge
 
     async def scenario_get_charge(self) -> None:
@@ -625,6 +693,7 @@ def verdicts(results: dict[str, Any]) -> dict[str, Any]:
     emulator_p99 = emulator["create_charge_at_half_peak_rate"]["p99_ms"]
     p99_gap = half["p99_ms"] - emulator_p99
     post_capacity = emulator["signed_post"]["throughput_per_s"]
+    floor = results.get("floor", {})
     return {
         "service_cpu_per_create_charge_vs_signature": {
             "service_cpu_ms_per_call": per_charge,
@@ -632,6 +701,8 @@ def verdicts(results: dict[str, Any]) -> dict[str, Any]:
             "ratio": round(ratio, 2),
             "target": "<= 2.0",
             "pass": ratio <= 2.0,
+            "floor_cpu_ms": floor.get("create_charge_floor_ms"),
+            "floor_ratio": floor.get("create_charge_floor_vs_signature"),
         },
         "service_is_the_bottleneck": {
             "cpu_s_at_peak": cpu,
@@ -673,6 +744,7 @@ async def run_bench(options: Options) -> dict[str, Any]:
                 await bench.scenario_checkout()
                 await bench.scenario_create_charge()
                 await bench.scenario_emulator()
+                await bench.scenario_floor()
                 await bench.scenario_get_charge()
                 await bench.scenario_list()
             results["peak_rss_mib"] = {

@@ -1,0 +1,132 @@
+"""The least CPU any CreateCharge through this stack can cost: the mandated libraries doing only the
+work the exactly-once path cannot skip, with none of the service's code.
+
+One CreateCharge must at least: receive and answer one unary gRPC call (grpc.aio), hand one RSA
+signature to a worker thread and take the answer back, send one HTTPS request and read the answer
+(aiohttp), and write to Postgres twice (asyncpg through a pool: the pending operation before the
+Amazon call, the outcome after it; DESIGN.md's exactly-once path). ``python -m bench`` measures
+each here, under uvloop like the service, in the same run as the service, and reports their sum
+beside the service's own figure, in signatures.
+
+    python -m bench._floor grpc-server --port P      # a do-nothing unary gRPC server
+    python -m bench._floor clients --url U --database D --calls N   # prints JSON figures
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import aiohttp
+import asyncpg
+import grpc
+import uvloop
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from bench._load import closed_loop
+
+CONCURRENCY = 8
+
+
+async def grpc_server(port: int) -> None:
+    """The cheapest useful unary call grpc.aio can serve: the health check."""
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    print("ready", flush=True)
+    await server.wait_for_termination()
+
+
+async def drive_grpc(target: str, calls: int) -> None:
+    """Run by the parent: ``calls`` health checks at the bench's concurrency."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        request = health_pb2.HealthCheckRequest()
+
+        async def one(_i: int) -> None:
+            await stub.Check(request, timeout=10)
+
+        await closed_loop(one, concurrency=CONCURRENCY, max_calls=50, max_seconds=10)
+        await closed_loop(one, concurrency=CONCURRENCY, max_calls=calls, max_seconds=60)
+
+
+def _cpu() -> float:
+    return time.process_time()
+
+
+async def _per_call(call: Any, calls: int) -> float:
+    await closed_loop(call, concurrency=CONCURRENCY, max_calls=min(100, calls), max_seconds=10)
+    started = _cpu()
+    run = await closed_loop(call, concurrency=CONCURRENCY, max_calls=calls, max_seconds=60)
+    if run.errors:
+        raise RuntimeError(f"floor measurement failed: {dict(run.errors)}")
+    return (_cpu() - started) / max(run.ok, 1) * 1000
+
+
+async def clients(url: str, headers: dict[str, str], database: str, calls: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"concurrency": CONCURRENCY, "calls": calls}
+
+    async with aiohttp.ClientSession() as http:
+
+        async def get(_i: int) -> None:
+            async with http.get(url, headers=headers) as response:
+                await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"HTTP {response.status}")
+
+        out["aiohttp_request_ms"] = round(await _per_call(get, calls), 4)
+
+    pool = await asyncpg.create_pool(database, min_size=CONCURRENCY, max_size=CONCURRENCY)
+    try:
+        await pool.execute("DROP TABLE IF EXISTS floor_probe_rows")
+        await pool.execute("CREATE TABLE floor_probe_rows (id bigserial PRIMARY KEY, body jsonb)")
+        body = json.dumps({"chargePermissionId": "S01-0000000-0000000", "captureNow": True})
+
+        async def write(_i: int) -> None:
+            await pool.fetchrow(
+                "INSERT INTO floor_probe_rows (body) VALUES ($1::jsonb) RETURNING id", body
+            )
+
+        out["asyncpg_statement_ms"] = round(await _per_call(write, calls), 4)
+        await pool.execute("DROP TABLE floor_probe_rows")
+    finally:
+        await pool.close()
+
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=2) as executor:
+
+        async def hop(_i: int) -> None:
+            await loop.run_in_executor(executor, int)
+
+        out["thread_hop_ms"] = round(await _per_call(hop, calls), 4)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench._floor", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    server = sub.add_parser("grpc-server")
+    server.add_argument("--port", type=int, required=True)
+    client = sub.add_parser("clients")
+    client.add_argument("--url", required=True)
+    client.add_argument("--headers", required=True, help="JSON object of signed headers")
+    client.add_argument("--database", required=True)
+    client.add_argument("--calls", type=int, default=2000)
+    a = p.parse_args(argv)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        if a.command == "grpc-server":
+            runner.run(grpc_server(a.port))
+            return 0
+        figures = runner.run(clients(a.url, json.loads(a.headers), a.database, a.calls))
+    print(json.dumps(figures), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
