@@ -585,7 +585,7 @@ class Soak:
 
 def _object_id(reply: Any) -> str:
     for name in ("charge", "refund", "checkout_session"):
-        if reply.HasField(name):
+        if name in reply.DESCRIPTOR.fields_by_name and reply.HasField(name):
             message = getattr(reply, name)
             return str(
                 getattr(message, "charge_id", "")
@@ -750,6 +750,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "count": len(t.internal_errors),
                 "examples": t.internal_errors[:20],
             },
+            "journey_errors": {
+                "count": sum(v for k, v in t.outcomes.items() if k.startswith("journey:")),
+                "examples": t.journey_errors[:20],
+            },
             "service_logs": logs,
             "audit": audit,
             "mismatches": audit.get("mismatches", -1),
@@ -806,6 +810,10 @@ def markdown(r: dict[str, Any]) -> str:
     ]
     if a["problems"]:
         lines += ["## Problems", "", *(f"- {p}" for p in a["problems"]), ""]
+    if r["journey_errors"]["examples"]:
+        lines += ["## Journeys the load generator abandoned (examples)", ""]
+        lines += [f"- `{e[:300]}`" for e in r["journey_errors"]["examples"]]
+        lines.append("")
     if r["internal_errors"]["examples"]:
         lines += ["## INTERNAL/UNKNOWN examples", ""]
         lines += [f"- `{e[:300]}`" for e in r["internal_errors"]["examples"]]
