@@ -36,7 +36,8 @@ CONCURRENCY = 8
 async def grpc_server(port: int) -> None:
     """The cheapest useful unary call grpc.aio can serve: the health check."""
     server = grpc.aio.server()
-    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+    servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     print("ready", flush=True)

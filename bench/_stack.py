@@ -277,13 +277,15 @@ class Service:
     def running(self) -> bool:
         return self.process is not None and self.process.returncode is None
 
-    async def start(self, *, command: tuple[str, ...] = ("-m", "service")) -> None:
+    async def start(
+        self, *, command: tuple[str, ...] = ("-m", "service"), cwd: Path = REPO
+    ) -> None:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 *command,
-                cwd=REPO,
+                cwd=cwd,
                 env=self.env,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=log,

@@ -6,20 +6,23 @@ the service process, then writes ``bench/results/profile.md``: inclusive and sel
 and by area (gRPC, validation, signing, HTTP, SQL, JSON, logging, ...), with the service CPU per
 call measured from ``/proc`` during the same window.
 
-    .venv/bin/python -m bench.profile [--seconds 20] [--concurrency 16] [--rate 200]
+    .venv/bin/python -m bench.profile [--seconds 20] [--concurrency 16] [--no-compare]
+        [--compare-revisions REV,...]   # before/after: each revision's service, then this one
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,7 @@ import grpc
 from bench._flows import stubs_for
 from bench._load import Run, closed_loop
 from bench._stack import REPO
-from bench.run import RESULTS, Bench, Options, log, running_stack
+from bench.run import RESULTS, Bench, Options, log, running_stack, signature_cost
 from payments.amazonpay.v1 import ledger_pb2
 
 # (area, regex on "function (file)") - first match wins, checked from the innermost frame out
@@ -270,9 +273,6 @@ async def run_profile(seconds: float, concurrency: int, output: Path) -> list[st
     return lines
 
 
-VARIANTS = ["", "no-tracing", "no-pool-reset", "no-tracing,no-pool-reset"]
-
-
 async def _ledger_xacts(database_url: str) -> int:
     conn = await asyncpg.connect(database_url)
     try:
@@ -285,56 +285,101 @@ async def _ledger_xacts(database_url: str) -> int:
         await conn.close()
 
 
-async def compare(seconds: float, concurrency: int) -> list[str]:
-    """CreateCharge with the service as it is, then with each proposed change patched in."""
+@contextlib.contextmanager
+def _worktree(revision: str) -> Iterator[Path]:
+    """A detached checkout of ``revision`` (with its generated stubs), removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="bench-rev-") as tmp:
+        path = Path(tmp) / "tree"
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(path), revision],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
+        try:
+            yield path
+        finally:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(path)],
+                cwd=REPO,
+                check=False,
+                capture_output=True,
+            )
+
+
+async def _measure_variant(
+    name: str, source: Path, seconds: float, concurrency: int, options: Options
+) -> str:
+    with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp:
+        async with (
+            running_stack(Path(tmp), service_source=source) as stack,
+            grpc.aio.insecure_channel(stack.service.target) as channel,
+        ):
+            bench = Bench(options, stack, stubs_for(channel, stack.service.target))
+            await bench.prepare_slots(int(seconds * 800) + 200)
+            await closed_loop(bench._create_charge, concurrency=8, max_calls=100, max_seconds=5)
+            await asyncio.sleep(1.5)
+            xacts = await _ledger_xacts(stack.database_url)
+            calls = bench.pool.free
+            _, f = await bench.measure(
+                lambda b=bench, n=calls: closed_loop(  # type: ignore[misc]
+                    b._create_charge,
+                    concurrency=concurrency,
+                    max_calls=n,
+                    max_seconds=seconds,
+                )
+            )
+            await asyncio.sleep(1.5)
+            xacts = await _ledger_xacts(stack.database_url) - xacts
+            per_call = xacts / max(f["calls_ok"], 1)
+            sig = signature_cost(300)["cpu_ms_per_signature"]
+            cpu = f.get("service_cpu_ms_per_call") or 0.0
+            row = (
+                f"| {name} | {f['throughput_per_s']} | {f['p50_ms']} | {f['p99_ms']} "
+                f"| {cpu} | {cpu / sig:.2f} | {f['cores_used']['service']} "
+                f"| {f['cores_used']['postgres']} | {per_call:.1f} |"
+            )
+            log(f"  {row}")
+            return row
+
+
+async def compare(seconds: float, concurrency: int, revisions: list[str]) -> list[str]:
+    """CreateCharge from each earlier revision's service, then from this checkout's, each on a
+    fresh stack in the same run (same emulator, Postgres and load generator code)."""
     options = Options.parse(["--quick"])
     rows = []
-    for variant in VARIANTS:
-        name = variant or "service as it is"
-        log(f"compare: {name}")
-        with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp:
-            async with (
-                running_stack(
-                    Path(tmp), service_command=("-m", "bench._experiment"), BENCH_PATCHES=variant
-                ) as stack,
-                grpc.aio.insecure_channel(stack.service.target) as channel,
-            ):
-                bench = Bench(options, stack, stubs_for(channel, stack.service.target))
-                await bench.prepare_slots(int(seconds * 200) + 200)
-                await closed_loop(bench._create_charge, concurrency=8, max_calls=100, max_seconds=5)
-                await asyncio.sleep(1.5)
-                xacts = await _ledger_xacts(stack.database_url)
-                calls = bench.pool.free
-                _, f = await bench.measure(
-                    lambda b=bench, n=calls: closed_loop(  # type: ignore[misc]
-                        b._create_charge,
-                        concurrency=concurrency,
-                        max_calls=n,
-                        max_seconds=seconds,
-                    )
-                )
-                await asyncio.sleep(1.5)
-                xacts = await _ledger_xacts(stack.database_url) - xacts
-                per_call = xacts / max(f["calls_ok"], 1)
-                rows.append(
-                    f"| {name} | {f['throughput_per_s']} | {f['p50_ms']} | {f['p99_ms']} "
-                    f"| {f.get('service_cpu_ms_per_call')} | {f['cores_used']['service']} "
-                    f"| {f['cores_used']['postgres']} | {per_call:.1f} |"
-                )
-                log(f"  {rows[-1]}")
+    for revision in revisions:
+        log(f"compare: revision {revision}")
+        short = (
+            await asyncio.to_thread(
+                subprocess.run,
+                ["git", "rev-parse", "--short", revision],
+                cwd=REPO,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+        ).stdout.strip()
+        with _worktree(revision) as tree:
+            rows.append(await _measure_variant(short, tree, seconds, concurrency, options))
+    log("compare: this checkout")
+    rows.append(await _measure_variant("this checkout", REPO, seconds, concurrency, options))
     return [
         f"### Before/after: CreateCharge, closed loop, {concurrency} callers, {seconds:.0f} s each",
         "",
-        "Each row is a fresh stack; the changes are patched in at start-up by "
-        "`bench/_experiment.py` (nothing in `service/` is edited).",
+        "Each row is a fresh stack running the service from that revision (a git worktree, this "
+        "checkout's virtualenv); x sig divides by one signature measured beside it.",
         "",
-        "| service variant | calls/s | p50 ms | p99 ms | svc CPU ms/call | svc cores "
+        "| service | calls/s | p50 ms | p99 ms | svc CPU ms/call | x sig | svc cores "
         "| Postgres cores | Postgres transactions/call |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *rows,
         "",
     ]
 
+
+# The last revision before the second round of hot-path work (bench/results/profile.md).
+BEFORE = "e675112"
 
 MARKER = "<!-- everything below is generated by python -m bench.profile -->"
 
@@ -346,11 +391,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", type=Path, default=RESULTS)
     p.add_argument("--no-compare", action="store_true", help="skip the before/after runs")
     p.add_argument("--compare-seconds", type=float, default=10.0)
+    p.add_argument(
+        "--compare-revisions",
+        default=BEFORE,
+        help="comma-separated git revisions to measure before this checkout",
+    )
     a = p.parse_args(argv)
     a.output.mkdir(parents=True, exist_ok=True)
     lines = asyncio.run(run_profile(a.seconds, a.concurrency, a.output))
     if not a.no_compare:
-        lines += asyncio.run(compare(a.compare_seconds, a.concurrency))
+        revisions = [r for r in a.compare_revisions.split(",") if r]
+        lines += asyncio.run(compare(a.compare_seconds, a.concurrency, revisions))
     target = a.output / "profile.md"
     findings = ""
     if target.exists() and MARKER in target.read_text():

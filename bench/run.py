@@ -147,9 +147,16 @@ def _postmaster_pid(server_url: str, embedded_dir: Path | None) -> int | None:
 
 @contextlib.asynccontextmanager
 async def running_stack(
-    workdir: Path, *, service_command: tuple[str, ...] = ("-m", "service"), **env: str
+    workdir: Path,
+    *,
+    service_command: tuple[str, ...] = ("-m", "service"),
+    service_source: Path = REPO,
+    **env: str,
 ) -> Any:
-    """Postgres + fresh database, emulator, one service replica; everything stopped afterwards."""
+    """Postgres + fresh database, emulator, one service replica; everything stopped afterwards.
+
+    ``service_source`` runs the service from another checkout (a git worktree of an earlier
+    revision) with this one's virtualenv, so two revisions can be measured in one run."""
     embedded: EmbeddedPostgres | None = None
     embedded_dir: Path | None = None
     server_url = os.environ.get("DATABASE_URL", "")
@@ -172,7 +179,7 @@ async def running_stack(
             free_port(),
             REPO / ".data" / "bench-logs" / "service.log",
         )
-        await service.start(command=service_command)
+        await service.start(command=service_command, cwd=service_source)
         await service.wait_serving()
         probe = CpuProbe()
         probe.add("service", service.pid)
