@@ -206,6 +206,29 @@ def _to_json_value(value: Any) -> Any:
 
 # --- base classes ------------------------------------------------------------------------------
 
+# Per model class: (attribute, JSON names to try, parser, required, value when absent). Built once:
+# walking dataclasses.fields() on every answer was a measurable share of a call's CPU.
+_Step = tuple[str, tuple[str, ...], _Parser, bool, Any]
+_PLANS: dict[type, tuple[_Step, ...]] = {}
+
+
+def _plan_of(cls: type[Model]) -> tuple[_Step, ...]:
+    plan = _PLANS.get(cls)
+    if plan is None:
+        plan = tuple(
+            (
+                f.name,
+                (f.metadata["json"], *f.metadata["aliases"]),
+                f.metadata["parse"],
+                f.name in cls._required,
+                f.default if isinstance(f.default, tuple) else None,
+            )
+            for f in dataclasses.fields(cls)
+            if "json" in f.metadata
+        )
+        _PLANS[cls] = plan
+    return plan
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Model:
@@ -220,22 +243,18 @@ class Model:
     def from_json(cls, data: JSON) -> Self | None:
         """Parse Amazon JSON; None if a required part (e.g. a Price's amount) is unusable."""
         values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            meta = f.metadata
-            if "json" not in meta:
-                continue
+        for name, keys, parse, required, default in _plan_of(cls):
             raw_value = None
-            for name in (meta["json"], *meta["aliases"]):
-                if data.get(name) is not None:
-                    raw_value = data[name]
+            for key in keys:
+                if data.get(key) is not None:
+                    raw_value = data[key]
                     break
-            parsed = meta["parse"](raw_value) if raw_value is not None else None
+            parsed = parse(raw_value) if raw_value is not None else None
             if parsed is None:
-                if f.name in cls._required:
+                if required:
                     return None
-                if isinstance(f.default, tuple):
-                    parsed = f.default
-            values[f.name] = parsed
+                parsed = default
+            values[name] = parsed
         return cls(raw=data, **values)
 
     def to_json(self) -> dict[str, Any]:

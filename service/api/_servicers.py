@@ -461,12 +461,6 @@ class BuyerService(buyer_pb2_grpc.BuyerServiceServicer):
 
     async def GetBuyer(self, request: Any, context: Any) -> Any:
         async def handler(req: buyer_pb2.GetBuyerRequest, deadline: float | None) -> Message:
-            if req.source == common_pb2.READ_SOURCE_LEDGER:
-                raise RpcFailure(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    "buyers are not stored in the ledger; use AUTO or AMAZON",
-                    "VALIDATION_FAILED",
-                )
             merchant = self._rpcs.payments.merchants.get(req.merchant)
             buyer = await merchant.client.get_buyer(req.buyer_token, deadline=deadline)
             response = buyer_pb2.GetBuyerResponse(

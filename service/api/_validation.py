@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from payments.amazonpay.v1 import common_pb2
+
 __all__ = ["CURRENCY_DECIMALS", "MAX_CHARGE", "Violation", "validate"]
 
 
@@ -272,7 +274,14 @@ def _same_currency(*paths: str) -> Extra:
     return check
 
 
+def _buyer_source(request: Message) -> Iterator[Violation]:
+    # Buyers are PII behind a 24-hour token and are never stored.
+    if getattr(request, "source") == common_pb2.READ_SOURCE_LEDGER:  # noqa: B009
+        yield Violation("source", "must be AUTO or AMAZON: buyers are not stored in the ledger")
+
+
 EXTRA_RULES: Mapping[str, tuple[Extra, ...]] = {
+    "GetBuyer": (_buyer_source,),
     "CreateCheckoutSession": (
         _checkout_urls,
         _same_currency("payment_details.charge_amount", "payment_details.total_order_amount"),

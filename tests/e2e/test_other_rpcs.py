@@ -105,7 +105,11 @@ async def test_get_buyer_reads_amazon_and_refuses_the_ledger(
         await api.buyers.GetBuyer(
             buyer_pb2.GetBuyerRequest(buyer_token=token, source=common_pb2.READ_SOURCE_LEDGER)
         )
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    info = failure(caught.value)
+    assert info.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.violations == {
+        "source": "must be AUTO or AMAZON: buyers are not stored in the ledger"
+    }
 
 
 async def test_button_payload_is_signed_with_the_merchant_key(api: Stubs, keys: Keys) -> None:
