@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import grpc
 
 from bench._flows import stubs_for
@@ -273,18 +272,6 @@ async def run_profile(seconds: float, concurrency: int, output: Path) -> list[st
     return lines
 
 
-async def _ledger_xacts(database_url: str) -> int:
-    conn = await asyncpg.connect(database_url)
-    try:
-        value: int = await conn.fetchval(
-            "SELECT xact_commit + xact_rollback FROM pg_stat_database"
-            " WHERE datname = current_database()"
-        )
-        return value
-    finally:
-        await conn.close()
-
-
 @contextlib.contextmanager
 def _worktree(revision: str) -> Iterator[Path]:
     """A detached checkout of ``revision`` (with its generated stubs), removed afterwards."""
@@ -318,8 +305,6 @@ async def _measure_variant(
             bench = Bench(options, stack, stubs_for(channel, stack.service.target))
             await bench.prepare_slots(int(seconds * 800) + 200)
             await closed_loop(bench._create_charge, concurrency=8, max_calls=100, max_seconds=5)
-            await asyncio.sleep(1.5)
-            xacts = await _ledger_xacts(stack.database_url)
             calls = bench.pool.free
             _, f = await bench.measure(
                 lambda b=bench, n=calls: closed_loop(  # type: ignore[misc]
@@ -329,15 +314,12 @@ async def _measure_variant(
                     max_seconds=seconds,
                 )
             )
-            await asyncio.sleep(1.5)
-            xacts = await _ledger_xacts(stack.database_url) - xacts
-            per_call = xacts / max(f["calls_ok"], 1)
             sig = signature_cost(300)["cpu_ms_per_signature"]
             cpu = f.get("service_cpu_ms_per_call") or 0.0
             row = (
                 f"| {name} | {f['throughput_per_s']} | {f['p50_ms']} | {f['p99_ms']} "
                 f"| {cpu} | {cpu / sig:.2f} | {f['cores_used']['service']} "
-                f"| {f['cores_used']['postgres']} | {per_call:.1f} |"
+                f"| {f['cores_used']['postgres']} |"
             )
             log(f"  {row}")
             return row
@@ -371,8 +353,8 @@ async def compare(seconds: float, concurrency: int, revisions: list[str]) -> lis
         "checkout's virtualenv); x sig divides by one signature measured beside it.",
         "",
         "| service | calls/s | p50 ms | p99 ms | svc CPU ms/call | x sig | svc cores "
-        "| Postgres cores | Postgres transactions/call |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| Postgres cores |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
         *rows,
         "",
     ]
