@@ -207,11 +207,21 @@ def markdown(r: dict[str, Any]) -> str:
                     f"**{floor['create_charge_floor_vs_signature']}**",
                 ],
                 [
-                    "the service (at half of peak)",
+                    "the service, open loop at half of peak (the target's figure)",
                     per_charge,
                     "",
                     round(per_charge / sig, 2),
                 ],
+                *(
+                    [
+                        f"the service, closed loop at {f['concurrency']} callers (like the floor)",
+                        f["service_cpu_ms_per_call"],
+                        "",
+                        round(f["service_cpu_ms_per_call"] / sig, 2),
+                    ]
+                    for f in r["create_charge_sweep"]
+                    if f["concurrency"] == floor["concurrency"] and "service_cpu_ms_per_call" in f
+                ),
             ],
         )
     lines += ["", "## Full checkout flow", ""]

@@ -268,8 +268,9 @@ class Settings:
     """`LOG_LEVEL`: DEBUG, INFO, WARNING or ERROR."""
 
     event_loop: str = "uvloop"
-    """`EVENT_LOOP`: `uvloop` (about a quarter less CPU per call than asyncio's own loop, as
-    measured by `make bench`) or `asyncio` (the standard library's, for debugging the loop)."""
+    """`EVENT_LOOP`: `uvloop` (11-29 % less CPU per CreateCharge than asyncio's own loop, more
+    at low concurrency; bench/results/profile.md) or `asyncio` (the standard library's, for
+    debugging the loop)."""
 
     allow_insecure: bool = False
     """`ALLOW_INSECURE`: permit plaintext gRPC in live mode (only behind a mesh that adds TLS)."""
