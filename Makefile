@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PROTO_DIR := protos
 GEN_DIR := payments/amazonpay/v1
 
-.PHONY: run test lint fmt typecheck proto proto-check buf-lint buf-breaking venv emulator bench soak lock clean
+.PHONY: run test lint fmt typecheck proto proto-check buf-lint buf-breaking buf-release venv emulator bench soak lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ buf-lint: $(STAMP)
 # Compares protos/ with the previous commit (pass BUF_AGAINST=origin/main for a branch).
 buf-breaking: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/buf_breaking.sh $(BUF_AGAINST)
+
+# At a release: record the API other teams now depend on (refused if it breaks the last one).
+buf-release: buf-breaking
+	$(VENV)/bin/buf build protos --exclude-source-info -o -#format=json | $(PY) -c \
+	  'import json, sys; print(json.dumps(json.load(sys.stdin), indent=1, sort_keys=True))' \
+	  > protos/released-v1.json
 
 proto: $(STAMP)
 	$(PY) scripts/gen_protos.py

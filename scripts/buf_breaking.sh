@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Fail when protos/ breaks the API of the previous commit on main (buf FILE rules, see buf.yaml).
+# Fail when protos/ breaks the released API (protos/released-v1.json, a buf image of the last
+# release) or the API of the previous commit on main (buf FILE rules, see buf.yaml).
 #
 #   scripts/buf_breaking.sh            # against HEAD~1 (CI on main: the previous main commit)
 #   scripts/buf_breaking.sh origin/main  # a PR branch against the main it will merge into
+#
+# The released image catches a break spread over several commits of one push, which HEAD~1 alone
+# would miss; `make buf-release` rewrites it when a release ships (only if nothing breaks it).
 #
 # Needs the git history of the ref (CI: fetch-depth >= 2, or fetch origin/main). Exits 0 with a
 # message (nothing to compare) when the ref does not exist because the repository has a single
@@ -23,6 +27,16 @@ if [[ -z "$buf" ]]; then
 fi
 [[ -n "$buf" ]] || { echo "buf_breaking: buf not found (make venv, or set BUF=/path/to/buf)" >&2; exit 2; }
 [[ -d protos ]] || { echo "buf_breaking: no protos/ in $root" >&2; exit 2; }
+
+released=protos/released-v1.json
+if [[ -f "$released" ]]; then
+  echo "buf_breaking: protos/ against the released API ($released)"
+  if ! "$buf" breaking protos --against "$released"; then
+    echo "buf_breaking: BREAKING changes against the released API (see above). Ship a new" \
+      "package version (payments.amazonpay.v2) instead of changing v1." >&2
+    exit 100
+  fi
+fi
 
 if ! commit="$(git rev-parse --verify --quiet "${ref}^{commit}")"; then
   if [[ "$(git rev-parse --is-shallow-repository)" == "true" ]]; then
