@@ -5,6 +5,7 @@ from ._guard import Admission, BreakerSettings, CircuitBreaker, CircuitOpen, Ove
 from ._merchants import Merchant, MerchantRegistry, UnknownMerchant
 from ._operations import (
     GETTERS,
+    OWED_READ_ATTEMPTS,
     SPECS,
     AmazonCall,
     ObjectNotFound,
@@ -19,6 +20,7 @@ from ._records import KINDS, Kind, record_of
 __all__ = [
     "GETTERS",
     "KINDS",
+    "OWED_READ_ATTEMPTS",
     "SPECS",
     "Admission",
     "AmazonCall",

@@ -29,6 +29,7 @@ from typing import Any, Literal, TypeVar
 from service.amazonpay import AmazonPayClient, AmazonPayError, ApiObject
 from service.ledger import Event, ObjectRecord, Operation, Repository
 
+from ._guard import Overloaded
 from ._merchants import Merchant, MerchantRegistry
 from ._records import KINDS, record_of
 
@@ -48,8 +49,16 @@ _log = logging.getLogger("service.core.operations")
 # Ledger writes after Amazon said yes must not be lost to an impatient caller: they run shielded,
 # with their own bound, even when the caller's deadline has passed.
 _COMMIT_TIMEOUT_S = 10.0
+OWED_READ_ATTEMPTS = 20
+"""Failed reads of an owed object before it is given up: with `owed_read_backoff_s`, about three
+days (Amazon keeps objects 30 days; one it answers 404 for that long is not coming back)."""
 _LEASE_MARGIN_S = 30.0
 T = TypeVar("T")
+
+
+def owed_read_backoff_s(attempts: int) -> float:
+    """1, 2, 4 ... minutes after each failed owed read, at most 6 hours."""
+    return float(min(60 * 2 ** (attempts - 1), 6 * 3600))
 
 
 def amazon_idempotency_key(merchant: str, operation: str, caller_key: str) -> str:
@@ -555,12 +564,14 @@ class Payments:
             _log.warning("could not refresh a refunded charge", extra={"error": type(exc).__name__})
 
     async def read_missing_related(self, *, limit: int = 50) -> int:
-        """Objects a completed checkout produced that the ledger still lacks (a crash or a
-        failure right after Complete), and final objects marked for a re-read (a charge whose
-        refund settled): read and record them."""
-        found = await self.repository.missing_related(limit=limit)
-        found += await self.repository.refresh_requests(limit=limit)
+        """Reads the reconciler owes: objects a completed checkout produced that the ledger still
+        lacks (a crash or a failure right after Complete), and final objects marked for a re-read
+        (a charge whose refund settled). A failure backs off per object; one Amazon no longer
+        has is given up after `OWED_READ_ATTEMPTS` (about three days). Returns how many were
+        tried."""
+        found = await self.repository.owed_reads(limit=limit)
         for merchant_alias, kind, object_id in found:
+            error: str | None = None
             try:
                 await self.read(
                     merchant_alias,
@@ -570,11 +581,23 @@ class Payments:
                     deadline=time.monotonic() + 30,
                     record_source="poll",
                 )
-            except (AmazonPayError, LookupError) as exc:
-                _log.warning(
-                    "could not read a missing related object",
-                    extra={"kind": kind, "error": type(exc).__name__},
-                )
+            except (AmazonPayError, LookupError, Overloaded) as exc:
+                error = type(exc).__name__
+            attempts = await self.repository.settle_owed_read(
+                merchant_alias,
+                kind,
+                object_id,
+                error=error,
+                max_attempts=OWED_READ_ATTEMPTS,
+                backoff_s=owed_read_backoff_s,
+            )
+            if error is None:
+                continue
+            extra = {"kind": kind, "error": error, "attempts": attempts, "merchant": merchant_alias}
+            if attempts >= OWED_READ_ATTEMPTS:
+                _log.error("gave up reading an object the ledger is owed", extra=extra)
+            else:
+                _log.warning("could not read an object the ledger is owed", extra=extra)
         return len(found)
 
     async def redrive_orphans(self, *, limit: int = 100, deadline_s: float = 30.0) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -339,16 +339,23 @@ _COMPLETE_WITH_NEW_OBJECT = """
 """
 
 
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def _single_statement_completion(
     op: Operation, response: Mapping[str, Any], records: Sequence[ObjectRecord], source: str
 ) -> bool:
     """Whether `complete_operation` may try its one-statement form: one new-object candidate,
-    nothing to seal, and no settled refund whose charge must be marked for a re-read."""
+    nothing to seal, no settled refund whose charge must be marked for a re-read, and no completed
+    checkout session whose related objects are owed reads."""
     if len(records) != 1 or source not in EVENT_SOURCES:
         return False
     record = records[0]
     if record.kind == "refund" and record.is_final:
         return False
+    if record.kind == "checkout_session" and record.state == "Completed":
+        return False  # owes reads of the objects it names
     return not (
         holds_pii(record.snapshot)
         or holds_pii(response.get("body") or {})
@@ -522,6 +529,22 @@ class Repository:
             timeout=timeout,
         )
         assert row is not None
+        if rec.kind == "checkout_session" and rec.state == "Completed":
+            await conn.execute(
+                """
+                INSERT INTO owed_reads (merchant, kind, object_id)
+                SELECT $1, r.kind, r.object_id
+                FROM (VALUES ('charge_permission', $2::text), ('charge', $3::text))
+                    AS r(kind, object_id)
+                WHERE r.object_id IS NOT NULL
+                  AND NOT EXISTS (SELECT 1 FROM objects o WHERE o.merchant = $1
+                                  AND o.kind = r.kind AND o.object_id = r.object_id)
+                ON CONFLICT DO NOTHING
+                """,
+                rec.merchant,
+                _text_or_none(plain.get("chargePermissionId")),
+                _text_or_none(plain.get("chargeId")),
+            )
         if rec.kind == "refund" and rec.is_final and previous_state != rec.state and rec.charge_id:
             await conn.execute(
                 "UPDATE objects SET needs_refresh = true"
@@ -1121,32 +1144,96 @@ class Repository:
             object_id,
         )
 
-    async def refresh_requests(self, *, limit: int) -> list[tuple[str, str, str]]:
-        """(merchant, kind, id) of objects marked `needs_refresh`; reading one clears it."""
-        rows = await self._pool.fetch(
-            "SELECT merchant, kind, object_id FROM objects WHERE needs_refresh LIMIT $1", limit
-        )
+    async def owed_reads(self, *, limit: int) -> list[tuple[str, str, str]]:
+        """(merchant, kind, id) of reads the reconciler owes and may try now, longest due first:
+        related objects a completed checkout named that the ledger lacks, and final objects
+        marked `needs_refresh`. Owed reads the ledger has since satisfied are dropped here."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                """
+                DELETE FROM owed_reads r USING objects o
+                WHERE o.merchant = r.merchant AND o.kind = r.kind AND o.object_id = r.object_id
+                  AND NOT o.needs_refresh
+                """
+            )
+            rows = await conn.fetch(
+                """
+                SELECT merchant, kind, object_id FROM (
+                    SELECT merchant, kind, object_id, due_at FROM owed_reads
+                    WHERE due_at <= now()
+                    UNION ALL
+                    SELECT o.merchant, o.kind, o.object_id, '-infinity'::timestamptz
+                    FROM objects o
+                    WHERE o.needs_refresh
+                      AND NOT EXISTS (SELECT 1 FROM owed_reads r WHERE r.merchant = o.merchant
+                                      AND r.kind = o.kind AND r.object_id = o.object_id)
+                ) due
+                ORDER BY due_at
+                LIMIT $1
+                """,
+                limit,
+            )
         return [(r["merchant"], r["kind"], r["object_id"]) for r in rows]
 
-    async def missing_related(self, *, limit: int) -> list[tuple[str, str, str]]:
-        """(merchant, kind, id) of charge permissions and charges named by completed checkout
-        sessions but not recorded themselves."""
-        rows = await self._pool.fetch(
-            """
-            SELECT s.merchant, r.kind, r.object_id
-            FROM objects s
-            CROSS JOIN LATERAL (VALUES
-                ('charge_permission', s.snapshot->>'chargePermissionId'),
-                ('charge', s.snapshot->>'chargeId')) AS r(kind, object_id)
-            WHERE s.kind = 'checkout_session' AND s.state = 'Completed'
-              AND r.object_id IS NOT NULL
-              AND NOT EXISTS (SELECT 1 FROM objects o WHERE o.merchant = s.merchant
-                              AND o.kind = r.kind AND o.object_id = r.object_id)
-            LIMIT $1
-            """,
-            limit,
-        )
-        return [(r["merchant"], r["kind"], r["object_id"]) for r in rows]
+    async def settle_owed_read(
+        self,
+        merchant: str,
+        kind: str,
+        object_id: str,
+        *,
+        error: str | None,
+        max_attempts: int,
+        backoff_s: Callable[[int], float],
+    ) -> int:
+        """Record the outcome of an owed read: done (`error` None), or one more failed attempt,
+        due again after `backoff_s(attempts)`. Returns the attempts so far; at `max_attempts` the
+        read is given up (its row deleted, `needs_refresh` cleared) and the caller logs it."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if error is None:
+                await conn.execute(
+                    "DELETE FROM owed_reads WHERE merchant = $1 AND kind = $2 AND object_id = $3",
+                    merchant,
+                    kind,
+                    object_id,
+                )
+                return 0
+            attempts: int = await conn.fetchval(
+                """
+                INSERT INTO owed_reads AS r (merchant, kind, object_id, attempts, last_error)
+                VALUES ($1, $2, $3, 1, $4)
+                ON CONFLICT (merchant, kind, object_id) DO UPDATE
+                    SET attempts = r.attempts + 1, last_error = $4
+                RETURNING attempts
+                """,
+                merchant,
+                kind,
+                object_id,
+                error,
+            )
+            if attempts >= max_attempts:
+                await conn.execute(
+                    "DELETE FROM owed_reads WHERE merchant = $1 AND kind = $2 AND object_id = $3",
+                    merchant,
+                    kind,
+                    object_id,
+                )
+                await conn.execute(
+                    "UPDATE objects SET needs_refresh = false"
+                    " WHERE merchant = $1 AND kind = $2 AND object_id = $3 AND needs_refresh",
+                    merchant,
+                    kind,
+                    object_id,
+                )
+            else:
+                await conn.execute(
+                    "UPDATE owed_reads SET due_at = now() + make_interval(secs => $4)"
+                    " WHERE merchant = $1 AND kind = $2 AND object_id = $3",
+                    merchant,
+                    kind,
+                    object_id,
+                    backoff_s(attempts),
+                )
+            return attempts
 
     async def oldest_pending_age_s(self) -> float:
         """Seconds since the oldest still-polled non-final object was last updated (0 if none)."""

@@ -350,8 +350,108 @@ async def test_a_settled_refund_marks_its_charge_for_a_re_read(ledger: Ledger) -
         )
 
     await repo.record([refund("RefundInitiated", False)], "api")
-    assert await repo.refresh_requests(limit=10) == []
+    assert await repo.owed_reads(limit=10) == []
     await repo.record([refund("Refunded", True)], "ipn")
-    assert await repo.refresh_requests(limit=10) == [("default", "charge", f"{CP}-C000001")]
+    assert await repo.owed_reads(limit=10) == [("default", "charge", f"{CP}-C000001")]
     await repo.record([charge("Captured", final=True, refundedAmount={"amount": "5.00"})], "poll")
-    assert await repo.refresh_requests(limit=10) == []
+    assert await repo.owed_reads(limit=10) == []
+
+
+def _completed_session(number: int) -> ObjectRecord:
+    session_cp = f"S01-0000000-{number:07d}"
+    return ObjectRecord(
+        merchant="default",
+        kind="checkout_session",
+        object_id=f"session-{number}",
+        state="Completed",
+        is_final=True,
+        snapshot={
+            "checkoutSessionId": f"session-{number}",
+            "chargePermissionId": session_cp,
+            "chargeId": f"{session_cp}-C000001",
+            "statusDetails": {"state": "Completed"},
+        },
+    )
+
+
+def _no_backoff(_attempts: int) -> float:
+    return 0.0
+
+
+async def test_a_completed_session_owes_reads_of_what_it_named_until_they_are_recorded(
+    ledger: Ledger,
+) -> None:
+    repo = ledger.repository
+    await repo.record([_completed_session(1)], "api")
+    cp = "S01-0000000-0000001"
+    assert sorted(await repo.owed_reads(limit=10)) == [
+        ("default", "charge", f"{cp}-C000001"),
+        ("default", "charge_permission", cp),
+    ]
+    await repo.record(
+        [
+            ObjectRecord(
+                merchant="default",
+                kind="charge_permission",
+                object_id=cp,
+                state="Chargeable",
+                charge_permission_id=cp,
+                snapshot={"chargePermissionId": cp},
+            )
+        ],
+        "poll",
+    )
+    assert await repo.owed_reads(limit=10) == [("default", "charge", f"{cp}-C000001")]
+    assert await ledger.pool.fetchval("SELECT count(*) FROM owed_reads") == 1
+
+
+async def test_a_failing_owed_read_backs_off_without_blocking_the_others(ledger: Ledger) -> None:
+    repo = ledger.repository
+    await repo.record([_completed_session(1), _completed_session(2)], "api")
+    first = (await repo.owed_reads(limit=1))[0]
+    attempts = await repo.settle_owed_read(
+        *first, error="AmazonPayError", max_attempts=5, backoff_s=lambda n: 3600.0 * n
+    )
+    assert attempts == 1
+    later = await repo.owed_reads(limit=10)
+    assert first not in later
+    assert len(later) == 3
+    due_at, last_error = await ledger.pool.fetchrow(
+        "SELECT due_at - now(), last_error FROM owed_reads"
+        " WHERE merchant = $1 AND kind = $2 AND object_id = $3",
+        *first,
+    )
+    assert timedelta(minutes=59) < due_at <= timedelta(hours=1)
+    assert last_error == "AmazonPayError"
+
+
+async def test_an_owed_read_is_given_up_after_its_attempts(ledger: Ledger) -> None:
+    repo = ledger.repository
+    await repo.record([charge("Captured", final=True)], "api")
+    await ledger.pool.execute("UPDATE objects SET needs_refresh = true")
+    key = ("default", "charge", f"{CP}-C000001")
+    for expected in (1, 2):
+        assert await repo.owed_reads(limit=10) == [key]
+        assert (
+            await repo.settle_owed_read(
+                *key, error="ObjectNotFound", max_attempts=3, backoff_s=_no_backoff
+            )
+            == expected
+        )
+    assert (
+        await repo.settle_owed_read(
+            *key, error="ObjectNotFound", max_attempts=3, backoff_s=_no_backoff
+        )
+        == 3
+    )
+    assert await repo.owed_reads(limit=10) == []
+    assert await ledger.pool.fetchval("SELECT count(*) FROM owed_reads") == 0
+    assert not await ledger.pool.fetchval("SELECT bool_or(needs_refresh) FROM objects")
+
+
+async def test_a_successful_owed_read_is_forgotten(ledger: Ledger) -> None:
+    repo = ledger.repository
+    await repo.record([_completed_session(3)], "api")
+    for key in await repo.owed_reads(limit=10):
+        await repo.settle_owed_read(*key, error=None, max_attempts=3, backoff_s=_no_backoff)
+    assert await ledger.pool.fetchval("SELECT count(*) FROM owed_reads") == 0
