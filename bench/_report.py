@@ -134,6 +134,11 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "## At half of peak throughput (open loop, fixed rate)",
         "",
+        f"{len(h.get('rounds', [])) or 1} alternating rounds of the service and of the emulator "
+        "called directly with the same requests signed in advance, so both are measured in the "
+        "same stretches of time on this shared machine; percentiles and rates are the medians of "
+        "the rounds, CPU per call is over all service rounds (every round is in `latest.json`).",
+        "",
         *_table(
             ["what", "rate/s", "achieved/s", "p50 ms", "p95 ms", "p99 ms", "svc CPU ms/call"],
             [

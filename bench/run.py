@@ -17,9 +17,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -82,6 +84,7 @@ class Options:
     seconds: float
     max_calls: int
     half_seconds: float
+    half_rounds: int
     checkout_seconds: float
     seed_objects: int
     emulator_requests: int
@@ -111,7 +114,8 @@ class Options:
             levels=[int(x) for x in levels.split(",") if x.strip()],
             seconds=a.seconds or (1.5 if quick else 4.0),
             max_calls=a.max_calls or (600 if quick else 4000),
-            half_seconds=3.0 if quick else 8.0,
+            half_seconds=4.0 if quick else 15.0,
+            half_rounds=2 if quick else 5,
             checkout_seconds=3.0 if quick else 8.0,
             seed_objects=a.seed_objects,
             emulator_requests=1000 if quick else 4000,
@@ -345,20 +349,80 @@ class Bench:
         peak = max(sweep, key=lambda f: f["throughput_per_s"])
         self.results["create_charge_peak"] = peak
 
-        rate = max(peak["throughput_per_s"] / 2, 1.0)
-        calls = int(rate * self.o.half_seconds) + 1
-        await self.prepare_slots(calls + 10)
-        log(f"scenario: CreateCharge open loop at half of peak ({rate:.0f}/s)")
-        _, half = await self.measure(
-            lambda: open_loop(
-                self._create_charge,
-                rate=rate,
-                max_calls=calls,
-                max_seconds=self.o.half_seconds,
-            ),
-            target_rate_per_s=round(rate, 1),
-        )
+        self.half_rate = max(peak["throughput_per_s"] / 2, 1.0)
+
+    # ---------------------------------------------------------------- half of peak
+
+    async def scenario_half_peak(self) -> None:
+        """CreateCharge through the service, and the same request signed in advance straight to
+        the emulator, at half of the service's peak rate, in alternating rounds: the machine is
+        shared and its speed drifts over minutes, so both sides of the p99 comparison are
+        measured in the same stretches of time. Figures: the median of the rounds' percentiles
+        (each round is kept in the JSON); CPU per call over all service rounds."""
+        rate = self.half_rate
+        rounds = self.o.half_rounds
+        seconds = self.o.half_seconds / rounds
+        per_round = int(rate * seconds) + 1
+        log(f"scenario: CreateCharge at half of peak ({rate:.0f}/s), {rounds} alternating rounds")
+        await self.prepare_slots(2 * rounds * per_round + 20)
+        charge_path = f"{EMULATOR_PREFIX}/charges"
+        signed = []
+        for _ in range(rounds * per_round):
+            body = json.dumps(
+                {
+                    "chargePermissionId": self.pool.take(),
+                    "chargeAmount": {"amount": "1.00", "currencyCode": "USD"},
+                    "captureNow": True,
+                }
+            ).encode()
+            headers = sign_headers(
+                self.s.private_key,
+                KEY_ID,
+                "POST",
+                charge_path,
+                body,
+                headers={"x-amz-pay-idempotency-key": uuid.uuid4().hex[:32]},
+            )
+            signed.append((body, headers))
+        url = self.s.emulator.url + charge_path
+        service_rounds: list[dict[str, Any]] = []
+        emulator_rounds: list[dict[str, Any]] = []
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http:
+
+            async def direct(i: int, offset: int) -> None:
+                body, headers = signed[offset + i]
+                async with http.post(url, data=body, headers=headers) as r:
+                    await r.read()
+                    if r.status >= 300:
+                        raise RuntimeError(f"HTTP {r.status}")
+
+            for n in range(rounds):
+                _, figures = await self.measure(
+                    lambda: open_loop(
+                        self._create_charge, rate=rate, max_calls=per_round, max_seconds=seconds
+                    ),
+                    target_rate_per_s=round(rate, 1),
+                )
+                service_rounds.append(figures)
+                _, figures = await self.measure(
+                    lambda o=n * per_round: open_loop(  # type: ignore[misc]
+                        lambda i: direct(i, o), rate=rate, max_calls=per_round, max_seconds=seconds
+                    ),
+                    target_rate_per_s=round(rate, 1),
+                )
+                emulator_rounds.append(figures)
+                log(
+                    f"  round {n + 1}: service p99 {service_rounds[-1]['p99_ms']} ms, "
+                    f"emulator p99 {figures['p99_ms']} ms"
+                )
+        half = _median_rounds(service_rounds)
+        ok = sum(f["calls_ok"] for f in service_rounds)
+        cpu = sum(f["cpu_s"]["service"] for f in service_rounds)
+        half["service_cpu_ms_per_call"] = round(cpu / max(ok, 1) * 1000, 3)
         self.results["create_charge_half_peak"] = half
+        self.results.setdefault("emulator", {})["create_charge_at_half_peak_rate"] = _median_rounds(
+            emulator_rounds
+        )
         log(f"  CreateCharge @{rate:.0f}/s: {_short(half)}")
 
     # ---------------------------------------------------------------- the emulator alone
@@ -389,31 +453,6 @@ class Bench:
             )
             for _ in range(n)
         ]
-        # the service's CreateCharge at half of its peak rate, sent directly to the emulator
-        half = self.results["create_charge_half_peak"]
-        rate = float(half["target_rate_per_s"])
-        direct_calls = int(rate * self.o.half_seconds) + 1
-        await self.prepare_slots(direct_calls + 10)
-        charge_path = f"{EMULATOR_PREFIX}/charges"
-        charges = []
-        for _ in range(direct_calls):
-            body = json.dumps(
-                {
-                    "chargePermissionId": self.pool.take(),
-                    "chargeAmount": {"amount": "1.00", "currencyCode": "USD"},
-                    "captureNow": True,
-                }
-            ).encode()
-            headers = sign_headers(
-                self.s.private_key,
-                KEY_ID,
-                "POST",
-                charge_path,
-                body,
-                headers={"x-amz-pay-idempotency-key": uuid.uuid4().hex[:32]},
-            )
-            charges.append((body, headers))
-
         out: dict[str, Any] = {}
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=64, force_close=False)
@@ -450,19 +489,7 @@ class Bench:
                 out[name] = figures
                 log(f"  emulator {name}: {_short(figures)}")
 
-            async def direct(i: int) -> None:
-                body, headers = charges[i]
-                await send("POST", charge_path, body, headers)
-
-            _, figures = await self.measure(
-                lambda: open_loop(
-                    direct, rate=rate, max_calls=len(charges), max_seconds=self.o.half_seconds
-                ),
-                target_rate_per_s=round(rate, 1),
-            )
-            out["create_charge_at_half_peak_rate"] = figures
-            log(f"  emulator CreateCharge @{rate:.0f}/s: {_short(figures)}")
-        self.results["emulator"] = out
+        self.results.setdefault("emulator", {}).update(out)
 
     # ---------------------------------------------------------------- floor
 
@@ -664,6 +691,20 @@ class Bench:
         self.results["list_transactions"] = out
 
 
+def _median_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Figures of alternating rounds: percentiles and rates are the rounds' medians."""
+    merged: dict[str, Any] = {"rounds": rounds, "target_rate_per_s": rounds[0]["target_rate_per_s"]}
+    for name in ("throughput_per_s", "p50_ms", "p95_ms", "p99_ms"):
+        merged[name] = round(statistics.median(f[name] for f in rounds), 2)
+    merged["calls_ok"] = sum(f["calls_ok"] for f in rounds)
+    errors: dict[str, int] = {}
+    for f in rounds:
+        for k, v in f["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+    merged["errors"] = errors
+    return merged
+
+
 def _short(f: dict[str, Any]) -> str:
     cpu = f.get("service_cpu_ms_per_call")
     return (
@@ -745,11 +786,15 @@ async def run_bench(options: Options) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         async with running_stack(Path(tmp)) as stack:
             results["database"] = "DATABASE_URL" if stack.embedded is None else "embedded"
+            # The load generator's own full collections would stall its clocks mid-measurement.
+            gc.collect()
+            gc.freeze()
             async with grpc.aio.insecure_channel(stack.service.target) as channel:
                 bench = Bench(options, stack, stubs_for(channel, stack.service.target))
                 bench.results = results
                 await bench.scenario_checkout()
                 await bench.scenario_create_charge()
+                await bench.scenario_half_peak()
                 await bench.scenario_emulator()
                 await bench.scenario_floor()
                 await bench.scenario_get_charge()
@@ -772,6 +817,30 @@ async def run_bench(options: Options) -> dict[str, Any]:
     return results
 
 
+def summary(results: dict[str, Any]) -> dict[str, Any]:
+    """One line of ``history.jsonl``: the targets' figures of a run, so the spread between runs
+    on a shared machine stays visible next to whichever run is ``latest``."""
+    v = results["verdicts"]
+    cpu = v["service_cpu_per_create_charge_vs_signature"]
+    p99 = v["p99_at_half_peak_vs_emulator"]
+    return {
+        "date": results["machine"]["date"],
+        "cpu_model": results["machine"]["cpu_model"],
+        "nproc": results["machine"]["nproc"],
+        "quick": results["options"]["quick"],
+        "signature_ms": cpu["signature_cpu_ms"],
+        "create_charge_cpu_ms_at_half_peak": cpu["service_cpu_ms_per_call"],
+        "cpu_ratio": cpu["ratio"],
+        "floor_ratio": cpu.get("floor_ratio"),
+        "p99_ms_at_half_peak": p99["service_p99_ms"],
+        "emulator_p99_ms": p99["emulator_p99_ms"],
+        "p99_gap_ms": p99["gap_ms"],
+        "peak_calls_per_s": results["create_charge_peak"]["throughput_per_s"],
+        "half_peak_rounds": len(results["create_charge_half_peak"].get("rounds", [])) or 1,
+        "pass": {k: d["pass"] for k, d in v.items() if "pass" in d},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     options = Options.parse(argv)
     results = asyncio.run(run_bench(options))
@@ -780,8 +849,12 @@ def main(argv: list[str] | None = None) -> int:
     (options.output / "latest.md").write_text(_report.markdown(results))
     if options.chart:
         _report.chart(results, options.output / "latest.png")
+    with (options.output / "history.jsonl").open("a") as history:
+        history.write(json.dumps(summary(results)) + "\n")
     log(
-        f"wrote {options.output}/latest.json, latest.md" + (", latest.png" if options.chart else "")
+        f"wrote {options.output}/latest.json, latest.md"
+        + (", latest.png" if options.chart else "")
+        + ", history.jsonl (one more line)"
     )
     for name, verdict in results["verdicts"].items():
         if "pass" in verdict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -277,8 +278,18 @@ class Application:
 
     async def run_until_stopped(self, stop: asyncio.Event) -> None:
         await self.start()
+        freeze_startup_heap()
         await stop.wait()
         await self.stop()
+
+
+def freeze_startup_heap() -> None:
+    """Move everything start-up allocated (modules, proto descriptors, pools, clients) out of the
+    garbage collector's sight. A full collection otherwise walks all of it and stalled the event
+    loop for about 40 ms every few seconds under load: the service's p99 (bench/results)."""
+    gc.collect()
+    gc.freeze()
+    _log.info("start-up heap frozen", extra={"objects": gc.get_freeze_count()})
 
 
 async def pii_keyring(settings: Settings) -> PiiKeyring:

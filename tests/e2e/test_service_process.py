@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import uuid
@@ -60,6 +61,14 @@ async def dev_service(
         shutil.rmtree(data, ignore_errors=True)
 
 
+async def _eventually_logged(service: ServiceProcess, message: str) -> None:
+    for _ in range(100):
+        if any(f'"msg":"{message}"' in line for line in service.log_lines):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never logged {message!r}:\n" + "\n".join(service.log_lines))
+
+
 async def test_embedded_default_serves_health_and_reflection_then_stops_cleanly(
     dev_service: tuple[ServiceProcess, str, int],
 ) -> None:
@@ -67,6 +76,9 @@ async def test_embedded_default_serves_health_and_reflection_then_stops_cleanly(
     await service.wait_serving(timeout=60)
     serving = next(json.loads(line) for line in service.log_lines if "serving gRPC" in line)
     assert serving["event_loop"] == service.env["EVENT_LOOP"]
+    await _eventually_logged(service, "start-up heap frozen")
+    frozen = next(json.loads(line) for line in service.log_lines if "heap frozen" in line)
+    assert frozen["objects"] > 10_000  # modules, descriptors and pools: out of every collection
     async with grpc.aio.insecure_channel(target) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         overall = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
