@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from datetime import UTC, datetime, timedelta
 
@@ -16,7 +17,7 @@ from service.workers import SnsError, SnsVerifier, string_to_sign
 from tests.unit.workers.test_sns import ENVELOPE
 
 
-async def test_a_signature_from_a_served_certificate_verifies(unused_tcp_port: int) -> None:
+def _key_and_certificate() -> tuple[rsa.RSAPrivateKey, bytes]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
     now = datetime.now(UTC)
@@ -30,7 +31,64 @@ async def test_a_signature_from_a_served_certificate_verifies(unused_tcp_port: i
         .not_valid_after(now + timedelta(days=1))
         .sign(key, hashes.SHA256())
     )
-    pem = cert.public_bytes(serialization.Encoding.PEM)
+    return key, cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _signed(key: rsa.RSAPrivateKey, cert_url: str) -> dict[str, str]:
+    envelope = {**ENVELOPE, "SignatureVersion": "2", "SigningCertURL": cert_url}
+    signature = key.sign(string_to_sign(envelope), padding.PKCS1v15(), hashes.SHA256())
+    envelope["Signature"] = base64.b64encode(signature).decode()
+    return envelope
+
+
+async def _dropping_server(pem: bytes, drops: int) -> tuple[asyncio.Server, list[int]]:
+    """Plain HTTP over asyncio: the first `drops` requests lose their connection unanswered."""
+    seen = [0]
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        seen[0] += 1
+        if seen[0] > drops:
+            head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(pem)}\r\nConnection: close\r\n\r\n"
+            writer.write(head.encode() + pem)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, seen
+
+
+async def test_a_certificate_fetch_whose_connection_breaks_is_tried_once_more() -> None:
+    """aiohttp repeats an idempotent request once when the connection breaks unanswered."""
+    key, pem = _key_and_certificate()
+    server, seen = await _dropping_server(pem, drops=1)
+    host = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    verifier = SnsVerifier(extra_cert_hosts=[host])
+    try:
+        await verifier.verify(_signed(key, f"http://{host}/cert.pem"))
+    finally:
+        await verifier.close()
+        server.close()
+    assert seen[0] == 2
+
+
+async def test_a_certificate_that_stays_unreachable_is_a_retryable_refusal() -> None:
+    key, pem = _key_and_certificate()
+    server, seen = await _dropping_server(pem, drops=2)
+    host = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    verifier = SnsVerifier(extra_cert_hosts=[host])
+    try:
+        with pytest.raises(SnsError) as caught:
+            await verifier.verify(_signed(key, f"http://{host}/cert.pem"))
+    finally:
+        await verifier.close()
+        server.close()
+    assert caught.value.reason == "certificate_unavailable"  # the receiver answers 503
+    assert seen[0] == 2
+
+
+async def test_a_signature_from_a_served_certificate_verifies(unused_tcp_port: int) -> None:
+    key, pem = _key_and_certificate()
     app = web.Application()
 
     async def serve_cert(_: web.Request) -> web.Response:
