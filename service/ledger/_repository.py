@@ -1144,10 +1144,12 @@ class Repository:
             object_id,
         )
 
-    async def owed_reads(self, *, limit: int) -> list[tuple[str, str, str]]:
-        """(merchant, kind, id) of reads the reconciler owes and may try now, longest due first:
+    async def owed_reads(self, *, limit: int, lease_s: float = 120.0) -> list[tuple[str, str, str]]:
+        """Claim up to `limit` reads the reconciler owes and may try now, longest due first:
         related objects a completed checkout named that the ledger lacks, and final objects
-        marked `needs_refresh`. Owed reads the ledger has since satisfied are dropped here."""
+        marked `needs_refresh`. A claim pushes `due_at` out by `lease_s`, so replicas running
+        this together do not read the same object; `settle_owed_read` ends it. Owed reads the
+        ledger has since satisfied are dropped here."""
         async with self._pool.acquire() as conn:
             await conn.execute(
                 """
@@ -1156,22 +1158,26 @@ class Repository:
                   AND NOT o.needs_refresh
                 """
             )
+            await conn.execute(
+                """
+                INSERT INTO owed_reads (merchant, kind, object_id)
+                SELECT merchant, kind, object_id FROM objects WHERE needs_refresh
+                ON CONFLICT DO NOTHING
+                """
+            )
             rows = await conn.fetch(
                 """
-                SELECT merchant, kind, object_id FROM (
-                    SELECT merchant, kind, object_id, due_at FROM owed_reads
+                UPDATE owed_reads SET due_at = now() + make_interval(secs => $2)
+                WHERE (merchant, kind, object_id) IN (
+                    SELECT merchant, kind, object_id FROM owed_reads
                     WHERE due_at <= now()
-                    UNION ALL
-                    SELECT o.merchant, o.kind, o.object_id, '-infinity'::timestamptz
-                    FROM objects o
-                    WHERE o.needs_refresh
-                      AND NOT EXISTS (SELECT 1 FROM owed_reads r WHERE r.merchant = o.merchant
-                                      AND r.kind = o.kind AND r.object_id = o.object_id)
-                ) due
-                ORDER BY due_at
-                LIMIT $1
+                    ORDER BY due_at
+                    LIMIT $1
+                    FOR UPDATE SKIP LOCKED)
+                RETURNING merchant, kind, object_id, due_at
                 """,
                 limit,
+                lease_s,
             )
         return [(r["merchant"], r["kind"], r["object_id"]) for r in rows]
 

@@ -378,12 +378,18 @@ def _no_backoff(_attempts: int) -> float:
     return 0.0
 
 
+async def _owed_rows(ledger: Ledger) -> list[tuple[str, str]]:
+    rows = await ledger.pool.fetch("SELECT kind, object_id FROM owed_reads ORDER BY kind")
+    return [(r["kind"], r["object_id"]) for r in rows]
+
+
 async def test_a_completed_session_owes_reads_of_what_it_named_until_they_are_recorded(
     ledger: Ledger,
 ) -> None:
     repo = ledger.repository
     await repo.record([_completed_session(1)], "api")
     cp = "S01-0000000-0000001"
+    assert await _owed_rows(ledger) == [("charge", f"{cp}-C000001"), ("charge_permission", cp)]
     assert sorted(await repo.owed_reads(limit=10)) == [
         ("default", "charge", f"{cp}-C000001"),
         ("default", "charge_permission", cp),
@@ -401,8 +407,18 @@ async def test_a_completed_session_owes_reads_of_what_it_named_until_they_are_re
         ],
         "poll",
     )
-    assert await repo.owed_reads(limit=10) == [("default", "charge", f"{cp}-C000001")]
-    assert await ledger.pool.fetchval("SELECT count(*) FROM owed_reads") == 1
+    assert await repo.owed_reads(limit=10) == []  # the charge's read is still claimed
+    assert await _owed_rows(ledger) == [("charge", f"{cp}-C000001")]
+
+
+async def test_a_claimed_owed_read_is_not_handed_to_another_replica(ledger: Ledger) -> None:
+    repo = ledger.repository
+    await repo.record([_completed_session(4)], "api")
+    first = await repo.owed_reads(limit=10)
+    assert len(first) == 2
+    assert await repo.owed_reads(limit=10) == []
+    await ledger.pool.execute("UPDATE owed_reads SET due_at = now()")  # the claim lapsed
+    assert sorted(await repo.owed_reads(limit=10)) == sorted(first)
 
 
 async def test_a_failing_owed_read_backs_off_without_blocking_the_others(ledger: Ledger) -> None:
