@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
 import ssl
 from pathlib import Path
 
 import pytest
+import uvloop
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -51,8 +53,8 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
     return cert_file, key_file
 
 
-@pytest.mark.parametrize("trusted", [True, False])
-async def test_https_endpoint_works_only_with_its_ca_file(tmp_path: Path, trusted: bool) -> None:
+async def _https_round_trip(tmp_path: Path, trusted: bool, loop_module: str) -> None:
+    assert type(asyncio.get_running_loop()).__module__.split(".")[0] == loop_module
     cert_file, key_file = _self_signed(tmp_path)
     hosts: list[str] = []
 
@@ -89,3 +91,14 @@ async def test_https_endpoint_works_only_with_its_ca_file(tmp_path: Path, truste
                 assert hosts == []
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_https_endpoint_works_only_with_its_ca_file(tmp_path: Path, trusted: bool) -> None:
+    await _https_round_trip(tmp_path, trusted, "asyncio")
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_https_under_uvloop_the_service_default_loop(tmp_path: Path, trusted: bool) -> None:
+    """uvloop has its own TLS transport; the service runs on it (EVENT_LOOP) in production."""
+    await asyncio.to_thread(uvloop.run, _https_round_trip(tmp_path, trusted, "uvloop"))
