@@ -158,6 +158,14 @@ class Metrics:
             unit="s",
             description="Age of the oldest non-final object still being polled",
         )
+        self.owed_reads: tuple[int, int] = (0, 0)
+        meter.create_observable_gauge(
+            "amazonpay.ledger.owed_reads",
+            callbacks=[self._observe_owed_reads],
+            unit="{read}",
+            description="Reads the reconciler owes (related objects of completed checkouts, "
+            "refreshes), by state: due (never failed) or failing (backing off after a failure)",
+        )
         self.circuit_states: dict[str, int] = {}
         meter.create_observable_gauge(
             "amazonpay.circuit.state",
@@ -193,6 +201,10 @@ class Metrics:
 
     def _observe_oldest_pending(self, _options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(self.oldest_pending_age_s)]
+
+    def _observe_owed_reads(self, _options: CallbackOptions) -> Iterable[Observation]:
+        due, failing = self.owed_reads
+        return [Observation(due, {"state": "due"}), Observation(failing, {"state": "failing"})]
 
     def _observe_circuits(self, _options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(v, {"merchant": k}) for k, v in self.circuit_states.items()]

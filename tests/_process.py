@@ -9,10 +9,31 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def stop_orphaned_postgres(data_dir: Path, timeout: float = 10.0) -> None:
+    """Stop an embedded Postgres whose parent service was killed (SIGKILL cannot stop it)."""
+    pid_file = data_dir / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGQUIT)  # immediate shutdown: the postmaster stops its children
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def free_port() -> int:
@@ -43,6 +64,7 @@ class ServiceProcess:
             env=self.env,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
         )
         self._reader = asyncio.create_task(self._read())
 
@@ -88,9 +110,15 @@ class ServiceProcess:
         return code
 
     async def kill(self) -> None:
+        """SIGKILL. Waits are bounded: a child the service started (its embedded Postgres, a
+        session leader of its own) survives it and keeps stderr open, and asyncio on 3.11
+        reports the exit only once every pipe has closed (see `stop_orphaned_postgres`)."""
         if self.process is not None and self.process.returncode is None:
-            self.process.kill()
-            await self.process.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)  # with the dev emulator it started
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.process.wait()), 5)
         if self._reader is not None:
             with contextlib.suppress(Exception):
-                await self._reader
+                await asyncio.wait_for(asyncio.shield(self._reader), 5)
+            self._reader.cancel()

@@ -1241,6 +1241,15 @@ class Repository:
                 )
             return attempts
 
+    async def owed_read_counts(self) -> tuple[int, int]:
+        """(never failed, failing) owed reads, for the `amazonpay.ledger.owed_reads` gauge."""
+        row = await self._pool.fetchrow(
+            "SELECT count(*) FILTER (WHERE attempts = 0) AS due,"
+            " count(*) FILTER (WHERE attempts > 0) AS failing FROM owed_reads"
+        )
+        assert row is not None
+        return int(row["due"]), int(row["failing"])
+
     async def oldest_pending_age_s(self) -> float:
         """Seconds since the oldest still-polled non-final object was last updated (0 if none)."""
         age = await self._pool.fetchval(

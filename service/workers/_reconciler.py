@@ -134,6 +134,7 @@ class Reconciler:
         for obj in objects:
             changed += await self._poll(obj)
         self._metrics.oldest_pending_age_s = await self._repo.oldest_pending_age_s()
+        self._metrics.owed_reads = await self._repo.owed_read_counts()
         await self._retention()
         return PassResult(redriven, ipn_retried, len(objects), changed)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from payments.amazonpay.v1 import checkout_session_pb2 as cs
 from service.app import Application
 from service.config import load_settings
+from service.ledger import ObjectRecord
 from tests._emulator import EmulatorProcess
 from tests.e2e._flows import key
 from tests.e2e.conftest import Keys, service_env, stubs_for
@@ -97,3 +99,32 @@ async def test_the_oldest_pending_object_age_is_reported(
     assert 3600 <= age < 3700
     polls = _points(reader, "amazonpay.reconciler.polls")
     assert polls == [({"kind": "checkout_session", "outcome": "unchanged"}, 1)]
+
+
+async def test_owed_reads_that_keep_failing_are_a_gauge(
+    measured: tuple[Application, InMemoryMetricReader],
+) -> None:
+    app, reader = measured
+    assert app.ledger is not None
+    assert app.reconciler is not None
+    await app.ledger.repository.record(
+        [
+            ObjectRecord(
+                merchant="default",
+                kind="checkout_session",
+                object_id="session-naming-an-unknown-charge",
+                state="Completed",
+                is_final=True,
+                snapshot={"chargeId": "S01-0000000-0000404-C000001"},
+            )
+        ],
+        "poll",
+    )
+    gauge: dict[str, float] = {}
+    for _ in range(20):  # the reconciler's own start-up pass may hold the claim for a moment
+        await app.reconciler.run_once()  # the emulator answers 404: a failed attempt, backing off
+        gauge = {a["state"]: v for a, v in _points(reader, "amazonpay.ledger.owed_reads")}
+        if gauge.get("failing"):
+            break
+        await asyncio.sleep(0.1)
+    assert gauge == {"due": 0, "failing": 1}

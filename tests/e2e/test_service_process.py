@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import uuid
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from payments.amazonpay.v1 import ledger_pb2, ledger_pb2_grpc
 from service.api import discover_services
-from tests._process import REPO, ServiceProcess, free_port
+from tests._process import REPO, ServiceProcess, free_port, stop_orphaned_postgres
 
 EXPECTED_SERVICES = {
     "CheckoutSessionService",
@@ -58,6 +59,7 @@ async def dev_service(
         yield service, f"127.0.0.1:{port}", admin_port
     finally:
         await service.kill()
+        stop_orphaned_postgres(data / "postgres")
         shutil.rmtree(data, ignore_errors=True)
 
 
@@ -110,6 +112,7 @@ async def test_embedded_default_serves_health_and_reflection_then_stops_cleanly(
         async with http.get(f"{admin}/metrics") as metrics:
             text = await metrics.text()
     assert "amazonpay_rpc_duration" in text
+    assert re.search(r'^amazonpay_ledger_owed_reads\{[^}]*state="failing"', text, re.MULTILINE)
     assert 'rpc="ListTransactions"' in text
 
     assert await service.terminate() == 0
