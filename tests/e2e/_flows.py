@@ -11,6 +11,8 @@ from grpc_status import rpc_status
 
 from payments.amazonpay.v1 import checkout_session_pb2 as cs
 from payments.amazonpay.v1 import common_pb2
+from service.app import Application
+from service.ledger import ObjectRecord
 from tests._emulator import EmulatorProcess
 from tests.e2e.conftest import Stubs
 
@@ -118,3 +120,24 @@ def failure(error: grpc.aio.AioRpcError) -> Failure:
             detail.Unpack(retry_info)
             retry = retry_info.retry_delay.ToMilliseconds() / 1000
     return Failure(error.code(), info.reason, info.domain, dict(info.metadata), violations, retry)
+
+
+async def record_completed_session_naming(
+    app: Application, session_id: str, charge_id: str
+) -> None:
+    """A completed checkout in the ledger that names a charge the ledger does not hold (as after
+    a crash right after Complete): the reconciler owes a read of it."""
+    assert app.ledger is not None
+    await app.ledger.repository.record(
+        [
+            ObjectRecord(
+                merchant="default",
+                kind="checkout_session",
+                object_id=session_id,
+                state="Completed",
+                is_final=True,
+                snapshot={"checkoutSessionId": session_id, "chargeId": charge_id},
+            )
+        ],
+        "poll",
+    )

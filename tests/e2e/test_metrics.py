@@ -16,9 +16,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from payments.amazonpay.v1 import checkout_session_pb2 as cs
 from service.app import Application
 from service.config import load_settings
-from service.ledger import ObjectRecord
 from tests._emulator import EmulatorProcess
-from tests.e2e._flows import key
+from tests.e2e._flows import key, record_completed_session_naming
 from tests.e2e.conftest import Keys, service_env, stubs_for
 
 
@@ -107,18 +106,8 @@ async def test_owed_reads_that_keep_failing_are_a_gauge(
     app, reader = measured
     assert app.ledger is not None
     assert app.reconciler is not None
-    await app.ledger.repository.record(
-        [
-            ObjectRecord(
-                merchant="default",
-                kind="checkout_session",
-                object_id="session-naming-an-unknown-charge",
-                state="Completed",
-                is_final=True,
-                snapshot={"chargeId": "S01-0000000-0000404-C000001"},
-            )
-        ],
-        "poll",
+    await record_completed_session_naming(
+        app, "session-naming-an-unknown-charge", "S01-0000000-0000404-C000001"
     )
     gauge: dict[str, float] = {}
     for _ in range(20):  # the reconciler's own start-up pass may hold the claim for a moment

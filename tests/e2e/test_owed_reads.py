@@ -8,9 +8,8 @@ import pytest
 
 from service.app import Application
 from service.core import OWED_READ_ATTEMPTS
-from service.ledger import ObjectRecord
 from tests._emulator import EmulatorProcess
-from tests.e2e._flows import checkout
+from tests.e2e._flows import checkout, record_completed_session_naming
 from tests.e2e.conftest import Stubs
 
 
@@ -65,22 +64,7 @@ async def test_an_object_amazon_does_not_have_is_given_up_after_bounded_attempts
     assert app.payments is not None
     assert app.ledger is not None
     gone = "S01-0000000-0000404"
-    await app.ledger.repository.record(
-        [
-            ObjectRecord(
-                merchant="default",
-                kind="checkout_session",
-                object_id="session-of-a-deleted-charge",
-                state="Completed",
-                is_final=True,
-                snapshot={
-                    "checkoutSessionId": "session-of-a-deleted-charge",
-                    "chargeId": f"{gone}-C000001",
-                },
-            )
-        ],
-        "poll",
-    )
+    await record_completed_session_naming(app, "session-of-a-deleted-charge", f"{gone}-C000001")
     with caplog.at_level(logging.WARNING, logger="service.core.operations"):
         for attempt in range(1, OWED_READ_ATTEMPTS):
             assert await app.payments.read_missing_related() == 1
