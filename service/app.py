@@ -115,7 +115,12 @@ class Application:
             on_circuit_change=self.metrics.record_circuit,
         )
         repository = self.ledger.repository
-        self.payments = Payments(self.merchants, repository, instance_id=self._instance.instance_id)
+        self.payments = Payments(
+            self.merchants,
+            repository,
+            instance_id=self._instance.instance_id,
+            on_quarantine=lambda op: self.metrics.quarantined_operations.add(1, {"operation": op}),
+        )
         # Operations a crashed process left between Amazon's answer and the ledger commit are
         # finished before this replica takes traffic.
         await self.payments.redrive_orphans()

@@ -57,7 +57,7 @@ class ConfigError(ValueError):
 
 def parse_listen_address(variable: str, value: str) -> tuple[str, int]:
     """Split `host:port` (IPv6 in brackets); port 0 asks the OS for a free port."""
-    match = _HOST_PORT.match(value.strip())
+    match = _HOST_PORT.fullmatch(value.strip())
     if match is None:
         raise ConfigError(variable, f"expected host:port (e.g. 127.0.0.1:50051), got {value!r}")
     port = int(match["port"])
@@ -380,7 +380,7 @@ def _environment(name: str, value: str) -> str:
 
 
 def _public_key_id(name: str, value: str) -> str:
-    if not _PUBLIC_KEY_ID.match(value.strip()):
+    if not _PUBLIC_KEY_ID.fullmatch(value.strip()):
         raise ConfigError(name, "must be 1-128 characters of letters, digits, '-' or '_'")
     return value.strip()
 
@@ -400,7 +400,7 @@ def _path(_: str, value: str) -> Path:
 
 def _endpoint(name: str, value: str) -> str:
     stripped = value.strip().rstrip("/")
-    if not re.match(r"^https?://[^/\s]+(/[^\s]*)?$", stripped):
+    if not re.fullmatch(r"^https?://[^/\s]+(/[^\s]*)?$", stripped):
         raise ConfigError(name, f"must be an http:// or https:// URL, got {value!r}")
     return stripped
 
@@ -433,7 +433,7 @@ def _key_files(name: str, value: str) -> tuple[tuple[str, Path], ...]:
     pairs = []
     for item in _csv(name, value):
         key_id, sep, path = item.partition("=")
-        if not sep or not _PUBLIC_KEY_ID.match(key_id.strip()):
+        if not sep or not _PUBLIC_KEY_ID.fullmatch(key_id.strip()):
             raise ConfigError(name, f"expected id=path pairs separated by commas, got {item!r}")
         pairs.append((key_id.strip(), _readable_file(name, path)))
     if len({k for k, _ in pairs}) != len(pairs):
@@ -442,7 +442,7 @@ def _key_files(name: str, value: str) -> tuple[tuple[str, Path], ...]:
 
 
 def _alias(name: str, value: str) -> str:
-    if not _ALIAS.match(value.strip()):
+    if not _ALIAS.fullmatch(value.strip()):
         raise ConfigError(name, "must be 1-63 lower-case letters, digits, '-' or '_'")
     return value.strip()
 

@@ -198,7 +198,7 @@ def _hashes(where: str, value: object) -> tuple[bytes, ...]:
     hashes = []
     for item in items:
         # The value is never echoed: a pasted raw token would otherwise end up in a log.
-        if not isinstance(item, str) or not _SHA256_HEX.match(item.strip()):
+        if not isinstance(item, str) or not _SHA256_HEX.fullmatch(item.strip()):
             raise ConfigError(
                 "GRPC_CALLERS_FILE",
                 f"{where} must hold 64 hex characters (the SHA-256 of the token, never the token)",
@@ -215,7 +215,7 @@ def _strings(where: str, value: object) -> tuple[str, ...]:
 
 def _caller(name: str, table: object) -> Caller:
     where = f"callers.{name}"
-    if not _CALLER_NAME.match(name):
+    if not _CALLER_NAME.fullmatch(name):
         raise ConfigError(
             "GRPC_CALLERS_FILE", f"{where}: names are 1-63 letters, digits, '.', '-' or '_'"
         )

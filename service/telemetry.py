@@ -151,6 +151,11 @@ class Metrics:
             unit="{operation}",
             description="Interrupted operations finished by a re-drive",
         )
+        self.quarantined_operations = meter.create_counter(
+            "amazonpay.operations.quarantined",
+            unit="{operation}",
+            description="Operations set aside (failed) because their request cannot be sent",
+        )
         self.oldest_pending_age_s = 0.0
         meter.create_observable_gauge(
             "amazonpay.ledger.oldest_pending_object_age",

@@ -56,8 +56,10 @@ __all__ = ["AmazonPayClient", "ApiResponse", "AttemptEvent", "ButtonSignature"]
 
 logger = logging.getLogger("service.amazonpay")
 
-_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
-_SIMULATION_CODE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Applied with `fullmatch` (`$` would also accept a final newline, which no header may carry).
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_SIMULATION_CODE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_PATH_SEGMENT = re.compile(r"[\x21-\x7e]+")
 _REQUEST_ID_HEADER = "x-amz-pay-request-id"
 
 _T = TypeVar("_T", bound=ApiObject)
@@ -148,13 +150,18 @@ def _encode_body(body: Body | None) -> bytes:
 
 
 def _segment(name: str, value: str) -> str:
-    if not isinstance(value, str) or not value or value in (".", "..") or "/" in value:
-        raise AmazonPayRequestError(f"{name} must be a non-empty id without '/'")
+    if (
+        not isinstance(value, str)
+        or not _PATH_SEGMENT.fullmatch(value)
+        or value in (".", "..")
+        or "/" in value
+    ):
+        raise AmazonPayRequestError(f"{name} must be a non-empty id of printable ASCII without '/'")
     return value
 
 
 def _check_idempotency_key(key: str) -> str:
-    if not isinstance(key, str) or not _IDEMPOTENCY_KEY.match(key):
+    if not isinstance(key, str) or not _IDEMPOTENCY_KEY.fullmatch(key):
         raise AmazonPayRequestError("idempotency_key must be 1-32 characters of [A-Za-z0-9_-]")
     return key
 
@@ -215,6 +222,10 @@ class AmazonPayClient:
     def account(self) -> MerchantAccount:
         """The merchant account this client signs for."""
         return self._account
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     async def __aenter__(self) -> Self:
         return self
@@ -665,7 +676,7 @@ class AmazonPayClient:
     def _check_simulation_code(self, code: str | None) -> str | None:
         if code is None:
             return None
-        if not isinstance(code, str) or not _SIMULATION_CODE.match(code):
+        if not isinstance(code, str) or not _SIMULATION_CODE.fullmatch(code):
             raise AmazonPayRequestError("simulation_code must be a short [A-Za-z0-9_-] token")
         if self._account.effective_environment.value != "sandbox":
             raise AmazonPayRequestError("simulation codes are only accepted in sandbox")
@@ -721,6 +732,7 @@ class AmazonPayClient:
                     exc.operation = operation
                     exc.attempts = attempt
                     if bounded_by_deadline:
+                        exc.cut_short = True
                         self._emit(operation, attempt, None, exc, False, None, started)
                         raise self._deadline_error(operation, attempt, exc) from exc
                     error: AmazonPayError = exc

@@ -124,6 +124,10 @@ class AmazonPayConnectionError(AmazonPayError):
 class AmazonPayTimeoutError(AmazonPayConnectionError):
     """One attempt took longer than the time it was given."""
 
+    cut_short: bool = False
+    """The attempt had less than the client's own attempt timeout (the caller's deadline was
+    nearer): its timing out says nothing about Amazon."""
+
 
 class AmazonPayDeadlineExceeded(AmazonPayError):
     """The caller's deadline ran out; ``last_error`` is the failure of the last attempt, if any."""

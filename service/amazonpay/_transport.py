@@ -17,7 +17,7 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from ._errors import AmazonPayConnectionError, AmazonPayTimeoutError
+from ._errors import AmazonPayConnectionError, AmazonPayRequestError, AmazonPayTimeoutError
 
 __all__ = ["AiohttpTransport", "HttpRequest", "HttpResponse", "Transport"]
 
@@ -133,6 +133,12 @@ class AiohttpTransport(Transport):
         except aiohttp.ClientResponseError as exc:
             raise AmazonPayConnectionError(
                 f"malformed HTTP answer: {type(exc).__name__}: {exc.message}"
+            ) from exc
+        except ValueError as exc:
+            # aiohttp refuses a header or URL it cannot send (a control character, say): nothing
+            # went out, and repeating the same request can never succeed.
+            raise AmazonPayRequestError(
+                "the HTTP client refused the request (invalid header or URL)"
             ) from exc
 
     async def aclose(self) -> None:

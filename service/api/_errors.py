@@ -18,7 +18,14 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from service.amazonpay import AmazonPayDeadlineExceeded, AmazonPayError, AmazonPayRequestError
-from service.core import CircuitOpen, ObjectNotFound, Overloaded, UnknownMerchant
+from service.core import (
+    QUARANTINED,
+    CircuitOpen,
+    ObjectNotFound,
+    Overloaded,
+    StoredFailure,
+    UnknownMerchant,
+)
 from service.ledger import InvalidPageToken, OperationConflict
 
 from ._validation import Violation
@@ -45,6 +52,7 @@ SERVICE_REASONS: Mapping[str, str] = {
     "RPC_NOT_ALLOWED": "the caller's allowlist does not include this RPC",
     "CIRCUIT_OPEN": "Amazon Pay was failing for this merchant; calls fail fast for a while",
     "OVERLOADED": "too many Amazon Pay calls in flight and queued for this merchant",
+    "OPERATION_QUARANTINED": "the stored request could not be sent to Amazon Pay; it was set aside",
 }
 
 _BY_HTTP_STATUS: Mapping[int, grpc.StatusCode] = {
@@ -182,6 +190,12 @@ def to_status(exc: BaseException) -> grpc.Status | None:
             str(exc),
             error_details_pb2.ErrorInfo(reason="OVERLOADED", domain=SERVICE_DOMAIN),
             retry_after_s=0.5,
+        )
+    if isinstance(exc, StoredFailure) and exc.reason_code == QUARANTINED:
+        return _status(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            exc.message,
+            error_details_pb2.ErrorInfo(reason=QUARANTINED, domain=SERVICE_DOMAIN),
         )
     if isinstance(exc, AmazonPayRequestError):
         return _status(

@@ -11,6 +11,7 @@ from grpc_reflection.v1alpha import reflection
 
 from service.config import GrpcSettings
 
+from ._malformed import MalformedRequests
 from ._registry import ServiceStub, discover_services
 
 __all__ = ["LIVENESS_SERVICE", "GrpcServer", "build_server"]
@@ -95,7 +96,9 @@ def build_server(
     unknown = sorted(set(servicers) - known)
     if unknown:
         raise ValueError(f"servicers for services not in the protos: {unknown}")
-    server = grpc.aio.server(interceptors=interceptors or [], options=server_options(settings))
+    # Innermost, so authentication still answers first for a caller sending garbage.
+    chain = [*(interceptors or []), MalformedRequests()]
+    server = grpc.aio.server(interceptors=chain, options=server_options(settings))
     for service in services:
         service.add_to_server(servicers.get(service.name) or service.default_servicer(), server)
     # grpc-stubs predates the asyncio health servicer that grpc's examples use.

@@ -321,6 +321,19 @@ class Rpcs:
         spec = MUTATIONS[method]
 
         async def handler(req: Message, deadline: float | None) -> Message:
+            simulation = getattr(req, "sandbox_simulation_code", "")
+            if (
+                simulation
+                and not self.payments.merchants.get(
+                    getattr(req, "merchant")  # noqa: B009
+                ).is_sandbox
+            ):
+                raise RpcFailure(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "sandbox_simulation_code is accepted only for sandbox merchants",
+                    "VALIDATION_FAILED",
+                    [Violation("sandbox_simulation_code", "must be empty for a live merchant")],
+                )
             skip = set(ENVELOPE_FIELDS)
             if spec.path_field:
                 skip.add(spec.path_field)
@@ -461,8 +474,9 @@ class BuyerService(buyer_pb2_grpc.BuyerServiceServicer):
 
     async def GetBuyer(self, request: Any, context: Any) -> Any:
         async def handler(req: buyer_pb2.GetBuyerRequest, deadline: float | None) -> Message:
-            merchant = self._rpcs.payments.merchants.get(req.merchant)
-            buyer = await merchant.client.get_buyer(req.buyer_token, deadline=deadline)
+            buyer = await self._rpcs.payments.get_buyer(
+                req.merchant, req.buyer_token, deadline=deadline
+            )
             response = buyer_pb2.GetBuyerResponse(
                 amazon_request_id=buyer.request_id or "",
                 served_from=common_pb2.DATA_ORIGIN_AMAZON,
@@ -484,8 +498,8 @@ class ButtonService(button_pb2_grpc.ButtonServiceServicer):
         ) -> Message:
             try:
                 parsed = json.loads(req.payload)
-            except ValueError:
-                parsed = None
+            except (ValueError, RecursionError):
+                parsed = None  # 5000 nested arrays exhaust the parser's stack, nothing else
             if not isinstance(parsed, dict):
                 raise RpcFailure(
                     grpc.StatusCode.INVALID_ARGUMENT,

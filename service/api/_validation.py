@@ -36,15 +36,23 @@ MAX_CHARGE: Mapping[str, Decimal] = {
     "JPY": Decimal("10000000"),
 }
 
-_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_OBJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_SIMULATION_CODE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
-_AMOUNT = re.compile(r"^[0-9]{1,13}(\.[0-9]{1,8})?$")
-_COUNTRY = re.compile(r"^[A-Z]{2,3}$")
+# Every pattern is applied with `fullmatch`: `$` alone also matches before a final newline, and
+# "Declined\n" once reached an HTTP header.
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_OBJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_SIMULATION_CODE = re.compile(r"[A-Za-z0-9_]{1,64}")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_AMOUNT = re.compile(r"[0-9]{1,13}(\.[0-9]{1,8})?")
+_COUNTRY = re.compile(r"[A-Z]{2,3}")
 # Amazon's buyer tokens are opaque URL text; it travels in the request path, where anything else
 # would be percent-encoded to many times its length.
-_BUYER_TOKEN = re.compile(r"^[\x21-\x7e]+$")
+_BUYER_TOKEN = re.compile(r"[\x21-\x7e]+")
+# C0 controls, DEL and C1 controls: never part of a value Amazon takes. Only the button payload
+# (JSON text that is signed, not sent) may hold JSON's own whitespace.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_JSON_TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+MAX_REPEATED = 100
+"""Entries of any repeated field (messages and strings alike)."""
 # google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
 _MIN_SECONDS = -62_135_596_800
 _MAX_SECONDS = 253_402_300_799
@@ -128,7 +136,7 @@ REQUIRED: Mapping[str, tuple[str, ...]] = {
 def _price_violations(path: str, price: Message) -> Iterator[Violation]:
     amount = cast(str, getattr(price, "amount"))  # noqa: B009 - generated messages are untyped here
     currency = cast(str, getattr(price, "currency_code"))  # noqa: B009
-    if not _CURRENCY.match(currency):
+    if not _CURRENCY.fullmatch(currency):
         yield Violation(
             f"{path}.currency_code", "must be an ISO 4217 code such as USD, EUR, GBP, JPY"
         )
@@ -137,7 +145,7 @@ def _price_violations(path: str, price: Message) -> Iterator[Violation]:
             f"{path}.currency_code",
             f"must be one of {', '.join(sorted(CURRENCY_DECIMALS))} (Amazon Pay ledger currencies)",
         )
-    if not _AMOUNT.match(amount):
+    if not _AMOUNT.fullmatch(amount):
         yield Violation(f"{path}.amount", 'must be a decimal string such as "14.00"')
         return
     try:
@@ -162,22 +170,23 @@ def _string_violations(path: str, name: str, value: str) -> Iterator[Violation]:
     limit = MAX_LENGTHS.get(name)
     if limit is not None and len(value) > limit:
         yield Violation(path, f"must be at most {limit} characters (got {len(value)})")
-    if name == "idempotency_key" and not _IDEMPOTENCY_KEY.match(value):
+    if name == "idempotency_key" and not _IDEMPOTENCY_KEY.fullmatch(value):
         yield Violation(path, "must be 1-64 characters of letters, digits, '-' or '_'")
-    elif name in _ID_FIELDS and not _OBJECT_ID.match(value):
+    elif name in _ID_FIELDS and not _OBJECT_ID.fullmatch(value):
         yield Violation(path, "must be an Amazon Pay id: letters, digits, '.', '-' or '_'")
-    elif name == "sandbox_simulation_code" and not _SIMULATION_CODE.match(value):
+    elif name == "sandbox_simulation_code" and not _SIMULATION_CODE.fullmatch(value):
         yield Violation(path, "must be an Amazon Pay simulation code such as HardDeclined")
-    elif name == "buyer_token" and value and not _BUYER_TOKEN.match(value):
+    elif name == "buyer_token" and value and not _BUYER_TOKEN.fullmatch(value):
         yield Violation(path, "must be printable ASCII without spaces, as Amazon issues it")
-    elif name == "country_code" and not _COUNTRY.match(value):
+    elif name == "country_code" and not _COUNTRY.fullmatch(value):
         yield Violation(path, "must be an ISO 3166 country code such as US or DE")
     elif name in _URL_FIELDS:
         parts = urlsplit(value)
         if parts.scheme not in ("https", "http") or not parts.netloc:
             yield Violation(path, "must be an absolute https URL")
-    if "\x00" in value:
-        yield Violation(path, "must not contain NUL characters")
+    control = (_JSON_TEXT_CONTROL if name == "payload" else _CONTROL).search(value)
+    if control is not None:
+        yield Violation(path, f"must not contain control characters (U+{ord(control.group()):04X})")
 
 
 def _walk(message: Message, prefix: str) -> Iterator[Violation]:
@@ -205,15 +214,19 @@ def _walk(message: Message, prefix: str) -> Iterator[Violation]:
                 for key, item in value.items():
                     if len(str(key)) > 64:
                         yield Violation(path, "map keys must be at most 64 characters")
+                    if _CONTROL.search(str(key)):
+                        yield Violation(path, "map keys must not contain control characters")
                     if value_field.type == FieldDescriptor.TYPE_MESSAGE:
                         yield from _walk(item, f"{path}[{key}].")
             elif field.is_repeated:
-                if len(value) > 100:
-                    yield Violation(path, "must have at most 100 entries")
+                if len(value) > MAX_REPEATED:
+                    yield Violation(path, f"must have at most {MAX_REPEATED} entries")
                 for index, item in enumerate(value):
                     yield from _walk(item, f"{path}[{index}].")
             elif message.HasField(field.name):
                 yield from _walk(value, f"{path}.")
+        elif field.is_repeated and len(value) > MAX_REPEATED:
+            yield Violation(path, f"must have at most {MAX_REPEATED} entries")
         elif field.type == FieldDescriptor.TYPE_ENUM:
             enum_type = field.enum_type
             assert enum_type is not None

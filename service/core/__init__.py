@@ -6,6 +6,7 @@ from ._merchants import Merchant, MerchantRegistry, UnknownMerchant
 from ._operations import (
     GETTERS,
     OWED_READ_ATTEMPTS,
+    QUARANTINED,
     SPECS,
     AmazonCall,
     ObjectNotFound,
@@ -21,6 +22,7 @@ __all__ = [
     "GETTERS",
     "KINDS",
     "OWED_READ_ATTEMPTS",
+    "QUARANTINED",
     "SPECS",
     "Admission",
     "AmazonCall",

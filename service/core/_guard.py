@@ -1,8 +1,9 @@
 """Overload and outage control in front of Amazon, per merchant account (= key and region).
 
-- `CircuitBreaker`: after `failures` consecutive outage-like failures (no answer, timeouts, 5xx)
-  it opens and calls fail fast for `open_s`; then a limited number of half-open probes decide
-  whether to close it again. Throttling (429) and refusals (4xx) are answers, not outages.
+- `CircuitBreaker`: after `failures` consecutive failures that show Amazon failing (no answer to a
+  request sent within the service's own timeout, 5xx, 429 after retries) it opens and calls fail
+  fast for `open_s`; then a limited number of half-open probes decide whether to close it again.
+  Refusals (other 4xx) are answers; a caller's short deadline or cancellation counts for nothing.
 - `Admission`: at most `max_concurrent` calls to Amazon at once and at most `max_queued` waiting;
   beyond that a call is refused at once instead of piling up behind a slow Amazon.
 
@@ -17,7 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
-from service.amazonpay import AmazonPayDeadlineExceeded, AmazonPayError
+from service.amazonpay import (
+    AmazonPayConnectionError,
+    AmazonPayDeadlineExceeded,
+    AmazonPayError,
+    AmazonPayRequestError,
+    AmazonPayTimeoutError,
+)
 
 __all__ = ["Admission", "BreakerSettings", "CircuitBreaker", "CircuitOpen", "Overloaded"]
 
@@ -52,12 +59,23 @@ class BreakerSettings:
     """Calls allowed at once while half-open."""
 
 
-def is_outage(exc: BaseException) -> bool:
-    if isinstance(exc, CircuitOpen) or not isinstance(exc, AmazonPayError):
-        return False
+def is_outage(exc: BaseException) -> bool | None:
+    """Whether a failure is evidence that Amazon itself is failing: True for 5xx, 408, 429 after
+    the client's retries, and connection failures and timeouts of a request that was sent within
+    the service's own per-attempt timeout; False for Amazon's other answers. None when the failure
+    says nothing about Amazon: the caller's deadline ran out first (a caller choosing 30 ms must
+    not open the circuit for everyone), the caller went away, or the call was refused locally."""
     if isinstance(exc, AmazonPayDeadlineExceeded):
+        return None if exc.last_error is None else is_outage(exc.last_error)
+    if isinstance(exc, CircuitOpen | AmazonPayRequestError) or not isinstance(exc, AmazonPayError):
+        return None
+    if isinstance(exc, AmazonPayTimeoutError) and exc.cut_short:
+        return None
+    if isinstance(exc, AmazonPayConnectionError):
         return True
-    return exc.http_status is None or exc.http_status >= 500 or exc.http_status == 408
+    if exc.http_status is None:
+        return None
+    return exc.http_status >= 500 or exc.http_status in (408, 429)
 
 
 class CircuitBreaker:
@@ -111,7 +129,10 @@ class CircuitBreaker:
         """The outcome of a call that `before_call` let through."""
         if self.state == self.HALF_OPEN:
             self._probes = max(0, self._probes - 1)
-        if error is None or not is_outage(error):
+        outage = False if error is None else is_outage(error)
+        if outage is None:
+            return
+        if not outage:
             self._failures = 0
             self._set(self.CLOSED)
             return

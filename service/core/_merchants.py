@@ -55,6 +55,10 @@ class Merchant:
     def account(self) -> MerchantAccount:
         return self.client.account
 
+    @property
+    def is_sandbox(self) -> bool:
+        return self.account.effective_environment.value == "sandbox"
+
 
 class MerchantRegistry:
     """Alias -> merchant. All clients share one signing thread pool sized to the cores."""

@@ -26,14 +26,21 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Literal, TypeVar
 
-from service.amazonpay import AmazonPayClient, AmazonPayError, ApiObject
+from service.amazonpay import (
+    AmazonPayClient,
+    AmazonPayDeadlineExceeded,
+    AmazonPayError,
+    AmazonPayRequestError,
+    ApiObject,
+)
 from service.ledger import Event, ObjectRecord, Operation, Repository
 
-from ._guard import Overloaded
+from ._guard import CircuitOpen, Overloaded
 from ._merchants import Merchant, MerchantRegistry
 from ._records import KINDS, record_of
 
 __all__ = [
+    "QUARANTINED",
     "SPECS",
     "AmazonCall",
     "ObjectNotFound",
@@ -53,6 +60,8 @@ OWED_READ_ATTEMPTS = 20
 """Failed reads of an owed object before it is given up: with `owed_read_backoff_s`, about three
 days (Amazon keeps objects 30 days; one it answers 404 for that long is not coming back)."""
 _LEASE_MARGIN_S = 30.0
+QUARANTINED = "OPERATION_QUARANTINED"
+"""`reasonCode` stored for an operation set aside because its request cannot be sent."""
 T = TypeVar("T")
 
 
@@ -319,10 +328,20 @@ def _error_of(exc: AmazonPayError) -> dict[str, Any]:
 def _is_definitive(exc: AmazonPayError) -> bool:
     """Amazon refused this request for good: the same key will always get this answer.
 
-    401/403 are excluded (our credentials; fixing them makes a retry succeed), and so is every
-    failure without an answer (the work may have been done).
+    Every 4xx (413 too) but 401/403 (our credentials; fixing them makes a retry succeed) and the
+    transient 408/425/429; never a failure without an answer (the work may have been done).
     """
-    return exc.http_status in {400, 404, 405, 409, 422} and not exc.retryable
+    status = exc.http_status
+    return (
+        status is not None
+        and 400 <= status < 500
+        and status not in _TRANSIENT_4XX
+        and not exc.retryable
+        and not isinstance(exc, CircuitOpen | AmazonPayDeadlineExceeded)
+    )
+
+
+_TRANSIENT_4XX = frozenset({401, 403, 408, 425, 429})
 
 
 def _deadline_left(deadline: float | None) -> float | None:
@@ -333,11 +352,17 @@ class Payments:
     """Runs operations exactly once and reads objects; shared by the gRPC API and the workers."""
 
     def __init__(
-        self, merchants: MerchantRegistry, repository: Repository, *, instance_id: str
+        self,
+        merchants: MerchantRegistry,
+        repository: Repository,
+        *,
+        instance_id: str,
+        on_quarantine: Callable[[str], None] | None = None,
     ) -> None:
         self.merchants = merchants
         self.repository = repository
         self.instance_id = instance_id
+        self._on_quarantine = on_quarantine
 
     def records(
         self, spec_kind: str | None, merchant: str, body: Mapping[str, Any]
@@ -357,6 +382,13 @@ class Payments:
         deadline: float | None,
     ) -> Outcome:
         merchant = self.merchants.get(merchant_alias)
+        if call.simulation_code and not merchant.is_sandbox:
+            # Amazon's client refuses it too, but only after the operation was recorded: a
+            # pending row that every start-up would re-drive and fail on.
+            raise AmazonPayRequestError(
+                "sandbox_simulation_code is accepted only for sandbox merchants",
+                operation=call.operation,
+            )
         # Refused here, a call leaves no operation behind to re-drive.
         merchant.breaker.check()
         async with merchant.admission:
@@ -415,10 +447,10 @@ class Payments:
     async def _drive(
         self, merchant: Merchant, op: Operation, *, source: str, deadline: float | None
     ) -> Outcome:
-        spec = SPECS[op.operation]
-        call = AmazonCall.from_json(op.request)
-        key = op.amazon_idempotency_key if spec.amazon_key else None
         try:
+            spec = SPECS[op.operation]
+            call = AmazonCall.from_json(op.request)
+            key = op.amazon_idempotency_key if spec.amazon_key else None
             obj = await self._invoke(merchant, call, key, deadline)
         except AmazonPayError as exc:
             if _is_definitive(exc):
@@ -427,6 +459,15 @@ class Payments:
                         op, error=_error_of(exc), timeout=_COMMIT_TIMEOUT_S
                     )
                 )
+            elif isinstance(exc, AmazonPayRequestError) and not merchant.client.closed:
+                await self._quarantine(op, exc)
+            raise
+        except (OSError, TimeoutError):
+            raise
+        except Exception as exc:
+            # Not an answer from Amazon but this stored request failing the same way every
+            # time: left pending, it would fail every start-up and reconciler pass.
+            await self._quarantine(op, exc)
             raise
         response = _response_of(obj)
         records = self.records(spec.kind, merchant.alias, response["body"])
@@ -440,6 +481,30 @@ class Payments:
         assert done.response is not None
         await _shielded(self._follow_up(merchant, op.operation, done.response.get("body") or {}))
         return Outcome(done.response, replayed=done.response != response, events=events)
+
+    async def _quarantine(self, op: Operation, exc: Exception) -> None:
+        """Set aside an operation whose stored request cannot be sent (refused locally, or a
+        bug): failed with an internal reason, so its idempotency key replays that failure."""
+        error = {
+            "httpStatus": None,
+            "reasonCode": QUARANTINED,
+            "message": "the service could not send this request to Amazon Pay; it was set aside",
+            "requestId": None,
+            "operation": op.operation,
+            "internal": type(exc).__name__,
+        }
+        await _shielded(self.repository.fail_operation(op, error=error, timeout=_COMMIT_TIMEOUT_S))
+        _log.error(
+            "operation quarantined: its stored request cannot be sent to Amazon Pay",
+            extra={
+                "operation": op.operation,
+                "merchant": op.merchant,
+                "error": type(exc).__name__,
+                "attempts": op.attempts,
+            },
+        )
+        if self._on_quarantine is not None:
+            self._on_quarantine(op.operation)
 
     async def _invoke(
         self, merchant: Merchant, call: AmazonCall, key: str | None, deadline: float | None
@@ -547,6 +612,16 @@ class Payments:
             await _shielded(self._refresh_charge(merchant, obj.raw, record_source))
         return ReadResult(obj.raw, "amazon", datetime.now(UTC), obj.request_id or "")
 
+    async def get_buyer(
+        self, merchant_alias: str, buyer_token: str, *, deadline: float | None
+    ) -> ApiObject:
+        """GetBuyer, through the same breaker and admission control as every Amazon call."""
+        merchant = self.merchants.get(merchant_alias)
+        async with merchant.admission:
+            return await merchant.call(
+                lambda: merchant.client.get_buyer(buyer_token, deadline=deadline)
+            )
+
     async def _refresh_charge(
         self, merchant: Merchant, refund: Mapping[str, Any], source: str
     ) -> None:
@@ -626,7 +701,7 @@ class Payments:
                     )
                 finished += 1
             except AmazonPayError as exc:
-                if _is_definitive(exc):
+                if _is_definitive(exc) or isinstance(exc, AmazonPayRequestError):
                     finished += 1
                 _log.warning(
                     "re-drive did not complete",
@@ -635,6 +710,13 @@ class Payments:
                         "http_status": exc.http_status,
                         "reason_code": exc.reason_code,
                     },
+                )
+            except Exception as exc:
+                # One row never stops start-up or the reconciler: what `_drive` could set aside
+                # it quarantined; anything else (the ledger failing) is retried next pass.
+                _log.error(
+                    "re-drive failed",
+                    extra={"operation": op.operation, "error": type(exc).__name__},
                 )
         if ops:
             _log.info(

@@ -45,7 +45,7 @@ def load_migrations() -> list[Migration]:
     """Migrations shipped in `service/ledger/migrations`, ordered by version."""
     found: list[Migration] = []
     for entry in resources.files("service.ledger").joinpath("migrations").iterdir():
-        match = _NAME.match(entry.name)
+        match = _NAME.fullmatch(entry.name)
         if match is None:
             continue
         found.append(

@@ -50,11 +50,13 @@ def holds_pii(snapshot: Mapping[str, Any]) -> bool:
 
 
 def _read_key(path: Path) -> bytes:
-    raw = path.read_bytes().strip()
+    """A file of exactly 32 bytes is the raw key (any byte may be whitespace); anything else is
+    its base64 text, surrounding whitespace allowed."""
+    raw = path.read_bytes()
     if len(raw) == 32:
         return raw
     try:
-        decoded = base64.b64decode(raw, validate=True)
+        decoded = base64.b64decode(raw.strip(), validate=True)
     except ValueError:
         decoded = b""
     if len(decoded) != 32:

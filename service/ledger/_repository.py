@@ -15,7 +15,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
@@ -279,16 +279,41 @@ def _encode_token(position: Mapping[str, Any], filters: Sequence[object]) -> str
     return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode()
 
 
+_MAX_BIGINT = 2**63 - 1
+
+
 def _decode_token(token: str, filters: Sequence[object]) -> dict[str, Any]:
+    """The position a token holds. Tokens are caller input: anything but the exact shape this
+    service issues (a forged one, say) is `InvalidPageToken`, never an error from the driver."""
     try:
         data = json.loads(base64.urlsafe_b64decode(token.encode()))
-        position: dict[str, Any] = data["p"]
-        digest = data["f"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         raise InvalidPageToken("page_token is not a token this service issued") from None
-    if digest != _token_digest(filters):
+    if not isinstance(data, dict) or not isinstance(data.get("p"), dict):
+        raise InvalidPageToken("page_token is not a token this service issued")
+    if data.get("f") != _token_digest(filters):
         raise InvalidPageToken("page_token was issued for different filters")
+    position: dict[str, Any] = data["p"]
     return position
+
+
+def _object_position(pos: Mapping[str, Any]) -> tuple[datetime, str, str]:
+    created, kind, object_id = pos.get("c"), pos.get("k"), pos.get("i")
+    try:
+        if not (isinstance(created, str) and isinstance(kind, str) and isinstance(object_id, str)):
+            raise ValueError("wrong types")
+        at = datetime.fromisoformat(created)
+        if (
+            at.tzinfo is None
+            or len(kind) > 64
+            or len(object_id) > 256
+            or "\x00" in kind + object_id
+        ):
+            raise ValueError("out of range")
+        at.astimezone(UTC)  # a time near the calendar's ends cannot be shifted to UTC
+    except (ValueError, OverflowError):
+        raise InvalidPageToken("page_token is not a token this service issued") from None
+    return at, kind, object_id
 
 
 _BEGIN_OPERATION = """
@@ -337,6 +362,13 @@ _COMPLETE_WITH_NEW_OBJECT = """
             'an object was inserted for an operation that is no longer pending') AS consistent
     FROM (SELECT 1) AS one LEFT JOIN ev ON true
 """
+
+
+def _merged(current: Mapping[str, Any], incoming: Mapping[str, Any]) -> dict[str, Any]:
+    """The snapshot after a new observation. Amazon's answers are sparse (Complete leaves
+    `paymentDetails`, `merchantMetadata`, `buyer` null): a null never erases what the ledger knew.
+    The answer as received stays in the event."""
+    return {**current, **{k: v for k, v in incoming.items() if v is not None}}
 
 
 def _text_or_none(value: object) -> str | None:
@@ -468,7 +500,7 @@ class Repository:
                 for field in PII_FIELDS:
                     incoming.pop(field, None)
             current_plain = await self._vault.open(conn, current["snapshot"])
-            plain = {**current_plain, **incoming}
+            plain = _merged(current_plain, incoming)
             unchanged = (
                 current["state"] == rec.state
                 and current["reason_code"] == rec.reason_code
@@ -476,7 +508,7 @@ class Repository:
             )
             if unchanged:
                 return None
-            merged_sealed = {**current["snapshot"], **incoming}
+            merged_sealed = _merged(current["snapshot"], incoming)
             sealed = await self._vault.seal(
                 conn,
                 merged_sealed,
@@ -586,11 +618,7 @@ class Repository:
         ]
         after: tuple[datetime, str, str] | None = None
         if page_token:
-            pos = _decode_token(page_token, filters)
-            try:
-                after = (datetime.fromisoformat(pos["c"]), str(pos["k"]), str(pos["i"]))
-            except (KeyError, ValueError):
-                raise InvalidPageToken("page_token is not a token this service issued") from None
+            after = _object_position(_decode_token(page_token, filters))
         rows = await self._pool.fetch(
             """
             SELECT * FROM objects
@@ -641,10 +669,10 @@ class Repository:
         ]
         after = where.after_event_id
         if page_token:
-            try:
-                after = max(after, int(_decode_token(page_token, filters)["e"]))
-            except (KeyError, ValueError, TypeError):
-                raise InvalidPageToken("page_token is not a token this service issued") from None
+            event_id = _decode_token(page_token, filters).get("e")
+            if type(event_id) is not int or not 0 <= event_id <= _MAX_BIGINT:
+                raise InvalidPageToken("page_token is not a token this service issued")
+            after = max(after, event_id)
         rows = await self._pool.fetch(
             """
             SELECT * FROM events
@@ -946,17 +974,20 @@ class Repository:
     async def claim_orphaned_operations(
         self, *, owner: str, lease_s: float, limit: int, timeout: float | None = None
     ) -> list[Operation]:
-        """Take over pending operations nobody is driving: lease expired, or the owning process
-        is dead (its instance lock is free). Claiming is a compare-and-set on the owner, so two
-        replicas never claim the same operation."""
+        """Take over pending operations nobody is driving: lease expired (this replica's own
+        included: the call that held it gave up), or the owning process is dead (its instance
+        lock is free). Claiming is a compare-and-set on the owner and lease, so two replicas
+        never claim the same operation."""
         claimed: list[Operation] = []
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
                 """
-                SELECT merchant, operation, idempotency_key, lease_owner,
+                SELECT merchant, operation, idempotency_key, lease_owner, lease_expires_at,
                        lease_expires_at IS NULL OR lease_expires_at < now() AS expired
                 FROM operations
-                WHERE status = 'pending' AND lease_owner IS DISTINCT FROM $1
+                WHERE status = 'pending'
+                  AND (lease_owner IS DISTINCT FROM $1
+                       OR lease_expires_at IS NULL OR lease_expires_at < now())
                 ORDER BY updated_at
                 LIMIT $2
                 """,
@@ -979,6 +1010,7 @@ class Repository:
                         attempts = attempts + 1, updated_at = now()
                     WHERE merchant = $1 AND operation = $2 AND idempotency_key = $3
                       AND status = 'pending' AND lease_owner IS NOT DISTINCT FROM $6
+                      AND lease_expires_at IS NOT DISTINCT FROM $7
                     RETURNING *
                     """,
                     row["merchant"],
@@ -987,6 +1019,7 @@ class Repository:
                     owner,
                     lease_s,
                     previous,
+                    row["lease_expires_at"],
                     timeout=timeout,
                 )
                 if taken is not None:

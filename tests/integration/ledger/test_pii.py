@@ -175,3 +175,21 @@ async def test_the_reencrypt_command_moves_every_value_to_the_active_key(
         assert stored.snapshot["buyer"] == BUYER
     finally:
         await only_k2.close()
+
+
+def test_a_raw_key_starting_or_ending_with_whitespace_is_kept_whole(tmp_path: object) -> None:
+    import base64
+    from pathlib import Path
+
+    base = Path(str(tmp_path))
+    for name, key in (
+        ("lead", b"\n" + os.urandom(30) + b"x"),
+        ("tail", b"x" + os.urandom(30) + b" "),
+        ("both", b"\t" + os.urandom(30) + b"\r"),
+    ):
+        raw = base / f"{name}.key"
+        raw.write_bytes(key)
+        assert PiiKeyring.from_files({"k": raw}, "k").keys["k"] == key
+        text = base / f"{name}.b64"
+        text.write_bytes(b"  " + base64.b64encode(key) + b"\n")
+        assert PiiKeyring.from_files({"k": text}, "k").keys["k"] == key
