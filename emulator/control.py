@@ -146,6 +146,25 @@ async def get_ipn(request: web.Request, em: Emulator) -> web.StreamResponse:
     return _json(200, em.ipn.listing())
 
 
+async def ipn_envelope(request: web.Request, em: Emulator) -> web.StreamResponse:
+    """A signed notification naming any object, not delivered: for tests of what a receiver does
+    with notifications Amazon could send about objects it does not (or no longer) have."""
+    body = await _body(request)
+    fields = {
+        name: body.get(name)
+        for name in ("objectType", "objectId", "chargePermissionId", "merchantId")
+    }
+    if not isinstance(fields["objectType"], str) or not isinstance(fields["objectId"], str):
+        raise ApiError(400, "MissingParameterValue", "objectType and objectId are required")
+    envelope = em.ipn.envelope(
+        str(fields["merchantId"] or em.config.merchant_id),
+        fields["objectType"],
+        fields["objectId"],
+        str(fields["chargePermissionId"] or fields["objectId"]),
+    )
+    return _json(200, envelope)
+
+
 async def post_ipn(request: web.Request, em: Emulator) -> web.StreamResponse:
     body = await _body(request)
     if "enabled" in body:
@@ -327,6 +346,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get(f"{p}/ipn", _guard(get_ipn))
     r.add_post(f"{p}/ipn", _guard(post_ipn))
     r.add_post(f"{p}/ipn/subscriptions", _guard(add_subscription))
+    r.add_post(f"{p}/ipn/envelope", _guard(ipn_envelope))
     r.add_delete(f"{p}/ipn/subscriptions", _guard(delete_subscription))
     r.add_get(f"{p}/sns/cert.pem", _guard(sns_cert))
     r.add_get(f"{p}/sns/unsubscribe", _guard(sns_unsubscribe))

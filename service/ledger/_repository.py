@@ -1068,13 +1068,17 @@ class Repository:
         notification_type: str,
         topic_arn: str | None,
         envelope: Mapping[str, Any],
+        amazon_merchant_id: str | None = None,
+        retry_in_s: float = 30.0,
     ) -> bool:
-        """Store a verified notification; False when this NotificationId was seen before."""
+        """Store a verified notification; False when this NotificationId was seen before. The
+        receiver processes it at once; the reconciler takes it over after `retry_in_s`."""
         inserted = await self._pool.fetchval(
             """
             INSERT INTO ipn_messages (notification_id, message_id, merchant, object_type,
-                object_id, charge_permission_id, notification_type, topic_arn, envelope)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                object_id, charge_permission_id, notification_type, topic_arn, envelope,
+                amazon_merchant_id, due_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11))
             ON CONFLICT (notification_id) DO NOTHING
             RETURNING true
             """,
@@ -1087,22 +1091,50 @@ class Repository:
             notification_type,
             topic_arn,
             dict(envelope),
+            amazon_merchant_id,
+            retry_in_s,
         )
         return bool(inserted)
 
-    async def mark_ipn_processed(self, notification_id: str) -> None:
+    async def mark_ipn_processed(self, notification_id: str, merchant: str | None = None) -> None:
+        """Done; `merchant` records which account the notification turned out to be for."""
         await self._pool.execute(
-            "UPDATE ipn_messages SET processed_at = now() WHERE notification_id = $1",
+            "UPDATE ipn_messages SET processed_at = now(), merchant = coalesce($2, merchant),"
+            " last_error = NULL WHERE notification_id = $1",
             notification_id,
+            merchant,
         )
 
-    async def unprocessed_ipns(self, *, older_than_s: float, limit: int) -> list[dict[str, Any]]:
-        """Notifications whose follow-up read never finished (e.g. the process died)."""
+    async def claim_ipns(self, *, limit: int, lease_s: float = 120.0) -> list[dict[str, Any]]:
+        """Claim up to `limit` notifications whose follow-up is due, longest due first. SKIP
+        LOCKED plus pushing `due_at` out by `lease_s` keep replicas off each other's claims;
+        `settle_ipn` or `mark_ipn_processed` ends one."""
         rows = await self._pool.fetch(
             """
-            SELECT notification_id, merchant, object_type, object_id, charge_permission_id
+            UPDATE ipn_messages SET due_at = now() + make_interval(secs => $2)
+            WHERE notification_id IN (
+                SELECT notification_id FROM ipn_messages
+                WHERE processed_at IS NULL AND given_up_at IS NULL AND due_at <= now()
+                ORDER BY due_at
+                LIMIT $1
+                FOR UPDATE SKIP LOCKED)
+            RETURNING notification_id, merchant, object_type, object_id, charge_permission_id,
+                amazon_merchant_id, attempts
+            """,
+            limit,
+            lease_s,
+        )
+        return [dict(r) for r in rows]
+
+    async def unprocessed_ipns(self, *, older_than_s: float, limit: int) -> list[dict[str, Any]]:
+        """Notifications not processed nor given up, received more than `older_than_s` ago."""
+        rows = await self._pool.fetch(
+            """
+            SELECT notification_id, merchant, object_type, object_id, charge_permission_id,
+                amazon_merchant_id, attempts, last_error
             FROM ipn_messages
-            WHERE processed_at IS NULL AND received_at < now() - make_interval(secs => $1)
+            WHERE processed_at IS NULL AND given_up_at IS NULL
+              AND received_at < now() - make_interval(secs => $1)
             ORDER BY received_at
             LIMIT $2
             """,
@@ -1110,6 +1142,62 @@ class Repository:
             limit,
         )
         return [dict(r) for r in rows]
+
+    async def settle_ipn(
+        self,
+        notification_id: str,
+        *,
+        error: str,
+        max_attempts: int,
+        backoff_s: Callable[[int], float],
+    ) -> int:
+        """One more failed follow-up, due again after `backoff_s(attempts)`; at `max_attempts`
+        the notification is given up (`given_up_at`). Returns the attempts so far."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            before: int | None = await conn.fetchval(
+                "SELECT attempts FROM ipn_messages"
+                " WHERE notification_id = $1 AND processed_at IS NULL FOR UPDATE",
+                notification_id,
+            )
+            if before is None:
+                return 0
+            attempts = before + 1
+            await conn.execute(
+                """
+                UPDATE ipn_messages SET attempts = $2::integer, last_error = $3,
+                    due_at = now() + make_interval(secs => $4::float8),
+                    given_up_at = CASE WHEN $2::integer >= $5::integer THEN now() END
+                WHERE notification_id = $1
+                """,
+                notification_id,
+                attempts,
+                error,
+                backoff_s(attempts),
+                max_attempts,
+            )
+        return attempts
+
+    async def merchant_of_amazon_id(self, amazon_merchant_id: str) -> str | None:
+        """The account earlier notifications with this MerchantID were processed for."""
+        merchant: str | None = await self._pool.fetchval(
+            """
+            SELECT merchant FROM ipn_messages
+            WHERE amazon_merchant_id = $1 AND processed_at IS NOT NULL AND merchant IS NOT NULL
+            ORDER BY processed_at DESC
+            LIMIT 1
+            """,
+            amazon_merchant_id,
+        )
+        return merchant
+
+    async def ipn_backlog(self) -> tuple[int, int]:
+        """(waiting, given up) notifications, for operators and tests."""
+        row = await self._pool.fetchrow(
+            "SELECT count(*) FILTER (WHERE processed_at IS NULL AND given_up_at IS NULL) AS w,"
+            " count(*) FILTER (WHERE given_up_at IS NOT NULL) AS g FROM ipn_messages"
+        )
+        assert row is not None
+        return int(row["w"]), int(row["g"])
 
     async def lease_due_objects(
         self, *, owner: str, lease_s: float, limit: int

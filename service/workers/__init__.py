@@ -1,10 +1,11 @@
 """Background work outside the request path: the IPN receiver and the reconciler."""
 
-from ._ipn import OBJECT_TYPES, IpnReceiver
+from ._ipn import IPN_ATTEMPTS, OBJECT_TYPES, IpnReceiver, ipn_backoff_s
 from ._reconciler import PassResult, Reconciler, ReconcilerSettings
 from ._sns import SnsError, SnsVerifier, string_to_sign
 
 __all__ = [
+    "IPN_ATTEMPTS",
     "OBJECT_TYPES",
     "IpnReceiver",
     "PassResult",
@@ -12,5 +13,6 @@ __all__ = [
     "ReconcilerSettings",
     "SnsError",
     "SnsVerifier",
+    "ipn_backoff_s",
     "string_to_sign",
 ]

@@ -12,21 +12,32 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
 from service.amazonpay import AmazonPayError
-from service.core import Payments
+from service.core import Overloaded, Payments
 from service.ledger import Repository
 from service.telemetry import Metrics
 
 from ._sns import SnsError, SnsVerifier
 
-__all__ = ["OBJECT_TYPES", "IpnReceiver"]
+__all__ = ["IPN_ATTEMPTS", "OBJECT_TYPES", "IpnReceiver", "ipn_backoff_s"]
 
 _log = logging.getLogger("service.workers.ipn")
+
+IPN_ATTEMPTS = 10
+"""Failed follow-ups of one notification before it is given up (about four hours with
+`ipn_backoff_s`); an object the ledger knows is polled by the reconciler regardless."""
+
+
+def ipn_backoff_s(attempts: int) -> float:
+    """30 s, 1, 2, 4 ... minutes after each failed follow-up, at most an hour."""
+    return float(min(30 * 2 ** (attempts - 1), 3600))
+
 
 OBJECT_TYPES: Mapping[str, str] = {
     "CHARGE_PERMISSION": "charge_permission",
@@ -44,13 +55,16 @@ class IpnReceiver:
         metrics: Metrics,
         *,
         max_body_bytes: int = 64 * 1024,
+        retry_in_s: float = 30.0,
     ) -> None:
         self._payments = payments
         self._repo = repository
         self._verifier = verifier
         self._metrics = metrics
         self._max_body = max_body_bytes
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._retry_in_s = retry_in_s
+        """A notification still unprocessed after this long is the reconciler's to retry."""
+        self._tasks: set[asyncio.Task[bool]] = set()
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -91,7 +105,7 @@ class IpnReceiver:
             return self._reject(413, "too_large")
         try:
             envelope = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             return self._reject(400, "malformed")
         if not isinstance(envelope, dict):
             return self._reject(400, "malformed")
@@ -107,24 +121,29 @@ class IpnReceiver:
             notification_id = str(message["NotificationId"])
             object_type = str(message["ObjectType"])
             object_id = str(message["ObjectId"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
+            return self._reject(400, "malformed_message")
+        if not all(_FIELD.fullmatch(v) for v in (notification_id, object_type, object_id)):
             return self._reject(400, "malformed_message")
         self._metrics.ipn_messages.add(1, {"outcome": "verified"})
         kind = OBJECT_TYPES.get(object_type)
-        charge_permission_id = message.get("ChargePermissionId")
+        charge_permission_id = _text(message.get("ChargePermissionId"))
+        amazon_merchant_id = _text(message.get("MerchantID"))
         merchant = None
         if kind is not None:
             merchant = await self._repo.merchant_of(kind, object_id, charge_permission_id)
         fresh = await self._repo.record_ipn(
             notification_id=notification_id,
             message_id=envelope["MessageId"],
-            merchant=merchant or self._payments.merchants.default_alias,
+            merchant=merchant,
             object_type=object_type,
             object_id=object_id,
             charge_permission_id=charge_permission_id,
             notification_type=str(message.get("NotificationType") or ""),
             topic_arn=envelope["TopicArn"],
             envelope=envelope,
+            amazon_merchant_id=amazon_merchant_id,
+            retry_in_s=self._retry_in_s,
         )
         if not fresh:
             self._metrics.ipn_messages.add(1, {"outcome": "duplicate"})
@@ -132,9 +151,11 @@ class IpnReceiver:
         task = asyncio.create_task(
             self.process(
                 notification_id,
-                merchant or self._payments.merchants.default_alias,
                 kind,
                 object_id,
+                merchant=merchant,
+                charge_permission_id=charge_permission_id,
+                amazon_merchant_id=amazon_merchant_id,
             )
         )
         self._tasks.add(task)
@@ -142,18 +163,77 @@ class IpnReceiver:
         return web.json_response({"status": "accepted"})
 
     async def process(
-        self, notification_id: str, merchant: str, kind: str | None, object_id: str
-    ) -> None:
-        """Read the object the notification names and record it; mark the notification done."""
-        if kind is not None:
-            try:
-                await self._payments.read(
-                    merchant, kind, object_id, source="amazon", deadline=None, record_source="ipn"
-                )
-            except (AmazonPayError, OSError, TimeoutError) as exc:
-                _log.warning(
-                    "IPN follow-up read failed; the reconciler will retry",
-                    extra={"kind": kind, "error": type(exc).__name__},
-                )
-                return
-        await self._repo.mark_ipn_processed(notification_id)
+        self,
+        notification_id: str,
+        kind: str | None,
+        object_id: str,
+        *,
+        merchant: str | None = None,
+        charge_permission_id: str | None = None,
+        amazon_merchant_id: str | None = None,
+    ) -> bool:
+        """Read the object the notification names, for the merchant it belongs to, and record
+        it; mark the notification done. A failure backs off (`IPN_ATTEMPTS`, then given up with
+        an ERROR log and the `given_up` outcome). Returns whether it was processed."""
+        if kind is None:
+            await self._repo.mark_ipn_processed(notification_id)
+            return True
+        error: str | None = None
+        try:
+            for alias in await self._merchants_for(
+                merchant, kind, object_id, charge_permission_id, amazon_merchant_id
+            ):
+                try:
+                    await self._payments.read(
+                        alias, kind, object_id, source="amazon", deadline=None, record_source="ipn"
+                    )
+                except AmazonPayError as exc:
+                    error = type(exc).__name__ + (f"/{exc.http_status}" if exc.http_status else "")
+                    if exc.http_status == 404:
+                        continue  # another account's object, or none Amazon has
+                    break
+                await self._repo.mark_ipn_processed(notification_id, alias)
+                return True
+        except (AmazonPayError, Overloaded, LookupError, OSError, TimeoutError) as exc:
+            error = type(exc).__name__
+        tries = await self._repo.settle_ipn(
+            notification_id,
+            error=error or "no merchant",
+            max_attempts=IPN_ATTEMPTS,
+            backoff_s=ipn_backoff_s,
+        )
+        extra = {"kind": kind, "error": error, "attempts": tries, "merchant": merchant}
+        if tries >= IPN_ATTEMPTS:
+            self._metrics.ipn_messages.add(1, {"outcome": "given_up"})
+            _log.error("gave up an IPN whose object could not be read", extra=extra)
+        else:
+            self._metrics.ipn_messages.add(1, {"outcome": "retry_later"})
+            _log.warning("IPN follow-up read failed; retried later", extra=extra)
+        return False
+
+    async def _merchants_for(
+        self,
+        merchant: str | None,
+        kind: str,
+        object_id: str,
+        charge_permission_id: str | None,
+        amazon_merchant_id: str | None,
+    ) -> list[str]:
+        """Who to read the object as: the merchant that recorded it (or its charge permission),
+        else the account earlier notifications with the same MerchantID were for, else every
+        configured account in turn (Amazon answers 404 to the others)."""
+        known = merchant or await self._repo.merchant_of(kind, object_id, charge_permission_id)
+        if known is None and amazon_merchant_id is not None:
+            known = await self._repo.merchant_of_amazon_id(amazon_merchant_id)
+        if known is not None:
+            return [known]
+        registry = self._payments.merchants
+        others = sorted(m.alias for m in registry if m.alias != registry.default_alias)
+        return [registry.default_alias, *others]
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and _FIELD.fullmatch(value) else None
+
+
+_FIELD = re.compile(r"[\x21-\x7e]{1,256}")

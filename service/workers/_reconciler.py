@@ -3,7 +3,8 @@ outcome, IPN or not.
 
 Each pass:
 1. re-drives operations whose process died between Amazon's answer and the ledger commit;
-2. retries IPN follow-up reads that never finished;
+2. retries IPN follow-up reads that never finished, claimed with SKIP LOCKED and backed off per
+   notification until given up;
 3. polls non-final objects that are due, leased with `FOR UPDATE SKIP LOCKED` so no object is
    polled by two replicas at once, on an exponential schedule per object (reset when its state
    changes);
@@ -57,8 +58,6 @@ class ReconcilerSettings:
     """Objects leased per pass."""
     lease_s: float = 60.0
     """How long a replica owns a leased object before another may take it."""
-    ipn_retry_after_s: float = 30.0
-    """An IPN follow-up still unfinished after this long is retried."""
     pii_retention_days: int | None = None
     """Erase buyer PII recorded longer ago than this (None: keep)."""
     retention_every_s: float = 3600.0
@@ -150,15 +149,17 @@ class Reconciler:
     async def _retry_ipns(self) -> int:
         if self._ipn is None:
             return 0
-        pending = await self._repo.unprocessed_ipns(
-            older_than_s=self._settings.ipn_retry_after_s, limit=self._settings.batch
+        pending = await self._repo.claim_ipns(
+            limit=self._settings.batch, lease_s=self._settings.lease_s
         )
         for row in pending:
             await self._ipn.process(
                 row["notification_id"],
-                row["merchant"] or self._payments.merchants.default_alias,
                 OBJECT_TYPES.get(row["object_type"]),
                 row["object_id"],
+                merchant=row["merchant"],
+                charge_permission_id=row["charge_permission_id"],
+                amazon_merchant_id=row["amazon_merchant_id"],
             )
         return len(pending)
 
