@@ -26,6 +26,15 @@ class FuzzTarget:
     channel: grpc.aio.Channel
     ledger: asyncpg.Connection
     emulator: EmulatorProcess
+    application: Application
+    env: dict[str, str]
+
+    async def restart(self) -> None:
+        """Stop the service and start it again on the same ledger (start-up re-drives whatever
+        the fuzz left pending)."""
+        await self.application.stop()
+        self.application = Application(load_settings(self.env))
+        await self.application.start()
 
     def run(self, coro):  # type: ignore[no-untyped-def]
         """Run a coroutine on the loop the service lives on (tests here are synchronous)."""
@@ -53,12 +62,16 @@ async def fuzz_target(
         application = Application(load_settings(env))
         await application.start()
         ledger = await asyncpg.connect(database_url)
+        target: FuzzTarget | None = None
         try:
             async with grpc.aio.insecure_channel(
                 f"127.0.0.1:{application.grpc_port}",
                 options=[("grpc.max_send_message_length", 8 * 1024 * 1024)],
             ) as channel:
-                yield FuzzTarget(asyncio.get_running_loop(), channel, ledger, emulator)
+                target = FuzzTarget(
+                    asyncio.get_running_loop(), channel, ledger, emulator, application, env
+                )
+                yield target
         finally:
             await ledger.close()
-            await application.stop()
+            await (target.application if target is not None else application).stop()

@@ -1,11 +1,14 @@
 """Every RPC of every service gets random requests built from its message descriptor.
 
-Strings (plausible values for the field's name, unicode, NUL, huge), integers at the edges, enums
+Strings (plausible values for the field's name, the same with a control character or a trailing
+newline, unicode, NUL, huge), integers at the edges, enums
 including unknown numbers, nested messages, repeated and map fields, timestamps out of range. Sent
 over real gRPC to an in-process service whose Amazon is the emulator. Whatever arrives, the answer
 is never INTERNAL or UNKNOWN, and a request the service itself refuses as INVALID_ARGUMENT writes
 nothing to `operations`, `objects` or `events`. Simulation codes and small amounts keep the random
-requests that are valid from creating much state; Amazon's own refusals are fine.
+requests that are valid from creating much state; Amazon's own refusals are fine. Last, the
+service restarts on the ledger the fuzz left behind: nothing in it may crash the start-up or stay
+pending.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from payments.amazonpay.v1 import (
     charge_pb2,
     charge_permission_pb2,
     checkout_session_pb2,
+    common_pb2,
     delivery_tracker_pb2,
     ledger_pb2,
     refund_pb2,
@@ -89,12 +93,38 @@ _PLAUSIBLE: dict[str, st.SearchStrategy[str]] = {
 }
 
 
+# C0 and C1 controls and DEL, a trailing newline above all: "Declined\n" once passed a `$`
+# pattern and reached an HTTP header, answering INTERNAL and poisoning every later start-up.
+_CONTROLS = st.sampled_from(["\n", "\r\n", "\r", "\t", "\x00", "\x0b", "\x1b", "\x7f", "\x85"])
+
+
+def _hostile(plausible: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """A plausible value with a control character appended, prepended or inserted."""
+    return st.builds(
+        lambda value, control, where: (
+            value + control
+            if where == 0
+            else control + value
+            if where == 1
+            else value[: len(value) // 2] + control + value[len(value) // 2 :]
+        ),
+        plausible,
+        _CONTROLS,
+        st.integers(0, 2),
+    )
+
+
 def _string(field: FieldDescriptor) -> st.SearchStrategy[str]:
     options: list[st.SearchStrategy[str]] = [st.just(""), _unicode, _huge]
+    plausible: st.SearchStrategy[str] | None = None
     if field.name in _PLAUSIBLE:
-        options += [_PLAUSIBLE[field.name]] * 3
+        plausible = _PLAUSIBLE[field.name]
     elif field.name.endswith("_id") or field.name == "buyer_token":
-        options += [_ids] * 3
+        plausible = _ids
+    if plausible is not None:
+        options += [plausible] * 3 + [_hostile(plausible)] * 2
+    else:
+        options.append(_hostile(st.text(alphabet="abc", min_size=1, max_size=8)))
     return st.one_of(options)
 
 
@@ -315,3 +345,141 @@ def test_random_requests_never_fail_internally_and_refusals_write_nothing(
         fuzz_target.run(_send(fuzz_target, method, request))
 
     check()
+
+
+# ------------------------------------------------------------------ hostile strings in valid requests
+
+_PLAUSIBLE_VALUES: dict[str, str] = {
+    "idempotency_key": "fuzz-key-1",
+    "sandbox_simulation_code": "HardDeclined",
+    "closure_reason": "done",
+    "cancellation_reason": "done",
+    "payload": '{"storeId":"amzn1.application-oa2-client.e2e"}',
+    "buyer_token": "token-1",
+    "object_id": "S01-0000000-0000000-C000009",
+    "checkout_review_return_url": "https://shop.example/review",
+}
+
+
+def _valid(method: MethodDescriptor) -> Message:
+    """A request that passes the service's validation (Amazon may still refuse it): the RPC's
+    required fields with plausible values, and a simulation code wherever one is accepted."""
+    from service.api._validation import REQUIRED
+
+    request = GetMessageClass(method.input_type)()
+    for dotted in REQUIRED.get(method.name, ()):
+        node: Any = request
+        *parents, name = dotted.split(".")
+        for part in parents:
+            node = getattr(node, part)
+        field = node.DESCRIPTOR.fields_by_name[name]
+        if field.message_type is not None and field.message_type.name == "Price":
+            getattr(node, name).CopyFrom(common_pb2.Price(amount="1.00", currency_code="USD"))
+        elif field.is_repeated:
+            getattr(node, name).add(tracking_number="1Z999", carrier_code="UPS")
+        elif field.type == FieldDescriptor.TYPE_ENUM:
+            setattr(node, name, 1)
+        elif name.endswith("_id"):
+            setattr(node, name, "S01-0000000-0000000")
+        else:
+            setattr(node, name, _PLAUSIBLE_VALUES[name])
+    fields = request.DESCRIPTOR.fields_by_name
+    if "sandbox_simulation_code" in fields:
+        setattr(request, "sandbox_simulation_code", "HardDeclined")  # noqa: B010
+    if "web_checkout_details" in fields:
+        request.web_checkout_details.checkout_review_return_url = REVIEW  # type: ignore[attr-defined]
+    if method.name == "CreateDeliveryTracker":
+        setattr(request, "charge_permission_id", "S01-0000000-0000000")  # noqa: B010
+    return request
+
+
+REVIEW = "https://shop.example/review"
+
+
+def _string_paths(descriptor: Descriptor, depth: int = 0) -> list[tuple[str, ...]]:
+    paths: list[tuple[str, ...]] = []
+    for field in descriptor.fields:
+        if field.is_repeated:
+            continue
+        if field.type == FieldDescriptor.TYPE_STRING:
+            paths.append((field.name,))
+        elif field.message_type is not None and depth < 2:
+            if field.message_type.full_name.startswith("google.protobuf."):
+                continue
+            paths += [(field.name, *p) for p in _string_paths(field.message_type, depth + 1)]
+    return paths
+
+
+def _with(request: Message, path: tuple[str, ...], value: str) -> Message:
+    hostile = type(request)()
+    hostile.CopyFrom(request)
+    node: Any = hostile
+    for part in path[:-1]:
+        node = getattr(node, part)
+    setattr(node, path[-1], value)
+    return hostile
+
+
+def _current(request: Message, path: tuple[str, ...]) -> str:
+    node: Any = request
+    for part in path:
+        node = getattr(node, part)
+    return str(node) or _PLAUSIBLE_VALUES.get(path[-1], "abc")
+
+
+@pytest.mark.parametrize("method", METHODS, ids=[m.name for m in METHODS])
+def test_control_characters_in_any_string_of_a_valid_request_never_fail_internally(
+    fuzz_target: FuzzTarget, method: MethodDescriptor
+) -> None:
+    """The same property, from a request the service would accept, with one string (the
+    simulation code, the idempotency key, an id, an amount, a URL...) given a control character:
+    a trailing newline, CR LF, NUL, ESC, DEL or NEL."""
+    valid = _valid(method)
+    paths = _string_paths(method.input_type)
+
+    @settings(
+        max_examples=25,
+        deadline=None,
+        derandomize=False,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        case=st.sampled_from(paths).flatmap(
+            lambda path: st.tuples(st.just(path), _hostile(st.just(_current(valid, path))))
+        )
+    )
+    def check(case: tuple[tuple[str, ...], str]) -> None:
+        path, value = case
+        fuzz_target.run(_send(fuzz_target, method, _with(valid, path, value)))
+
+    # Every field a pattern guards gets the trailing newline for certain, then the random cases.
+    for path in paths:
+        if path[-1] in _PATTERNED or path[-1].endswith("_id"):
+            fuzz_target.run(
+                _send(fuzz_target, method, _with(valid, path, _current(valid, path) + "\n"))
+            )
+    check()
+
+
+_PATTERNED = frozenset(
+    {
+        "idempotency_key",
+        "sandbox_simulation_code",
+        "amount",
+        "currency_code",
+        "country_code",
+        "buyer_token",
+        "merchant",
+    }
+)
+
+
+def test_the_service_restarts_cleanly_on_what_the_fuzz_left(fuzz_target: FuzzTarget) -> None:
+    async def restart() -> None:
+        await fuzz_target.restart()
+        pending = await fuzz_target.ledger.fetchval(
+            "SELECT count(*) FROM operations WHERE status = 'pending'"
+        )
+        assert pending == 0
+
+    fuzz_target.run(restart())
