@@ -167,8 +167,9 @@ class AmazonCallSettings:
     """`AMAZON_MAX_QUEUED_CALLS`: calls waiting for a slot; beyond it RESOURCE_EXHAUSTED."""
 
     circuit_failures: int = 5
-    """`AMAZON_CIRCUIT_FAILURES`: consecutive outage-like failures (no answer, 5xx) that open
-    the circuit breaker."""
+    """`AMAZON_CIRCUIT_FAILURES`: consecutive failures showing Amazon failing (5xx, 429 after
+    retries, no answer within the service's own timeout) that open the circuit breaker; a
+    caller's short deadline never counts."""
 
     circuit_open_s: float = 10.0
     """`AMAZON_CIRCUIT_OPEN_S`: how long an open circuit fails fast before a probe call."""

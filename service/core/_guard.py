@@ -52,7 +52,7 @@ class Overloaded(Exception):
 @dataclass(frozen=True)
 class BreakerSettings:
     failures: int = 5
-    """Consecutive outage-like failures that open the circuit."""
+    """Consecutive failures showing Amazon failing (see `is_outage`) that open the circuit."""
     open_s: float = 10.0
     """How long an open circuit fails fast before letting probes through."""
     probes: int = 1

@@ -1126,23 +1126,6 @@ class Repository:
         )
         return [dict(r) for r in rows]
 
-    async def unprocessed_ipns(self, *, older_than_s: float, limit: int) -> list[dict[str, Any]]:
-        """Notifications not processed nor given up, received more than `older_than_s` ago."""
-        rows = await self._pool.fetch(
-            """
-            SELECT notification_id, merchant, object_type, object_id, charge_permission_id,
-                amazon_merchant_id, attempts, last_error
-            FROM ipn_messages
-            WHERE processed_at IS NULL AND given_up_at IS NULL
-              AND received_at < now() - make_interval(secs => $1)
-            ORDER BY received_at
-            LIMIT $2
-            """,
-            older_than_s,
-            limit,
-        )
-        return [dict(r) for r in rows]
-
     async def settle_ipn(
         self,
         notification_id: str,
