@@ -1173,15 +1173,6 @@ class Repository:
         )
         return merchant
 
-    async def ipn_backlog(self) -> tuple[int, int]:
-        """(waiting, given up) notifications, for operators and tests."""
-        row = await self._pool.fetchrow(
-            "SELECT count(*) FILTER (WHERE processed_at IS NULL AND given_up_at IS NULL) AS w,"
-            " count(*) FILTER (WHERE given_up_at IS NOT NULL) AS g FROM ipn_messages"
-        )
-        assert row is not None
-        return int(row["w"]), int(row["g"])
-
     async def lease_due_objects(
         self, *, owner: str, lease_s: float, limit: int
     ) -> list[StoredObject]:
