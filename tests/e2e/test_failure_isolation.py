@@ -18,6 +18,8 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from payments.amazonpay.v1 import (
     button_pb2,
@@ -186,9 +188,39 @@ async def test_a_trailing_newline_or_control_character_is_refused_in_every_patte
     assert await _count(app, "SELECT count(*) FROM operations") == 0
 
 
+@pytest.fixture
+async def measured(
+    database_url: str, clean_emulator: EmulatorProcess, keys: Keys, tmp_path: Path
+) -> AsyncIterator[tuple[Application, InMemoryMetricReader]]:
+    reader = InMemoryMetricReader()
+    app = Application(
+        load_settings(service_env(database_url, clean_emulator, keys, tmp_path)),
+        meter_provider=MeterProvider(metric_readers=[reader]),
+    )
+    await app.start()
+    try:
+        yield app, reader
+    finally:
+        await app.stop()
+
+
+def _sum(reader: InMemoryMetricReader, name: str) -> dict[str, float]:
+    data = reader.get_metrics_data()
+    found: dict[str, float] = {}
+    for resource in data.resource_metrics if data is not None else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == name:
+                    for point in metric.data.data_points:
+                        label = str(dict(point.attributes or {}).get("operation"))
+                        found[label] = found.get(label, 0) + point.value
+    return found
+
+
 async def test_a_re_drive_that_cannot_be_sent_is_quarantined_and_the_others_go_on(
-    app: Application, clean_emulator: EmulatorProcess, caplog: pytest.LogCaptureFixture
+    measured: tuple[Application, InMemoryMetricReader], caplog: pytest.LogCaptureFixture
 ) -> None:
+    app, reader = measured
     # Left by a version that let "Declined\n" through: aiohttp refuses the header every time.
     poisoned = await _pending(
         app,
@@ -220,6 +252,10 @@ async def test_a_re_drive_that_cannot_be_sent_is_quarantined_and_the_others_go_o
     quarantined = [r for r in caplog.records if r.getMessage().startswith("operation quarantined")]
     assert len(quarantined) == 2
     assert all("Declined" not in r.getMessage() for r in caplog.records)
+    assert _sum(reader, "amazonpay.operations.quarantined") == {
+        "CreateCheckoutSession": 1,
+        "CaptureCharge": 1,
+    }
     # Nothing is left for the next start-up to trip over.
     assert await _count(app, "SELECT count(*) FROM operations WHERE status = 'pending'") == 0
 
