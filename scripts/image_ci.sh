@@ -22,6 +22,7 @@ RUN_DIR=$(mktemp -d /tmp/amazonpay-image-ci.XXXXXX)
 SOCKET="$RUN_DIR/docker.sock"
 dockerd_pid=""
 policy_rc_added=""
+data_root_was_mounted=""
 
 log() { echo "image-ci: $*" >&2; }
 
@@ -49,6 +50,15 @@ cleanup() {
       log "dockerd did not stop; killing pid $dockerd_pid"
       as_root kill -KILL "$dockerd_pid" 2>/dev/null || true
     fi
+  fi
+  # dockerd leaves its network namespace handle and the data root's private bind mount behind.
+  if [ -d "$RUN_DIR" ]; then
+    awk -v d="$RUN_DIR/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r | while read -r m; do
+      as_root umount "$m" || true
+    done
+  fi
+  if [ -z "$data_root_was_mounted" ]; then
+    while mountpoint -q "$DATA_ROOT" 2>/dev/null; do as_root umount "$DATA_ROOT" || break; done
   fi
   if [ -n "$policy_rc_added" ]; then as_root rm -f /usr/sbin/policy-rc.d; fi
   as_root rm -rf "$RUN_DIR"
@@ -81,6 +91,7 @@ fi
 # --- 2. Start a private daemon: no bridge network, no iptables, no forwarding or masquerading.
 export DOCKER_HOST="unix://$SOCKET"
 as_root mkdir -p "$DATA_ROOT"
+if mountpoint -q "$DATA_ROOT"; then data_root_was_mounted=1; fi
 log "starting dockerd (data root $DATA_ROOT)"
 sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
@@ -147,6 +158,16 @@ if [ -z "${IMAGE_CI_BASE:-}" ]; then
   fi
 fi
 
-# --- 4. Build and smoke-test. BuildKit would try to pull its frontend image; the legacy builder
+# --- 4. Build and smoke-test. The container reaches PostgreSQL over TCP on loopback: the machine's
+# server on 127.0.0.1:5432 unless TEST_DATABASE_URL names another.
+if [ -z "${TEST_DATABASE_URL:-}" ]; then
+  if (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+    export TEST_DATABASE_URL="postgresql://postgres@127.0.0.1:5432/postgres"
+  else
+    log "no PostgreSQL on 127.0.0.1:5432: set TEST_DATABASE_URL to a loopback server"
+    exit 1
+  fi
+fi
+# BuildKit would try to pull its frontend image; the legacy builder
 # needs nothing but the base.
 DOCKER_BUILDKIT=0 make image-test PYTHON_IMAGE="$base"

@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
@@ -32,7 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service.ledger import PiiKeyring
 from tests._emulator import EmulatorProcess, write_key_pair
 from tests._postgres import fresh_database, postgres_server
-from tests._process import free_port
+from tests._process import REPO, free_port
 from tests.e2e._flows import checkout
 from tests.e2e.conftest import stubs_for
 
@@ -42,6 +43,7 @@ LABEL = "amazonpay-image-test"
 KEY_ID = "SANDBOX-IMAGETESTKEY00000000000"
 APP_UID = 10001
 SECRETS = "/var/run/secrets/amazonpay"
+MIGRATIONS = len(list((REPO / "service" / "ledger" / "migrations").glob("*.sql")))
 
 pytestmark = pytest.mark.skipif(not IMAGE, reason="set IMAGE_UNDER_TEST (make image-test)")
 
@@ -99,6 +101,8 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     await emulator.start()
     try:
         async with postgres_server() as server, fresh_database(server) as url:
+            if urlsplit(url).hostname not in {"127.0.0.1", "::1", "localhost"}:
+                pytest.fail(f"the container needs PostgreSQL on TCP loopback; got {url!r}")
             yield Setup(secrets, emulator, url)
     finally:
         await emulator.stop()
@@ -174,8 +178,9 @@ async def test_image_runs_as_uid_10001_with_only_tmp_writable() -> None:
         "with tempfile.NamedTemporaryFile(dir='/tmp') as f:\n"
         "    print('/tmp writable')\n"
     )
-    code, out, err = await docker("run", "--rm", *AS_KUBERNETES, "--entrypoint=python", IMAGE,
-                                  "-c", probe)
+    code, out, err = await docker(
+        "run", "--rm", *AS_KUBERNETES, "--entrypoint=python", IMAGE, "-c", probe
+    )
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0] == f"{APP_UID} {APP_UID}"
@@ -203,8 +208,7 @@ async def test_container_migrates_serves_a_checkout_and_drains_on_sigterm(
     conn = await asyncpg.connect(setup.database_url)
     try:
         applied = await conn.fetchval("SELECT count(*) FROM schema_migrations")
-        migrations = Path(__file__).resolve().parents[2] / "service" / "ledger" / "migrations"
-        assert applied == len(list(migrations.glob("*.sql")))
+        assert applied == MIGRATIONS
     finally:
         await conn.close()
 
@@ -228,10 +232,10 @@ async def test_container_migrates_serves_a_checkout_and_drains_on_sigterm(
         assert [c["chargeId"] for c in await setup.emulator.objects("charges")] == [done.charge_id]
 
         # 4. Prometheus /metrics on the admin port.
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{ports['admin']}/metrics") as response:
-                assert response.status == 200
-                metrics = await response.text()
+        url = f"http://127.0.0.1:{ports['admin']}/metrics"
+        async with aiohttp.ClientSession() as http, http.get(url) as response:
+            assert response.status == 200
+            metrics = await response.text()
         assert "CompleteCheckoutSession" in metrics
         assert re.search(r"^# TYPE \S+ (counter|histogram)", metrics, re.M)
 
@@ -273,14 +277,20 @@ async def test_container_migrates_serves_a_checkout_and_drains_on_sigterm(
         )
 
 
-@pytest.mark.skipif(not EXTRA_CA_FILES, reason="the image was built without extra CA certificates")
-async def test_extra_ca_certificates_stay_out_of_the_final_image() -> None:
-    """pip trusted them during the build; neither the files nor the build argument may ship."""
+def _ca_markers() -> list[bytes]:
+    """A base64 line from the middle of each extra CA certificate: found only where it was copied."""
     markers = []
     for name in EXTRA_CA_FILES:
         body = Path(name).read_text(encoding="ascii")
         lines = [line for line in body.splitlines() if line and not line.startswith("-----")]
         markers.append(lines[len(lines) // 2].encode())
+    return markers
+
+
+@pytest.mark.skipif(not EXTRA_CA_FILES, reason="the image was built without extra CA certificates")
+async def test_extra_ca_certificates_stay_out_of_the_final_image() -> None:
+    """pip trusted them during the build; neither the files nor the build argument may ship."""
+    markers = _ca_markers()
     code, history, err = await docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", IMAGE)
     assert code == 0, err
     _, inspect, _ = await docker("image", "inspect", IMAGE)
