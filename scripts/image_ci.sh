@@ -24,7 +24,7 @@ dockerd_pid=""
 policy_rc_added=""
 data_root_was_mounted=""
 
-log() { echo "image-ci: $*" >&2; }
+log() { echo "image-ci [+$(( $(date +%s) - started ))s]: $*" >&2; }
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -170,4 +170,6 @@ if [ -z "${TEST_DATABASE_URL:-}" ]; then
 fi
 # BuildKit would try to pull its frontend image; the legacy builder
 # needs nothing but the base.
+log "make image-test PYTHON_IMAGE=$base (DOCKER_BUILDKIT=0)"
 DOCKER_BUILDKIT=0 make image-test PYTHON_IMAGE="$base"
+log "image built and smoke-tested"
