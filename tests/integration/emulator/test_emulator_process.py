@@ -125,7 +125,8 @@ async def test_official_node_sdk_completes_a_purchase_over_https(
 ) -> None:
     node, npm = shutil.which("node"), shutil.which("npm")
     # A conformance test never skips: without Node.js it fails and says what is missing.
-    assert node is not None and npm is not None, "node and npm are needed (Node.js 18 or later)"
+    assert node is not None, "node is needed (Node.js 18 or later)"
+    assert npm is not None, "npm is needed (Node.js 18 or later)"
     if not (NODE_DIR / "node_modules" / "@amazonpay").exists():
         install = await asyncio.create_subprocess_exec(
             npm,
