@@ -727,10 +727,10 @@ def _holds(requested: Any, current: Any) -> bool:
             and len(requested) == len(current)
             and all(_holds(a, b) for a, b in zip(requested, current, strict=True))
         )
+    if isinstance(requested, bool) or isinstance(current, bool):
+        return requested is current
     if requested == current:
         return True
-    if isinstance(requested, bool) or isinstance(current, bool):
-        return False
     if isinstance(requested, str | int | float) and isinstance(current, str | int | float):
         try:
             return Decimal(str(requested)) == Decimal(str(current))
