@@ -74,6 +74,8 @@ CARDS: dict[str, tuple[str, str]] = {
     "1111": ("Visa", "success"),
     "0005": ("AmericanExpress", "success"),
     "4444": ("MasterCard", "success"),
+    "9424": ("Discover", "success"),
+    "0000": ("Visa", "success"),
     "3064": ("Visa", "buyer_canceled"),
     "3434": ("Visa", "declined"),
     "0701": ("Visa", "pending_authorized"),
@@ -989,11 +991,19 @@ class Engine:
         behaviour = CARDS[session["_card"]][1]
         can_pend = bool(session["paymentDetails"]["canHandlePendingAuthorization"])
         intent = session["paymentDetails"]["paymentIntent"]
+        if behaviour.startswith("pending_") and not (can_pend and intent == "Authorize"):
+            # Amazon's sandbox page: these cards need paymentIntent Authorize and
+            # canHandlePendingAuthorization true, "or using this payment method will result in
+            # an error". The buyer stays on Amazon's page; the session is unchanged.
+            raise ApiError(
+                400,
+                "InvalidParameterCombination",
+                f"Card ...{session['_card']} simulates a pending authorization: it needs "
+                "paymentIntent Authorize and canHandlePendingAuthorization true",
+            )
         if behaviour == "buyer_canceled":
             self._set_session_state(session, "Canceled", "BuyerCanceled", now)
-        elif behaviour == "declined" or (
-            behaviour == "pending_declined" and not can_pend and intent != "Confirm"
-        ):
+        elif behaviour == "declined":
             self._set_session_state(session, "Canceled", "Declined", now)
         else:
             session["_confirmed"] = True

@@ -321,6 +321,30 @@ async def test_declining_wallet_cards_cancel_the_session(
     assert (reply.status, reply.body["reasonCode"]) == (422, "CheckoutSessionCanceled")
 
 
+@pytest.mark.parametrize("card", ["9424", "0000"])
+async def test_every_happy_case_wallet_card_completes(client: SignedClient, card: str) -> None:
+    done = await purchase(client, card=card)
+    assert done["statusDetails"]["state"] == "Completed"
+
+
+@pytest.mark.parametrize(
+    ("card", "intent", "pending_ok"),
+    [("0701", "Authorize", False), ("4354", "Authorize", False), ("0701", "Confirm", True)],
+)
+async def test_pending_cards_without_their_prerequisite_are_refused_at_the_buyer_step(
+    client: SignedClient, card: str, intent: str, pending_ok: bool
+) -> None:
+    """Amazon's sandbox page: ...0701 and ...4354 need paymentIntent Authorize and
+    canHandlePendingAuthorization true, "or using this payment method will result in an error"."""
+    sid = await ready_session(
+        client, card=card, intent=intent, pending_ok=pending_ok, confirm=False
+    )
+    refused = await client.control("POST", f"/checkoutSessions/{sid}/confirm")
+    assert (refused.status, refused.body["reasonCode"]) == (400, "InvalidParameterCombination")
+    session = (await client.call("GET", f"/checkoutSessions/{sid}")).body
+    assert session["statusDetails"]["state"] == "Open"
+
+
 @pytest.mark.parametrize("code", ["BuyerCanceled", "AmazonCanceled", "Declined"])
 async def test_complete_simulations_cancel_the_session(client: SignedClient, code: str) -> None:
     sid = await ready_session(client)
