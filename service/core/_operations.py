@@ -530,9 +530,17 @@ class Payments:
                 pass
         session_id = session.get("checkoutSessionId")
         if isinstance(session_id, str):
-            stored = await self.repository.get_object(
-                merchant.alias, "checkout_session", session_id, timeout=_COMMIT_TIMEOUT_S
-            )
+            try:
+                stored = await self.repository.get_object(
+                    merchant.alias, "checkout_session", session_id, timeout=_COMMIT_TIMEOUT_S
+                )
+            except Exception as exc:
+                # The ledger is one witness among others: the refusal is settled without it.
+                _log.warning(
+                    "could not read the ledger's checkout session",
+                    extra={"error": type(exc).__name__},
+                )
+                stored = None
             stored_details = stored.snapshot.get("paymentDetails") if stored else None
             if isinstance(stored_details, Mapping) and stored_details.get("chargeAmount"):
                 witnesses.append(stored_details.get("chargeAmount"))
