@@ -510,8 +510,8 @@ class Payments:
         deadline: float | None,
     ) -> bool:
         """Whether a Completed session was completed for the amount `body` asks: checked against
-        every witness at hand (the session's own paymentDetails, its charge, the ledger's last
-        open snapshot); with none, unproven."""
+        every witness at hand (the session's own paymentDetails, its charge, the amount the
+        ledger last recorded for the session); with none, unproven."""
         requested = body.get("chargeAmount")
         if not isinstance(requested, Mapping):
             return False
@@ -541,9 +541,10 @@ class Payments:
                     extra={"error": type(exc).__name__},
                 )
                 stored = None
-            stored_details = stored.snapshot.get("paymentDetails") if stored else None
-            if isinstance(stored_details, Mapping) and stored_details.get("chargeAmount"):
-                witnesses.append(stored_details.get("chargeAmount"))
+            # The row's amount keeps the last chargeAmount seen (the sparse Completed answer
+            # nulls the snapshot's paymentDetails, not the column).
+            if stored is not None and stored.amount is not None:
+                witnesses.append({"amount": stored.amount, "currencyCode": stored.currency_code})
         return bool(witnesses) and all(_holds(requested, w) for w in witnesses)
 
     async def _follow_up(
