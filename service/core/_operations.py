@@ -511,7 +511,8 @@ class Payments:
     ) -> bool:
         """Whether a Completed session was completed for the amount `body` asks: checked against
         every witness at hand (the session's own paymentDetails, its charge, the amount the
-        ledger last recorded for the session); with none, unproven."""
+        ledger last recorded for the session; failing all, its charge permission's limit); with
+        none, unproven."""
         requested = body.get("chargeAmount")
         if not isinstance(requested, Mapping):
             return False
@@ -545,6 +546,19 @@ class Payments:
             # nulls the snapshot's paymentDetails, not the column).
             if stored is not None and stored.amount is not None:
                 witnesses.append({"amount": stored.amount, "currencyCode": stored.currency_code})
+        permission_id = session.get("chargePermissionId")
+        if not witnesses and isinstance(permission_id, str) and permission_id:
+            # Last resort (a Confirm checkout the ledger never saw): a OneTime permission's
+            # limit is the chargeAmount unless totalOrderAmount or allowOvercharge raised it.
+            try:
+                permission = await merchant.call(
+                    partial(GETTERS["charge_permission"], merchant.client, permission_id, deadline)
+                )
+                limits = permission.raw.get("limits")
+                if isinstance(limits, Mapping) and limits.get("amountLimit") is not None:
+                    witnesses.append(limits.get("amountLimit"))
+            except AmazonPayError:
+                pass
         return bool(witnesses) and all(_holds(requested, w) for w in witnesses)
 
     async def _follow_up(

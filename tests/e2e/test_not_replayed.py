@@ -124,6 +124,31 @@ async def test_a_repeated_complete_under_a_new_key_does_not_fail_a_paid_checkout
     assert await _emulator_charges(clean_emulator, done.session_id) == charges
 
 
+async def test_a_repeated_complete_the_ledger_cannot_witness_is_proven_by_the_permission(
+    api: Stubs, clean_emulator: EmulatorProcess, database_url: str
+) -> None:
+    """A Confirm checkout whose amount the ledger does not hold (completed elsewhere, or an old
+    row): the charge permission's limit witnesses the amount."""
+    done = await checkout(api, clean_emulator, intent=cs.PAYMENT_INTENT_CONFIRM)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "UPDATE objects SET amount = NULL, currency_code = NULL WHERE object_id = $1",
+            done.session_id,
+        )
+    finally:
+        await conn.close()
+    again = await api.sessions.CompleteCheckoutSession(
+        _complete(done.session_id, key()), timeout=30
+    )
+    assert again.checkout_session.charge_permission_id == done.charge_permission_id
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await api.sessions.CompleteCheckoutSession(
+            _complete(done.session_id, key(), amount="99.00"), timeout=30
+        )
+    assert failure(caught.value).reason == "InvalidCheckoutSessionStatus"
+
+
 async def test_a_repeated_complete_for_another_amount_stays_refused(
     api: Stubs, clean_emulator: EmulatorProcess
 ) -> None:
