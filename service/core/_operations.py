@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import logging
 import time
@@ -493,13 +494,15 @@ class Payments:
                 raise _canceled_failure(current.raw, exc)
             if state != "Completed":
                 return None
-            if await self._completed_with(merchant, current.raw, call.body, deadline):
-                _log.info(
-                    "a repeated call found its work done",
-                    extra={"operation": call.operation, "merchant": merchant.alias},
-                )
-                return current
-            return None
+            proven, pending = await self._completed_with(merchant, current.raw, call.body, deadline)
+            if not proven:
+                return None
+            _log.info(
+                "a repeated call found its work done",
+                extra={"operation": call.operation, "merchant": merchant.alias},
+            )
+            # Amazon's first answer was 202 while the authorization is pending: say so again.
+            return dataclasses.replace(current, http_status=202) if pending else current
         return current if _holds(call.body, current.raw) else None
 
     async def _completed_with(
@@ -508,15 +511,16 @@ class Payments:
         session: Mapping[str, Any],
         body: Mapping[str, Any],
         deadline: float | None,
-    ) -> bool:
-        """Whether a Completed session was completed for the amount `body` asks: checked against
-        every witness at hand (the session's own paymentDetails, its charge, the amount the
-        ledger last recorded for the session; failing all, its charge permission's limit); with
-        none, unproven."""
+    ) -> tuple[bool, bool]:
+        """(proven, authorization pending). Proven: the Completed session was completed for the
+        amount `body` asks, checked against every witness at hand (the session's own
+        paymentDetails, its charge, the amount the ledger last recorded for the session; failing
+        all, its charge permission's limit); with none, unproven."""
         requested = body.get("chargeAmount")
         if not isinstance(requested, Mapping):
-            return False
+            return False, False
         witnesses: list[Any] = []
+        pending = False
         details = session.get("paymentDetails")
         if isinstance(details, Mapping) and details.get("chargeAmount") is not None:
             witnesses.append(details.get("chargeAmount"))
@@ -527,6 +531,7 @@ class Payments:
                     partial(GETTERS["charge"], merchant.client, charge_id, deadline)
                 )
                 witnesses.append(charge.raw.get("chargeAmount"))
+                pending = getattr(charge, "state", None) == "AuthorizationInitiated"
             except AmazonPayError:
                 pass
         session_id = session.get("checkoutSessionId")
@@ -559,7 +564,7 @@ class Payments:
                     witnesses.append(limits.get("amountLimit"))
             except AmazonPayError:
                 pass
-        return bool(witnesses) and all(_holds(requested, w) for w in witnesses)
+        return bool(witnesses) and all(_holds(requested, w) for w in witnesses), pending
 
     async def _follow_up(
         self,

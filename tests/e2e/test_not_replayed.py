@@ -105,6 +105,39 @@ async def test_a_dropped_complete_is_a_success_with_its_permission_and_charge(
     assert again.checkout_session.charge_id == session.charge_id
 
 
+async def test_a_dropped_complete_with_a_pending_authorization_still_says_pending(
+    api: Stubs, clean_emulator: EmulatorProcess
+) -> None:
+    created = await api.sessions.CreateCheckoutSession(
+        cs.CreateCheckoutSessionRequest(
+            idempotency_key=key(),
+            web_checkout_details=cs.WebCheckoutDetails(checkout_review_return_url=REVIEW_URL),
+        ),
+        timeout=10,
+    )
+    session_id = created.checkout_session.checkout_session_id
+    await clean_emulator.sign_in(session_id, "0701")
+    await api.sessions.UpdateCheckoutSession(
+        cs.UpdateCheckoutSessionRequest(
+            checkout_session_id=session_id,
+            web_checkout_details=cs.WebCheckoutDetails(checkout_result_return_url=RESULT_URL),
+            payment_details=cs.PaymentDetails(
+                payment_intent=cs.PAYMENT_INTENT_AUTHORIZE,
+                charge_amount=usd("100.00"),
+                can_handle_pending_authorization=True,
+            ),
+        ),
+        timeout=10,
+    )
+    await clean_emulator.confirm(session_id)
+    await clean_emulator.control(
+        "POST", "faults", {"operation": "CompleteCheckoutSession", "drop": True, "count": 1}
+    )
+    done = await api.sessions.CompleteCheckoutSession(_complete(session_id, key()), timeout=30)
+    assert done.authorization_pending
+    assert done.checkout_session.charge_id
+
+
 @pytest.mark.parametrize(
     "intent", [cs.PAYMENT_INTENT_AUTHORIZE, cs.PAYMENT_INTENT_CONFIRM], ids=["Authorize", "Confirm"]
 )
