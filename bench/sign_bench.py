@@ -27,8 +27,12 @@ HEADERS = {
 }
 BODY = b'{"chargePermissionId":"S01-1234567-1234567","chargeAmount":{"amount":"14.00","currencyCode":"USD"}}'
 DEFAULT_KEY = (
-    Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "signing-vectors"
-) / "test-key-private.pem"
+    Path(__file__).resolve().parents[1]
+    / "tests"
+    / "data"
+    / "signing-vectors"
+    / "test-key-private.pem"
+)
 
 
 def load_key(path: Path | None) -> PrivateKey:

@@ -8,7 +8,9 @@ gRPC calls, then at most ``--settle-seconds`` for the reconcilers to finish.
   reconciler (``RECONCILER_INTERVAL_S=0.2``, ``RECONCILER_POLL_BASE_S=0.2``,
   ``RECONCILER_POLL_MAX_S=2``).
 - Traffic: purchases (intent Confirm or Authorize), charges (capture now or later), captures,
-  cancels, refunds, reads (GetCharge, GetRefund, ListTransactions). Callers retry retryable
+  cancels, refunds, reads (GetCharge, GetRefund, ListTransactions), and repeated Completes of a
+  paid checkout under a new key (Amazon refuses them as InvalidCheckoutSessionStatus; the caller
+  must hear success with the same permission and charge). Callers retry retryable
   failures with the same idempotency key on another replica, and some money-moving requests are
   sent with one key to two replicas at the same time.
 - Chaos: emulator faults (latency, 429, 500/503, connections dropped after the work is done),
@@ -16,7 +18,8 @@ gRPC calls, then at most ``--settle-seconds`` for the reconcilers to finish.
 - Audit (after faults are cleared, the clock advanced and the reconcilers settled): the emulator's
   charges and refunds against the ledger's ``objects``: each exists exactly once with the same state
   and amounts, nothing a caller was told succeeded is missing at the emulator, every object's
-  current state has an event, no operation is left pending. Writes ``bench/results/soak.json``
+  current state has an event, no operation is left pending, every checkout a caller saw complete
+  is Completed in the ledger with its charge permission, and no repeated Complete failed. Writes ``bench/results/soak.json``
   and ``soak.md``; exits 1 on any mismatch.
 """
 
@@ -157,6 +160,10 @@ class Tally:
     chaos: list[dict[str, Any]] = field(default_factory=list)
     replica_unexpected_exits: int = 0
     journey_errors: list[str] = field(default_factory=list)
+    success_sessions: dict[str, str] = field(default_factory=dict)
+    """checkout session -> the charge permission its Complete answered."""
+    repeated_completes: int = 0
+    complete_problems: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -184,9 +191,16 @@ class Soak:
         return self.rng.choice(choices)
 
     async def rpc(
-        self, service: str, method: str, request: Any, *, duplicate: bool = False
+        self,
+        service: str,
+        method: str,
+        request: Any,
+        *,
+        duplicate: bool = False,
+        refusals: list[str] | None = None,
     ) -> Any | None:
-        """Send with retries on other replicas (same request, same key); None if it never worked."""
+        """Send with retries on other replicas (same request, same key); None if it never worked
+        (a final refusal's reason is appended to `refusals`)."""
         replica = self._pick()
         for attempt in range(5):
             if self.tally.total >= self.args.max_requests:
@@ -195,7 +209,7 @@ class Soak:
                 if duplicate and attempt == 0:
                     other = self._pick(exclude=replica)
                     self.tally.duplicate_sends += 1
-                    return await self._duplicate(service, method, request, replica, other)
+                    return await self._duplicate(service, method, request, replica, other, refusals)
                 self.tally.requests[method] += 1
                 stub = getattr(self.stubs[replica], service)
                 reply = await getattr(stub, method)(request, timeout=self.args.call_timeout)
@@ -207,6 +221,8 @@ class Soak:
                 if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
                     self.tally.internal_errors.append(f"{method}: {code.name} {exc.details()}")
                 if code not in RETRYABLE:
+                    if refusals is not None:
+                        refusals.append(f"{code.name} {exc.details()}")
                     return None
                 self.tally.retries += 1
                 await asyncio.sleep(min(0.1 * 2**attempt, 1.0) * (0.5 + self.rng.random()))
@@ -214,7 +230,13 @@ class Soak:
         return None
 
     async def _duplicate(
-        self, service: str, method: str, request: Any, first: int, second: int
+        self,
+        service: str,
+        method: str,
+        request: Any,
+        first: int,
+        second: int,
+        refusals: list[str] | None = None,
     ) -> Any | None:
         async def send(index: int) -> Any:
             self.tally.requests[method] += 1
@@ -226,6 +248,8 @@ class Soak:
         for result in results:
             if isinstance(result, grpc.aio.AioRpcError):
                 self.tally.outcomes[f"{method}:{result.code().name}"] += 1
+                if refusals is not None and result.code() not in RETRYABLE:
+                    refusals.append(f"{result.code().name} {result.details()}")
                 if result.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
                     self.tally.internal_errors.append(
                         f"{method} (duplicate): {result.code().name} {result.details()}"
@@ -241,7 +265,7 @@ class Soak:
         if replies:
             return replies[0]
         # neither answered: retry like any caller (same key)
-        return await self.rpc(service, method, request)
+        return await self.rpc(service, method, request, refusals=refusals)
 
     # ---------------------------------------------------------------- journeys
 
@@ -274,6 +298,9 @@ class Soak:
             return False
         if done.charge_id:
             self.tally.success_charges.add(done.charge_id)
+        self.tally.success_sessions[done.session_id] = done.charge_permission_id
+        if rng.random() < 0.2:
+            await self.repeat_complete(done.session_id, done.charge_permission_id, done.charge_id)
 
         uncaptured: list[tuple[str, str]] = []
         captured: list[tuple[str, str]] = []
@@ -352,6 +379,32 @@ class Soak:
             ),
         )
         return True
+
+    async def repeat_complete(self, session_id: str, permission_id: str, charge_id: str) -> None:
+        """A second Complete of a paid checkout (a merchant's retry under a new key): Amazon
+        refuses it; the service must answer success with the same permission and charge."""
+        self.tally.repeated_completes += 1
+        refusals: list[str] = []
+        reply = await self.rpc(
+            "sessions",
+            "CompleteCheckoutSession",
+            cs.CompleteCheckoutSessionRequest(
+                checkout_session_id=session_id, idempotency_key=key(), charge_amount=usd("100.00")
+            ),
+            duplicate=self.rng.random() < 0.3,
+            refusals=refusals,
+        )
+        if refusals:
+            self.tally.complete_problems.append(
+                f"repeated Complete of {session_id} failed: {refusals[0][:200]}"
+            )
+        elif reply is not None and (
+            reply.checkout_session.charge_permission_id != permission_id
+            or reply.checkout_session.charge_id != charge_id
+        ):
+            self.tally.complete_problems.append(
+                f"repeated Complete of {session_id} answered another permission or charge"
+            )
 
     @property
     def _emulator(self) -> Emulator:
@@ -481,6 +534,12 @@ class Soak:
                     "SELECT object_id FROM objects WHERE kind = 'charge_permission'"
                 )
             }
+            sessions = {
+                r["object_id"]: r["state"]
+                for r in await conn.fetch(
+                    "SELECT object_id, state FROM objects WHERE kind = 'checkout_session'"
+                )
+            }
             pending_ops = await conn.fetchval(
                 "SELECT count(*) FROM operations WHERE status = 'pending'"
             )
@@ -561,6 +620,12 @@ class Soak:
             problems.append(f"{r['kind']} {r['object_id']}: no event for its state {r['state']}")
         problems += [f"duplicate ledger row {k}" for k in duplicates]
         problems += self.tally.idempotency_conflicts
+        for session_id, permission_id in sorted(self.tally.success_sessions.items()):
+            if sessions.get(session_id) != "Completed":
+                problems.append(f"checkout {session_id} a caller saw complete is not Completed")
+            if permission_id not in ledger_cps:
+                problems.append(f"checkout {session_id}: permission {permission_id} not in ledger")
+        problems += self.tally.complete_problems
         if pending_ops:
             problems.append(f"{pending_ops} operations still pending after settling")
         return {
@@ -742,6 +807,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "requests": {"total": t.total, **dict(t.requests)},
             "outcomes": dict(sorted(t.outcomes.items())),
             "caller_retries": t.retries,
+            "repeated_completes": t.repeated_completes,
             "duplicate_key_sends_to_two_replicas": t.duplicate_sends,
             "faults_injected": dict(t.faults),
             "chaos": t.chaos,
@@ -778,6 +844,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"| gRPC requests | {r['requests']['total']} |",
         f"| caller retries (same key, other replica) | {r['caller_retries']} |",
         f"| one key sent to two replicas at once | {r['duplicate_key_sends_to_two_replicas']} |",
+        f"| repeated Completes of a paid checkout (new key) | {r.get('repeated_completes', 0)} |",
         f"| faults injected | {r['faults_injected']} |",
         f"| chaos | {[c['event'] for c in r['chaos']]} |",
         f"| replica restarts (SIGKILL or unexpected) | {r['replica_restarts']} |",

@@ -32,6 +32,9 @@ IDEMPOTENCY_REQUIRED = frozenset(
     {"CreateCheckoutSession", "CreateCharge", "CaptureCharge", "CreateRefund"}
 )
 STORED_STATUSES = frozenset({200, 201, 202, 404, 409, 422})
+NOT_REPLAYED = frozenset({"CompleteCheckoutSession", "FinalizeCheckoutSession"})
+"""POSTs whose Amazon reference takes no idempotency key: a key sent anyway is checked for its
+format and otherwise ignored, so a repeat runs again (and is refused on a finished session)."""
 JSON_TYPE = "application/json"
 
 Handler = Callable[[Engine, Ctx, Mapping[str, str], Obj], tuple[int, Obj]]
@@ -338,7 +341,7 @@ def _api_handler(
                         "InvalidHeaderValue",
                         "x-amz-pay-idempotency-key must be 1-32 characters of [A-Za-z0-9_-]",
                     )
-                else:
+                elif operation not in NOT_REPLAYED:
                     record_key = f"{key.merchant_id}|{env}|{idem}"
                     fingerprint = _fingerprint(operation, request, body, simulation)
                     stored = em.idempotency.get(record_key)

@@ -74,6 +74,8 @@ CARDS: dict[str, tuple[str, str]] = {
     "1111": ("Visa", "success"),
     "0005": ("AmericanExpress", "success"),
     "4444": ("MasterCard", "success"),
+    "9424": ("Discover", "success"),
+    "0000": ("Visa", "success"),
     "3064": ("Visa", "buyer_canceled"),
     "3434": ("Visa", "declined"),
     "0701": ("Visa", "pending_authorized"),
@@ -628,9 +630,7 @@ class Engine:
         total = None
         if body.get("totalOrderAmount") is not None:
             total = parse_price(body["totalOrderAmount"], "totalOrderAmount")
-        if session["statusDetails"]["state"] == "Completed":
-            return self._completed_response(session)
-        self._require_open(session)
+        self._require_completable(session)
         if not session["_confirmed"]:
             raise ApiError(
                 422,
@@ -678,9 +678,7 @@ class Engine:
         total = None
         if body.get("totalOrderAmount") is not None:
             total = parse_price(body["totalOrderAmount"], "totalOrderAmount", ctx.region)
-        if session["statusDetails"]["state"] == "Completed":
-            return self._completed_response(session)
-        self._require_open(session)
+        self._require_completable(session)
         if session["buyer"] is None:
             raise ApiError(
                 422, "InvalidCheckoutSessionStatus", "No buyer is associated with the session"
@@ -700,21 +698,43 @@ class Engine:
         if not session["_confirmed"]:
             self.buyer_confirm(sid)
             if session["statusDetails"]["state"] == "Canceled":
-                self._require_open(session)
+                self._require_completable(session)
         return self._finish_checkout(ctx, session)
 
-    def _completed_response(self, session: Obj) -> tuple[int, Obj]:
-        charge = self.data["charges"].get(session["chargeId"] or "")
-        pending = (
-            charge is not None and charge["statusDetails"]["state"] == "AuthorizationInitiated"
-        )
-        return (202 if pending else 200), self.render_session(session)
+    def _require_completable(self, session: Obj) -> None:
+        """Complete and Finalize run once. Amazon's FAQ: on a Completed or Canceled session they
+        answer 422 InvalidCheckoutSessionStatus. The first answer about a session the buyer's
+        checkout canceled (declined, abandoned) is the failed transaction itself,
+        CheckoutSessionCanceled; every later call, and one on an expired session, is a state
+        error."""
+        state = session["statusDetails"]["state"]
+        if state == "Completed":
+            raise ApiError(
+                422,
+                "InvalidCheckoutSessionStatus",
+                "The Checkout Session is Completed: Complete Checkout Session has already been "
+                "successfully requested",
+            )
+        if state == "Canceled":
+            reason = session["statusDetails"]["reasonCode"]
+            if session.get("_cancelAnswered") or reason == "Expired":
+                raise ApiError(
+                    422,
+                    "InvalidCheckoutSessionStatus",
+                    f"The Checkout Session is Canceled ({reason}); this operation is not allowed",
+                )
+            session["_cancelAnswered"] = True
+            raise ApiError(
+                422, "CheckoutSessionCanceled", f"The Checkout Session was canceled ({reason})"
+            )
+        self._require_open(session)
 
     def _finish_checkout(self, ctx: Ctx, session: Obj) -> tuple[int, Obj]:
         now = self.clock.now()
         sim = ctx.simulation
         if sim in ("BuyerCanceled", "AmazonCanceled", "Declined"):
             self._set_session_state(session, "Canceled", sim, now)
+            session["_cancelAnswered"] = True
             raise ApiError(422, "CheckoutSessionCanceled", f"The Checkout Session was {sim}")
         pd = session["paymentDetails"]
         amount = Decimal(pd["chargeAmount"]["amount"])
@@ -971,11 +991,19 @@ class Engine:
         behaviour = CARDS[session["_card"]][1]
         can_pend = bool(session["paymentDetails"]["canHandlePendingAuthorization"])
         intent = session["paymentDetails"]["paymentIntent"]
+        if behaviour.startswith("pending_") and not (can_pend and intent == "Authorize"):
+            # Amazon's sandbox page: these cards need paymentIntent Authorize and
+            # canHandlePendingAuthorization true, "or using this payment method will result in
+            # an error". The buyer stays on Amazon's page; the session is unchanged.
+            raise ApiError(
+                400,
+                "InvalidParameterCombination",
+                f"Card ...{session['_card']} simulates a pending authorization: it needs "
+                "paymentIntent Authorize and canHandlePendingAuthorization true",
+            )
         if behaviour == "buyer_canceled":
             self._set_session_state(session, "Canceled", "BuyerCanceled", now)
-        elif behaviour == "declined" or (
-            behaviour == "pending_declined" and not can_pend and intent != "Confirm"
-        ):
+        elif behaviour == "declined":
             self._set_session_state(session, "Canceled", "Declined", now)
         else:
             session["_confirmed"] = True

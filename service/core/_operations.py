@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from functools import partial
 from typing import Any, Literal, TypeVar
 
@@ -40,6 +42,7 @@ from ._merchants import Merchant, MerchantRegistry
 from ._records import KINDS, record_of
 
 __all__ = [
+    "NOT_REPLAYED",
     "QUARANTINED",
     "SPECS",
     "AmazonCall",
@@ -266,11 +269,20 @@ _FOLLOW_UPS: Mapping[str, tuple[tuple[str, str], ...]] = {
 }
 
 
-# operation -> (kind, the state it leads to, the refusal Amazon gives when it is already there)
-_SETTLED_BY: Mapping[str, tuple[str, str, str]] = {
-    "CloseChargePermission": ("charge_permission", "Closed", "InvalidChargePermissionStatus"),
-    "CancelCharge": ("charge", "Canceled", "InvalidChargeStatus"),
+NOT_REPLAYED: Mapping[str, tuple[str, frozenset[str]]] = {
+    "CompleteCheckoutSession": ("checkout_session", frozenset({"InvalidCheckoutSessionStatus"})),
+    "FinalizeCheckoutSession": ("checkout_session", frozenset({"InvalidCheckoutSessionStatus"})),
+    "UpdateCheckoutSession": ("checkout_session", frozenset({"InvalidCheckoutSessionStatus"})),
+    "UpdateChargePermission": (
+        "charge_permission",
+        frozenset({"InvalidChargePermissionStatus", "ChargePermissionNotModifiable"}),
+    ),
+    "CloseChargePermission": ("charge_permission", frozenset({"InvalidChargePermissionStatus"})),
+    "CancelCharge": ("charge", frozenset({"InvalidChargeStatus"})),
 }
+"""Operations Amazon does not replay by idempotency key (PATCH, DELETE, and the Complete and
+Finalize POSTs, whose reference takes no key): operation -> (kind of the object it changes, the
+refusals a repeat gets once Amazon applied it). Such a refusal is settled by reading the object."""
 
 
 class ObjectNotFound(LookupError):
@@ -509,28 +521,115 @@ class Payments:
     async def _invoke(
         self, merchant: Merchant, call: AmazonCall, key: str | None, deadline: float | None
     ) -> ApiObject:
-        """Call Amazon. Close and Cancel are not idempotent at Amazon: a repeat after a success
-        (an HTTP retry, a re-drive, a second call) is refused as a state error. If the object
-        is already in the state the call asked for, the call succeeded: answer with the object."""
+        """Call Amazon. A call in `NOT_REPLAYED` repeated after Amazon applied it (an HTTP retry,
+        a re-drive after a crash, a second caller) is refused as a state error: if the object
+        shows the call's effect, the call succeeded and the object is the answer."""
         try:
             return await merchant.call(
                 lambda: SPECS[call.operation].invoke(merchant.client, call, key, deadline)
             )
         except AmazonPayError as exc:
-            target = _SETTLED_BY.get(call.operation)
-            if target is None or exc.reason_code != target[2] or not call.path_id:
+            settled = await self._settle_refusal(merchant, call, exc, deadline)
+            if settled is None:
                 raise
-            kind, state, _ = target
+            return settled
+
+    async def _settle_refusal(
+        self, merchant: Merchant, call: AmazonCall, exc: AmazonPayError, deadline: float | None
+    ) -> ApiObject | None:
+        """The object if it shows that `call` was applied; None if it does not (the refusal
+        stands). A checkout session found Canceled is the caller's failure with Amazon's
+        reason."""
+        rule = NOT_REPLAYED.get(call.operation)
+        path_id = call.path_id
+        if rule is None or exc.reason_code not in rule[1] or not path_id:
+            return None
+        kind = rule[0]
+        try:
+            current = await merchant.call(lambda: GETTERS[kind](merchant.client, path_id, deadline))
+        except AmazonPayError:
+            return None
+        state = getattr(current, "state", None)
+        if call.operation == "CloseChargePermission":
+            return current if state == "Closed" else None
+        if call.operation == "CancelCharge":
+            return current if state == "Canceled" else None
+        if call.operation in ("CompleteCheckoutSession", "FinalizeCheckoutSession"):
+            if state == "Canceled":
+                raise _canceled_failure(current.raw, exc)
+            if state != "Completed":
+                return None
+            proven, pending = await self._completed_with(merchant, current.raw, call.body, deadline)
+            if not proven:
+                return None
+            _log.info(
+                "a repeated call found its work done",
+                extra={"operation": call.operation, "merchant": merchant.alias},
+            )
+            # Amazon's first answer was 202 while the authorization is pending: say so again.
+            return dataclasses.replace(current, http_status=202) if pending else current
+        return current if _holds(call.body, current.raw) else None
+
+    async def _completed_with(
+        self,
+        merchant: Merchant,
+        session: Mapping[str, Any],
+        body: Mapping[str, Any],
+        deadline: float | None,
+    ) -> tuple[bool, bool]:
+        """(proven, authorization pending). Proven: the Completed session was completed for the
+        amount `body` asks, checked against every witness at hand (the session's own
+        paymentDetails, its charge, the amount the ledger last recorded for the session; failing
+        all, its charge permission's limit); with none, unproven."""
+        requested = body.get("chargeAmount")
+        if not isinstance(requested, Mapping):
+            return False, False
+        witnesses: list[Any] = []
+        pending = False
+        details = session.get("paymentDetails")
+        if isinstance(details, Mapping) and details.get("chargeAmount") is not None:
+            witnesses.append(details.get("chargeAmount"))
+        charge_id = session.get("chargeId")
+        if isinstance(charge_id, str) and charge_id:
             try:
-                path_id = call.path_id
-                current = await merchant.call(
-                    lambda: GETTERS[kind](merchant.client, path_id, deadline)
+                charge = await merchant.call(
+                    partial(GETTERS["charge"], merchant.client, charge_id, deadline)
                 )
+                witnesses.append(charge.raw.get("chargeAmount"))
+                pending = getattr(charge, "state", None) == "AuthorizationInitiated"
             except AmazonPayError:
-                raise exc from None
-            if getattr(current, "state", None) != state:
-                raise
-            return current
+                pass
+        session_id = session.get("checkoutSessionId")
+        if isinstance(session_id, str):
+            try:
+                stored = await self.repository.get_object(
+                    merchant.alias, "checkout_session", session_id, timeout=_COMMIT_TIMEOUT_S
+                )
+            except Exception as exc:
+                # The ledger is one witness among others: the refusal is settled without it.
+                _log.warning(
+                    "could not read the ledger's checkout session",
+                    extra={"error": type(exc).__name__},
+                )
+                stored = None
+            # The row's amount keeps the last chargeAmount seen (the sparse Completed answer
+            # nulls the snapshot's paymentDetails, not the column).
+            if stored is not None and stored.amount is not None:
+                witnesses.append({"amount": stored.amount, "currencyCode": stored.currency_code})
+        permission_id = session.get("chargePermissionId")
+        if not witnesses and isinstance(permission_id, str) and permission_id:
+            # Last resort (a Confirm checkout the ledger never saw): a OneTime permission's
+            # limit is the chargeAmount unless totalOrderAmount or allowOvercharge raised it.
+            try:
+                permission = await merchant.call(
+                    partial(GETTERS["charge_permission"], merchant.client, permission_id, deadline)
+                )
+                limits = permission.raw.get("limits")
+                if isinstance(limits, Mapping) and limits.get("amountLimit") is not None:
+                    witnesses.append(limits.get("amountLimit"))
+            except AmazonPayError:
+                pass
+        return bool(witnesses) and all(_holds(requested, w) for w in witnesses), pending
 
     async def _follow_up(
         self,
@@ -723,6 +822,46 @@ class Payments:
                 "re-drove pending operations", extra={"claimed": len(ops), "finished": finished}
             )
         return finished
+
+
+def _holds(requested: Any, current: Any) -> bool:
+    """Whether `current` already carries every value `requested` sets (amounts compared as
+    numbers: Amazon answers "14" as "14.00")."""
+    if isinstance(requested, Mapping):
+        return isinstance(current, Mapping) and all(
+            _holds(value, current.get(name)) for name, value in requested.items()
+        )
+    if isinstance(requested, list):
+        return (
+            isinstance(current, list)
+            and len(requested) == len(current)
+            and all(_holds(a, b) for a, b in zip(requested, current, strict=True))
+        )
+    if isinstance(requested, bool) or isinstance(current, bool):
+        return requested is current
+    if requested == current:
+        return True
+    if isinstance(requested, str | int | float) and isinstance(current, str | int | float):
+        try:
+            return Decimal(str(requested)) == Decimal(str(current))
+        except InvalidOperation:
+            return False
+    return False
+
+
+def _canceled_failure(session: Mapping[str, Any], refusal: AmazonPayError) -> AmazonPayError:
+    details = session.get("statusDetails")
+    details = details if isinstance(details, Mapping) else {}
+    reason = details.get("reasonCode") or "unknown reason"
+    description = details.get("reasonDescription")
+    return AmazonPayError(
+        f"The Checkout Session was canceled ({reason})"
+        + (f": {description}" if isinstance(description, str) and description else ""),
+        http_status=422,
+        reason_code="CheckoutSessionCanceled",
+        request_id=refusal.request_id,
+        operation=refusal.operation,
+    )
 
 
 def _replayed_failure(op: Operation) -> StoredFailure:

@@ -19,7 +19,7 @@ from service.amazonpay import (
     verify_signature,
 )
 
-VECTORS = Path(__file__).resolve().parents[3] / ".." / "shared" / "reference" / "signing-vectors"
+VECTORS = Path(__file__).resolve().parents[2] / "data" / "signing-vectors"
 PRIVATE_KEY_FILE = VECTORS / "test-key-private.pem"
 PUBLIC_PEM = (VECTORS / "test-key-public.pem").read_bytes()
 

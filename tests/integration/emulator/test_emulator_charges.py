@@ -322,6 +322,16 @@ async def test_close_with_amazon_closed_simulation_records_that_reason(
     assert reply.body["statusDetails"]["reasons"][0]["reasonCode"] == "AmazonClosed"
 
 
+async def test_closing_a_closed_permission_returns_it_unchanged(client: SignedClient) -> None:
+    """Amazon is silent on a repeated Close; the emulator answers the Closed permission (the
+    service accepts this and a 422 InvalidChargePermissionStatus alike)."""
+    cp_id = await _cp(client)
+    first = await client.call("DELETE", f"/chargePermissions/{cp_id}/close", {"closureReason": "a"})
+    again = await client.call("DELETE", f"/chargePermissions/{cp_id}/close", {"closureReason": "b"})
+    assert (first.status, again.status) == (200, 200)
+    assert again.body["statusDetails"] == first.body["statusDetails"]
+
+
 async def test_closure_reason_over_255_characters_is_rejected(client: SignedClient) -> None:
     cp_id = await _cp(client)
     reply = await client.call(

@@ -220,16 +220,76 @@ async def test_complete_with_confirm_creates_only_a_charge_permission(client: Si
     assert cp["limits"]["amountBalance"] == usd("100.00")
 
 
-async def test_complete_twice_returns_the_completed_session(client: SignedClient) -> None:
+@pytest.mark.parametrize("same_key", [False, True])
+async def test_repeated_complete_is_refused_as_invalid_checkout_session_status(
+    client: SignedClient, emu: RunningEmulator, same_key: bool
+) -> None:
+    """Amazon's FAQ: Complete on a Completed session answers 422 InvalidCheckoutSessionStatus.
+    Complete takes no idempotency key at Amazon, so a repeated key does not replay the 200."""
+    sid = await ready_session(client)
+    key = "complete-key-1" if same_key else None
+    first = await client.call(
+        "POST",
+        f"/checkoutSessions/{sid}/complete",
+        {"chargeAmount": usd("100.00")},
+        idempotency_key=key,
+    )
+    assert first.status == 200
+    again = await client.call(
+        "POST",
+        f"/checkoutSessions/{sid}/complete",
+        {"chargeAmount": usd("100.00")},
+        idempotency_key=key,
+    )
+    assert (again.status, again.body["reasonCode"]) == (422, "InvalidCheckoutSessionStatus")
+    charges = emu.emulator.engine.objects("charges")
+    assert [c["chargeId"] for c in charges] == [first.body["chargeId"]]
+    session = (await client.call("GET", f"/checkoutSessions/{sid}")).body
+    assert session["statusDetails"]["state"] == "Completed"
+    assert session["chargeId"] == first.body["chargeId"]
+
+
+async def test_repeated_complete_while_authorization_is_pending_is_refused(
+    client: SignedClient,
+) -> None:
     sid = await ready_session(client)
     first = await client.call(
-        "POST", f"/checkoutSessions/{sid}/complete", {"chargeAmount": usd("100.00")}
+        "POST",
+        f"/checkoutSessions/{sid}/complete",
+        {"chargeAmount": usd("100.00")},
+        simulation="AuthorizationInitiated",
     )
+    assert first.status == 202
     again = await client.call(
         "POST", f"/checkoutSessions/{sid}/complete", {"chargeAmount": usd("100.00")}
     )
-    assert again.status == 200
-    assert again.body["chargeId"] == first.body["chargeId"]
+    assert (again.status, again.body["reasonCode"]) == (422, "InvalidCheckoutSessionStatus")
+
+
+async def test_complete_after_the_cancellation_was_answered_is_invalid_status(
+    client: SignedClient,
+) -> None:
+    sid = await ready_session(client)
+    first = await client.call(
+        "POST",
+        f"/checkoutSessions/{sid}/complete",
+        {"chargeAmount": usd("100.00")},
+        simulation="Declined",
+    )
+    assert (first.status, first.body["reasonCode"]) == (422, "CheckoutSessionCanceled")
+    again = await client.call(
+        "POST", f"/checkoutSessions/{sid}/complete", {"chargeAmount": usd("100.00")}
+    )
+    assert (again.status, again.body["reasonCode"]) == (422, "InvalidCheckoutSessionStatus")
+
+
+async def test_complete_on_an_expired_session_is_invalid_status(client: SignedClient) -> None:
+    sid = await ready_session(client)
+    await advance(client, 86400 + 1)
+    reply = await client.call(
+        "POST", f"/checkoutSessions/{sid}/complete", {"chargeAmount": usd("100.00")}
+    )
+    assert (reply.status, reply.body["reasonCode"]) == (422, "InvalidCheckoutSessionStatus")
 
 
 async def test_completed_session_can_no_longer_be_updated(client: SignedClient) -> None:
@@ -259,6 +319,30 @@ async def test_declining_wallet_cards_cancel_the_session(
         "POST", f"/checkoutSessions/{sid}/complete", {"chargeAmount": usd("100.00")}
     )
     assert (reply.status, reply.body["reasonCode"]) == (422, "CheckoutSessionCanceled")
+
+
+@pytest.mark.parametrize("card", ["9424", "0000"])
+async def test_every_happy_case_wallet_card_completes(client: SignedClient, card: str) -> None:
+    done = await purchase(client, card=card)
+    assert done["statusDetails"]["state"] == "Completed"
+
+
+@pytest.mark.parametrize(
+    ("card", "intent", "pending_ok"),
+    [("0701", "Authorize", False), ("4354", "Authorize", False), ("0701", "Confirm", True)],
+)
+async def test_pending_cards_without_their_prerequisite_are_refused_at_the_buyer_step(
+    client: SignedClient, card: str, intent: str, pending_ok: bool
+) -> None:
+    """Amazon's sandbox page: ...0701 and ...4354 need paymentIntent Authorize and
+    canHandlePendingAuthorization true, "or using this payment method will result in an error"."""
+    sid = await ready_session(
+        client, card=card, intent=intent, pending_ok=pending_ok, confirm=False
+    )
+    refused = await client.control("POST", f"/checkoutSessions/{sid}/confirm")
+    assert (refused.status, refused.body["reasonCode"]) == (400, "InvalidParameterCombination")
+    session = (await client.call("GET", f"/checkoutSessions/{sid}")).body
+    assert session["statusDetails"]["state"] == "Open"
 
 
 @pytest.mark.parametrize("code", ["BuyerCanceled", "AmazonCanceled", "Declined"])
@@ -363,6 +447,26 @@ async def test_finalize_completes_a_buy_now_session(client: SignedClient) -> Non
     assert reply.body["statusDetails"]["state"] == "Completed"
     charge = (await client.call("GET", f"/charges/{reply.body['chargeId']}")).body
     assert charge["captureAmount"] == usd("20.00")
+
+
+async def test_repeated_finalize_is_refused_as_invalid_checkout_session_status(
+    client: SignedClient, emu: RunningEmulator
+) -> None:
+    sid = await new_session(
+        client,
+        webCheckoutDetails={"checkoutMode": "ProcessOrder", "checkoutResultReturnUrl": RESULT_URL},
+    )
+    await client.control("POST", f"/checkoutSessions/{sid}/signIn", {})
+    body = {"chargeAmount": usd("20.00"), "paymentIntent": "AuthorizeWithCapture"}
+    first = await client.call(
+        "POST", f"/checkoutSessions/{sid}/finalize", body, idempotency_key="finalize-1"
+    )
+    assert first.status == 200
+    again = await client.call(
+        "POST", f"/checkoutSessions/{sid}/finalize", body, idempotency_key="finalize-1"
+    )
+    assert (again.status, again.body["reasonCode"]) == (422, "InvalidCheckoutSessionStatus")
+    assert len(emu.emulator.engine.objects("charges")) == 1
 
 
 async def test_browser_pages_sign_in_and_confirm_with_redirects(

@@ -19,7 +19,7 @@ from emulator import RunningEmulator
 from emulator.ipn import sns_string_to_sign
 from emulator.testing import SignedClient
 
-from ._flows import STORE_ID, advance, purchase, usd
+from ._flows import STORE_ID, advance, purchase, ready_session, usd
 
 
 async def test_status_fault_fails_next_n_calls_of_the_operation_only(client: SignedClient) -> None:
@@ -74,6 +74,22 @@ async def test_drop_after_commit_aborts_connection_but_keeps_the_state_change(
         "POST", path, {"captureAmount": usd("100.00")}, idempotency_key="drop1"
     )
     assert (retry.status, retry.body["statusDetails"]["state"]) == (200, "Captured")
+
+
+async def test_dropped_complete_is_not_replayed_a_retry_is_refused(client: SignedClient) -> None:
+    """Complete takes no idempotency key at Amazon: after a drop, the retry with the same key is
+    a second Complete on a Completed session."""
+    sid = await ready_session(client)
+    await client.control("POST", "/faults", {"operation": "CompleteCheckoutSession", "drop": True})
+    path = f"/checkoutSessions/{sid}/complete"
+    with pytest.raises(aiohttp.ClientError):
+        await client.call("POST", path, {"chargeAmount": usd("100.00")}, idempotency_key="drop2")
+    session = (await client.call("GET", f"/checkoutSessions/{sid}")).body
+    assert session["statusDetails"]["state"] == "Completed"
+    retry = await client.call(
+        "POST", path, {"chargeAmount": usd("100.00")}, idempotency_key="drop2"
+    )
+    assert (retry.status, retry.body["reasonCode"]) == (422, "InvalidCheckoutSessionStatus")
 
 
 async def test_delete_faults_clears_them(client: SignedClient) -> None:

@@ -15,14 +15,7 @@ from service.amazonpay import (
     Region,
 )
 
-KEY_FILE = (
-    Path(__file__).resolve().parents[3]
-    / ".."
-    / "shared"
-    / "reference"
-    / "signing-vectors"
-    / "test-key-private.pem"
-)
+KEY_FILE = Path(__file__).resolve().parents[2] / "data" / "signing-vectors" / "test-key-private.pem"
 
 
 @pytest.fixture(scope="module")

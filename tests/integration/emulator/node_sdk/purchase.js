@@ -81,6 +81,16 @@ async function main() {
     check(completed.data.statusDetails.state === 'Completed', 'session completed');
     const chargeId = completed.data.chargeId;
 
+    // Amazon's FAQ: Complete on a Completed session is refused, 422 InvalidCheckoutSessionStatus.
+    let repeatedComplete = null;
+    try {
+        await client.completeCheckoutSession(id, { chargeAmount: amount });
+    } catch (err) {
+        repeatedComplete = err.response
+            ? { status: err.response.status, reasonCode: err.response.data.reasonCode } : String(err);
+    }
+    check(repeatedComplete && repeatedComplete.status === 422, `repeated complete is 422 (got ${JSON.stringify(repeatedComplete)})`);
+
     const charge = await client.getCharge(chargeId);
     check(charge.data.statusDetails.state === 'Authorized', 'charge authorized');
 
@@ -111,7 +121,7 @@ async function main() {
 
     process.stdout.write(JSON.stringify({
         ok: true, checkoutSessionId: id, chargeId, refundId: refund.data.refundId,
-        chargeState: captured.data.statusDetails.state,
+        chargeState: captured.data.statusDetails.state, repeatedComplete,
     }) + '\n');
 }
 
