@@ -26,7 +26,8 @@ async def _serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await Application(settings).run_until_stopped(stop)
+    app = Application(settings)
+    await app.run_until_stopped(stop, on_serving=lambda: print(app.next_steps(), flush=True))
     return 0
 
 

@@ -149,9 +149,11 @@ class Application:
         )
 
     async def _start_dev_amazon(self, settings: Settings) -> Settings:
-        from ._devstack import DevAmazonPay
+        from ._devstack import DEV_STORE_ID, DevAmazonPay
 
-        dev_amazon = DevAmazonPay(settings.database.embedded_dir.parent / "dev")
+        dev_amazon = DevAmazonPay(
+            settings.database.embedded_dir.parent / "dev", port=settings.dev_emulator_port
+        )
         self._dev_amazon = dev_amazon
         dev = await dev_amazon.start()
         self._dev_endpoint = dev.endpoint
@@ -162,6 +164,7 @@ class Application:
                 endpoint=dev.endpoint,
                 public_key_id=dev.public_key_id,
                 private_key_file=dev.private_key_file,
+                store_id=settings.amazon_pay.store_id or DEV_STORE_ID,
             ),
             workers=replace(
                 settings.workers,
@@ -172,6 +175,30 @@ class Application:
             ),
         )
         return self.settings
+
+    def next_steps(self) -> str:
+        """What a newcomer does next, printed (to stdout, outside the JSON log) once serving."""
+        host = self.settings.grpc.listen.rsplit(":", 1)[0]
+        target = f"{host}:{self.grpc_port}"
+        lines = [
+            "",
+            "Amazon Pay gRPC service is serving.",
+            f"  gRPC           {target}  (plaintext, reflection on: grpcurl -plaintext {target} list)",
+        ]
+        if self._dev_endpoint is not None:
+            emulator = self._dev_endpoint
+            lines += [
+                f"  emulator       {emulator}  (local Amazon Pay; DEV_EMULATOR_PORT changes it)",
+                "  approve buyer  open "
+                f"{emulator}/_emulator/checkoutSessions/<checkoutSessionId>/signIn, pick a card,",
+                "                 then confirm on the page it leads to (or POST .../signIn and"
+                " .../confirm)",
+            ]
+        lines += [
+            f"  first checkout make demo   (python -m amazonpay_client demo --target {target})",
+            "",
+        ]
+        return "\n".join(lines)
 
     async def _start_workers(self, settings: Settings) -> None:
         assert self.payments is not None
@@ -276,9 +303,13 @@ class Application:
             await _step("embedded postgres", pg.stop())
         _log.info("stopped")
 
-    async def run_until_stopped(self, stop: asyncio.Event) -> None:
+    async def run_until_stopped(
+        self, stop: asyncio.Event, on_serving: Callable[[], None] | None = None
+    ) -> None:
         await self.start()
         freeze_startup_heap()
+        if on_serving is not None:
+            on_serving()
         await stop.wait()
         await self.stop()
 

@@ -15,7 +15,9 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +29,7 @@ __all__ = [
     "REDACTED",
     "JsonFormatter",
     "Metrics",
+    "collect_amazon_request_ids",
     "configure_logging",
     "configure_telemetry",
     "instrument_libraries",
@@ -58,6 +61,20 @@ _SENSITIVE_KEYS = frozenset(
         "postalcode",
     }
 )
+
+_request_ids: ContextVar[list[str] | None] = ContextVar("amazon_request_ids", default=None)
+
+
+@contextmanager
+def collect_amazon_request_ids(into: list[str]) -> Iterator[list[str]]:
+    """Appends to `into` the `x-amz-pay-request-id` of every Amazon answer inside the block (in
+    this task and the tasks it starts, which copy the context and so share the list)."""
+    token = _request_ids.set(into)
+    try:
+        yield into
+    finally:
+        _request_ids.reset(token)
+
 
 _RESERVED = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
@@ -195,6 +212,9 @@ class Metrics:
             "reason_code": attempt.reason_code or "",
         }
         self.amazon_calls.add(1, attributes)
+        collected = _request_ids.get()
+        if collected is not None and attempt.request_id and attempt.request_id not in collected:
+            collected.append(attempt.request_id)
         self.amazon_duration.record(attempt.duration, {"operation": attempt.operation})
         if attempt.retry:
             self.amazon_retries.add(1, {"operation": attempt.operation})

@@ -47,7 +47,8 @@ class ServiceProcess:
     """A `python -m service` child whose JSON log lines are collected for assertions."""
 
     def __init__(self, env: Mapping[str, str], args: tuple[str, ...] = ()) -> None:
-        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        # The dev emulator's fixed default port would collide between parallel test runs.
+        self.env = {**os.environ, "DEV_EMULATOR_PORT": "0", **env, "PYTHONUNBUFFERED": "1"}
         self.args = args
         self.process: asyncio.subprocess.Process | None = None
         self.log_lines: list[str] = []
