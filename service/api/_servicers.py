@@ -259,6 +259,7 @@ def event_of(event: Event) -> ledger_pb2.LedgerEvent:
         raw_reason_code=event.reason_code or "",
         previous_raw_state=event.previous_state or "",
         source=cast(Any, SOURCE_ENUM[event.source]),
+        amazon_request_id=event.amazon_request_id or "",
     )
     message.occurred_at.CopyFrom(_timestamp(event.recorded_at))
     message.recorded_at.CopyFrom(_timestamp(event.recorded_at))

@@ -21,7 +21,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Literal, TypeVar
@@ -340,12 +340,19 @@ class Payments:
         self.instance_id = instance_id
 
     def records(
-        self, spec_kind: str | None, merchant: str, body: Mapping[str, Any]
+        self,
+        spec_kind: str | None,
+        merchant: str,
+        body: Mapping[str, Any],
+        request_id: str | None = None,
     ) -> list[ObjectRecord]:
+        """What to record of Amazon's answer to our call with `x-amz-pay-request-id` `request_id`."""
         if spec_kind is None:
             return []
         record = record_of(spec_kind, body, merchant)
-        return [record] if record is not None else []
+        if record is None:
+            return []
+        return [replace(record, amazon_request_id=request_id or None)]
 
     async def execute(
         self,
@@ -374,7 +381,7 @@ class Payments:
         if not idempotency_key:
             obj = await self._invoke(merchant, call, None, deadline)
             response = _response_of(obj)
-            records = self.records(spec.kind, merchant.alias, response["body"])
+            records = self.records(spec.kind, merchant.alias, response["body"], obj.request_id)
             events = await _shielded(
                 self.repository.record(records, "api", timeout=_COMMIT_TIMEOUT_S)
             )
@@ -429,7 +436,7 @@ class Payments:
                 )
             raise
         response = _response_of(obj)
-        records = self.records(spec.kind, merchant.alias, response["body"])
+        records = self.records(spec.kind, merchant.alias, response["body"], obj.request_id)
         done, events = await _shielded(
             self.repository.complete_operation(
                 op, response=response, records=records, source=source, timeout=_COMMIT_TIMEOUT_S
@@ -491,7 +498,9 @@ class Payments:
                     partial(GETTERS[kind], merchant.client, object_id, deadline)
                 )
                 await self.repository.record(
-                    self.records(kind, merchant.alias, obj.raw), "api", timeout=_COMMIT_TIMEOUT_S
+                    self.records(kind, merchant.alias, obj.raw, obj.request_id),
+                    "api",
+                    timeout=_COMMIT_TIMEOUT_S,
                 )
             except Exception as exc:
                 _log.warning(
@@ -536,7 +545,7 @@ class Payments:
             raise
         events = await _shielded(
             self.repository.record(
-                self.records(kind, merchant.alias, obj.raw),
+                self.records(kind, merchant.alias, obj.raw, obj.request_id),
                 record_source,
                 timeout=_COMMIT_TIMEOUT_S,
             )
@@ -558,7 +567,9 @@ class Payments:
                 partial(GETTERS["charge"], merchant.client, charge_id, time.monotonic() + 30)
             )
             await self.repository.record(
-                self.records("charge", merchant.alias, obj.raw), source, timeout=_COMMIT_TIMEOUT_S
+                self.records("charge", merchant.alias, obj.raw, obj.request_id),
+                source,
+                timeout=_COMMIT_TIMEOUT_S,
             )
         except Exception as exc:
             _log.warning("could not refresh a refunded charge", extra={"error": type(exc).__name__})

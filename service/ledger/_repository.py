@@ -96,6 +96,8 @@ class ObjectRecord:
     merchant_reference_id: str | None = None
     created_at: datetime | None = None
     amazon_expires_at: datetime | None = None
+    amazon_request_id: str | None = None
+    """`x-amz-pay-request-id` of our call whose answer this is (None: an IPN, no call of ours)."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,7 @@ class Event:
     previous_state: str | None
     source: str
     snapshot: dict[str, Any]
+    amazon_request_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,7 @@ def _event(row: asyncpg.Record) -> Event:
         previous_state=row["previous_state"],
         source=row["source"],
         snapshot=row["snapshot"],
+        amazon_request_id=row.get("amazon_request_id"),
     )
 
 
@@ -299,7 +303,8 @@ _BEGIN_OPERATION = """
     RETURNING *
 """
 
-# $1..$15 as in `_object_params`; $16 operation, $17 idempotency key, $18 response, $19 source.
+# $1..$15 as in `_object_params`; $16 operation, $17 idempotency key, $18 response, $19 source,
+# $20 Amazon's request id.
 # The object is inserted only while the operation is pending, the operation completed only if the
 # object was inserted, and `ledger_require` aborts the whole statement if the two disagree (the
 # operation was settled between the snapshot and its row lock).
@@ -327,8 +332,8 @@ _COMPLETE_WITH_NEW_OBJECT = """
         RETURNING updated_at
     ), ev AS (
         INSERT INTO events (merchant, kind, object_id, charge_permission_id, state,
-            reason_code, previous_state, source, snapshot)
-        SELECT $1, $2, $3, obj.charge_permission_id, $7, $8, NULL, $19, $13
+            reason_code, previous_state, source, snapshot, amazon_request_id)
+        SELECT $1, $2, $3, obj.charge_permission_id, $7, $8, NULL, $19, $13, $20::text
         FROM obj, op
         RETURNING *
     )
@@ -512,9 +517,9 @@ class Repository:
         row = await conn.fetchrow(
             """
             INSERT INTO events (merchant, kind, object_id, charge_permission_id, state,
-                reason_code, previous_state, source, snapshot)
+                reason_code, previous_state, source, snapshot, amazon_request_id)
             VALUES ($1, $2, $3, coalesce($4, (SELECT charge_permission_id FROM objects
-                WHERE merchant = $1 AND kind = $2 AND object_id = $3)), $5, $6, $7, $8, $9)
+                WHERE merchant = $1 AND kind = $2 AND object_id = $3)), $5, $6, $7, $8, $9, $10)
             RETURNING *
             """,
             rec.merchant,
@@ -526,6 +531,7 @@ class Repository:
             previous_state,
             source,
             sealed,
+            rec.amazon_request_id,
             timeout=timeout,
         )
         assert row is not None
@@ -884,6 +890,7 @@ class Repository:
                 op.idempotency_key,
                 dict(response),
                 source,
+                record.amazon_request_id,
                 timeout=timeout,
             )
         except asyncpg.exceptions.AssertError:
