@@ -15,7 +15,7 @@ import asyncpg
 from .app import Application, pii_keyring
 from .config import ConfigError, Settings, load_settings
 from .ledger import EmbeddedPostgres, Ledger, MigrationError, apply_migrations
-from .telemetry import configure_logging, configure_telemetry
+from .telemetry import configure_logging, configure_telemetry, route_native_stderr
 
 _log = logging.getLogger("service")
 
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    route_native_stderr()
     configure_logging(settings.log_level)
     try:
         if args.command == "migrate":

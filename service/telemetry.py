@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -116,8 +117,59 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str, separators=(",", ":"))
 
 
+_stderr_lock = threading.RLock()
+"""Held for each line written to stderr, by the log handler and the native-output thread."""
+
+_NATIVE_LEVELS = {"E": "ERROR", "W": "WARNING", "I": "INFO", "D": "DEBUG", "F": "CRITICAL"}
+
+
+def route_native_stderr() -> None:
+    """Keep stderr one JSON object per line although native code writes plain text to it.
+
+    gRPC's C core (absl logging), the embedded Postgres server and anything else below Python
+    write to file descriptor 2 directly. Descriptor 2 becomes a pipe; a thread forwards its JSON
+    lines (the dev emulator's) as they are and wraps every other line as a JSON record of logger
+    `native` (gRPC's `E1201 12:00:00.000 ...` prefix gives the level). Python's own stderr
+    keeps writing to the original stream. Call once, before `configure_logging`.
+    """
+    original = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    stream = open(original, "w", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115
+    sys.stderr = stream
+    formatter = JsonFormatter()
+
+    def forward() -> None:
+        with open(read_end, "rb") as pipe:
+            for raw in pipe:
+                line = raw.decode(errors="replace").rstrip("\r\n")
+                if not line.strip():
+                    continue
+                if line.startswith("{") and line.endswith("}"):
+                    try:
+                        json.loads(line)
+                    except ValueError:
+                        pass
+                    else:
+                        with _stderr_lock:
+                            stream.write(line + "\n")
+                        continue
+                level = "INFO"
+                if len(line) > 5 and line[0] in _NATIVE_LEVELS and line[1:5].isdigit():
+                    level = _NATIVE_LEVELS[line[0]]
+                record = logging.makeLogRecord(
+                    {"name": "native", "levelname": level, "msg": line, "args": None}
+                )
+                with _stderr_lock:
+                    stream.write(formatter.format(record) + "\n")
+
+    threading.Thread(target=forward, name="native-stderr", daemon=True).start()
+
+
 def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.lock = _stderr_lock
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -260,9 +312,10 @@ def configure_telemetry(service_name: str = "amazonpay-service") -> None:
     """Process-wide providers for a running service: the Prometheus reader always (served on the
     admin port); traces and OTLP export only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
-    Without an exporter the API's no-op tracer stays in place: recording spans nobody exports
-    cost about 40 % of the CPU of a CreateCharge (bench/results/profile.md). Callers' W3C trace
-    context is still propagated to Amazon calls by the gRPC interceptor either way.
+    Without an exporter spans are never recorded (sampler ALWAYS_OFF): recording spans nobody
+    exports cost about 40 % of the CPU of a CreateCharge (bench/results/profile.md). They still
+    get trace ids, which the JSON log lines carry, and callers' W3C trace context is propagated
+    to Amazon calls either way.
     """
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
@@ -282,4 +335,11 @@ def configure_telemetry(service_name: str = "amazonpay-service") -> None:
         trace.set_tracer_provider(tracer_provider)
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
         instrument_libraries()
+    else:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+        # Spans that are never recorded (nearly free) but carry trace ids: every log line of an
+        # RPC names one, and a caller's trace id is kept and passed on to Amazon.
+        trace.set_tracer_provider(TracerProvider(resource=resource, sampler=ALWAYS_OFF))
     otel_metrics.set_meter_provider(SdkMeterProvider(resource=resource, metric_readers=readers))

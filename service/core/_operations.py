@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Literal, TypeVar
 
+from opentelemetry import trace
+
 from service.amazonpay import AmazonPayClient, AmazonPayError, ApiObject
 from service.ledger import Event, ObjectRecord, Operation, Repository
 
@@ -45,6 +47,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger("service.core.operations")
+_tracer = trace.get_tracer(__name__)
 
 # Ledger writes after Amazon said yes must not be lost to an impatient caller: they run shielded,
 # with their own bound, even when the caller's deadline has passed.
@@ -363,11 +366,25 @@ class Payments:
         request_hash: bytes,
         deadline: float | None,
     ) -> Outcome:
-        merchant = self.merchants.get(merchant_alias)
-        # Refused here, a call leaves no operation behind to re-drive.
-        merchant.breaker.check()
-        async with merchant.admission:
-            return await self._execute(merchant, call, idempotency_key, request_hash, deadline)
+        with _tracer.start_as_current_span(
+            f"payments.{call.operation}",
+            attributes=_span_attributes(merchant_alias, call.operation, call.path_id),
+        ) as span:
+            merchant = self.merchants.get(merchant_alias)
+            span.set_attribute("amazonpay.merchant", merchant.alias)
+            # Refused here, a call leaves no operation behind to re-drive.
+            merchant.breaker.check()
+            async with merchant.admission:
+                outcome = await self._execute(
+                    merchant, call, idempotency_key, request_hash, deadline
+                )
+            spec = SPECS[call.operation]
+            if spec.kind is not None:
+                result_id = outcome.body.get(KINDS[spec.kind].id_field)
+                if isinstance(result_id, str):
+                    span.set_attribute("amazonpay.object_id", result_id)
+            span.set_attribute("amazonpay.replayed", outcome.replayed)
+            return outcome
 
     async def _execute(
         self,
@@ -520,6 +537,35 @@ class Payments:
     ) -> ReadResult:
         """`auto`: final objects from the ledger, others from Amazon; the ledger answers when
         Amazon has deleted the object (404 after 30 days) or cannot be reached."""
+        with _tracer.start_as_current_span(
+            f"payments.read.{kind}",
+            attributes={
+                **_span_attributes(merchant_alias, f"Get/{kind}", object_id),
+                "amazonpay.object_kind": kind,
+                "amazonpay.read_source": source,
+            },
+        ) as span:
+            result = await self._read(
+                merchant_alias,
+                kind,
+                object_id,
+                source=source,
+                deadline=deadline,
+                record_source=record_source,
+            )
+            span.set_attribute("amazonpay.served_from", result.origin)
+            return result
+
+    async def _read(
+        self,
+        merchant_alias: str,
+        kind: str,
+        object_id: str,
+        *,
+        source: Literal["auto", "ledger", "amazon"],
+        deadline: float | None,
+        record_source: str,
+    ) -> ReadResult:
         merchant = self.merchants.get(merchant_alias)
         stored = None
         if source != "amazon":
@@ -631,10 +677,14 @@ class Payments:
                 )
                 continue
             try:
-                async with merchant.admission:
-                    await self._drive(
-                        merchant, op, source="recovery", deadline=time.monotonic() + deadline_s
-                    )
+                with _tracer.start_as_current_span(
+                    f"payments.redrive.{op.operation}",
+                    attributes=_span_attributes(op.merchant, op.operation, op.object_id),
+                ):
+                    async with merchant.admission:
+                        await self._drive(
+                            merchant, op, source="recovery", deadline=time.monotonic() + deadline_s
+                        )
                 finished += 1
             except AmazonPayError as exc:
                 if _is_definitive(exc):
@@ -652,6 +702,14 @@ class Payments:
                 "re-drove pending operations", extra={"claimed": len(ops), "finished": finished}
             )
         return finished
+
+
+def _span_attributes(merchant: str, operation: str, object_id: str | None) -> dict[str, str]:
+    """Ids and names only: a span never carries buyer data or request bodies."""
+    attributes = {"amazonpay.merchant": merchant or "default", "amazonpay.operation": operation}
+    if object_id:
+        attributes["amazonpay.object_id"] = object_id
+    return attributes
 
 
 def _replayed_failure(op: Operation) -> StoredFailure:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
+from opentelemetry import trace
 
 from service.amazonpay import AmazonPayError
 from service.core import Payments
@@ -27,6 +28,7 @@ from ._sns import SnsError, SnsVerifier
 __all__ = ["OBJECT_TYPES", "IpnReceiver"]
 
 _log = logging.getLogger("service.workers.ipn")
+_tracer = trace.get_tracer(__name__)
 
 OBJECT_TYPES: Mapping[str, str] = {
     "CHARGE_PERMISSION": "charge_permission",
@@ -56,7 +58,7 @@ class IpnReceiver:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self._max_body)
-        app.router.add_post("/ipn", self.handle)
+        app.router.add_post("/ipn", self._traced)
         return app
 
     async def start(self, host: str, port: int) -> int:
@@ -80,6 +82,14 @@ class IpnReceiver:
         self._metrics.ipn_messages.add(1, {"outcome": "rejected", "reason": reason})
         _log.warning("IPN rejected", extra={"reason": reason})
         return web.json_response({"error": reason}, status=status)
+
+    async def _traced(self, request: web.Request) -> web.Response:
+        """Each IPN is one trace: verification, the follow-up read (a task started inside the
+        span inherits it) and its SQL are children of this span."""
+        with _tracer.start_as_current_span("ipn.receive", kind=trace.SpanKind.SERVER) as span:
+            response = await self.handle(request)
+            span.set_attribute("http.response.status_code", response.status)
+            return response
 
     async def handle(self, request: web.Request) -> web.Response:
         self._metrics.ipn_messages.add(1, {"outcome": "received"})
@@ -145,6 +155,19 @@ class IpnReceiver:
         self, notification_id: str, merchant: str, kind: str | None, object_id: str
     ) -> None:
         """Read the object the notification names and record it; mark the notification done."""
+        with _tracer.start_as_current_span(
+            "ipn.process",
+            attributes={
+                "amazonpay.merchant": merchant,
+                "amazonpay.object_kind": kind or "",
+                "amazonpay.object_id": object_id,
+            },
+        ):
+            await self._process(notification_id, merchant, kind, object_id)
+
+    async def _process(
+        self, notification_id: str, merchant: str, kind: str | None, object_id: str
+    ) -> None:
         if kind is not None:
             try:
                 await self._payments.read(

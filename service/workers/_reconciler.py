@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
+from opentelemetry import trace
 
 from service.amazonpay import AmazonPayError
 from service.core import Payments
@@ -34,6 +35,7 @@ from ._ipn import OBJECT_TYPES, IpnReceiver
 __all__ = ["PassResult", "Reconciler", "ReconcilerSettings"]
 
 _log = logging.getLogger("service.workers.reconciler")
+_tracer = trace.get_tracer(__name__)
 
 _LEDGER_DOWN = (
     OSError,
@@ -122,6 +124,20 @@ class Reconciler:
             await asyncio.sleep(pause)
 
     async def run_once(self) -> PassResult:
+        """One pass as one trace: every read, re-drive and SQL statement of it is a child."""
+        with _tracer.start_as_current_span("reconciler.pass", kind=trace.SpanKind.INTERNAL) as span:
+            result = await self._pass()
+            span.set_attributes(
+                {
+                    "reconciler.redriven": result.redriven,
+                    "reconciler.ipn_retried": result.ipn_retried,
+                    "reconciler.polled": result.polled,
+                    "reconciler.changed": result.changed,
+                }
+            )
+            return result
+
+    async def _pass(self) -> PassResult:
         redriven = await self._payments.redrive_orphans()
         if redriven:
             self._metrics.redriven_operations.add(redriven)
