@@ -17,6 +17,7 @@ from dataclasses import replace
 from urllib.parse import urlsplit
 
 import asyncpg
+from google.protobuf import descriptor_pool
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.instrumentation.utils import suppress_instrumentation
@@ -24,7 +25,14 @@ from opentelemetry.metrics import MeterProvider
 
 from .admin import AdminServer
 from .amazonpay import ClientConfig, RetryPolicy
-from .api import AuthInterceptor, GrpcServer, Rpcs, build_server, build_servicers
+from .api import (
+    AuthInterceptor,
+    GrpcServer,
+    Rpcs,
+    build_server,
+    build_servicers,
+    discover_services,
+)
 from .config import ConfigError, Settings, parse_listen_address
 from .core import BreakerSettings, MerchantRegistry, Payments
 from .ledger import (
@@ -117,6 +125,7 @@ class Application:
             max_queued=calls.max_queued,
             on_circuit_change=self.metrics.record_circuit,
         )
+        self.metrics.known_merchants(m.alias for m in self.merchants)
         repository = self.ledger.repository
         self.payments = Payments(self.merchants, repository, instance_id=self._instance.instance_id)
         # Operations a crashed process left between Amazon's answer and the ledger commit are
@@ -127,6 +136,12 @@ class Application:
         await self.hub.start()
         await self._start_workers(settings)
         rpcs = Rpcs(self.payments, repository, self.hub, self.metrics)
+        descriptors = descriptor_pool.Default()
+        self.metrics.known_rpcs(
+            method.name
+            for stub in discover_services()
+            for method in descriptors.FindServiceByName(stub.full_name).methods
+        )
         self.grpc = build_server(
             settings.grpc,
             servicers=build_servicers(rpcs),

@@ -190,6 +190,11 @@ class Metrics:
             unit="s",
             description="gRPC call latency by method and status code",
         )
+        self.rpc_calls = meter.create_counter(
+            "amazonpay.rpc.calls",
+            unit="{call}",
+            description="gRPC calls by method and status code (present from start-up, at zero)",
+        )
         self.amazon_calls = meter.create_counter(
             "amazonpay.amazon.calls",
             unit="{attempt}",
@@ -241,6 +246,41 @@ class Metrics:
             callbacks=[self._observe_circuits],
             description="Circuit breaker per merchant: 0 closed, 1 half-open, 2 open",
         )
+        self.backlog: Any = None
+        """The last `service.ledger.Backlog` the reconciler read (None: zeros)."""
+        for name, unit, description, attribute in (
+            (
+                "amazonpay.operations.pending",
+                "{operation}",
+                "Money-moving operations recorded but not finished (Amazon's answer not yet "
+                "committed); the reconciler re-drives them",
+                "pending_operations",
+            ),
+            (
+                "amazonpay.operations.oldest_pending_age",
+                "s",
+                "Age of the oldest pending operation",
+                "oldest_pending_operation_age_s",
+            ),
+            (
+                "amazonpay.ipn.backlog",
+                "{message}",
+                "IPNs received and verified whose follow-up read has not finished",
+                "unprocessed_ipns",
+            ),
+            (
+                "amazonpay.ipn.oldest_unprocessed_age",
+                "s",
+                "Age of the oldest IPN whose follow-up read has not finished",
+                "oldest_unprocessed_ipn_age_s",
+            ),
+        ):
+            meter.create_observable_gauge(
+                name,
+                callbacks=[self._backlog_observer(attribute)],
+                unit=unit,
+                description=description,
+            )
         self.pool_sizes: Callable[[], tuple[int, int]] | None = None
         meter.create_observable_gauge(
             "amazonpay.db.pool.connections",
@@ -248,6 +288,33 @@ class Metrics:
             unit="{connection}",
             description="Ledger connection pool: connections by state (idle, in_use)",
         )
+        # Counters appear in /metrics only once added to: add zero so every documented series
+        # (and the alerts on it) exists from start-up.
+        for outcome in ("received", "verified", "duplicate", "rejected"):
+            self.ipn_messages.add(0, {"outcome": outcome})
+        self.amazon_calls.add(0)
+        self.amazon_retries.add(0)
+        self.reconciler_polls.add(0)
+        self.redriven_operations.add(0)
+
+    def known_rpcs(self, methods: Iterable[str]) -> None:
+        """Start `amazonpay.rpc.calls` of every RPC at zero (OK), so ratios exist from start-up."""
+        for method in methods:
+            self.rpc_calls.add(0, {"rpc": method, "code": "OK"})
+
+    def known_merchants(self, aliases: Iterable[str]) -> None:
+        """Every configured merchant's breaker is closed (0) until it changes."""
+        for alias in aliases:
+            self.circuit_states.setdefault(alias, 0)
+
+    def _backlog_observer(
+        self, attribute: str
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(_options: CallbackOptions) -> Iterable[Observation]:
+            value = getattr(self.backlog, attribute, 0) if self.backlog is not None else 0
+            return [Observation(value)]
+
+        return observe
 
     def record_circuit(self, merchant: str, state: int) -> None:
         self.circuit_states[merchant] = state

@@ -324,9 +324,9 @@ class Rpcs:
                 record.merchant = self.merchant_alias(record.merchant)
                 record.log()
                 if self.metrics is not None:
-                    self.metrics.rpc_duration.record(
-                        record.elapsed_s(), {"rpc": method, "code": record.code}
-                    )
+                    attributes = {"rpc": method, "code": record.code}
+                    self.metrics.rpc_duration.record(record.elapsed_s(), attributes)
+                    self.metrics.rpc_calls.add(1, attributes)
 
     def merchant_alias(self, value: str | None) -> str | None:
         """The configured alias a request's `merchant` names ("" = the default account)."""

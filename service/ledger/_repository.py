@@ -101,6 +101,16 @@ class ObjectRecord:
 
 
 @dataclass(frozen=True)
+class Backlog:
+    """Work the service still owes: pending operations and IPNs not yet processed."""
+
+    pending_operations: int = 0
+    oldest_pending_operation_age_s: float = 0.0
+    unprocessed_ipns: int = 0
+    oldest_unprocessed_ipn_age_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class StoredObject:
     merchant: str
     kind: str
@@ -1266,6 +1276,24 @@ class Repository:
             """
         )
         return float(age or 0.0)
+
+    async def backlog(self) -> Backlog:
+        """Pending operations and unprocessed IPNs: how many, and how old the oldest is."""
+        row = await self._pool.fetchrow(
+            """
+            SELECT
+                (SELECT count(*) FROM operations WHERE status = 'pending') AS ops,
+                (SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+                 FROM operations WHERE status = 'pending') AS ops_age,
+                (SELECT count(*) FROM ipn_messages WHERE processed_at IS NULL) AS ipns,
+                (SELECT coalesce(extract(epoch FROM now() - min(received_at)), 0)::float8
+                 FROM ipn_messages WHERE processed_at IS NULL) AS ipns_age
+            """
+        )
+        assert row is not None
+        return Backlog(
+            int(row["ops"]), float(row["ops_age"]), int(row["ipns"]), float(row["ipns_age"])
+        )
 
     # --- buyer PII erasure ----------------------------------------------------------------------
 

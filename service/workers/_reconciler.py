@@ -151,6 +151,7 @@ class Reconciler:
             changed += await self._poll(obj)
         self._metrics.oldest_pending_age_s = await self._repo.oldest_pending_age_s()
         self._metrics.owed_reads = await self._repo.owed_read_counts()
+        self._metrics.backlog = await self._repo.backlog()
         await self._retention()
         return PassResult(redriven, ipn_retried, len(objects), changed)
 
