@@ -27,7 +27,13 @@ async def _serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     app = Application(settings)
-    await app.run_until_stopped(stop, on_serving=lambda: print(app.next_steps(), flush=True))
+
+    def announce() -> None:
+        # Development only: a deployment's stdout joins the JSON log stream.
+        if app.development:
+            print(app.next_steps(), flush=True)
+
+    await app.run_until_stopped(stop, on_serving=announce)
     return 0
 
 

@@ -195,15 +195,21 @@ class Application:
         )
         return self.settings
 
+    @property
+    def development(self) -> bool:
+        """Started the embedded database or the dev emulator: `make run`, not a deployment."""
+        return self._dev_endpoint is not None or self._embedded_pg is not None
+
     def next_steps(self) -> str:
         """What a newcomer does next, printed (to stdout, outside the JSON log) once serving."""
         host = self.settings.grpc.listen.rsplit(":", 1)[0]
         target = f"{host}:{self.grpc_port}"
-        lines = [
-            "",
-            "Amazon Pay gRPC service is serving.",
-            f"  gRPC           {target}  (plaintext, reflection on: grpcurl -plaintext {target} list)",
-        ]
+        how = (
+            "TLS: pass --tls --ca-file ... to the CLI"
+            if self.settings.security.tls_cert_file is not None
+            else f"plaintext, reflection on: grpcurl -plaintext {target} list"
+        )
+        lines = ["", "Amazon Pay gRPC service is serving.", f"  gRPC           {target}  ({how})"]
         if self._dev_endpoint is not None:
             emulator = self._dev_endpoint
             lines += [
