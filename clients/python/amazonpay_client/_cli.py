@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -177,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("EMULATOR_URL", DEFAULT_EMULATOR_URL),
         help=f"the dev emulator (env EMULATOR_URL; default {DEFAULT_EMULATOR_URL})",
     )
-    demo.add_argument("--amount", default="50.00", help="order amount in USD (%(default)s)")
+    demo.add_argument(
+        "--amount", type=_amount, default="50.00", help="order amount in USD (%(default)s)"
+    )
     return parser
 
 
@@ -186,6 +189,12 @@ def _event_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--object-id")
     parser.add_argument("--charge-permission-id")
     parser.add_argument("--after-event-id", type=int, default=0)
+
+
+def _amount(value: str) -> str:
+    if not re.fullmatch(r"\d{1,9}(\.\d{1,2})?", value) or float(value) < 1:
+        raise argparse.ArgumentTypeError("an amount of at least 1, e.g. 50.00")
+    return value
 
 
 def _when(value: str) -> datetime:

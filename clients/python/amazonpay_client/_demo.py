@@ -13,6 +13,7 @@ import os
 import urllib.error
 import urllib.request
 import uuid
+from decimal import Decimal
 from typing import IO, Any
 
 from ._client import AmazonPayClient
@@ -108,9 +109,10 @@ async def run_demo(
     captured = await client.charges.capture(charge_id, capture_amount=price(amount, currency))
     show("CaptureCharge", f"{charge_id} {captured.charge.status_details.raw_state}")
 
-    first_part = f"{float(amount) * 0.3:.2f}"
+    total = Decimal(amount)
     refunds = []
-    for part in (first_part, "5.00"):
+    for share in ("0.3", "0.1"):  # two partial refunds: 30 % and 10 % of the order
+        part = str((total * Decimal(share)).quantize(Decimal("0.01")))
         refund = (
             await client.refunds.create(charge_id=charge_id, refund_amount=price(part, currency))
         ).refund
