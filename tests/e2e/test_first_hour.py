@@ -319,6 +319,8 @@ async def test_every_rpc_logs_one_json_line_with_ids_request_ids_and_trace_id_an
         "duration_ms",
         "trace_id",
     }
+    [documented] = snippets(section(doc(REPO / "docs" / "operations.md"), "Logs"), "json")
+    assert set(json.loads(documented)) == set(lines[0]), "docs/operations.md#logs drifted"
     for line in lines:
         assert fields <= set(line), line
         assert re.fullmatch(r"[0-9a-f]{32}", line["trace_id"]), line
