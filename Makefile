@@ -6,7 +6,11 @@ STAMP := $(VENV)/.installed
 PROTO_DIR := protos
 GEN_DIR := payments/amazonpay/v1
 
-.PHONY: run test lint fmt typecheck proto proto-check buf-lint buf-breaking buf-release venv emulator bench soak lock clean \
+# Port of the development emulator `make run` starts (and `make emulator` serves on).
+DEV_EMULATOR_PORT ?= 8480
+export DEV_EMULATOR_PORT
+
+.PHONY: run demo test lint fmt typecheck proto proto-check buf-lint buf-breaking buf-release venv emulator bench soak lock clean \
 	dockerfile-lint k8s-check image image-test image-ci
 
 $(STAMP): pyproject.toml constraints.txt
@@ -20,8 +24,12 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(PY) -m service
 
+# With `make run` going: one whole purchase (create, buyer steps, complete, capture, two refunds).
+demo: $(STAMP)
+	$(PY) -m amazonpay_client demo
+
 emulator: $(STAMP)
-	$(PY) -m emulator --host 127.0.0.1 --port 8480
+	$(PY) -m emulator --host 127.0.0.1 --port $(DEV_EMULATOR_PORT)
 
 test: $(STAMP)
 	$(PY) scripts/run_tests.py $(PYTEST_ARGS)

@@ -15,7 +15,7 @@ import asyncpg
 from .app import Application, pii_keyring
 from .config import ConfigError, Settings, load_settings
 from .ledger import EmbeddedPostgres, Ledger, MigrationError, apply_migrations
-from .telemetry import configure_logging, configure_telemetry
+from .telemetry import configure_logging, configure_telemetry, route_native_stderr
 
 _log = logging.getLogger("service")
 
@@ -26,7 +26,14 @@ async def _serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await Application(settings).run_until_stopped(stop)
+    app = Application(settings)
+
+    def announce() -> None:
+        # Development only: a deployment's stdout joins the JSON log stream.
+        if app.development:
+            print(app.next_steps(), flush=True)
+
+    await app.run_until_stopped(stop, on_serving=announce)
     return 0
 
 
@@ -82,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    route_native_stderr()
     configure_logging(settings.log_level)
     try:
         if args.command == "migrate":

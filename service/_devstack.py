@@ -17,7 +17,10 @@ import aiohttp
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-__all__ = ["DevAmazonPay", "DevEndpoint"]
+__all__ = ["DEV_STORE_ID", "DevAmazonPay", "DevEndpoint"]
+
+DEV_STORE_ID = "amzn1.application-oa2-client.dev-emulator"
+"""Store id `make run` uses when none is configured: Create Checkout Session requires one."""
 
 _log = logging.getLogger("service.devstack")
 
@@ -51,10 +54,11 @@ def _write_throwaway_key(directory: Path) -> tuple[str, Path, Path]:
 
 
 class DevAmazonPay:
-    """Runs `python -m emulator` as a child process on a free port."""
+    """Runs `python -m emulator` as a child process on `port` of 127.0.0.1 (0: a free port)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, port: int = 0) -> None:
         self._dir = data_dir
+        self._port = port
         self._process: asyncio.subprocess.Process | None = None
         self._endpoint: str | None = None
 
@@ -69,7 +73,7 @@ class DevAmazonPay:
             "--host",
             "127.0.0.1",
             "--port",
-            "0",
+            str(self._port),
             "--ready-file",
             str(ready),
             "--state-file",
@@ -83,7 +87,10 @@ class DevAmazonPay:
         deadline = loop.time() + timeout_s
         while not ready.exists() or not ready.read_text().strip():
             if self._process.returncode is not None:
-                raise RuntimeError(f"emulator exited with code {self._process.returncode}")
+                hint = f" (is port {self._port} taken? set DEV_EMULATOR_PORT)" if self._port else ""
+                raise RuntimeError(
+                    f"the development emulator exited with code {self._process.returncode}{hint}"
+                )
             if loop.time() > deadline:
                 raise TimeoutError("emulator did not become ready")
             await asyncio.sleep(0.05)

@@ -17,12 +17,22 @@ from dataclasses import replace
 from urllib.parse import urlsplit
 
 import asyncpg
+from google.protobuf import descriptor_pool
+from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.metrics import MeterProvider
 
 from .admin import AdminServer
 from .amazonpay import ClientConfig, RetryPolicy
-from .api import AuthInterceptor, GrpcServer, Rpcs, build_server, build_servicers
+from .api import (
+    AuthInterceptor,
+    GrpcServer,
+    Rpcs,
+    build_server,
+    build_servicers,
+    discover_services,
+)
 from .config import ConfigError, Settings, parse_listen_address
 from .core import BreakerSettings, MerchantRegistry, Payments
 from .ledger import (
@@ -41,6 +51,7 @@ from .workers import IpnReceiver, Reconciler, ReconcilerSettings, SnsVerifier
 __all__ = ["Application", "pii_keyring"]
 
 _log = logging.getLogger("service.app")
+_tracer = trace.get_tracer(__name__)
 
 
 class Application:
@@ -114,6 +125,7 @@ class Application:
             max_queued=calls.max_queued,
             on_circuit_change=self.metrics.record_circuit,
         )
+        self.metrics.known_merchants(m.alias for m in self.merchants)
         repository = self.ledger.repository
         self.payments = Payments(
             self.merchants,
@@ -123,11 +135,18 @@ class Application:
         )
         # Operations a crashed process left between Amazon's answer and the ledger commit are
         # finished before this replica takes traffic.
-        await self.payments.redrive_orphans()
+        with _tracer.start_as_current_span("startup.redrive"):
+            await self.payments.redrive_orphans()
         self.hub = EventHub(url)
         await self.hub.start()
         await self._start_workers(settings)
         rpcs = Rpcs(self.payments, repository, self.hub, self.metrics)
+        descriptors = descriptor_pool.Default()
+        self.metrics.known_rpcs(
+            method.name
+            for stub in discover_services()
+            for method in descriptors.FindServiceByName(stub.full_name).methods
+        )
         self.grpc = build_server(
             settings.grpc,
             servicers=build_servicers(rpcs),
@@ -154,9 +173,11 @@ class Application:
         )
 
     async def _start_dev_amazon(self, settings: Settings) -> Settings:
-        from ._devstack import DevAmazonPay
+        from ._devstack import DEV_STORE_ID, DevAmazonPay
 
-        dev_amazon = DevAmazonPay(settings.database.embedded_dir.parent / "dev")
+        dev_amazon = DevAmazonPay(
+            settings.database.embedded_dir.parent / "dev", port=settings.dev_emulator_port
+        )
         self._dev_amazon = dev_amazon
         dev = await dev_amazon.start()
         self._dev_endpoint = dev.endpoint
@@ -167,6 +188,7 @@ class Application:
                 endpoint=dev.endpoint,
                 public_key_id=dev.public_key_id,
                 private_key_file=dev.private_key_file,
+                store_id=settings.amazon_pay.store_id or DEV_STORE_ID,
             ),
             workers=replace(
                 settings.workers,
@@ -177,6 +199,36 @@ class Application:
             ),
         )
         return self.settings
+
+    @property
+    def development(self) -> bool:
+        """Started the embedded database or the dev emulator: `make run`, not a deployment."""
+        return self._dev_endpoint is not None or self._embedded_pg is not None
+
+    def next_steps(self) -> str:
+        """What a newcomer does next, printed (to stdout, outside the JSON log) once serving."""
+        host = self.settings.grpc.listen.rsplit(":", 1)[0]
+        target = f"{host}:{self.grpc_port}"
+        how = (
+            "TLS: pass --tls --ca-file ... to the CLI"
+            if self.settings.security.tls_cert_file is not None
+            else f"plaintext, reflection on: grpcurl -plaintext {target} list"
+        )
+        lines = ["", "Amazon Pay gRPC service is serving.", f"  gRPC           {target}  ({how})"]
+        if self._dev_endpoint is not None:
+            emulator = self._dev_endpoint
+            lines += [
+                f"  emulator       {emulator}  (local Amazon Pay; DEV_EMULATOR_PORT changes it)",
+                "  approve buyer  open "
+                f"{emulator}/_emulator/checkoutSessions/<checkoutSessionId>/signIn, pick a card,",
+                "                 then confirm on the page it leads to (or POST .../signIn and"
+                " .../confirm)",
+            ]
+        lines += [
+            f"  first checkout make demo   (python -m amazonpay_client demo --target {target})",
+            "",
+        ]
+        return "\n".join(lines)
 
     async def _start_workers(self, settings: Settings) -> None:
         assert self.payments is not None
@@ -229,7 +281,8 @@ class Application:
             await asyncio.sleep(interval_s)
             if self.ledger is None or self.grpc is None:
                 return
-            reachable = await self.ledger.ping(timeout=interval_s)
+            with suppress_instrumentation():  # a `SELECT 1` trace every 2 s tells nobody anything
+                reachable = await self.ledger.ping(timeout=interval_s)
             if reachable and self._instance is not None and not self._instance.held:
                 # Postgres restarted: our liveness lock went with the old session.
                 with contextlib.suppress(OSError, asyncpg.PostgresError):
@@ -281,9 +334,13 @@ class Application:
             await _step("embedded postgres", pg.stop())
         _log.info("stopped")
 
-    async def run_until_stopped(self, stop: asyncio.Event) -> None:
+    async def run_until_stopped(
+        self, stop: asyncio.Event, on_serving: Callable[[], None] | None = None
+    ) -> None:
         await self.start()
         freeze_startup_heap()
+        if on_serving is not None:
+            on_serving()
         await stop.wait()
         await self.stop()
 

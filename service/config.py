@@ -280,6 +280,10 @@ class Settings:
     """`DEV_EMULATOR`: when no Amazon credentials are configured, start the local emulator with a
     throwaway key (the `make run` default). Set false to refuse to start without credentials."""
 
+    dev_emulator_port: int = 8480
+    """`DEV_EMULATOR_PORT`: port of that emulator on 127.0.0.1 (fixed, so scripts and the docs
+    can name it; 0 picks a free port, which tests running side by side need)."""
+
     extra_merchants: tuple[AmazonPaySettings, ...] = ()
     """`AMAZON_PAY_MERCHANTS_FILE`: further merchant accounts, served side by side with the
     default one and chosen by the request's `merchant` field."""
@@ -615,6 +619,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         event_loop=r.get("EVENT_LOOP", _event_loop, "uvloop"),
         allow_insecure=r.get("ALLOW_INSECURE", _bool, False),
         dev_emulator=r.get("DEV_EMULATOR", _bool, True),
+        dev_emulator_port=r.get("DEV_EMULATOR_PORT", _int_in(0, 65535), 8480),
     )
     live = any(m.environment == "live" for m in settings.merchants)
     if live and not settings.allow_insecure and not security.tls:

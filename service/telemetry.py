@@ -15,7 +15,10 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +30,7 @@ __all__ = [
     "REDACTED",
     "JsonFormatter",
     "Metrics",
+    "collect_amazon_request_ids",
     "configure_logging",
     "configure_telemetry",
     "instrument_libraries",
@@ -58,6 +62,20 @@ _SENSITIVE_KEYS = frozenset(
         "postalcode",
     }
 )
+
+_request_ids: ContextVar[list[str] | None] = ContextVar("amazon_request_ids", default=None)
+
+
+@contextmanager
+def collect_amazon_request_ids(into: list[str]) -> Iterator[list[str]]:
+    """Appends to `into` the `x-amz-pay-request-id` of every Amazon answer inside the block (in
+    this task and the tasks it starts, which copy the context and so share the list)."""
+    token = _request_ids.set(into)
+    try:
+        yield into
+    finally:
+        _request_ids.reset(token)
+
 
 _RESERVED = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
@@ -99,8 +117,59 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str, separators=(",", ":"))
 
 
+_stderr_lock = threading.RLock()
+"""Held for each line written to stderr, by the log handler and the native-output thread."""
+
+_NATIVE_LEVELS = {"E": "ERROR", "W": "WARNING", "I": "INFO", "D": "DEBUG", "F": "CRITICAL"}
+
+
+def route_native_stderr() -> None:
+    """Keep stderr one JSON object per line although native code writes plain text to it.
+
+    gRPC's C core (absl logging), the embedded Postgres server and anything else below Python
+    write to file descriptor 2 directly. Descriptor 2 becomes a pipe; a thread forwards its JSON
+    lines (the dev emulator's) as they are and wraps every other line as a JSON record of logger
+    `native` (gRPC's `E1201 12:00:00.000 ...` prefix gives the level). Python's own stderr
+    keeps writing to the original stream. Call once, before `configure_logging`.
+    """
+    original = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    stream = open(original, "w", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115
+    sys.stderr = stream
+    formatter = JsonFormatter()
+
+    def forward() -> None:
+        with open(read_end, "rb") as pipe:
+            for raw in pipe:
+                line = raw.decode(errors="replace").rstrip("\r\n")
+                if not line.strip():
+                    continue
+                if line.startswith("{") and line.endswith("}"):
+                    try:
+                        json.loads(line)
+                    except ValueError:
+                        pass
+                    else:
+                        with _stderr_lock:
+                            stream.write(line + "\n")
+                        continue
+                level = "INFO"
+                if len(line) > 5 and line[0] in _NATIVE_LEVELS and line[1:5].isdigit():
+                    level = _NATIVE_LEVELS[line[0]]
+                record = logging.makeLogRecord(
+                    {"name": "native", "levelname": level, "msg": line, "args": None}
+                )
+                with _stderr_lock:
+                    stream.write(formatter.format(record) + "\n")
+
+    threading.Thread(target=forward, name="native-stderr", daemon=True).start()
+
+
 def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.lock = _stderr_lock
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -120,6 +189,11 @@ class Metrics:
             "amazonpay.rpc.duration",
             unit="s",
             description="gRPC call latency by method and status code",
+        )
+        self.rpc_calls = meter.create_counter(
+            "amazonpay.rpc.calls",
+            unit="{call}",
+            description="gRPC calls by method and status code (present from start-up, at zero)",
         )
         self.amazon_calls = meter.create_counter(
             "amazonpay.amazon.calls",
@@ -177,6 +251,41 @@ class Metrics:
             callbacks=[self._observe_circuits],
             description="Circuit breaker per merchant: 0 closed, 1 half-open, 2 open",
         )
+        self.backlog: Any = None
+        """The last `service.ledger.Backlog` the reconciler read (None: zeros)."""
+        for name, unit, description, attribute in (
+            (
+                "amazonpay.operations.pending",
+                "{operation}",
+                "Money-moving operations recorded but not finished (Amazon's answer not yet "
+                "committed); the reconciler re-drives them",
+                "pending_operations",
+            ),
+            (
+                "amazonpay.operations.oldest_pending_age",
+                "s",
+                "Age of the oldest pending operation",
+                "oldest_pending_operation_age_s",
+            ),
+            (
+                "amazonpay.ipn.backlog",
+                "{message}",
+                "IPNs received and verified whose follow-up read has not finished",
+                "unprocessed_ipns",
+            ),
+            (
+                "amazonpay.ipn.oldest_unprocessed_age",
+                "s",
+                "Age of the oldest IPN whose follow-up read has not finished",
+                "oldest_unprocessed_ipn_age_s",
+            ),
+        ):
+            meter.create_observable_gauge(
+                name,
+                callbacks=[self._backlog_observer(attribute)],
+                unit=unit,
+                description=description,
+            )
         self.pool_sizes: Callable[[], tuple[int, int]] | None = None
         meter.create_observable_gauge(
             "amazonpay.db.pool.connections",
@@ -184,6 +293,34 @@ class Metrics:
             unit="{connection}",
             description="Ledger connection pool: connections by state (idle, in_use)",
         )
+        # Counters appear in /metrics only once added to: add zero so every documented series
+        # (and the alerts on it) exists from start-up.
+        for outcome in ("received", "verified", "duplicate", "rejected", "retry_later", "given_up"):
+            self.ipn_messages.add(0, {"outcome": outcome})
+        self.amazon_calls.add(0)
+        self.amazon_retries.add(0)
+        self.reconciler_polls.add(0)
+        self.redriven_operations.add(0)
+        self.quarantined_operations.add(0)
+
+    def known_rpcs(self, methods: Iterable[str]) -> None:
+        """Start `amazonpay.rpc.calls` of every RPC at zero (OK), so ratios exist from start-up."""
+        for method in methods:
+            self.rpc_calls.add(0, {"rpc": method, "code": "OK"})
+
+    def known_merchants(self, aliases: Iterable[str]) -> None:
+        """Every configured merchant's breaker is closed (0) until it changes."""
+        for alias in aliases:
+            self.circuit_states.setdefault(alias, 0)
+
+    def _backlog_observer(
+        self, attribute: str
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(_options: CallbackOptions) -> Iterable[Observation]:
+            value = getattr(self.backlog, attribute, 0) if self.backlog is not None else 0
+            return [Observation(value)]
+
+        return observe
 
     def record_circuit(self, merchant: str, state: int) -> None:
         self.circuit_states[merchant] = state
@@ -200,6 +337,9 @@ class Metrics:
             "reason_code": attempt.reason_code or "",
         }
         self.amazon_calls.add(1, attributes)
+        collected = _request_ids.get()
+        if collected is not None and attempt.request_id and attempt.request_id not in collected:
+            collected.append(attempt.request_id)
         self.amazon_duration.record(attempt.duration, {"operation": attempt.operation})
         if attempt.retry:
             self.amazon_retries.add(1, {"operation": attempt.operation})
@@ -245,9 +385,10 @@ def configure_telemetry(service_name: str = "amazonpay-service") -> None:
     """Process-wide providers for a running service: the Prometheus reader always (served on the
     admin port); traces and OTLP export only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
-    Without an exporter the API's no-op tracer stays in place: recording spans nobody exports
-    cost about 40 % of the CPU of a CreateCharge (bench/results/profile.md). Callers' W3C trace
-    context is still propagated to Amazon calls by the gRPC interceptor either way.
+    Without an exporter spans are never recorded (sampler ALWAYS_OFF): recording spans nobody
+    exports cost about 40 % of the CPU of a CreateCharge (bench/results/profile.md). They still
+    get trace ids, which the JSON log lines carry, and callers' W3C trace context is propagated
+    to Amazon calls either way.
     """
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
@@ -267,4 +408,11 @@ def configure_telemetry(service_name: str = "amazonpay-service") -> None:
         trace.set_tracer_provider(tracer_provider)
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
         instrument_libraries()
+    else:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+        # Spans that are never recorded (nearly free) but carry trace ids: every log line of an
+        # RPC names one, and a caller's trace id is kept and passed on to Amazon.
+        trace.set_tracer_provider(TracerProvider(resource=resource, sampler=ALWAYS_OFF))
     otel_metrics.set_meter_provider(SdkMeterProvider(resource=resource, metric_readers=readers))

@@ -46,11 +46,17 @@ def free_port() -> int:
 class ServiceProcess:
     """A `python -m service` child whose JSON log lines are collected for assertions."""
 
-    def __init__(self, env: Mapping[str, str], args: tuple[str, ...] = ()) -> None:
-        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    def __init__(
+        self, env: Mapping[str, str], args: tuple[str, ...] = (), *, capture_stdout: bool = False
+    ) -> None:
+        # The dev emulator's fixed default port would collide between parallel test runs.
+        self.env = {**os.environ, "DEV_EMULATOR_PORT": "0", **env, "PYTHONUNBUFFERED": "1"}
         self.args = args
         self.process: asyncio.subprocess.Process | None = None
         self.log_lines: list[str] = []
+        self.stdout_lines: list[str] = []
+        self._capture_stdout = capture_stdout
+        self._stdout_reader: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._serving = asyncio.Event()
 
@@ -62,11 +68,19 @@ class ServiceProcess:
             *self.args,
             cwd=REPO,
             env=self.env,
-            stdout=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE if self._capture_stdout else asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         )
         self._reader = asyncio.create_task(self._read())
+        if self._capture_stdout:
+            self._stdout_reader = asyncio.create_task(self._read_stdout())
+
+    async def _read_stdout(self) -> None:
+        assert self.process is not None
+        assert self.process.stdout is not None
+        async for raw in self.process.stdout:
+            self.stdout_lines.append(raw.decode(errors="replace").rstrip("\n"))
 
     async def _read(self) -> None:
         assert self.process is not None
@@ -122,3 +136,5 @@ class ServiceProcess:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._reader), 5)
             self._reader.cancel()
+        if self._stdout_reader is not None:
+            self._stdout_reader.cancel()

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -53,6 +54,7 @@ from service.ledger import (
 )
 from service.telemetry import Metrics
 
+from ._access import RpcRecord, rpc_record
 from ._convert import ENVELOPE_FIELDS, json_to_message, message_to_json
 from ._errors import RpcFailure, to_status
 from ._validation import Violation, validate
@@ -257,6 +259,7 @@ def event_of(event: Event) -> ledger_pb2.LedgerEvent:
         raw_reason_code=event.reason_code or "",
         previous_raw_state=event.previous_state or "",
         source=cast(Any, SOURCE_ENUM[event.source]),
+        amazon_request_id=event.amazon_request_id or "",
     )
     message.occurred_at.CopyFrom(_timestamp(event.recorded_at))
     message.recorded_at.CopyFrom(_timestamp(event.recorded_at))
@@ -286,34 +289,53 @@ class Rpcs:
         context: grpc.aio.ServicerContext[Any, Any],
         handler: Callable[[Req, float | None], Awaitable[Resp]],
     ) -> Resp:
-        """Validate, run, and turn any failure into a rich status."""
-        started = time.perf_counter()
-        code = "OK"
+        """Validate, run, and turn any failure into a rich status; log one line per RPC."""
+        with rpc_record(method) as record:
+            record.request(request)
+            try:
+                violations = validate(method, request)
+                if violations:
+                    raise RpcFailure(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"invalid {method} request: "
+                        + "; ".join(f"{v.field} {v.description}" for v in violations[:5]),
+                        "VALIDATION_FAILED",
+                        violations,
+                    )
+                response = await handler(request, _deadline(context))
+                record.response(response)
+                return response
+            except Exception as exc:
+                status = to_status(exc)
+                if status is None:
+                    record.code = "INTERNAL"
+                    _log.exception("unexpected failure", extra={"rpc": method})
+                    await context.abort(
+                        grpc.StatusCode.INTERNAL, "internal error; see service logs"
+                    )
+                assert status is not None
+                record.failed(status)
+                await _abort(context, status)
+            except BaseException as exc:
+                if record.code == "OK" and isinstance(exc, asyncio.CancelledError):
+                    record.code = "CANCELLED"
+                raise
+            finally:
+                record.merchant = self.merchant_alias(record.merchant)
+                record.log()
+                if self.metrics is not None:
+                    attributes = {"rpc": method, "code": record.code}
+                    self.metrics.rpc_duration.record(record.elapsed_s(), attributes)
+                    self.metrics.rpc_calls.add(1, attributes)
+
+    def merchant_alias(self, value: str | None) -> str | None:
+        """The configured alias a request's `merchant` names ("" = the default account)."""
+        if value is None:
+            return None
         try:
-            violations = validate(method, request)
-            if violations:
-                raise RpcFailure(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"invalid {method} request: "
-                    + "; ".join(f"{v.field} {v.description}" for v in violations[:5]),
-                    "VALIDATION_FAILED",
-                    violations,
-                )
-            return await handler(request, _deadline(context))
-        except Exception as exc:
-            status = to_status(exc)
-            if status is None:
-                code = "INTERNAL"
-                _log.exception("unexpected failure", extra={"rpc": method})
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error; see service logs")
-            assert status is not None
-            code = status.code.name
-            await _abort(context, status)
-        finally:
-            if self.metrics is not None:
-                self.metrics.rpc_duration.record(
-                    time.perf_counter() - started, {"rpc": method, "code": code}
-                )
+            return self.payments.merchants.get(value).alias
+        except LookupError:
+            return value
 
     async def mutate(
         self, method: str, request: Message, context: grpc.aio.ServicerContext[Any, Any]
@@ -615,6 +637,8 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
         """
         hub = self._rpcs.hub
         failure: grpc.Status | None = None
+        record = RpcRecord("WatchEvents")
+        record.request(request)
         try:
             violations = validate("WatchEvents", request)
             if violations:
@@ -672,8 +696,17 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
         except Exception as exc:
             failure = to_status(exc)
             if failure is None:
+                record.code = "INTERNAL"
                 _log.exception("unexpected failure", extra={"rpc": "WatchEvents"})
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error; see service logs")
+            assert failure is not None
+            record.failed(failure)
+        except BaseException:
+            record.code = "CANCELLED"
+            raise
+        finally:
+            record.merchant = self._rpcs.merchant_alias(record.merchant)
+            record.log()
         if failure is not None:
             await _abort(context, failure)
 

@@ -22,11 +22,13 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from functools import partial
 from typing import Any, Literal, TypeVar
+
+from opentelemetry import trace
 
 from service.amazonpay import (
     AmazonPayClient,
@@ -55,6 +57,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger("service.core.operations")
+_tracer = trace.get_tracer(__name__)
 
 # Ledger writes after Amazon said yes must not be lost to an impatient caller: they run shielded,
 # with their own bound, even when the caller's deadline has passed.
@@ -377,12 +380,19 @@ class Payments:
         self._on_quarantine = on_quarantine
 
     def records(
-        self, spec_kind: str | None, merchant: str, body: Mapping[str, Any]
+        self,
+        spec_kind: str | None,
+        merchant: str,
+        body: Mapping[str, Any],
+        request_id: str | None = None,
     ) -> list[ObjectRecord]:
+        """What to record of Amazon's answer to our call with `x-amz-pay-request-id` `request_id`."""
         if spec_kind is None:
             return []
         record = record_of(spec_kind, body, merchant)
-        return [record] if record is not None else []
+        if record is None:
+            return []
+        return [replace(record, amazon_request_id=request_id or None)]
 
     async def execute(
         self,
@@ -393,18 +403,32 @@ class Payments:
         request_hash: bytes,
         deadline: float | None,
     ) -> Outcome:
-        merchant = self.merchants.get(merchant_alias)
-        if call.simulation_code and not merchant.is_sandbox:
-            # Amazon's client refuses it too, but only after the operation was recorded: a
-            # pending row that every start-up would re-drive and fail on.
-            raise AmazonPayRequestError(
-                "sandbox_simulation_code is accepted only for sandbox merchants",
-                operation=call.operation,
-            )
-        # Refused here, a call leaves no operation behind to re-drive.
-        merchant.breaker.check()
-        async with merchant.admission:
-            return await self._execute(merchant, call, idempotency_key, request_hash, deadline)
+        with _tracer.start_as_current_span(
+            f"payments.{call.operation}",
+            attributes=_span_attributes(merchant_alias, call.operation, call.path_id),
+        ) as span:
+            merchant = self.merchants.get(merchant_alias)
+            span.set_attribute("amazonpay.merchant", merchant.alias)
+            if call.simulation_code and not merchant.is_sandbox:
+                # Amazon's client refuses it too, but only after the operation was recorded: a
+                # pending row that every start-up would re-drive and fail on.
+                raise AmazonPayRequestError(
+                    "sandbox_simulation_code is accepted only for sandbox merchants",
+                    operation=call.operation,
+                )
+            # Refused here, a call leaves no operation behind to re-drive.
+            merchant.breaker.check()
+            async with merchant.admission:
+                outcome = await self._execute(
+                    merchant, call, idempotency_key, request_hash, deadline
+                )
+            spec = SPECS[call.operation]
+            if spec.kind is not None:
+                result_id = outcome.body.get(KINDS[spec.kind].id_field)
+                if isinstance(result_id, str):
+                    span.set_attribute("amazonpay.object_id", result_id)
+            span.set_attribute("amazonpay.replayed", outcome.replayed)
+            return outcome
 
     async def _execute(
         self,
@@ -418,7 +442,7 @@ class Payments:
         if not idempotency_key:
             obj = await self._invoke(merchant, call, None, deadline)
             response = _response_of(obj)
-            records = self.records(spec.kind, merchant.alias, response["body"])
+            records = self.records(spec.kind, merchant.alias, response["body"], obj.request_id)
             events = await _shielded(
                 self.repository.record(records, "api", timeout=_COMMIT_TIMEOUT_S)
             )
@@ -482,7 +506,7 @@ class Payments:
             await self._quarantine(op, exc)
             raise
         response = _response_of(obj)
-        records = self.records(spec.kind, merchant.alias, response["body"])
+        records = self.records(spec.kind, merchant.alias, response["body"], obj.request_id)
         done, events = await _shielded(
             self.repository.complete_operation(
                 op, response=response, records=records, source=source, timeout=_COMMIT_TIMEOUT_S
@@ -655,7 +679,9 @@ class Payments:
                     partial(GETTERS[kind], merchant.client, object_id, deadline)
                 )
                 await self.repository.record(
-                    self.records(kind, merchant.alias, obj.raw), "api", timeout=_COMMIT_TIMEOUT_S
+                    self.records(kind, merchant.alias, obj.raw, obj.request_id),
+                    "api",
+                    timeout=_COMMIT_TIMEOUT_S,
                 )
             except Exception as exc:
                 _log.warning(
@@ -675,6 +701,35 @@ class Payments:
     ) -> ReadResult:
         """`auto`: final objects from the ledger, others from Amazon; the ledger answers when
         Amazon has deleted the object (404 after 30 days) or cannot be reached."""
+        with _tracer.start_as_current_span(
+            f"payments.read.{kind}",
+            attributes={
+                **_span_attributes(merchant_alias, f"Get/{kind}", object_id),
+                "amazonpay.object_kind": kind,
+                "amazonpay.read_source": source,
+            },
+        ) as span:
+            result = await self._read(
+                merchant_alias,
+                kind,
+                object_id,
+                source=source,
+                deadline=deadline,
+                record_source=record_source,
+            )
+            span.set_attribute("amazonpay.served_from", result.origin)
+            return result
+
+    async def _read(
+        self,
+        merchant_alias: str,
+        kind: str,
+        object_id: str,
+        *,
+        source: Literal["auto", "ledger", "amazon"],
+        deadline: float | None,
+        record_source: str,
+    ) -> ReadResult:
         merchant = self.merchants.get(merchant_alias)
         stored = None
         if source != "amazon":
@@ -700,7 +755,7 @@ class Payments:
             raise
         events = await _shielded(
             self.repository.record(
-                self.records(kind, merchant.alias, obj.raw),
+                self.records(kind, merchant.alias, obj.raw, obj.request_id),
                 record_source,
                 timeout=_COMMIT_TIMEOUT_S,
             )
@@ -732,7 +787,9 @@ class Payments:
                 partial(GETTERS["charge"], merchant.client, charge_id, time.monotonic() + 30)
             )
             await self.repository.record(
-                self.records("charge", merchant.alias, obj.raw), source, timeout=_COMMIT_TIMEOUT_S
+                self.records("charge", merchant.alias, obj.raw, obj.request_id),
+                source,
+                timeout=_COMMIT_TIMEOUT_S,
             )
         except Exception as exc:
             _log.warning("could not refresh a refunded charge", extra={"error": type(exc).__name__})
@@ -794,10 +851,14 @@ class Payments:
                 )
                 continue
             try:
-                async with merchant.admission:
-                    await self._drive(
-                        merchant, op, source="recovery", deadline=time.monotonic() + deadline_s
-                    )
+                with _tracer.start_as_current_span(
+                    f"payments.redrive.{op.operation}",
+                    attributes=_span_attributes(op.merchant, op.operation, op.object_id),
+                ):
+                    async with merchant.admission:
+                        await self._drive(
+                            merchant, op, source="recovery", deadline=time.monotonic() + deadline_s
+                        )
                 finished += 1
             except AmazonPayError as exc:
                 if _is_definitive(exc) or isinstance(exc, AmazonPayRequestError):
@@ -822,6 +883,14 @@ class Payments:
                 "re-drove pending operations", extra={"claimed": len(ops), "finished": finished}
             )
         return finished
+
+
+def _span_attributes(merchant: str, operation: str, object_id: str | None) -> dict[str, str]:
+    """Ids and names only: a span never carries buyer data or request bodies."""
+    attributes = {"amazonpay.merchant": merchant or "default", "amazonpay.operation": operation}
+    if object_id:
+        attributes["amazonpay.object_id"] = object_id
+    return attributes
 
 
 def _holds(requested: Any, current: Any) -> bool:

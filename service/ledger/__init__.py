@@ -18,6 +18,7 @@ from ._pool import Ledger
 from ._repository import (
     EVENT_SOURCES,
     OBJECT_KINDS,
+    Backlog,
     Erasure,
     ErasureRefused,
     Event,
@@ -37,6 +38,7 @@ __all__ = [
     "EVENT_SOURCES",
     "OBJECT_KINDS",
     "PII_FIELDS",
+    "Backlog",
     "EmbeddedPostgres",
     "Erasure",
     "ErasureRefused",

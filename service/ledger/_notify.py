@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 __all__ = ["CHANNEL", "EventHub", "Notice", "Subscription"]
 
@@ -103,7 +104,7 @@ class EventHub:
             conn = self._conn
             healthy = False
             if conn is not None and not conn.is_closed():
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(Exception), suppress_instrumentation():  # untraced
                     await asyncio.wait_for(conn.fetchval("SELECT 1"), self._health_interval_s)
                     healthy = True
             if healthy:

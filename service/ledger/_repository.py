@@ -96,6 +96,18 @@ class ObjectRecord:
     merchant_reference_id: str | None = None
     created_at: datetime | None = None
     amazon_expires_at: datetime | None = None
+    amazon_request_id: str | None = None
+    """`x-amz-pay-request-id` of our call whose answer this is (None: an IPN, no call of ours)."""
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Work the service still owes: pending operations and IPNs not yet processed."""
+
+    pending_operations: int = 0
+    oldest_pending_operation_age_s: float = 0.0
+    unprocessed_ipns: int = 0
+    oldest_unprocessed_ipn_age_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -135,6 +147,7 @@ class Event:
     previous_state: str | None
     source: str
     snapshot: dict[str, Any]
+    amazon_request_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -227,6 +240,7 @@ def _event(row: asyncpg.Record) -> Event:
         previous_state=row["previous_state"],
         source=row["source"],
         snapshot=row["snapshot"],
+        amazon_request_id=row.get("amazon_request_id"),
     )
 
 
@@ -324,7 +338,8 @@ _BEGIN_OPERATION = """
     RETURNING *
 """
 
-# $1..$15 as in `_object_params`; $16 operation, $17 idempotency key, $18 response, $19 source.
+# $1..$15 as in `_object_params`; $16 operation, $17 idempotency key, $18 response, $19 source,
+# $20 Amazon's request id.
 # The object is inserted only while the operation is pending, the operation completed only if the
 # object was inserted, and `ledger_require` aborts the whole statement if the two disagree (the
 # operation was settled between the snapshot and its row lock).
@@ -352,8 +367,8 @@ _COMPLETE_WITH_NEW_OBJECT = """
         RETURNING updated_at
     ), ev AS (
         INSERT INTO events (merchant, kind, object_id, charge_permission_id, state,
-            reason_code, previous_state, source, snapshot)
-        SELECT $1, $2, $3, obj.charge_permission_id, $7, $8, NULL, $19, $13
+            reason_code, previous_state, source, snapshot, amazon_request_id)
+        SELECT $1, $2, $3, obj.charge_permission_id, $7, $8, NULL, $19, $13, $20::text
         FROM obj, op
         RETURNING *
     )
@@ -544,9 +559,9 @@ class Repository:
         row = await conn.fetchrow(
             """
             INSERT INTO events (merchant, kind, object_id, charge_permission_id, state,
-                reason_code, previous_state, source, snapshot)
+                reason_code, previous_state, source, snapshot, amazon_request_id)
             VALUES ($1, $2, $3, coalesce($4, (SELECT charge_permission_id FROM objects
-                WHERE merchant = $1 AND kind = $2 AND object_id = $3)), $5, $6, $7, $8, $9)
+                WHERE merchant = $1 AND kind = $2 AND object_id = $3)), $5, $6, $7, $8, $9, $10)
             RETURNING *
             """,
             rec.merchant,
@@ -558,6 +573,7 @@ class Repository:
             previous_state,
             source,
             sealed,
+            rec.amazon_request_id,
             timeout=timeout,
         )
         assert row is not None
@@ -912,6 +928,7 @@ class Repository:
                 op.idempotency_key,
                 dict(response),
                 source,
+                record.amazon_request_id,
                 timeout=timeout,
             )
         except asyncpg.exceptions.AssertError:
@@ -1354,6 +1371,25 @@ class Repository:
             """
         )
         return float(age or 0.0)
+
+    async def backlog(self) -> Backlog:
+        """Pending operations and unprocessed IPNs: how many, and how old the oldest is."""
+        row = await self._pool.fetchrow(
+            """
+            SELECT
+                (SELECT count(*) FROM operations WHERE status = 'pending') AS ops,
+                (SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+                 FROM operations WHERE status = 'pending') AS ops_age,
+                (SELECT count(*) FROM ipn_messages
+                 WHERE processed_at IS NULL AND given_up_at IS NULL) AS ipns,
+                (SELECT coalesce(extract(epoch FROM now() - min(received_at)), 0)::float8
+                 FROM ipn_messages WHERE processed_at IS NULL AND given_up_at IS NULL) AS ipns_age
+            """
+        )
+        assert row is not None
+        return Backlog(
+            int(row["ops"]), float(row["ops_age"]), int(row["ipns"]), float(row["ipns_age"])
+        )
 
     # --- buyer PII erasure ----------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
+from opentelemetry import trace
 
 from service.amazonpay import AmazonPayError
 from service.core import Overloaded, Payments
@@ -28,6 +29,7 @@ from ._sns import SnsError, SnsVerifier
 __all__ = ["IPN_ATTEMPTS", "OBJECT_TYPES", "IpnReceiver", "ipn_backoff_s"]
 
 _log = logging.getLogger("service.workers.ipn")
+_tracer = trace.get_tracer(__name__)
 
 IPN_ATTEMPTS = 10
 """Failed follow-ups of one notification before it is given up (about four hours with
@@ -70,7 +72,7 @@ class IpnReceiver:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self._max_body)
-        app.router.add_post("/ipn", self.handle)
+        app.router.add_post("/ipn", self._traced)
         return app
 
     async def start(self, host: str, port: int) -> int:
@@ -94,6 +96,14 @@ class IpnReceiver:
         self._metrics.ipn_messages.add(1, {"outcome": "rejected", "reason": reason})
         _log.warning("IPN rejected", extra={"reason": reason})
         return web.json_response({"error": reason}, status=status)
+
+    async def _traced(self, request: web.Request) -> web.Response:
+        """Each IPN is one trace: verification, the follow-up read (a task started inside the
+        span inherits it) and its SQL are children of this span."""
+        with _tracer.start_as_current_span("ipn.receive", kind=trace.SpanKind.SERVER) as span:
+            response = await self.handle(request)
+            span.set_attribute("http.response.status_code", response.status)
+            return response
 
     async def handle(self, request: web.Request) -> web.Response:
         self._metrics.ipn_messages.add(1, {"outcome": "received"})
@@ -175,6 +185,33 @@ class IpnReceiver:
         """Read the object the notification names, for the merchant it belongs to, and record
         it; mark the notification done. A failure backs off (`IPN_ATTEMPTS`, then given up with
         an ERROR log and the `given_up` outcome). Returns whether it was processed."""
+        with _tracer.start_as_current_span(
+            "ipn.process",
+            attributes={
+                "amazonpay.merchant": merchant or "",
+                "amazonpay.object_kind": kind or "",
+                "amazonpay.object_id": object_id,
+            },
+        ):
+            return await self._process(
+                notification_id,
+                kind,
+                object_id,
+                merchant=merchant,
+                charge_permission_id=charge_permission_id,
+                amazon_merchant_id=amazon_merchant_id,
+            )
+
+    async def _process(
+        self,
+        notification_id: str,
+        kind: str | None,
+        object_id: str,
+        *,
+        merchant: str | None,
+        charge_permission_id: str | None,
+        amazon_merchant_id: str | None,
+    ) -> bool:
         if kind is None:
             await self._repo.mark_ipn_processed(notification_id)
             return True

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
+from opentelemetry import trace
 
 from service.amazonpay import AmazonPayError
 from service.core import Payments
@@ -35,6 +36,7 @@ from ._ipn import OBJECT_TYPES, IpnReceiver
 __all__ = ["PassResult", "Reconciler", "ReconcilerSettings"]
 
 _log = logging.getLogger("service.workers.reconciler")
+_tracer = trace.get_tracer(__name__)
 
 _LEDGER_DOWN = (
     OSError,
@@ -121,6 +123,20 @@ class Reconciler:
             await asyncio.sleep(pause)
 
     async def run_once(self) -> PassResult:
+        """One pass as one trace: every read, re-drive and SQL statement of it is a child."""
+        with _tracer.start_as_current_span("reconciler.pass", kind=trace.SpanKind.INTERNAL) as span:
+            result = await self._pass()
+            span.set_attributes(
+                {
+                    "reconciler.redriven": result.redriven,
+                    "reconciler.ipn_retried": result.ipn_retried,
+                    "reconciler.polled": result.polled,
+                    "reconciler.changed": result.changed,
+                }
+            )
+            return result
+
+    async def _pass(self) -> PassResult:
         redriven = await self._payments.redrive_orphans()
         if redriven:
             self._metrics.redriven_operations.add(redriven)
@@ -134,6 +150,7 @@ class Reconciler:
             changed += await self._poll(obj)
         self._metrics.oldest_pending_age_s = await self._repo.oldest_pending_age_s()
         self._metrics.owed_reads = await self._repo.owed_read_counts()
+        self._metrics.backlog = await self._repo.backlog()
         await self._retention()
         return PassResult(redriven, ipn_retried, len(objects), changed)
 

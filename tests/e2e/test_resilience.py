@@ -13,7 +13,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -90,7 +90,7 @@ async def test_the_breaker_opens_under_an_outage_and_closes_after_it(
     info = failure(fast.value)
     assert (info.code, info.reason) == (grpc.StatusCode.UNAVAILABLE, "CIRCUIT_OPEN")
     assert info.retry_delay_s is not None
-    assert app.metrics.circuit_states == {"default": 2}
+    assert app.metrics.circuit_states == {"default": 2, "second": 0}  # each merchant from start-up
     faults = (await clean_emulator.control("GET", "faults"))["faults"]
     assert faults  # the open circuit sent nothing: the fault is still armed
 
@@ -99,7 +99,7 @@ async def test_the_breaker_opens_under_an_outage_and_closes_after_it(
     with pytest.raises(grpc.aio.AioRpcError) as probe:
         await _get(api)
     assert failure(probe.value).reason == "ResourceNotFound"  # Amazon answered: circuit closes
-    assert app.metrics.circuit_states == {"default": 0}
+    assert app.metrics.circuit_states == {"default": 0, "second": 0}
 
 
 async def test_calls_beyond_the_slots_and_queue_are_refused_without_a_trace_in_the_ledger(
@@ -243,6 +243,142 @@ async def test_trace_attributes_carry_no_pii_or_secrets(
         "Signature=",
     ):
         assert secret not in values, secret
+
+
+def _trace_of(spans: InMemorySpanExporter, span: ReadableSpan) -> list[ReadableSpan]:
+    assert span.context is not None
+    return [
+        s
+        for s in spans.get_finished_spans()
+        if s.context is not None and s.context.trace_id == span.context.trace_id
+    ]
+
+
+def _roots(trace_spans: list[ReadableSpan]) -> list[ReadableSpan]:
+    return [s for s in trace_spans if s.parent is None]
+
+
+async def test_a_reconciler_pass_is_one_trace_under_one_parent_span(
+    spans: InMemorySpanExporter,
+    database_url: str,
+    clean_emulator: EmulatorProcess,
+    keys: Keys,
+    tmp_path: Path,
+) -> None:
+    env = {
+        **service_env(database_url, clean_emulator, keys, tmp_path),
+        "RECONCILER_ENABLED": "1",
+        "RECONCILER_INTERVAL_S": "3600",
+    }
+    spans.clear()
+    app = await _app(env)
+    try:
+        await asyncio.sleep(2.5)  # one readiness check of the ledger (every 2 s) has run
+        pings = [
+            s
+            for s in spans.get_finished_spans()
+            if (s.attributes or {}).get("db.statement") == "SELECT 1"
+        ]
+        assert pings == [], "the ledger health checks' SELECT 1 are traced"
+        target = f"127.0.0.1:{app.grpc_port}"
+        async with grpc.aio.insecure_channel(target) as channel:
+            created = await stubs_for(channel, target).sessions.CreateCheckoutSession(
+                cs.CreateCheckoutSessionRequest(
+                    idempotency_key=key(),
+                    web_checkout_details=cs.WebCheckoutDetails(
+                        checkout_review_return_url="https://shop.example/review"
+                    ),
+                )
+            )
+        session_id = created.checkout_session.checkout_session_id
+        assert app.reconciler is not None
+        spans.clear()
+        result = await app.reconciler.run_once()
+        assert result.polled >= 1
+    finally:
+        await app.stop()
+    [read] = [
+        s
+        for s in spans.get_finished_spans()
+        if s.name == "payments.read.checkout_session"
+        and (s.attributes or {}).get("amazonpay.object_id") == session_id
+    ]
+    ours = _trace_of(spans, read)
+    [root] = _roots(ours)
+    assert root.name == "reconciler.pass"
+    assert (root.attributes or {})["reconciler.polled"] >= 1
+    attributes = dict(read.attributes or {})
+    assert attributes["amazonpay.merchant"] == "default"
+    assert attributes["amazonpay.operation"] == "Get/checkout_session"
+    assert attributes["amazonpay.read_source"] == "amazon"
+    names = {s.name for s in ours}
+    assert any(s.kind.name == "CLIENT" for s in ours), names  # the GET to Amazon
+    assert len(ours) > 3, names  # SQL of the lease, the record and the finish are in it too
+
+
+async def test_an_ipn_is_one_trace_from_receipt_to_the_recorded_read(
+    spans: InMemorySpanExporter,
+    database_url: str,
+    clean_emulator: EmulatorProcess,
+    keys: Keys,
+    tmp_path: Path,
+) -> None:
+    app = await _app(service_env(database_url, clean_emulator, keys, tmp_path))
+    url = f"http://127.0.0.1:{app.ipn_port}/ipn"
+    await clean_emulator.control("POST", "ipn/subscriptions", {"url": url})
+    try:
+        target = f"127.0.0.1:{app.grpc_port}"
+        async with grpc.aio.insecure_channel(target) as channel:
+            api = stubs_for(channel, target)
+            done = await checkout(api, clean_emulator, intent=cs.PAYMENT_INTENT_AUTHORIZE)
+            await api.charges.CaptureCharge(
+                charge_pb2.CaptureChargeRequest(
+                    charge_id=done.charge_id, idempotency_key=key(), capture_amount=usd("100.00")
+                )
+            )
+            processed: list[ReadableSpan] = []
+            for _ in range(200):
+                processed = [
+                    s
+                    for s in spans.get_finished_spans()
+                    if s.name == "ipn.process"
+                    and (s.attributes or {}).get("amazonpay.object_id") == done.charge_id
+                ]
+                if processed:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        await clean_emulator.control("DELETE", "ipn/subscriptions", {"url": url})
+        await app.stop()
+    assert processed, "no IPN about the charge was processed"
+    for span in processed:  # each IPN about the charge (authorized, captured): its own trace
+        ours = _trace_of(spans, span)
+        [root] = _roots(ours)
+        assert root.name == "ipn.receive"
+        assert (root.attributes or {})["http.response.status_code"] == 200
+        [read] = [s for s in ours if s.name == "payments.read.charge"]
+        assert (read.attributes or {})["amazonpay.object_id"] == done.charge_id
+        assert (span.attributes or {})["amazonpay.merchant"] == "default"
+
+
+async def test_payment_spans_name_merchant_operation_and_object_id(
+    spans: InMemorySpanExporter, api: Stubs, clean_emulator: EmulatorProcess
+) -> None:
+    done = await checkout(api, clean_emulator, intent=cs.PAYMENT_INTENT_AUTHORIZE)
+    spans.clear()
+    await api.charges.CaptureCharge(
+        charge_pb2.CaptureChargeRequest(
+            charge_id=done.charge_id, idempotency_key=key(), capture_amount=usd("100.00")
+        )
+    )
+    [capture] = [s for s in spans.get_finished_spans() if s.name == "payments.CaptureCharge"]
+    attributes = dict(capture.attributes or {})
+    assert attributes["amazonpay.merchant"] == "default"
+    assert attributes["amazonpay.operation"] == "CaptureCharge"
+    assert attributes["amazonpay.object_id"] == done.charge_id
+    assert attributes["amazonpay.replayed"] is False
+    [root] = _roots(_trace_of(spans, capture))
+    assert root.kind.name == "SERVER"
 
 
 async def test_no_secret_or_pii_reaches_the_logs_across_a_full_flow(

@@ -1,11 +1,17 @@
-"""`python -m amazonpay_client`: read-only on-call tool over the same typed client.
+"""`python -m amazonpay_client`: the on-call tool over the same typed client.
 
 Examples:
+    python -m amazonpay_client order ORDER-4711          # charged? captured? refunded? history
     python -m amazonpay_client get charge S01-1234567-1234567-C000001
     python -m amazonpay_client ledger list --kind charge --state Captured
     python -m amazonpay_client ledger show charge S01-1234567-1234567-C000001
     python -m amazonpay_client ledger events --charge-permission-id S01-1234567-1234567
     python -m amazonpay_client ledger watch --kind charge --after-event-id 1200
+    python -m amazonpay_client refund S01-...-C000001 5.00 USD   # asks first; prints its key
+    python -m amazonpay_client demo                        # a whole purchase against `make run`
+Money-moving commands (capture, cancel, refund) show what they will do and ask for "yes" (or
+take --yes); each prints its idempotency key first: after a failure or a timeout, repeat the
+command with --idempotency-key KEY and the service answers that same request, never a second one.
 Connection: --target (env AMAZONPAY_TARGET), --merchant (env AMAZONPAY_MERCHANT), --tls,
 --ca-file, --cert-file/--key-file (mTLS), token from env AMAZONPAY_TOKEN or --token-file.
 """
@@ -16,13 +22,17 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+import grpc
+
 from ._client import DEFAULT_TARGET, AmazonPayClient
+from ._demo import DEFAULT_EMULATOR_URL, run_demo
 from ._errors import AmazonPayServiceError
 from ._format import (
     EVENT_COLUMNS,
@@ -31,13 +41,15 @@ from ._format import (
     event_row,
     flatten,
     key_values,
+    order_verdict,
     table,
     to_dict,
     to_json,
     transaction_row,
     transaction_summary,
 )
-from ._services import KINDS
+from ._services import KINDS, price
+from ._transport import new_key
 
 __all__ = ["amain", "main"]
 
@@ -133,6 +145,42 @@ def build_parser() -> argparse.ArgumentParser:
     watch = ledger.add_parser("watch", parents=[common], help="stream events as they happen")
     _event_filters(watch)
     watch.add_argument("--count", type=int, default=None, help="stop after this many events")
+
+    order = commands.add_parser(
+        "order", parents=[common], help="everything recorded for one merchant reference"
+    )
+    order.add_argument("reference", help="merchant_reference_id, e.g. the shop's order number")
+
+    capture = commands.add_parser("capture", parents=[common], help="capture a charge (guarded)")
+    capture.add_argument("charge_id")
+    capture.add_argument("amount", help='e.g. "14.00"')
+    capture.add_argument("currency", help="e.g. USD")
+    cancel = commands.add_parser("cancel", parents=[common], help="cancel a charge (guarded)")
+    cancel.add_argument("charge_id")
+    cancel.add_argument("--reason", default=None, help="cancellation reason (to Amazon)")
+    refund = commands.add_parser("refund", parents=[common], help="refund a charge (guarded)")
+    refund.add_argument("charge_id")
+    refund.add_argument("amount", help='e.g. "5.00"')
+    refund.add_argument("currency", help="e.g. USD")
+    for guarded in (capture, cancel, refund):
+        guarded.add_argument(
+            "--idempotency-key",
+            default=None,
+            help="repeat an earlier attempt: the key it printed (default: a new key)",
+        )
+        guarded.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    demo = commands.add_parser(
+        "demo", parents=[common], help="a whole purchase with two refunds against `make run`"
+    )
+    demo.add_argument(
+        "--emulator-url",
+        default=os.environ.get("EMULATOR_URL", DEFAULT_EMULATOR_URL),
+        help=f"the dev emulator (env EMULATOR_URL; default {DEFAULT_EMULATOR_URL})",
+    )
+    demo.add_argument(
+        "--amount", type=_amount, default="50.00", help="order amount in USD (%(default)s)"
+    )
     return parser
 
 
@@ -141,6 +189,12 @@ def _event_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--object-id")
     parser.add_argument("--charge-permission-id")
     parser.add_argument("--after-event-id", type=int, default=0)
+
+
+def _amount(value: str) -> str:
+    if not re.fullmatch(r"\d{1,9}(\.\d{1,2})?", value) or float(value) < 1:
+        raise argparse.ArgumentTypeError("an amount of at least 1, e.g. 50.00")
+    return value
 
 
 def _when(value: str) -> datetime:
@@ -256,6 +310,109 @@ async def _watch(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]
             return
 
 
+async def _order(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]) -> None:
+    """Was order X charged, captured, refunded? Every ledger object of the reference's charge
+    permissions, their money, and the whole history in commit order."""
+    named = [t async for t in client.ledger.iter_transactions(merchant_reference_id=args.reference)]
+    permissions = sorted({t.charge_permission_id for t in named if t.charge_permission_id})
+    found = {(t.kind, t.object_id): t for t in named}
+    for permission in permissions:
+        async for tx in client.ledger.iter_transactions(charge_permission_id=permission):
+            found[(tx.kind, tx.object_id)] = tx
+    if not found:
+        raise AmazonPayServiceError(
+            grpc.StatusCode.NOT_FOUND,
+            f"the ledger has nothing for merchant reference {args.reference!r}",
+            reason="NOT_IN_LEDGER",
+        )
+    events: dict[int, Any] = {}
+    for tx in found.values():
+        for event in (await client.ledger.get_transaction(tx.kind, tx.object_id)).events:
+            events[event.event_id] = event
+    history = [events[i] for i in sorted(events)]
+    transactions = sorted(found.values(), key=lambda t: (t.created_at.ToDatetime(), t.kind))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "merchant_reference_id": args.reference,
+                    "transactions": [to_dict(t) for t in transactions],
+                    "events": [to_dict(e) for e in history],
+                },
+                indent=1,
+            ),
+            file=out,
+        )
+        return
+    print(f"order {args.reference}", file=out)
+    for line in order_verdict(transactions):
+        print(f"  {line}", file=out)
+    print("", file=out)
+    print(table(TRANSACTION_COLUMNS, [transaction_row(t) for t in transactions]), file=out)
+    print(f"\nHistory ({len(history)} events):", file=out)
+    print(table(EVENT_COLUMNS, [event_row(e) for e in history]), file=out)
+
+
+def _confirm(args: argparse.Namespace, what: str, key: str, out: IO[str]) -> bool:
+    target = f"{args.target} (merchant {args.merchant or 'default'})"
+    print(f"About to {what} at {target}.", file=out)
+    print(f"idempotency key: {key}", file=out)
+    print(f"  (to repeat this exact request later: --idempotency-key {key})", file=out, flush=True)
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        print("refused: not a terminal; pass --yes to confirm", file=out)
+        return False
+    answer = input('Type "yes" to go ahead: ')
+    return answer.strip() == "yes"
+
+
+async def _money_move(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]) -> int:
+    key = args.idempotency_key or new_key()
+    if args.command == "cancel":
+        what = f"CANCEL charge {args.charge_id}"
+    else:
+        verb = "CAPTURE" if args.command == "capture" else "REFUND"
+        what = f"{verb} {args.amount} {args.currency} of charge {args.charge_id}"
+    if not _confirm(args, what, key, out):
+        print("nothing was sent", file=out)
+        return EXIT_USAGE
+    response: Any
+    if args.command == "capture":
+        response = await client.charges.capture(
+            args.charge_id, capture_amount=price(args.amount, args.currency), idempotency_key=key
+        )
+        result = response.charge
+    elif args.command == "cancel":
+        response = await client.charges.cancel(
+            args.charge_id, cancellation_reason=args.reason, idempotency_key=key
+        )
+        result = response.charge
+    else:
+        response = await client.refunds.create(
+            charge_id=args.charge_id,
+            refund_amount=price(args.amount, args.currency),
+            idempotency_key=key,
+        )
+        result = response.refund
+    if args.json:
+        print(to_json(response), file=out)
+        return EXIT_OK
+    replay = (
+        " (a replay of the earlier request with this key)" if response.idempotent_replay else ""
+    )
+    print(f"done{replay}: {result.status_details.raw_state}", file=out)
+    print(key_values(flatten(to_dict(result))), file=out)
+    print(f"amazon request id: {response.amazon_request_id}", file=out)
+    return EXIT_OK
+
+
+async def _demo(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]) -> None:
+    result = await run_demo(client, args.emulator_url, out, amount=args.amount)
+    if args.json:
+        print(json.dumps(result, indent=1), file=out)
+
+
 def _print_error(error: AmazonPayServiceError, err: IO[str]) -> None:
     print(f"error: {error.code.name}", end="", file=err)
     if error.reason:
@@ -284,14 +441,17 @@ async def amain(
         print(f"error: {exc}", file=err)
         return EXIT_USAGE
     handlers = {"list": _list, "show": _show, "events": _events, "watch": _watch}
-    handler = _get if args.command == "get" else handlers[args.ledger_command]
+    commands = {"get": _get, "order": _order, "demo": _demo}
     async with client:
         try:
+            if args.command in ("capture", "cancel", "refund"):
+                return await _money_move(client, args, out)
+            handler = commands.get(args.command) or handlers[args.ledger_command]
             await handler(client, args, out)
         except AmazonPayServiceError as error:
             _print_error(error, err)
             return EXIT_RPC_ERROR
-        except ValueError as exc:
+        except (ValueError, RuntimeError, EOFError) as exc:
             print(f"error: {exc}", file=err)
             return EXIT_USAGE
     return EXIT_OK

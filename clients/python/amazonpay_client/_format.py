@@ -16,6 +16,7 @@ __all__ = [
     "event_row",
     "flatten",
     "key_values",
+    "order_verdict",
     "table",
     "to_json",
     "transaction_row",
@@ -134,6 +135,24 @@ def transaction_summary(tx: Any) -> list[tuple[str, str]]:
         "BUYER DATA ERASED": _time(tx.buyer_data_erased_at),
     }
     return [(k, v) for k, v in {**row, **extra}.items() if v]
+
+
+def order_verdict(transactions: Sequence[Any]) -> list[str]:
+    """The answer to "was it charged, captured, refunded?" in words, from the ledger rows."""
+    charges = [t for t in transactions if kind_name(t.kind) == "charge"]
+    refunds = [t for t in transactions if kind_name(t.kind) == "refund"]
+    lines = []
+    if not charges:
+        lines.append("charged:  no charge in the ledger")
+    for charge in charges:
+        lines.append(f"charge {charge.object_id}: {charge.raw_state} {_money(charge.amount)}")
+        if _money(charge.captured_amount):
+            lines.append(f"  captured: {_money(charge.captured_amount)}")
+        if _money(charge.refunded_amount):
+            lines.append(f"  refunded: {_money(charge.refunded_amount)}")
+    for refund in refunds:
+        lines.append(f"refund {refund.object_id}: {refund.raw_state} {_money(refund.amount)}")
+    return lines
 
 
 def event_row(event: Any) -> list[str]:

@@ -159,3 +159,103 @@ async def test_python_dash_m_runs_the_cli_as_a_process(
     stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, stderr.decode()
     assert "served from ledger" in stdout.decode()
+
+
+async def test_order_answers_charged_captured_refunded_with_the_whole_history(
+    target: str, client: AmazonPayClient, clean_emulator: EmulatorProcess
+) -> None:
+    done = await checkout(client, clean_emulator, amount="40.00", reference="ORDER-4711")
+    await client.charges.capture(done.charge_id, capture_amount=price("40.00", "USD"))
+    refund = await client.refunds.create(
+        charge_id=done.charge_id, refund_amount=price("7.00", "USD")
+    )
+    code, out, err = await _run("order", "ORDER-4711", "--target", target)
+    assert (code, err) == (0, "")
+    assert out.startswith("order ORDER-4711\n")
+    assert f"charge {done.charge_id}: Captured 40.00 USD" in out
+    assert "captured: 40.00 USD" in out
+    assert f"refund {refund.refund.refund_id}: RefundInitiated 7.00 USD" in out
+    history = out.split("History (", 1)[1]
+    for state in ("Open", "Completed", "Authorized", "Authorized -> Captured", "RefundInitiated"):
+        assert state in history
+    code, out, _ = await _run("order", "ORDER-4711", "--target", target, "--json")
+    body = json.loads(out)
+    kinds = sorted(t["kind"] for t in body["transactions"])
+    assert kinds == sorted(
+        [
+            "OBJECT_KIND_CHECKOUT_SESSION",
+            "OBJECT_KIND_CHARGE_PERMISSION",
+            "OBJECT_KIND_CHARGE",
+            "OBJECT_KIND_REFUND",
+        ]
+    )
+    ids = [int(e["event_id"]) for e in body["events"]]
+    assert ids == sorted(ids)
+    api_events = [e for e in body["events"] if e["source"] == "EVENT_SOURCE_API"]
+    assert api_events
+    assert all(e["amazon_request_id"] for e in api_events)
+
+
+async def test_order_of_an_unknown_reference_is_not_found(target: str) -> None:
+    code, _, err = await _run("order", "no-such-order", "--target", target)
+    assert code == 1
+    assert "NOT_FOUND [NOT_IN_LEDGER]" in err
+
+
+async def test_guarded_refund_sends_nothing_without_confirmation(
+    target: str, client: AmazonPayClient, clean_emulator: EmulatorProcess
+) -> None:
+    done = await checkout(client, clean_emulator, amount="20.00")
+    await client.charges.capture(done.charge_id, capture_amount=price("20.00", "USD"))
+    stdin = sys.stdin
+    sys.stdin = io.StringIO("")  # not a terminal
+    try:
+        code, out, _ = await _run("refund", done.charge_id, "5.00", "USD", "--target", target)
+    finally:
+        sys.stdin = stdin
+    assert code == 2
+    assert "refused: not a terminal; pass --yes to confirm" in out
+    assert "nothing was sent" in out
+    assert not [
+        r for r in await clean_emulator.objects("refunds") if r["chargeId"] == done.charge_id
+    ]
+
+
+async def test_guarded_refund_prints_a_key_whose_reuse_replays_instead_of_refunding_twice(
+    target: str, client: AmazonPayClient, clean_emulator: EmulatorProcess
+) -> None:
+    done = await checkout(client, clean_emulator, amount="20.00")
+    code, out, _ = await _run(
+        "capture", done.charge_id, "20.00", "USD", "--yes", "--target", target
+    )
+    assert code == 0, out
+    assert "done: Captured" in out
+    code, out, err = await _run(
+        "refund", done.charge_id, "5.00", "USD", "--yes", "--target", target
+    )
+    assert (code, err) == (0, "")
+    assert f"About to REFUND 5.00 USD of charge {done.charge_id}" in out
+    key = re.search(r"^idempotency key: (\w+)$", out, re.MULTILINE)
+    assert key, out
+    assert "done: RefundInitiated" in out
+    assert "(a replay" not in out
+    code, again, _ = await _run(
+        "refund",
+        done.charge_id,
+        "5.00",
+        "USD",
+        "--yes",
+        "--idempotency-key",
+        key[1],
+        "--target",
+        target,
+    )
+    assert code == 0
+    assert f"idempotency key: {key[1]}" in again
+    assert "done (a replay of the earlier request with this key)" in again
+    refunds = [
+        r for r in await clean_emulator.objects("refunds") if r["chargeId"] == done.charge_id
+    ]
+    assert len(refunds) == 1
+    code, out, _ = await _run("cancel", done.charge_id, "--yes", "--target", target)
+    assert code == 1  # a captured charge cannot be canceled: Amazon's refusal, shown as an error

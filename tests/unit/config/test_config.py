@@ -15,6 +15,8 @@ def test_defaults_need_no_environment() -> None:
     assert settings.database.url is None
     assert settings.amazon_pay.region == "na"
     assert settings.amazon_pay.environment == "sandbox"
+    assert settings.dev_emulator_port == 8480  # the port the docs, `make demo` and Node name
+    assert load_settings({"DEV_EMULATOR_PORT": "0"}).dev_emulator_port == 0
 
 
 @pytest.mark.parametrize(
@@ -34,6 +36,7 @@ def test_defaults_need_no_environment() -> None:
         ("EVENT_LOOP", "trio", "must be uvloop or asyncio"),
         ("MIGRATE_ON_START", "perhaps", "expected true/false"),
         ("SHUTDOWN_GRACE_S", "-1", "must be between"),
+        ("DEV_EMULATOR_PORT", "70000", "must be between 0 and 65535"),
     ],
 )
 def test_a_bad_variable_is_named_with_its_rule(variable: str, value: str, rule: str) -> None:
