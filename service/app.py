@@ -187,6 +187,8 @@ class Application:
                 ),
                 self.metrics,
                 max_body_bytes=workers.ipn_max_body_bytes,
+                read_timeout_s=workers.ipn_read_timeout_s,
+                max_connections=workers.ipn_max_connections,
             )
             host, port = parse_listen_address("IPN_LISTEN", workers.ipn_listen)
             bound = await self.ipn.start(host, port)

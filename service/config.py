@@ -235,6 +235,14 @@ class WorkerSettings:
     ipn_max_body_bytes: int = 64 * 1024
     """`IPN_MAX_BODY_BYTES`: larger IPN bodies are refused with 413."""
 
+    ipn_read_timeout_s: float = 10.0
+    """`IPN_READ_TIMEOUT_S`: a connection to the IPN port that has not delivered its whole request
+    (headers and body) this long after connecting is closed."""
+
+    ipn_max_connections: int = 256
+    """`IPN_MAX_CONNECTIONS`: open connections to the IPN port per replica; further ones are
+    closed at once (SNS retries a delivery that failed)."""
+
     reconciler_enabled: bool = True
     """`RECONCILER_ENABLED`: run the reconciler in this replica."""
 
@@ -506,6 +514,42 @@ def _load_merchants(path_text: str, default_alias: str) -> tuple[AmazonPaySettin
     return tuple(merchants)
 
 
+def _refuse_unsafe_live(settings: Settings) -> None:
+    """Live mode fails closed: real credentials, a real database, https only, SNS only.
+
+    The dev emulator and the embedded Postgres exist for sandbox development; starting them
+    because a live deployment lost a variable would take orders against a fake Amazon.
+    """
+    amazon = settings.amazon_pay
+    if not amazon.configured:
+        raise ConfigError(
+            "AMAZON_PAY_PUBLIC_KEY_ID",
+            "live mode needs AMAZON_PAY_PUBLIC_KEY_ID and AMAZON_PAY_PRIVATE_KEY_FILE; the "
+            "development emulator is for sandbox only",
+        )
+    if settings.database.url is None:
+        raise ConfigError(
+            "DATABASE_URL",
+            "live mode needs DATABASE_URL; the embedded PostgreSQL is for sandbox development only",
+        )
+    for merchant in settings.merchants:
+        if merchant.environment != "live" or merchant.endpoint is None:
+            continue
+        if not merchant.endpoint.startswith("https://"):
+            rule = "a live merchant's endpoint must be an https:// URL"
+            if merchant is amazon:
+                raise ConfigError("AMAZON_PAY_ENDPOINT", rule)
+            raise ConfigError(
+                "AMAZON_PAY_MERCHANTS_FILE", f"merchants.{merchant.merchant_alias}.endpoint: {rule}"
+            )
+    if settings.workers.ipn_extra_cert_hosts:
+        raise ConfigError(
+            "IPN_EXTRA_CERT_HOSTS",
+            "must be unset in live mode: only sns.<region>.amazonaws.com may serve the "
+            "certificates IPNs are verified with",
+        )
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build and validate settings; raises `ConfigError` on the first bad variable."""
     source = os.environ if env is None else env
@@ -562,6 +606,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ipn_topic_arns=r.get("IPN_TOPIC_ARNS", _csv, ()),
         ipn_extra_cert_hosts=r.get("IPN_EXTRA_CERT_HOSTS", _csv, ()),
         ipn_max_body_bytes=r.get("IPN_MAX_BODY_BYTES", _int_in(1024, 1024 * 1024), 64 * 1024),
+        ipn_read_timeout_s=r.get("IPN_READ_TIMEOUT_S", _float_in(0.1, 300), 10.0),
+        ipn_max_connections=r.get("IPN_MAX_CONNECTIONS", _int_in(1, 100_000), 256),
         reconciler_enabled=r.get("RECONCILER_ENABLED", _bool, True),
         reconciler_interval_s=r.get("RECONCILER_INTERVAL_S", _float_in(0.01, 3600), 5.0),
         reconciler_poll_base_s=r.get("RECONCILER_POLL_BASE_S", _float_in(0.01, 86400), 30.0),
@@ -622,6 +668,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "live mode needs gRPC TLS (GRPC_TLS_CERT_FILE/GRPC_TLS_KEY_FILE); set ALLOW_INSECURE=1 "
             "only when a mesh terminates TLS in front of this service",
         )
+    if live:
+        _refuse_unsafe_live(settings)
     if not amazon.configured and not settings.dev_emulator:
         raise ConfigError(
             "AMAZON_PAY_PUBLIC_KEY_ID",

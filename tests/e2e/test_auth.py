@@ -40,11 +40,13 @@ CALLERS = f"""
 token_sha256 = "{sha256_hex(ORDER_TOKEN)}"
 certificate_names = ["order-service"]
 allow = ["{PKG}.CheckoutSessionService/*", "{PKG}.ChargeService/*", "{PKG}.LedgerService/Get*"]
+merchants = ["*"]
 
 [callers.support-tool]
 token_sha256 = ["{sha256_hex(SUPPORT_TOKEN)}", "{sha256_hex(SUPPORT_NEXT_TOKEN)}"]
 certificate_names = ["spiffe://payments/support-tool"]
 allow = ["{PKG}.RefundService/*", "{PKG}.ChargeService/Get*", "{PKG}.LedgerService/*"]
+merchants = ["*"]
 """
 
 
@@ -68,10 +70,10 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(
         ca=ca,
         server=ca.server(),
-        order_client=ca.client("order", "order-service"),
+        order_client=ca.client("order", "order-service", dns=("order-service",)),
         support_client=ca.client("support", "support", uris=("spiffe://payments/support-tool",)),
-        stranger_client=ca.client("stranger", "stranger"),
-        rogue_client=rogue_ca.client("rogue", "order-service"),
+        stranger_client=ca.client("stranger", "stranger", dns=("stranger",)),
+        rogue_client=rogue_ca.client("rogue", "order-service", dns=("order-service",)),
         rogue_ca=rogue_ca,
     )
 
