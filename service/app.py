@@ -32,6 +32,7 @@ from .ledger import (
     Ledger,
     PiiKeyError,
     PiiKeyring,
+    migrate_database,
     require_migrated,
 )
 from .security import load_security
@@ -95,7 +96,12 @@ class Application:
             statement_timeout_ms=settings.database.statement_timeout_ms,
         )
         if settings.database.migrate_on_start:
-            applied = await self.ledger.migrate()
+            if settings.database.migrate_url is not None:
+                applied = await migrate_database(
+                    settings.database.migrate_url, service_role=settings.database.service_role
+                )
+            else:
+                applied = await self.ledger.migrate()
             _log.info("migrations checked", extra={"applied": applied})
         else:
             async with self.ledger.pool.acquire() as conn:

@@ -43,6 +43,7 @@ REGION_ALIASES: Mapping[str, str] = {
 
 _HOST_PORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]*):(?P<port>[0-9]{1,5})$")
 _PUBLIC_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_ROLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
 _ALIAS = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -102,6 +103,15 @@ class DatabaseSettings:
     url: str | None = None
     """`DATABASE_URL`: postgresql:// URL. Unset: an embedded PostgreSQL is started under
     `EMBEDDED_POSTGRES_DIR` (development only)."""
+
+    migrate_url: str | None = None
+    """`MIGRATE_DATABASE_URL`: postgresql:// URL of the role that owns the schema, used by
+    `python -m service migrate` (and start-up migrations). Unset: `DATABASE_URL` migrates too
+    (development: one role for everything)."""
+
+    service_role: str | None = None
+    """`DATABASE_SERVICE_ROLE`: the role the service runs as (the user of `DATABASE_URL`); after
+    migrating, the owner grants it only the DML it needs (docs/operations.md)."""
 
     pool_min_size: int = 2
     """`DATABASE_POOL_MIN`: connections kept open per replica."""
@@ -371,6 +381,12 @@ def _database_url(name: str, value: str) -> str:
     return value
 
 
+def _role(name: str, value: str) -> str:
+    if not _ROLE.match(value.strip()):
+        raise ConfigError(name, "must be a role name: 1-63 letters, digits, '_' or '-'")
+    return value.strip()
+
+
 def _region(name: str, value: str) -> str:
     region = REGION_ALIASES.get(value.strip().lower())
     if region is None:
@@ -574,6 +590,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
     database = DatabaseSettings(
         url=r.get("DATABASE_URL", _database_url, None),
+        migrate_url=r.get("MIGRATE_DATABASE_URL", _database_url, None),
+        service_role=r.get("DATABASE_SERVICE_ROLE", _role, None),
         pool_min_size=pool_min,
         pool_max_size=pool_max,
         statement_timeout_ms=r.get(

@@ -9,7 +9,9 @@ from ._migrate import (
     Migration,
     MigrationError,
     apply_migrations,
+    grant_service_role,
     load_migrations,
+    migrate_database,
     require_migrated,
 )
 from ._notify import CHANNEL, EventHub, Notice, Subscription
@@ -61,8 +63,10 @@ __all__ = [
     "StoredObject",
     "Subscription",
     "apply_migrations",
+    "grant_service_role",
     "buyer_hash_of",
     "instance_alive",
     "load_migrations",
+    "migrate_database",
     "require_migrated",
 ]
