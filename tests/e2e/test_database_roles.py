@@ -157,8 +157,11 @@ async def test_the_service_role_runs_the_whole_flow_but_cannot_rewrite_history(
             statement = template.format(partition=partition)
             try:
                 await service.execute(statement)
-            except asyncpg.InsufficientPrivilegeError:
-                refused.append(statement)
+            except asyncpg.InsufficientPrivilegeError as exc:
+                # The role lacks the privilege: not merely stopped by the append-only trigger,
+                # which an owner could disable.
+                if str(exc).startswith(("permission denied", "must be owner")):
+                    refused.append(statement)
         assert refused == [t.format(partition=partition) for t in FORBIDDEN]
         assert await service.fetchval("SELECT count(*) FROM events") == before
     finally:
