@@ -43,6 +43,9 @@ REGION_ALIASES: Mapping[str, str] = {
 
 _HOST_PORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]*):(?P<port>[0-9]{1,5})$")
 _PUBLIC_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_TOPIC_ARN = re.compile(
+    r"^arn:aws(?:-[a-z]+)*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}(?:\.fifo)?$"
+)
 _ROLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
 _ALIAS = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -453,6 +456,16 @@ def _csv(_: str, value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
+def _topic_arns(name: str, value: str) -> tuple[str, ...]:
+    arns = _csv(name, value)
+    for arn in arns:
+        if not _TOPIC_ARN.match(arn):
+            raise ConfigError(
+                name, f"{arn!r} is not an SNS topic ARN (arn:aws:sns:<region>:<account>:<topic>)"
+            )
+    return arns
+
+
 def _key_files(name: str, value: str) -> tuple[tuple[str, Path], ...]:
     pairs = []
     for item in _csv(name, value):
@@ -621,7 +634,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
     workers = WorkerSettings(
         ipn_listen=r.get("IPN_LISTEN", _optional_listen, WorkerSettings.ipn_listen),
-        ipn_topic_arns=r.get("IPN_TOPIC_ARNS", _csv, ()),
+        ipn_topic_arns=r.get("IPN_TOPIC_ARNS", _topic_arns, ()),
         ipn_extra_cert_hosts=r.get("IPN_EXTRA_CERT_HOSTS", _csv, ()),
         ipn_max_body_bytes=r.get("IPN_MAX_BODY_BYTES", _int_in(1024, 1024 * 1024), 64 * 1024),
         ipn_read_timeout_s=r.get("IPN_READ_TIMEOUT_S", _float_in(0.1, 300), 10.0),
