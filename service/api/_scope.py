@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 import grpc
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from service.core import MerchantRegistry
@@ -109,7 +109,7 @@ def _scrub(message: Message, descriptor: Descriptor) -> None:
             continue
         if sub.GetOptions().map_entry:
             continue
-        if field.label == FieldDescriptor.LABEL_REPEATED:
+        if field.is_repeated:
             for item in getattr(message, field.name):
                 _scrub(item, sub)
         elif message.HasField(field.name):

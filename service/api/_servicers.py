@@ -298,6 +298,8 @@ class Rpcs:
         started = time.perf_counter()
         code = "OK"
         try:
+            # Authorization first: a caller learns nothing about another merchant's requests.
+            allowed_merchant(self.payments.merchants, getattr(request, "merchant"))  # noqa: B009
             violations = validate(method, request)
             if violations:
                 raise RpcFailure(
@@ -307,7 +309,6 @@ class Rpcs:
                     "VALIDATION_FAILED",
                     violations,
                 )
-            allowed_merchant(self.payments.merchants, getattr(request, "merchant"))  # noqa: B009
             response = await handler(request, _deadline(context))
             if not pii_allowed():
                 hide_buyer_pii(response)
