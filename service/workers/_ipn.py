@@ -64,7 +64,9 @@ class _GuardedServer(web.Server):
         super().connection_made(handler, transport)
         if len(self._connections) > self._max_connections:
             self._on_refused("too_many_connections")
-            transport.abort()
+            # Soon, not now: aiohttp starts the connection's task right after this returns, and
+            # a connection lost before that task ran trips an assertion in aiohttp.
+            asyncio.get_running_loop().call_soon(transport.abort)
             return
         self._deadlines[handler] = asyncio.get_running_loop().call_later(
             self._read_timeout_s, self._expire, handler
