@@ -306,6 +306,8 @@ async def test_denials_are_logged_with_caller_and_rpc_but_never_the_token_or_its
 
 async def test_live_mode_starts_with_tls(env: dict[str, str], pki: Pki) -> None:
     env["AMAZON_PAY_ENVIRONMENT"] = "live"
+    # Live mode refuses the emulator's http:// endpoint and extra certificate hosts: Amazon's own.
+    del env["AMAZON_PAY_ENDPOINT"], env["IPN_EXTRA_CERT_HOSTS"]
     async with running(env) as target, grpc.aio.secure_channel(target, tls(pki.ca)) as channel:
         assert await health_status(channel) == health_pb2.HealthCheckResponse.SERVING
 

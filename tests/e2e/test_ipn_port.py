@@ -30,7 +30,7 @@ async def _slow_client(port: int, stage: int) -> tuple[asyncio.StreamReader, asy
     if stage == 0:
         writer.write(b"POST /ipn HTTP/1.1\r\nHost: ipn\r\n")
     elif stage == 1:
-        writer.write(b"POST /ipn HTTP/1.1\r\nHost: ipn\r\nContent-Length: 900\r\n\r\n{\"Type\"")
+        writer.write(b'POST /ipn HTTP/1.1\r\nHost: ipn\r\nContent-Length: 900\r\n\r\n{"Type"')
     await writer.drain()
     return reader, writer
 
