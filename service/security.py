@@ -275,9 +275,7 @@ def _caller(name: str, table: object) -> Caller:
                 f"{where}.certificate_names: {cert_name!r} is neither a DNS name nor a URI; "
                 "callers are matched on SAN DNS names and URIs (SPIFFE ids) only",
             )
-    return Caller(
-        name, _strings(f"{where}.allow", table["allow"]), hashes, names, merchants, pii
-    )
+    return Caller(name, _strings(f"{where}.allow", table["allow"]), hashes, names, merchants, pii)
 
 
 def load_callers(path: Path) -> Callers:

@@ -89,11 +89,9 @@ def _san_identities(pem: bytes) -> tuple[str, ...]:
 
 def certificate_names(context: _Context) -> list[str]:
     """SAN DNS names and URIs of the client certificate gRPC verified (empty without mTLS)."""
-    pems = context.auth_context().get("x509_pem_cert", ())
-    if not pems:
-        return []
-    pem = pems[0]
-    return list(_san_identities(pem if isinstance(pem, bytes) else str(pem).encode()))
+    for pem in context.auth_context().get("x509_pem_cert", ()):
+        return list(_san_identities(pem if isinstance(pem, bytes) else str(pem).encode()))
+    return []
 
 
 def _bearer_values(context: _Context) -> list[str]:

@@ -8,9 +8,9 @@ check passes and nothing is scrubbed.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import grpc
-from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from service.core import MerchantRegistry
@@ -74,7 +74,7 @@ def hide_buyer_pii(message: Message) -> None:
     _scrub(message, message.DESCRIPTOR)
 
 
-def _may_hold_pii(descriptor: Descriptor, seen: frozenset[str] = frozenset()) -> bool:
+def _may_hold_pii(descriptor: Any, seen: frozenset[str] = frozenset()) -> bool:
     if descriptor.full_name in (_ADDRESS, _BUYER):
         return True
     if descriptor.full_name in seen:
@@ -89,14 +89,14 @@ def _may_hold_pii(descriptor: Descriptor, seen: frozenset[str] = frozenset()) ->
 _HOLDS_PII: dict[str, bool] = {}
 
 
-def _holds_pii(descriptor: Descriptor) -> bool:
+def _holds_pii(descriptor: Any) -> bool:
     known = _HOLDS_PII.get(descriptor.full_name)
     if known is None:
         known = _HOLDS_PII[descriptor.full_name] = _may_hold_pii(descriptor)
     return known
 
 
-def _scrub(message: Message, descriptor: Descriptor) -> None:
+def _scrub(message: Message, descriptor: Any) -> None:
     if descriptor.full_name == _BUYER:
         for name in _BUYER_PII_FIELDS:
             message.ClearField(name)

@@ -12,9 +12,9 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 __all__ = [
+    "APPEND_ONLY_TABLES",
     "Migration",
     "MigrationError",
-    "APPEND_ONLY_TABLES",
     "apply_migrations",
     "grant_service_role",
     "load_migrations",
@@ -155,10 +155,11 @@ async def grant_service_role(conn: asyncpg.Connection | PoolConnectionProxy, rol
     )
     owned = [t["relname"] for t in tables if t["owned"]]
     if owned:
-        raise MigrationError(f"role {role!r} owns {sorted(owned)}; the serving role must own nothing")
-    quoted_role, quoted_schema = await conn.fetchrow(
-        "SELECT quote_ident($1), quote_ident($2)", role, schema
-    )
+        raise MigrationError(
+            f"role {role!r} owns {sorted(owned)}; the serving role must own nothing"
+        )
+    quoted_role = await conn.fetchval("SELECT quote_ident($1)", role)
+    quoted_schema = await conn.fetchval("SELECT quote_ident($1)", schema)
     async with conn.transaction():
         await conn.execute(f"GRANT USAGE ON SCHEMA {quoted_schema} TO {quoted_role}")
         for table in tables:

@@ -123,12 +123,15 @@ async def test_a_slow_certificate_host_does_not_delay_another_certificate() -> N
     """Fetches are per URL: a genuine IPN's certificate is fetched while another URL hangs."""
     key, pem = _key_and_certificate()
     release = asyncio.Event()
+    all_slow_arrived = asyncio.Event()
     slow_requests = [0]
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         request = await reader.readuntil(b"\r\n\r\n")
         if request.startswith(b"GET /slow"):
             slow_requests[0] += 1
+            if slow_requests[0] == 5:
+                all_slow_arrived.set()
             await release.wait()
         head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(pem)}\r\nConnection: close\r\n\r\n"
         writer.write(head.encode() + pem)
@@ -147,8 +150,7 @@ async def test_a_slow_certificate_host_does_not_delay_another_certificate() -> N
             asyncio.create_task(verifier.verify(_signed(key, f"http://{host}/slow-0.pem")))
             for _ in range(3)
         ]
-        while slow_requests[0] < 5:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(all_slow_arrived.wait(), 10)
         # Bounded only so a regression fails instead of hanging; the slow fetches never finish
         # before `release`, so this passing means nothing waited for them.
         await asyncio.wait_for(verifier.verify(_signed(key, f"http://{host}/genuine.pem")), 4)

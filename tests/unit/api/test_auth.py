@@ -184,7 +184,8 @@ def test_merchants_and_pii_are_read_per_caller_with_pii_off_by_default(tmp_path:
     assert (callers["a"].merchants, callers["a"].pii) == (("eu-shop",), False)
     assert callers["a"].allows_merchant("eu-shop")
     assert not callers["a"].allows_merchant("default")
-    assert callers["b"].pii and callers["b"].allows_merchant("anything")
+    assert callers["b"].pii
+    assert callers["b"].allows_merchant("anything")
 
 
 def test_an_email_certificate_name_is_refused_as_not_a_dns_name_or_uri(tmp_path: Path) -> None:
