@@ -40,7 +40,7 @@ __all__ = [
 _log = logging.getLogger("service.security")
 
 _CALLER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-_DNS_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9-]{1,63})*$")
+_DNS_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}(?:\.[A-Za-z0-9_-]{1,63})*$")
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 _CALLER_KEYS = frozenset({"token_sha256", "certificate_names", "allow", "merchants", "pii"})
 _MERCHANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
