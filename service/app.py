@@ -35,7 +35,7 @@ from .ledger import (
     migrate_database,
     require_migrated,
 )
-from .security import load_security
+from .security import Callers, load_security
 from .telemetry import Metrics
 from .workers import IpnReceiver, Reconciler, ReconcilerSettings, SnsVerifier
 
@@ -120,6 +120,8 @@ class Application:
             max_queued=calls.max_queued,
             on_circuit_change=self.metrics.record_circuit,
         )
+        if security.callers is not None:
+            _warn_unknown_merchants(security.callers, {m.alias for m in self.merchants})
         repository = self.ledger.repository
         self.payments = Payments(self.merchants, repository, instance_id=self._instance.instance_id)
         # Operations a crashed process left between Amazon's answer and the ledger commit are
@@ -320,6 +322,17 @@ async def pii_keyring(settings: Settings) -> PiiKeyring:
         return await asyncio.to_thread(PiiKeyring.from_files, files, active)
     except (OSError, PiiKeyError) as exc:
         raise ConfigError("PII_KEY_FILES", str(exc)) from None
+
+
+def _warn_unknown_merchants(callers: Callers, configured: set[str]) -> None:
+    """A caller's merchant alias that no account has is almost always a typo."""
+    for caller in callers.callers:
+        unknown = sorted(set(caller.merchants) - configured - {"*"})
+        if unknown:
+            _log.warning(
+                "caller names merchants that are not configured",
+                extra={"caller": caller.name, "merchants": unknown},
+            )
 
 
 async def _step(name: str, awaitable: Awaitable[None]) -> None:

@@ -12,7 +12,7 @@ import asyncpg
 import grpc
 import pytest
 
-from payments.amazonpay.v1 import charge_pb2, ledger_pb2, refund_pb2
+from payments.amazonpay.v1 import charge_pb2, charge_permission_pb2, ledger_pb2, refund_pb2
 from payments.amazonpay.v1 import checkout_session_pb2 as cs
 from service.app import Application
 from service.config import load_settings
@@ -134,6 +134,19 @@ async def test_the_service_role_runs_the_whole_flow_but_cannot_rewrite_history(
                 timeout=10,
             )
             assert len(events.events) >= 3
+            await api.permissions.CloseChargePermission(
+                charge_permission_pb2.CloseChargePermissionRequest(
+                    charge_permission_id=done.charge_permission_id, closure_reason="done"
+                ),
+                timeout=10,
+            )
+            erased = await api.ledger.EraseBuyerData(
+                ledger_pb2.EraseBuyerDataRequest(
+                    charge_permission_id=done.charge_permission_id, idempotency_key=key()
+                ),
+                timeout=10,
+            )
+            assert erased.objects_erased > 0
     finally:
         await app.stop()
 

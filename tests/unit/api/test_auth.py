@@ -555,3 +555,19 @@ def test_interceptor_warns_about_patterns_that_match_no_rpc(
     assert [getattr(r, "pattern", None) for r in caplog.records] == [
         "payments.amazonpay.v1.ChargeServ/*"
     ]
+
+
+def test_a_caller_naming_an_unconfigured_merchant_is_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from service.app import _warn_unknown_merchants
+
+    text = (
+        f"[callers.a]\ntoken_sha256 = '{sha('a')}'\nallow = ['*']\nmerchants = ['defualt', 'eu']\n"
+    )
+    callers = load_callers(write(tmp_path / "c.toml", text))
+    with caplog.at_level(logging.WARNING, logger="service.app"):
+        _warn_unknown_merchants(callers, {"default", "eu"})
+    assert [(r.getMessage(), getattr(r, "merchants", None)) for r in caplog.records] == [
+        ("caller names merchants that are not configured", ["defualt"])
+    ]
