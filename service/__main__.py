@@ -10,11 +10,9 @@ import signal
 import sys
 from collections.abc import Callable
 
-import asyncpg
-
 from .app import Application, pii_keyring
 from .config import ConfigError, Settings, load_settings
-from .ledger import EmbeddedPostgres, Ledger, MigrationError, apply_migrations
+from .ledger import EmbeddedPostgres, Ledger, MigrationError, migrate_database
 from .telemetry import configure_logging, configure_telemetry, route_native_stderr
 
 _log = logging.getLogger("service")
@@ -38,18 +36,18 @@ async def _serve(settings: Settings) -> int:
 
 
 async def _migrate(settings: Settings) -> int:
+    """As the owner role (`MIGRATE_DATABASE_URL`, else `DATABASE_URL`); then grants
+    `DATABASE_SERVICE_ROLE` its privileges on every table."""
     embedded = None
-    url = settings.database.url
+    url = settings.database.migrate_url or settings.database.url
     if url is None:
         embedded = EmbeddedPostgres(settings.database.embedded_dir)
         url = await embedded.start()
-    conn = await asyncpg.connect(url)
     try:
-        applied = await apply_migrations(conn)
+        applied = await migrate_database(url, service_role=settings.database.service_role)
         _log.info("migrations applied", extra={"applied": applied})
         return 0
     finally:
-        await conn.close()
         if embedded is not None:
             await embedded.stop()
 

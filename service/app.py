@@ -42,9 +42,10 @@ from .ledger import (
     Ledger,
     PiiKeyError,
     PiiKeyring,
+    migrate_database,
     require_migrated,
 )
-from .security import load_security
+from .security import Callers, load_security
 from .telemetry import Metrics
 from .workers import IpnReceiver, Reconciler, ReconcilerSettings, SnsVerifier
 
@@ -106,7 +107,12 @@ class Application:
             statement_timeout_ms=settings.database.statement_timeout_ms,
         )
         if settings.database.migrate_on_start:
-            applied = await self.ledger.migrate()
+            if settings.database.migrate_url is not None:
+                applied = await migrate_database(
+                    settings.database.migrate_url, service_role=settings.database.service_role
+                )
+            else:
+                applied = await self.ledger.migrate()
             _log.info("migrations checked", extra={"applied": applied})
         else:
             async with self.ledger.pool.acquire() as conn:
@@ -126,6 +132,8 @@ class Application:
             on_circuit_change=self.metrics.record_circuit,
         )
         self.metrics.known_merchants(m.alias for m in self.merchants)
+        if security.callers is not None:
+            _warn_unknown_merchants(security.callers, {m.alias for m in self.merchants})
         repository = self.ledger.repository
         self.payments = Payments(
             self.merchants,
@@ -244,6 +252,8 @@ class Application:
                 ),
                 self.metrics,
                 max_body_bytes=workers.ipn_max_body_bytes,
+                read_timeout_s=workers.ipn_read_timeout_s,
+                max_connections=workers.ipn_max_connections,
             )
             host, port = parse_listen_address("IPN_LISTEN", workers.ipn_listen)
             bound = await self.ipn.start(host, port)
@@ -374,6 +384,17 @@ async def pii_keyring(settings: Settings) -> PiiKeyring:
         return await asyncio.to_thread(PiiKeyring.from_files, files, active)
     except (OSError, PiiKeyError) as exc:
         raise ConfigError("PII_KEY_FILES", str(exc)) from None
+
+
+def _warn_unknown_merchants(callers: Callers, configured: set[str]) -> None:
+    """A caller's merchant alias that no account has is almost always a typo."""
+    for caller in callers.callers:
+        unknown = sorted(set(caller.merchants) - configured - {"*"})
+        if unknown:
+            _log.warning(
+                "caller names merchants that are not configured",
+                extra={"caller": caller.name, "merchants": unknown},
+            )
 
 
 async def _step(name: str, awaitable: Awaitable[None]) -> None:

@@ -43,6 +43,10 @@ REGION_ALIASES: Mapping[str, str] = {
 
 _HOST_PORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]*):(?P<port>[0-9]{1,5})$")
 _PUBLIC_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_TOPIC_ARN = re.compile(
+    r"^arn:aws(?:-[a-z]+)*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}(?:\.fifo)?$"
+)
+_ROLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
 _ALIAS = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -102,6 +106,15 @@ class DatabaseSettings:
     url: str | None = None
     """`DATABASE_URL`: postgresql:// URL. Unset: an embedded PostgreSQL is started under
     `EMBEDDED_POSTGRES_DIR` (development only)."""
+
+    migrate_url: str | None = None
+    """`MIGRATE_DATABASE_URL`: postgresql:// URL of the role that owns the schema, used by
+    `python -m service migrate` (and start-up migrations). Unset: `DATABASE_URL` migrates too
+    (development: one role for everything)."""
+
+    service_role: str | None = None
+    """`DATABASE_SERVICE_ROLE`: the role the service runs as (the user of `DATABASE_URL`); after
+    migrating, the owner grants it only the DML it needs (docs/operations.md)."""
 
     pool_min_size: int = 2
     """`DATABASE_POOL_MIN`: connections kept open per replica."""
@@ -236,6 +249,14 @@ class WorkerSettings:
     ipn_max_body_bytes: int = 64 * 1024
     """`IPN_MAX_BODY_BYTES`: larger IPN bodies are refused with 413."""
 
+    ipn_read_timeout_s: float = 10.0
+    """`IPN_READ_TIMEOUT_S`: a connection to the IPN port that has not delivered its whole request
+    (headers and body) this long after connecting is closed."""
+
+    ipn_max_connections: int = 256
+    """`IPN_MAX_CONNECTIONS`: open connections to the IPN port per replica; further ones are
+    closed at once (SNS retries a delivery that failed)."""
+
     reconciler_enabled: bool = True
     """`RECONCILER_ENABLED`: run the reconciler in this replica."""
 
@@ -368,6 +389,12 @@ def _database_url(name: str, value: str) -> str:
     return value
 
 
+def _role(name: str, value: str) -> str:
+    if not _ROLE.match(value.strip()):
+        raise ConfigError(name, "must be a role name: 1-63 letters, digits, '_' or '-'")
+    return value.strip()
+
+
 def _region(name: str, value: str) -> str:
     region = REGION_ALIASES.get(value.strip().lower())
     if region is None:
@@ -432,6 +459,16 @@ def _optional_listen(name: str, value: str) -> str | None:
 
 def _csv(_: str, value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _topic_arns(name: str, value: str) -> tuple[str, ...]:
+    arns = _csv(name, value)
+    for arn in arns:
+        if not _TOPIC_ARN.match(arn):
+            raise ConfigError(
+                name, f"{arn!r} is not an SNS topic ARN (arn:aws:sns:<region>:<account>:<topic>)"
+            )
+    return arns
 
 
 def _key_files(name: str, value: str) -> tuple[tuple[str, Path], ...]:
@@ -511,6 +548,42 @@ def _load_merchants(path_text: str, default_alias: str) -> tuple[AmazonPaySettin
     return tuple(merchants)
 
 
+def _refuse_unsafe_live(settings: Settings) -> None:
+    """Live mode fails closed: real credentials, a real database, https only, SNS only.
+
+    The dev emulator and the embedded Postgres exist for sandbox development; starting them
+    because a live deployment lost a variable would take orders against a fake Amazon.
+    """
+    amazon = settings.amazon_pay
+    if not amazon.configured:
+        raise ConfigError(
+            "AMAZON_PAY_PUBLIC_KEY_ID",
+            "live mode needs AMAZON_PAY_PUBLIC_KEY_ID and AMAZON_PAY_PRIVATE_KEY_FILE; the "
+            "development emulator is for sandbox only",
+        )
+    if settings.database.url is None:
+        raise ConfigError(
+            "DATABASE_URL",
+            "live mode needs DATABASE_URL; the embedded PostgreSQL is for sandbox development only",
+        )
+    for merchant in settings.merchants:
+        if merchant.environment != "live" or merchant.endpoint is None:
+            continue
+        if not merchant.endpoint.startswith("https://"):
+            rule = "a live merchant's endpoint must be an https:// URL"
+            if merchant is amazon:
+                raise ConfigError("AMAZON_PAY_ENDPOINT", rule)
+            raise ConfigError(
+                "AMAZON_PAY_MERCHANTS_FILE", f"merchants.{merchant.merchant_alias}.endpoint: {rule}"
+            )
+    if settings.workers.ipn_extra_cert_hosts:
+        raise ConfigError(
+            "IPN_EXTRA_CERT_HOSTS",
+            "must be unset in live mode: only sns.<region>.amazonaws.com may serve the "
+            "certificates IPNs are verified with",
+        )
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build and validate settings; raises `ConfigError` on the first bad variable."""
     source = os.environ if env is None else env
@@ -535,6 +608,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
     database = DatabaseSettings(
         url=r.get("DATABASE_URL", _database_url, None),
+        migrate_url=r.get("MIGRATE_DATABASE_URL", _database_url, None),
+        service_role=r.get("DATABASE_SERVICE_ROLE", _role, None),
         pool_min_size=pool_min,
         pool_max_size=pool_max,
         statement_timeout_ms=r.get(
@@ -564,9 +639,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
     workers = WorkerSettings(
         ipn_listen=r.get("IPN_LISTEN", _optional_listen, WorkerSettings.ipn_listen),
-        ipn_topic_arns=r.get("IPN_TOPIC_ARNS", _csv, ()),
+        ipn_topic_arns=r.get("IPN_TOPIC_ARNS", _topic_arns, ()),
         ipn_extra_cert_hosts=r.get("IPN_EXTRA_CERT_HOSTS", _csv, ()),
         ipn_max_body_bytes=r.get("IPN_MAX_BODY_BYTES", _int_in(1024, 1024 * 1024), 64 * 1024),
+        ipn_read_timeout_s=r.get("IPN_READ_TIMEOUT_S", _float_in(0.1, 300), 10.0),
+        ipn_max_connections=r.get("IPN_MAX_CONNECTIONS", _int_in(1, 100_000), 256),
         reconciler_enabled=r.get("RECONCILER_ENABLED", _bool, True),
         reconciler_interval_s=r.get("RECONCILER_INTERVAL_S", _float_in(0.01, 3600), 5.0),
         reconciler_poll_base_s=r.get("RECONCILER_POLL_BASE_S", _float_in(0.01, 86400), 30.0),
@@ -628,6 +705,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "live mode needs gRPC TLS (GRPC_TLS_CERT_FILE/GRPC_TLS_KEY_FILE); set ALLOW_INSECURE=1 "
             "only when a mesh terminates TLS in front of this service",
         )
+    if live:
+        _refuse_unsafe_live(settings)
     if not amazon.configured and not settings.dev_emulator:
         raise ConfigError(
             "AMAZON_PAY_PUBLIC_KEY_ID",

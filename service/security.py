@@ -40,8 +40,10 @@ __all__ = [
 _log = logging.getLogger("service.security")
 
 _CALLER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_DNS_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}(?:\.[A-Za-z0-9_-]{1,63})*$")
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
-_CALLER_KEYS = frozenset({"token_sha256", "certificate_names", "allow"})
+_CALLER_KEYS = frozenset({"token_sha256", "certificate_names", "allow", "merchants", "pii"})
+_MERCHANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
 def token_sha256(token: str) -> bytes:
@@ -61,11 +63,20 @@ class Caller:
     """Raw SHA-256 digests; two during a token rotation."""
 
     certificate_names: tuple[str, ...] = ()
-    """Client-certificate subject CN or SAN values (mTLS) that identify this caller."""
+    """Client-certificate SAN DNS names or URIs (SPIFFE ids) that identify this caller (mTLS)."""
+
+    merchants: tuple[str, ...] = ("*",)
+    """Merchant aliases this caller may act for and read; `*` is every configured merchant."""
+
+    pii: bool = False
+    """Whether buyer name, e-mail, phone and addresses reach this caller (otherwise empty)."""
 
     def allows(self, rpc: str) -> bool:
         """`rpc` is `package.Service/Method` (the gRPC method path without its leading slash)."""
         return any(fnmatch.fnmatchcase(rpc, pattern) for pattern in self.allow)
+
+    def allows_merchant(self, alias: str) -> bool:
+        return "*" in self.merchants or alias in self.merchants
 
 
 @dataclass(frozen=True)
@@ -226,6 +237,25 @@ def _caller(name: str, table: object) -> Caller:
         raise ConfigError("GRPC_CALLERS_FILE", f"{where}: unknown keys {unknown}")
     if "allow" not in table:
         raise ConfigError("GRPC_CALLERS_FILE", f"{where}.allow is required (RPC patterns)")
+    if "merchants" not in table:
+        raise ConfigError(
+            "GRPC_CALLERS_FILE",
+            f"{where}.merchants is required: the merchant aliases caller {name!r} may act for "
+            '(["*"] for all)',
+        )
+    merchants = _strings(f"{where}.merchants", table["merchants"])
+    if not merchants:
+        raise ConfigError("GRPC_CALLERS_FILE", f"{where}.merchants must name at least one alias")
+    for alias in merchants:
+        if alias != "*" and not _MERCHANT.match(alias):
+            raise ConfigError(
+                "GRPC_CALLERS_FILE",
+                f"{where}.merchants: {alias!r} is not a merchant alias (1-63 lower-case letters, "
+                "digits, '-' or '_') nor '*'",
+            )
+    pii = table.get("pii", False)
+    if not isinstance(pii, bool):
+        raise ConfigError("GRPC_CALLERS_FILE", f"{where}.pii must be true or false")
     hashes = (
         _hashes(f"{where}.token_sha256", table["token_sha256"]) if "token_sha256" in table else ()
     )
@@ -238,7 +268,14 @@ def _caller(name: str, table: object) -> Caller:
         raise ConfigError(
             "GRPC_CALLERS_FILE", f"{where} needs token_sha256 or certificate_names to be identified"
         )
-    return Caller(name, _strings(f"{where}.allow", table["allow"]), hashes, names)
+    for cert_name in names:
+        if "://" not in cert_name and not _DNS_NAME.match(cert_name):
+            raise ConfigError(
+                "GRPC_CALLERS_FILE",
+                f"{where}.certificate_names: {cert_name!r} is neither a DNS name nor a URI; "
+                "callers are matched on SAN DNS names and URIs (SPIFFE ids) only",
+            )
+    return Caller(name, _strings(f"{where}.allow", table["allow"]), hashes, names, merchants, pii)
 
 
 def load_callers(path: Path) -> Callers:

@@ -100,6 +100,7 @@ class CertificateAuthority:
         dns: tuple[str, ...] = (),
         ips: tuple[str, ...] = (),
         uris: tuple[str, ...] = (),
+        emails: tuple[str, ...] = (),
         server: bool = False,
     ) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
@@ -107,6 +108,7 @@ class CertificateAuthority:
         sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
         sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
         sans += [x509.UniformResourceIdentifier(u) for u in uris]
+        sans += [x509.RFC822Name(e) for e in emails]
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
@@ -135,5 +137,13 @@ class CertificateAuthority:
         """For a service on 127.0.0.1 / localhost."""
         return self.issue(stem, "localhost", dns=("localhost",), ips=("127.0.0.1",), server=True)
 
-    def client(self, stem: str, common_name: str, *, uris: tuple[str, ...] = ()) -> Issued:
-        return self.issue(stem, common_name, uris=uris)
+    def client(
+        self,
+        stem: str,
+        common_name: str,
+        *,
+        dns: tuple[str, ...] = (),
+        uris: tuple[str, ...] = (),
+        emails: tuple[str, ...] = (),
+    ) -> Issued:
+        return self.issue(stem, common_name, dns=dns, uris=uris, emails=emails)

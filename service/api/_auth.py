@@ -9,6 +9,7 @@ RPC; tokens, token hashes and certificates never reach a log line or an error me
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -16,6 +17,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
+from cryptography import x509
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -31,12 +33,16 @@ __all__ = [
     "CallerLogFilter",
     "certificate_names",
     "current_caller",
+    "current_scope",
 ]
 
 _log = logging.getLogger("service.api.auth")
 
 current_caller: ContextVar[str | None] = ContextVar("current_caller", default=None)
 """Name of the authenticated caller of the RPC being served (None when authentication is off)."""
+
+current_scope: ContextVar[Caller | None] = ContextVar("current_scope", default=None)
+"""The authenticated caller itself: its merchants and whether buyer PII reaches it."""
 
 PUBLIC_RPC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 """Methods answered without credentials: load-balancer probes and grpcurl discovery."""
@@ -59,16 +65,33 @@ class CallerLogFilter(logging.Filter):
         return True
 
 
-def certificate_names(context: _Context) -> list[str]:
-    """Subject CN and SAN values of the client certificate gRPC verified (empty without mTLS)."""
-    auth = context.auth_context()
+@functools.lru_cache(maxsize=256)
+def _san_identities(pem: bytes) -> tuple[str, ...]:
+    """SAN DNS names and URIs of one certificate.
+
+    Only these name types identify a caller: a subject CN is free text any CA profile fills in,
+    and an e-mail SAN names a person, so neither can be confused with a workload's identity.
+    """
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return ()
     names: list[str] = []
-    for key in ("x509_common_name", "x509_subject_alternative_name"):
-        for value in auth.get(key, ()):
-            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-            if text and text not in names:
-                names.append(text)
-    return names
+    for value in (
+        *sans.get_values_for_type(x509.DNSName),
+        *sans.get_values_for_type(x509.UniformResourceIdentifier),
+    ):
+        if value and value not in names:
+            names.append(value)
+    return tuple(names)
+
+
+def certificate_names(context: _Context) -> list[str]:
+    """SAN DNS names and URIs of the client certificate gRPC verified (empty without mTLS)."""
+    for pem in context.auth_context().get("x509_pem_cert", ()):
+        return list(_san_identities(pem if isinstance(pem, bytes) else str(pem).encode()))
+    return []
 
 
 def _bearer_values(context: _Context) -> list[str]:
@@ -121,8 +144,8 @@ class AuthInterceptor(_Interceptor):
             return handler
         rpc = method.removeprefix("/")
 
-        async def authorize(context: _Context) -> str:
-            return (await self.authorize(rpc, context)).name
+        async def authorize(context: _Context) -> Caller:
+            return await self.authorize(rpc, context)
 
         return _guarded(handler, authorize)
 
@@ -184,9 +207,9 @@ class AuthInterceptor(_Interceptor):
 
 
 def _guarded(
-    handler: grpc.RpcMethodHandler[Any, Any], authorize: Callable[[_Context], Awaitable[str]]
+    handler: grpc.RpcMethodHandler[Any, Any], authorize: Callable[[_Context], Awaitable[Caller]]
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    """The same handler whose behavior first authorizes and records the caller's name.
+    """The same handler whose behavior first authorizes and records the caller.
 
     Each RPC runs in its own task, so setting `current_caller` cannot leak into another call.
     """
@@ -211,22 +234,27 @@ def _guarded(
 
 
 def _wrap(
-    behavior: Callable[..., Any], authorize: Callable[[_Context], Awaitable[str]]
+    behavior: Callable[..., Any], authorize: Callable[[_Context], Awaitable[Caller]]
 ) -> Callable[..., Any]:
     if inspect.isasyncgenfunction(behavior):
 
         async def streaming(request: Any, context: _Context) -> AsyncIterator[Any]:
-            current_caller.set(await authorize(context))
+            caller = await authorize(context)
+            current_caller.set(caller.name)
+            current_scope.set(caller)
             async for response in behavior(request, context):
                 yield response
 
         return streaming
 
     async def single(request: Any, context: _Context) -> Any:
-        token = current_caller.set(await authorize(context))
+        caller = await authorize(context)
+        token = current_caller.set(caller.name)
+        scope = current_scope.set(caller)
         try:
             return await behavior(request, context)
         finally:
+            current_scope.reset(scope)
             current_caller.reset(token)
 
     return single

@@ -78,6 +78,7 @@ class RpcFailure(Exception):
     reason: str
     violations: Sequence[Violation] = ()
     retry_after_s: float | None = None
+    metadata: Mapping[str, str] | None = None
 
 
 def _pack(message: object) -> any_pb2.Any:
@@ -173,7 +174,9 @@ def to_status(exc: BaseException) -> grpc.Status | None:
         return _status(
             exc.code,
             exc.message,
-            error_details_pb2.ErrorInfo(reason=exc.reason, domain=SERVICE_DOMAIN),
+            error_details_pb2.ErrorInfo(
+                reason=exc.reason, domain=SERVICE_DOMAIN, metadata=exc.metadata
+            ),
             violations=exc.violations,
             retry_after_s=exc.retry_after_s,
         )

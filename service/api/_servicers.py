@@ -57,6 +57,7 @@ from service.telemetry import Metrics
 from ._access import RpcRecord, rpc_record
 from ._convert import ENVELOPE_FIELDS, json_to_message, message_to_json
 from ._errors import RpcFailure, to_status
+from ._scope import allowed_merchant, hide_buyer_pii, pii_allowed, scoped_idempotency_key
 from ._validation import Violation, validate
 
 __all__ = ["Rpcs", "build_servicers"]
@@ -68,7 +69,14 @@ Resp = TypeVar("Resp", bound=Message)
 
 # Leave this much of the caller's deadline for our own ledger writes and the reply.
 _DEADLINE_RESERVE_S = 0.05
-_DEFAULT_PAGE_SIZE = 50
+# As documented in ledger.proto: 0 means the default, larger values are clamped to the maximum.
+_TRANSACTIONS_PAGE = (50, 500)
+_EVENTS_PAGE = (100, 1000)
+
+
+def _page_size(requested: int, limits: tuple[int, int]) -> int:
+    default, maximum = limits
+    return min(requested or default, maximum)
 
 
 @dataclass(frozen=True)
@@ -293,6 +301,8 @@ class Rpcs:
         with rpc_record(method) as record:
             record.request(request)
             try:
+                # Authorization first: a caller learns nothing about another merchant's requests.
+                allowed_merchant(self.payments.merchants, getattr(request, "merchant"))  # noqa: B009
                 violations = validate(method, request)
                 if violations:
                     raise RpcFailure(
@@ -303,6 +313,8 @@ class Rpcs:
                         violations,
                     )
                 response = await handler(request, _deadline(context))
+                if not pii_allowed():
+                    hide_buyer_pii(response)
                 record.response(response)
                 return response
             except Exception as exc:
@@ -371,7 +383,7 @@ class Rpcs:
             outcome = await self.payments.execute(
                 getattr(req, "merchant"),  # noqa: B009
                 call,
-                idempotency_key=getattr(req, "idempotency_key", "") or None,
+                idempotency_key=scoped_idempotency_key(getattr(req, "idempotency_key", "")) or None,
                 request_hash=hashlib.sha256(req.SerializeToString(deterministic=True)).digest(),
                 deadline=deadline,
             )
@@ -589,7 +601,9 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
                 ),
             )
             page = await self._repo.list_objects(
-                where, page_size=req.page_size or _DEFAULT_PAGE_SIZE, page_token=req.page_token
+                where,
+                page_size=_page_size(req.page_size, _TRANSACTIONS_PAGE),
+                page_token=req.page_token,
             )
             return ledger_pb2.ListTransactionsResponse(
                 transactions=[transaction_of(o) for o in page.items],
@@ -619,7 +633,7 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
                 after_event_id=req.after_event_id,
             )
             page = await self._repo.list_events(
-                where, page_size=req.page_size or _DEFAULT_PAGE_SIZE, page_token=req.page_token
+                where, page_size=_page_size(req.page_size, _EVENTS_PAGE), page_token=req.page_token
             )
             return ledger_pb2.ListEventsResponse(
                 events=[event_of(e) for e in page.items], next_page_token=page.next_page_token
@@ -653,7 +667,9 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
                     grpc.StatusCode.UNAVAILABLE, "event stream not running", "LEDGER_UNAVAILABLE"
                 )
             where = EventFilter(
-                merchant=self._merchant(request.merchant),
+                merchant=self._merchant(
+                    allowed_merchant(self._rpcs.payments.merchants, request.merchant)
+                ),
                 kind=KIND_NAME.get(request.kind),
                 object_id=request.object_id or None,
                 charge_permission_id=request.charge_permission_id or None,
@@ -667,7 +683,7 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
                         async for event in self._events_after(where, watermark):
                             if recent.add(event.event_id):
                                 watermark = max(watermark, event.event_id)
-                                yield ledger_pb2.WatchEventsResponse(event=event_of(event))
+                                yield _watched(event)
                         replay = False
                     notice = await subscription.get()
                     if hub.stopping:
@@ -692,7 +708,7 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
                     live = await self._repo.get_event(notice.event_id)
                     if live is not None:
                         watermark = max(watermark, live.event_id)
-                        yield ledger_pb2.WatchEventsResponse(event=event_of(live))
+                        yield _watched(live)
         except Exception as exc:
             failure = to_status(exc)
             if failure is None:
@@ -733,9 +749,10 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
                 )
             merchant = self._merchant(req.merchant)
             request_hash = hashlib.sha256(req.SerializeToString(deterministic=True)).digest()
-            if req.idempotency_key:
+            idempotency_key = scoped_idempotency_key(req.idempotency_key)
+            if idempotency_key:
                 stored = await self._repo.stored_answer(
-                    merchant, "EraseBuyerData", req.idempotency_key, request_hash
+                    merchant, "EraseBuyerData", idempotency_key, request_hash
                 )
                 if stored is not None:
                     return _erasure_response(stored, replayed=True)
@@ -771,13 +788,20 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
                 "events": erasure.events,
                 "erasedAt": erasure.erased_at.isoformat(),
             }
-            if req.idempotency_key:
+            if idempotency_key:
                 answer = await self._repo.store_answer(
-                    merchant, "EraseBuyerData", req.idempotency_key, request_hash, answer
+                    merchant, "EraseBuyerData", idempotency_key, request_hash, answer
                 )
             return _erasure_response(answer, replayed=False)
 
         return await self._rpcs.run("EraseBuyerData", request, context, handler)
+
+
+def _watched(event: Event) -> ledger_pb2.WatchEventsResponse:
+    response = ledger_pb2.WatchEventsResponse(event=event_of(event))
+    if not pii_allowed():
+        hide_buyer_pii(response)
+    return response
 
 
 def _erasure_response(answer: Mapping[str, Any], *, replayed: bool) -> Message:

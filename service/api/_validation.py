@@ -238,8 +238,8 @@ def _walk(message: Message, prefix: str) -> Iterator[Violation]:
             for item in value if field.is_repeated else [value]:
                 if item:
                     yield from _string_violations(path, field.name, item)
-        elif field.name == "page_size" and not 0 <= value <= 1000:
-            yield Violation(path, "must be between 0 and 1000")
+        elif field.name == "page_size" and value < 0:
+            yield Violation(path, "must not be negative (values above the maximum are clamped)")
         elif field.name in {"after_event_id"} and value < 0:
             yield Violation(path, "must not be negative")
 

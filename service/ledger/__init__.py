@@ -9,7 +9,9 @@ from ._migrate import (
     Migration,
     MigrationError,
     apply_migrations,
+    grant_service_role,
     load_migrations,
+    migrate_database,
     require_migrated,
 )
 from ._notify import CHANNEL, EventHub, Notice, Subscription
@@ -64,7 +66,9 @@ __all__ = [
     "Subscription",
     "apply_migrations",
     "buyer_hash_of",
+    "grant_service_role",
     "instance_alive",
     "load_migrations",
+    "migrate_database",
     "require_migrated",
 ]

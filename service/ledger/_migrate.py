@@ -12,10 +12,13 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 __all__ = [
+    "APPEND_ONLY_TABLES",
     "Migration",
     "MigrationError",
     "apply_migrations",
+    "grant_service_role",
     "load_migrations",
+    "migrate_database",
     "require_migrated",
 ]
 
@@ -69,16 +72,19 @@ async def apply_migrations(
     wanted = load_migrations() if migrations is None else migrations
     await conn.execute("SELECT pg_advisory_lock($1)", _ADVISORY_LOCK_ID)
     try:
-        await conn.execute(
-            """
-            CREATE TABLE IF NOT EXISTS schema_migrations (
-                version    integer     PRIMARY KEY,
-                name       text        NOT NULL,
-                checksum   text        NOT NULL,
-                applied_at timestamptz NOT NULL DEFAULT now()
+        # Checked first, so a role without CREATE (the serving role) can start on a migrated
+        # database with MIGRATE_ON_START left on.
+        if not await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+            await conn.execute(
+                """
+                CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version    integer     PRIMARY KEY,
+                    name       text        NOT NULL,
+                    checksum   text        NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT now()
+                )
+                """
             )
-            """
-        )
         rows = await conn.fetch("SELECT version, name, checksum FROM schema_migrations")
         applied = {row["version"]: row for row in rows}
         known = {m.version for m in wanted}
@@ -111,6 +117,81 @@ async def apply_migrations(
         return done
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _ADVISORY_LOCK_ID)
+
+
+APPEND_ONLY_TABLES = frozenset({"events"})
+"""Tables the serving role may read and append to, never change: no UPDATE, DELETE, TRUNCATE."""
+
+_READ_ONLY_TABLES = frozenset({"schema_migrations"})
+
+
+async def grant_service_role(conn: asyncpg.Connection | PoolConnectionProxy, role: str) -> None:
+    """Give `role` exactly the DML the service needs on every table migrations created.
+
+    Run by the owner role after every migration (so tables added by any later migration are
+    covered). Partitions get nothing: the service reads and appends through the parent table,
+    where privileges are checked, so it can neither TRUNCATE, DETACH nor DROP a month of history,
+    and the monthly partitions the CronJob creates later need no grant either. Only an owner may
+    ALTER a table (DISABLE TRIGGER, DETACH PARTITION) or DROP it, and `role` owns nothing.
+    Re-running revokes first, so the result never depends on earlier grants.
+    """
+    exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
+    if exists is None:
+        raise MigrationError(f"database role {role!r} (DATABASE_SERVICE_ROLE) does not exist")
+    if role == await conn.fetchval("SELECT current_user"):
+        raise MigrationError(
+            "DATABASE_SERVICE_ROLE names the role that runs migrations; the service needs a "
+            "role of its own that owns nothing"
+        )
+    schema = await conn.fetchval("SELECT current_schema()")
+    tables = await conn.fetch(
+        """
+        SELECT c.relname, c.relispartition, pg_get_userbyid(c.relowner) = $2 AS owned
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
+        """,
+        schema,
+        role,
+    )
+    owned = [t["relname"] for t in tables if t["owned"]]
+    if owned:
+        raise MigrationError(
+            f"role {role!r} owns {sorted(owned)}; the serving role must own nothing"
+        )
+    quoted_role = await conn.fetchval("SELECT quote_ident($1)", role)
+    quoted_schema = await conn.fetchval("SELECT quote_ident($1)", schema)
+    async with conn.transaction():
+        await conn.execute(f"GRANT USAGE ON SCHEMA {quoted_schema} TO {quoted_role}")
+        for table in tables:
+            name = table["relname"]
+            target = f"{quoted_schema}.{await conn.fetchval('SELECT quote_ident($1)', name)}"
+            await conn.execute(f"REVOKE ALL ON {target} FROM {quoted_role}")
+            if table["relispartition"]:
+                continue
+            if name in _READ_ONLY_TABLES:
+                privileges = "SELECT"
+            elif name in APPEND_ONLY_TABLES:
+                privileges = "SELECT, INSERT"
+            else:
+                privileges = "SELECT, INSERT, UPDATE, DELETE"
+            await conn.execute(f"GRANT {privileges} ON {target} TO {quoted_role}")
+        await conn.execute(
+            f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {quoted_schema} TO {quoted_role}"
+        )
+    _log.info("service role granted", extra={"role": role, "tables": len(tables)})
+
+
+async def migrate_database(url: str, *, service_role: str | None = None) -> list[int]:
+    """Apply pending migrations over their own connection (the owner role's URL), then grant
+    `service_role` its privileges; the versions applied."""
+    conn = await asyncpg.connect(url)
+    try:
+        applied = await apply_migrations(conn)
+        if service_role is not None:
+            await grant_service_role(conn, service_role)
+        return applied
+    finally:
+        await conn.close()
 
 
 async def require_migrated(conn: asyncpg.Connection | PoolConnectionProxy) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from opentelemetry import trace
 
 from service.amazonpay import AmazonPayError
@@ -48,6 +49,60 @@ OBJECT_TYPES: Mapping[str, str] = {
 }
 
 
+class _GuardedServer(web.Server):
+    """aiohttp's low-level server with a cap on open connections and a deadline per request.
+
+    The port faces the internet (SNS delivers to it), so nobody may hold it open: a connection
+    beyond `max_connections` is closed at once, and one that has not delivered its whole request
+    (headers and body) within `read_timeout_s` of connecting is closed. Both are quiet (a metric,
+    not a traceback): slow or dropped connections are what an exposed port sees all day.
+    """
+
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        max_connections: int,
+        read_timeout_s: float,
+        on_refused: Any,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self._max_connections = max_connections
+        self._read_timeout_s = read_timeout_s
+        self._on_refused = on_refused
+        self._deadlines: dict[RequestHandler, asyncio.TimerHandle] = {}
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        if len(self._connections) > self._max_connections:
+            self._on_refused("too_many_connections")
+            # Soon, not now: aiohttp starts the connection's task right after this returns, and
+            # a connection lost before that task ran trips an assertion in aiohttp.
+            asyncio.get_running_loop().call_soon(transport.abort)
+            return
+        self._deadlines[handler] = asyncio.get_running_loop().call_later(
+            self._read_timeout_s, self._expire, handler
+        )
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        self.request_read(handler)
+        super().connection_lost(handler, exc)
+
+    def request_read(self, handler: RequestHandler) -> None:
+        """The request arrived in full: what follows is our own work, not the peer's."""
+        timer = self._deadlines.pop(handler, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _expire(self, handler: RequestHandler) -> None:
+        self._deadlines.pop(handler, None)
+        transport = self._connections.get(handler)
+        if transport is not None:
+            self._on_refused("read_timeout")
+            transport.abort()
+
+
 class IpnReceiver:
     def __init__(
         self,
@@ -58,6 +113,8 @@ class IpnReceiver:
         *,
         max_body_bytes: int = 64 * 1024,
         retry_in_s: float = 30.0,
+        read_timeout_s: float = 10.0,
+        max_connections: int = 256,
     ) -> None:
         self._payments = payments
         self._repo = repository
@@ -66,23 +123,74 @@ class IpnReceiver:
         self._max_body = max_body_bytes
         self._retry_in_s = retry_in_s
         """A notification still unprocessed after this long is the reconciler's to retry."""
+        self._read_timeout_s = read_timeout_s
+        self._max_connections = max_connections
         self._tasks: set[asyncio.Task[bool]] = set()
-        self._runner: web.AppRunner | None = None
+        self._runner: web.ServerRunner | None = None
+        self._server: _GuardedServer | None = None
         self.port = 0
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=self._max_body)
-        app.router.add_post("/ipn", self._traced)
-        return app
-
     async def start(self, host: str, port: int) -> int:
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        self._server = _GuardedServer(
+            self._dispatch,
+            max_connections=self._max_connections,
+            read_timeout_s=self._read_timeout_s,
+            on_refused=self._refused,
+            request_factory=self._make_request,
+            access_log=None,
+            keepalive_timeout=self._read_timeout_s,
+            lingering_time=0,
+        )
+        self._runner = web.ServerRunner(self._server, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
         server: Any = site._server
         self.port = int(server.sockets[0].getsockname()[1])
         return self.port
+
+    def _refused(self, reason: str) -> None:
+        self._metrics.ipn_messages.add(1, {"outcome": "rejected", "reason": reason})
+
+    def _make_request(
+        self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any
+    ) -> web.BaseRequest:
+        return web.BaseRequest(
+            message,
+            payload,
+            protocol,
+            writer,
+            task,
+            asyncio.get_running_loop(),
+            client_max_size=self._max_body,
+        )
+
+    async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+        """`POST /ipn` only; the body is read under the connection's deadline, then handled.
+
+        Every answer closes the connection: SNS opens one per delivery, and an idle kept-alive
+        connection would be one more thing a stranger could hold.
+        """
+        response: web.StreamResponse
+        if request.path != "/ipn":
+            response = web.json_response({"error": "not_found"}, status=404)
+        elif request.method != "POST":
+            response = web.json_response({"error": "method_not_allowed"}, status=405)
+        else:
+            try:
+                await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                response = self._reject(413, "too_large")
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                # The peer went away (or was cut off by the deadline) mid-body.
+                self._refused("incomplete_request")
+                response = web.Response(status=400)
+            else:
+                if self._server is not None:
+                    self._server.request_read(request.protocol)
+                response = await self._traced(request)
+        response.force_close()
+        return response
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -97,7 +205,7 @@ class IpnReceiver:
         _log.warning("IPN rejected", extra={"reason": reason})
         return web.json_response({"error": reason}, status=status)
 
-    async def _traced(self, request: web.Request) -> web.Response:
+    async def _traced(self, request: web.BaseRequest) -> web.Response:
         """Each IPN is one trace: verification, the follow-up read (a task started inside the
         span inherits it) and its SQL are children of this span."""
         with _tracer.start_as_current_span("ipn.receive", kind=trace.SpanKind.SERVER) as span:
@@ -105,7 +213,7 @@ class IpnReceiver:
             span.set_attribute("http.response.status_code", response.status)
             return response
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.BaseRequest) -> web.Response:
         self._metrics.ipn_messages.add(1, {"outcome": "received"})
         if request.content_length is not None and request.content_length > self._max_body:
             return self._reject(413, "too_large")

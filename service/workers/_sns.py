@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,7 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 __all__ = ["SnsError", "SnsVerifier", "string_to_sign"]
 
-_SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
+# sns.<region>.amazonaws.com[.cn], a region being e.g. us-east-1, us-gov-west-1, cn-north-1: not
+# just any label, since other AWS services (sns.s3...?) share the domain.
+_SNS_HOST = re.compile(r"^sns\.[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}\.amazonaws\.com(?:\.cn)?$")
 _REQUIRED = (
     "Type",
     "MessageId",
@@ -76,7 +79,7 @@ class SnsVerifier:
         self._owns_session = session is None
         self._cache: dict[str, _CachedCert] = {}
         self._cache_size = cache_size
-        self._lock = asyncio.Lock()
+        self._fetching: dict[str, asyncio.Task[_CachedCert]] = {}
 
     def check_cert_url(self, url: str) -> None:
         try:
@@ -118,28 +121,44 @@ class SnsVerifier:
             raise SnsError("bad_signature", "signature does not verify") from None
 
     async def _certificate(self, url: str) -> rsa.RSAPublicKey:
-        now = datetime.now(UTC)
+        """The cached key, or one fetch per URL shared by its concurrent callers.
+
+        Fetches of different URLs run side by side: a slow or failing certificate host (any
+        `.pem` path on an allowed host can be named by anyone who can reach the port) never
+        delays the verification of a notification signed with another certificate.
+        """
         cached = self._cache.get(url)
-        if cached is not None and cached.not_after > now:
+        if cached is not None and cached.not_after > datetime.now(UTC):
             return cached.key
-        async with self._lock:
-            cached = self._cache.get(url)
-            if cached is not None and cached.not_after > now:
-                return cached.key
-            pem = await self._fetch(url)
-            try:
-                cert = x509.load_pem_x509_certificate(pem)
-            except ValueError:
-                raise SnsError("bad_certificate", "not a PEM certificate") from None
-            if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-                raise SnsError("bad_certificate", "certificate is not currently valid")
-            key = cert.public_key()
-            if not isinstance(key, rsa.RSAPublicKey):
-                raise SnsError("bad_certificate", "certificate key is not RSA")
-            if len(self._cache) >= self._cache_size:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[url] = _CachedCert(key, cert.not_valid_after_utc)
-            return key
+        task = self._fetching.get(url)
+        if task is None:
+            task = asyncio.create_task(self._load(url), name="sns-certificate")
+            self._fetching[url] = task
+            task.add_done_callback(partial(self._fetched, url))
+        # Shielded: one caller's cancellation must not cancel the fetch the others await.
+        return (await asyncio.shield(task)).key
+
+    def _fetched(self, url: str, task: asyncio.Task[_CachedCert]) -> None:
+        self._fetching.pop(url, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here too, in case every waiter was cancelled
+
+    async def _load(self, url: str) -> _CachedCert:
+        pem = await self._fetch(url)
+        now = datetime.now(UTC)
+        try:
+            cert = x509.load_pem_x509_certificate(pem)
+        except ValueError:
+            raise SnsError("bad_certificate", "not a PEM certificate") from None
+        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+            raise SnsError("bad_certificate", "certificate is not currently valid")
+        key = cert.public_key()
+        if not isinstance(key, rsa.RSAPublicKey):
+            raise SnsError("bad_certificate", "certificate key is not RSA")
+        if len(self._cache) >= self._cache_size:
+            self._cache.pop(next(iter(self._cache)))
+        entry = self._cache[url] = _CachedCert(key, cert.not_valid_after_utc)
+        return entry
 
     async def _fetch(self, url: str) -> bytes:
         if self._session is None:
@@ -158,6 +177,8 @@ class SnsVerifier:
         return body
 
     async def close(self) -> None:
+        for task in list(self._fetching.values()):
+            task.cancel()
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None

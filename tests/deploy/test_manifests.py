@@ -188,6 +188,12 @@ def test_rendered_server_environment_passes_the_service_config_validation(
         for key in [i["path"] for i in items] if items else documented[secret["secretName"]]:
             (local / key).write_text("placeholder")
         env = {k: v.replace(mount["mountPath"], str(local)) for k, v in env.items()}
+    if overlay == "production":
+        # The overlay ships a placeholder the operator must replace: the service refuses it.
+        with pytest.raises(ConfigError) as refused:
+            load_settings(env)
+        assert refused.value.variable == "IPN_TOPIC_ARNS"
+        env["IPN_TOPIC_ARNS"] = "arn:aws:sns:us-east-1:123456789012:amazon-pay-ipn"
     try:
         settings = load_settings(env)
     except ConfigError as exc:
@@ -359,10 +365,30 @@ def test_migration_job_runs_python_m_service_migrate_with_the_same_image(
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
     assert 1 <= job["spec"]["backoffLimit"] <= 6
     assert job["spec"]["ttlSecondsAfterFinished"] > 0
-    env = _effective_env(objects, container, {("amazonpay-grpc-database", "url"): "postgres://x"})
-    assert load_settings(env).database.url == "postgres://x"
+    env = _effective_env(
+        objects, container, {("amazonpay-grpc-database-owner", "url"): "postgres://owner@x"}
+    )
+    database = load_settings(env).database
+    assert (database.migrate_url, database.url) == ("postgres://owner@x", None)
+    assert database.service_role == "amazonpay_service"
     secret_names = set(_secret_refs(job["spec"]["template"]["spec"], [container]))
-    assert secret_names == {"amazonpay-grpc-database"}, "the Job needs no Amazon or PII keys"
+    assert secret_names == {"amazonpay-grpc-database-owner"}, (
+        "the Job needs no Amazon or PII keys, nor the serving role's password"
+    )
+
+
+def test_the_partition_cronjob_runs_as_the_owner_and_the_server_as_the_serving_role(
+    objects: list[Obj],
+) -> None:
+    cron = _one(objects, "CronJob")
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert set(_secret_refs(pod, [container])) == {"amazonpay-grpc-database-owner"}
+    assert 'os.environ["MIGRATE_DATABASE_URL"]' in container["command"][-1]
+    _, server_pod, server = _server(objects)
+    refs = _secret_refs(server_pod, server_pod["containers"])
+    assert "amazonpay-grpc-database-owner" not in refs, "the server never holds the owner role"
+    assert "MIGRATE_DATABASE_URL" not in _effective_env(objects, server)
 
 
 def test_partition_cronjob_calls_a_function_the_migrations_define(objects: list[Obj]) -> None:

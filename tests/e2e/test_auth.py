@@ -40,11 +40,13 @@ CALLERS = f"""
 token_sha256 = "{sha256_hex(ORDER_TOKEN)}"
 certificate_names = ["order-service"]
 allow = ["{PKG}.CheckoutSessionService/*", "{PKG}.ChargeService/*", "{PKG}.LedgerService/Get*"]
+merchants = ["*"]
 
 [callers.support-tool]
 token_sha256 = ["{sha256_hex(SUPPORT_TOKEN)}", "{sha256_hex(SUPPORT_NEXT_TOKEN)}"]
 certificate_names = ["spiffe://payments/support-tool"]
 allow = ["{PKG}.RefundService/*", "{PKG}.ChargeService/Get*", "{PKG}.LedgerService/*"]
+merchants = ["*"]
 """
 
 
@@ -68,10 +70,10 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(
         ca=ca,
         server=ca.server(),
-        order_client=ca.client("order", "order-service"),
+        order_client=ca.client("order", "order-service", dns=("order-service",)),
         support_client=ca.client("support", "support", uris=("spiffe://payments/support-tool",)),
-        stranger_client=ca.client("stranger", "stranger"),
-        rogue_client=rogue_ca.client("rogue", "order-service"),
+        stranger_client=ca.client("stranger", "stranger", dns=("stranger",)),
+        rogue_client=rogue_ca.client("rogue", "order-service", dns=("order-service",)),
         rogue_ca=rogue_ca,
     )
 
@@ -304,6 +306,8 @@ async def test_denials_are_logged_with_caller_and_rpc_but_never_the_token_or_its
 
 async def test_live_mode_starts_with_tls(env: dict[str, str], pki: Pki) -> None:
     env["AMAZON_PAY_ENVIRONMENT"] = "live"
+    # Live mode refuses the emulator's http:// endpoint and extra certificate hosts: Amazon's own.
+    del env["AMAZON_PAY_ENDPOINT"], env["IPN_EXTRA_CERT_HOSTS"]
     async with running(env) as target, grpc.aio.secure_channel(target, tls(pki.ca)) as channel:
         assert await health_status(channel) == health_pb2.HealthCheckResponse.SERVING
 

@@ -12,6 +12,7 @@ from service.ledger import (
     Migration,
     MigrationError,
     apply_migrations,
+    grant_service_role,
     load_migrations,
     require_migrated,
 )
@@ -143,3 +144,48 @@ async def test_a_replica_that_does_not_migrate_refuses_an_unmigrated_database(
         await require_migrated(conn)
     finally:
         await conn.close()
+
+
+async def test_the_grant_step_refuses_the_owner_and_unknown_roles(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await apply_migrations(conn)
+        owner = await conn.fetchval("SELECT current_user")
+        with pytest.raises(MigrationError, match="role of its own"):
+            await grant_service_role(conn, owner)
+        with pytest.raises(MigrationError, match="does not exist"):
+            await grant_service_role(conn, "no_such_role_4f2a")
+    finally:
+        await conn.close()
+
+
+async def test_the_grant_step_covers_tables_a_later_migration_adds(
+    database_url: str, postgres_server_url: str
+) -> None:
+    """Grants are computed from the catalog after every migration, not listed per table."""
+    role = f"svc_{os.urandom(5).hex()}"
+    admin = await asyncpg.connect(postgres_server_url)
+    await admin.execute(f"CREATE ROLE {role} LOGIN")
+    conn = await asyncpg.connect(database_url)
+    try:
+        later = Migration(9999, "later_table", "CREATE TABLE later_things (id int PRIMARY KEY);")
+        await apply_migrations(conn, [*load_migrations(), later])
+        await grant_service_role(conn, role)
+        granted = await conn.fetch(
+            "SELECT table_name, privilege_type FROM information_schema.role_table_grants "
+            "WHERE grantee = $1",
+            role,
+        )
+        by_table: dict[str, set[str]] = {}
+        for row in granted:
+            by_table.setdefault(row["table_name"], set()).add(row["privilege_type"])
+        assert by_table["later_things"] == {"SELECT", "INSERT", "UPDATE", "DELETE"}
+        assert by_table["events"] == {"SELECT", "INSERT"}
+        assert by_table["schema_migrations"] == {"SELECT"}
+        assert not [t for t in by_table if t.startswith("events_")], "no partition is granted"
+        assert all("TRUNCATE" not in p for p in by_table.values())
+    finally:
+        await conn.execute(f"DROP OWNED BY {role}")
+        await conn.close()
+        await admin.execute(f"DROP ROLE {role}")
+        await admin.close()

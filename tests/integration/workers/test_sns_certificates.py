@@ -117,3 +117,48 @@ async def test_a_signature_from_a_served_certificate_verifies(unused_tcp_port: i
     finally:
         await verifier.close()
         await runner.cleanup()
+
+
+async def test_a_slow_certificate_host_does_not_delay_another_certificate() -> None:
+    """Fetches are per URL: a genuine IPN's certificate is fetched while another URL hangs."""
+    key, pem = _key_and_certificate()
+    release = asyncio.Event()
+    all_slow_arrived = asyncio.Event()
+    slow_requests = [0]
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        if request.startswith(b"GET /slow"):
+            slow_requests[0] += 1
+            if slow_requests[0] == 5:
+                all_slow_arrived.set()
+            await release.wait()
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(pem)}\r\nConnection: close\r\n\r\n"
+        writer.write(head.encode() + pem)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    host = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    verifier = SnsVerifier(extra_cert_hosts=[host])
+    try:
+        stuck = [
+            asyncio.create_task(verifier.verify(_signed(key, f"http://{host}/slow-{i}.pem")))
+            for i in range(5)
+        ]
+        shared = [
+            asyncio.create_task(verifier.verify(_signed(key, f"http://{host}/slow-0.pem")))
+            for _ in range(3)
+        ]
+        await asyncio.wait_for(all_slow_arrived.wait(), 10)
+        # Bounded only so a regression fails instead of hanging; the slow fetches never finish
+        # before `release`, so this passing means nothing waited for them.
+        await asyncio.wait_for(verifier.verify(_signed(key, f"http://{host}/genuine.pem")), 4)
+        assert not any(t.done() for t in stuck + shared)
+        release.set()
+        await asyncio.gather(*stuck, *shared)
+        assert slow_requests[0] == 5, "concurrent verifications of one URL share one fetch"
+    finally:
+        release.set()
+        await verifier.close()
+        server.close()

@@ -43,11 +43,13 @@ CALLERS = f"""
 token_sha256 = "{sha("order-token")}"
 certificate_names = ["order-service"]
 allow = ["{LEDGER}/List*", "{LEDGER}/WatchEvents"]
+merchants = ["*"]
 
 [callers.support-tool]
 token_sha256 = ["{sha("support-old")}", "{sha("support-new")}"]
 certificate_names = ["spiffe://payments/support-tool"]
 allow = ["{LEDGER}/GetTransaction"]
+merchants = ["*"]
 """
 
 
@@ -104,19 +106,31 @@ def test_caller_repr_never_shows_token_hashes(tmp_path: Path) -> None:
     [
         ("not toml [", "not valid TOML"),
         ("", "at least one [callers.<name>] table"),
-        ("[callers.a]\nallow = ['*']\n", "needs token_sha256 or certificate_names"),
-        (f"[callers.a]\ntoken_sha256 = '{sha('x')}'\n", "allow is required"),
-        (f"[callers.a]\ntoken_sha256 = '{sha('x')}'\nallow = []\nrole = 1\n", "unknown keys"),
-        (f"[callers.a]\ntoken_sha256 = '{sha('x')}'\nallow = [1]\n", "list of non-empty strings"),
-        ("[callers.'bad name']\ncertificate_names = ['a']\nallow = ['*']\n", "names are 1-63"),
         (
-            f"[callers.a]\ntoken_sha256 = '{sha('x')}'\nallow = ['*']\n"
-            f"[callers.b]\ntoken_sha256 = '{sha('x')}'\nallow = ['*']\n",
+            "[callers.a]\nallow = ['*']\nmerchants = ['*']\n",
+            "needs token_sha256 or certificate_names",
+        ),
+        (f"[callers.a]\ntoken_sha256 = '{sha('x')}'\n", "allow is required"),
+        (
+            f"[callers.a]\ntoken_sha256 = '{sha('x')}'\nallow = []\nmerchants = ['*']\nrole = 1\n",
+            "unknown keys",
+        ),
+        (
+            f"[callers.a]\ntoken_sha256 = '{sha('x')}'\nallow = [1]\nmerchants = ['*']\n",
+            "list of non-empty strings",
+        ),
+        (
+            "[callers.'bad name']\ncertificate_names = ['a']\nallow = ['*']\nmerchants = ['*']\n",
+            "names are 1-63",
+        ),
+        (
+            f"[callers.a]\ntoken_sha256 = '{sha('x')}'\nallow = ['*']\nmerchants = ['*']\n"
+            f"[callers.b]\ntoken_sha256 = '{sha('x')}'\nallow = ['*']\nmerchants = ['*']\n",
             "share a token hash",
         ),
         (
-            "[callers.a]\ncertificate_names = ['x']\nallow = ['*']\n"
-            "[callers.b]\ncertificate_names = ['x']\nallow = ['*']\n",
+            "[callers.a]\ncertificate_names = ['x']\nallow = ['*']\nmerchants = ['*']\n"
+            "[callers.b]\ncertificate_names = ['x']\nallow = ['*']\nmerchants = ['*']\n",
             "share the certificate name 'x'",
         ),
     ],
@@ -130,11 +144,67 @@ def test_a_bad_callers_file_names_the_variable_and_rule(
     assert rule in str(caught.value)
 
 
+def test_a_caller_without_merchants_stops_start_up_naming_the_caller(tmp_path: Path) -> None:
+    text = f"[callers.order-service]\ntoken_sha256 = '{sha('x')}'\nallow = ['*']\n"
+    with pytest.raises(ConfigError) as caught:
+        load_callers(write(tmp_path / "c.toml", text))
+    assert caught.value.variable == "GRPC_CALLERS_FILE"
+    assert "callers.order-service.merchants is required" in str(caught.value)
+    assert "'order-service'" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("merchants", "pii", "rule"),
+    [
+        ("[]", "false", "at least one alias"),
+        ("['Shop A']", "false", "is not a merchant alias"),
+        ("'default'", "false", "list of non-empty strings"),
+        ("['default']", "'yes'", "pii must be true or false"),
+    ],
+)
+def test_bad_merchants_or_pii_name_the_rule(
+    tmp_path: Path, merchants: str, pii: str, rule: str
+) -> None:
+    text = (
+        f"[callers.a]\ntoken_sha256 = '{sha('x')}'\nallow = ['*']\n"
+        f"merchants = {merchants}\npii = {pii}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_callers(write(tmp_path / "c.toml", text))
+    assert rule in str(caught.value)
+
+
+def test_merchants_and_pii_are_read_per_caller_with_pii_off_by_default(tmp_path: Path) -> None:
+    text = (
+        f"[callers.a]\ntoken_sha256 = '{sha('a')}'\nallow = ['*']\nmerchants = ['eu-shop']\n"
+        f"[callers.b]\ntoken_sha256 = '{sha('b')}'\nallow = ['*']\nmerchants = ['*']\n"
+        "pii = true\n"
+    )
+    callers = {c.name: c for c in load_callers(write(tmp_path / "c.toml", text)).callers}
+    assert (callers["a"].merchants, callers["a"].pii) == (("eu-shop",), False)
+    assert callers["a"].allows_merchant("eu-shop")
+    assert not callers["a"].allows_merchant("default")
+    assert callers["b"].pii
+    assert callers["b"].allows_merchant("anything")
+
+
+def test_an_email_certificate_name_is_refused_as_not_a_dns_name_or_uri(tmp_path: Path) -> None:
+    text = (
+        "[callers.a]\ncertificate_names = ['ops@example.com']\nallow = ['*']\nmerchants = ['*']\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_callers(write(tmp_path / "c.toml", text))
+    assert "SAN DNS names and URIs" in str(caught.value)
+
+
 @pytest.mark.parametrize("value", ["'a-raw-secret-token'", "['a-raw-secret-token']", "''"])
 def test_a_token_pasted_instead_of_its_hash_is_refused_without_echoing_it(
     tmp_path: Path, value: str
 ) -> None:
-    path = write(tmp_path / "c.toml", f"[callers.a]\ntoken_sha256 = {value}\nallow = ['*']\n")
+    path = write(
+        tmp_path / "c.toml",
+        f"[callers.a]\ntoken_sha256 = {value}\nallow = ['*']\nmerchants = ['*']\n",
+    )
     with pytest.raises(ConfigError) as caught:
         load_callers(path)
     assert "token_sha256" in str(caught.value)
@@ -142,7 +212,7 @@ def test_a_token_pasted_instead_of_its_hash_is_refused_without_echoing_it(
 
 
 def test_patterns_that_match_no_rpc_are_reported(tmp_path: Path) -> None:
-    text = f"[callers.a]\ncertificate_names = ['a']\nallow = ['{LEDGER}/*', 'ChargeService/*']\n"
+    text = f"[callers.a]\ncertificate_names = ['a']\nallow = ['{LEDGER}/*', 'ChargeService/*']\nmerchants = ['*']\n"
     callers = load_callers(write(tmp_path / "c.toml", text))
     assert callers.unmatched_patterns([f"{LEDGER}/ListEvents"]) == [("a", "ChargeService/*")]
 
@@ -237,6 +307,7 @@ def test_live_mode_starts_with_tls_and_refuses_plaintext(
         "AMAZON_PAY_PUBLIC_KEY_ID": "LIVE-ABC",
         "AMAZON_PAY_PRIVATE_KEY_FILE": str(write(tmp_path / "k.pem", "not parsed here")),
         "AMAZON_PAY_ENVIRONMENT": "live",
+        "DATABASE_URL": "postgresql://ledger.example/payments",
     }
     with pytest.raises(ConfigError) as caught:
         load_settings(env)
@@ -364,7 +435,7 @@ async def test_servicers_see_the_caller_named_by_the_token(server: Server) -> No
 async def test_streaming_rpcs_are_authorized_and_see_the_caller(
     server: Server, mtls_server: Server
 ) -> None:
-    client = mtls_server.ca.client("order", "order-service")
+    client = mtls_server.ca.client("order", "order-service", dns=("order-service",))
     async with mtls_server.channel(client) as channel:
         ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
         events = [e async for e in ledger.WatchEvents(ledger_pb2.WatchEventsRequest(), timeout=5)]
@@ -393,6 +464,30 @@ async def test_a_uri_san_identifies_the_caller(mtls_server: Server) -> None:
     assert reason(caught.value) == "RPC_NOT_ALLOWED"
 
 
+async def test_a_common_name_or_email_san_does_not_identify_the_caller(
+    mtls_server: Server,
+) -> None:
+    """Only SAN DNS names and URIs count: a CA that lets a requester choose the CN or an e-mail
+    address must not be able to mint a certificate for a caller."""
+    for client in (
+        mtls_server.ca.client("cn-only", "order-service"),
+        mtls_server.ca.client("email", "x", emails=("order-service@example.com",)),
+    ):
+        async with mtls_server.channel(client) as channel:
+            ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await ledger.ListEvents(ledger_pb2.ListEventsRequest(), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_dns_san_identifies_the_caller(mtls_server: Server) -> None:
+    client = mtls_server.ca.client("dns", "cn-unknown", dns=("order-service",))
+    async with mtls_server.channel(client) as channel:
+        ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
+        reply = await ledger.ListEvents(ledger_pb2.ListEventsRequest(), timeout=5)
+    assert reply.next_page_token == "order-service"
+
+
 @pytest.mark.parametrize(
     "authorization",
     ["Bearer wrong", "Basic b3JkZXItdG9rZW4=", "Bearer", "order-token", "Bearer  "],
@@ -414,7 +509,7 @@ async def test_malformed_or_unknown_authorization_is_unauthenticated(
 
 async def test_a_wrong_token_is_refused_even_with_a_valid_certificate(mtls_server: Server) -> None:
     """A token, when sent, decides: a stolen certificate cannot launder a bad token."""
-    client = mtls_server.ca.client("order", "order-service")
+    client = mtls_server.ca.client("order", "order-service", dns=("order-service",))
     async with mtls_server.channel(client) as channel:
         ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -427,7 +522,7 @@ async def test_a_wrong_token_is_refused_even_with_a_valid_certificate(mtls_serve
 
 
 async def test_a_token_takes_precedence_over_the_certificate(mtls_server: Server) -> None:
-    client = mtls_server.ca.client("order", "order-service")
+    client = mtls_server.ca.client("order", "order-service", dns=("order-service",))
     async with mtls_server.channel(client) as channel:
         ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
         await ledger.GetTransaction(
@@ -453,12 +548,26 @@ def test_caller_log_filter_adds_the_current_caller() -> None:
 def test_interceptor_warns_about_patterns_that_match_no_rpc(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    text = (
-        "[callers.a]\ncertificate_names = ['a']\nallow = ['payments.amazonpay.v1.ChargeServ/*']\n"
-    )
+    text = "[callers.a]\ncertificate_names = ['a']\nallow = ['payments.amazonpay.v1.ChargeServ/*']\nmerchants = ['*']\n"
     callers: Callers = load_callers(write(tmp_path / "c.toml", text))
     with caplog.at_level(logging.WARNING, logger="service.api.auth"):
         AuthInterceptor(callers)
     assert [getattr(r, "pattern", None) for r in caplog.records] == [
         "payments.amazonpay.v1.ChargeServ/*"
+    ]
+
+
+def test_a_caller_naming_an_unconfigured_merchant_is_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from service.app import _warn_unknown_merchants
+
+    text = (
+        f"[callers.a]\ntoken_sha256 = '{sha('a')}'\nallow = ['*']\nmerchants = ['defualt', 'eu']\n"
+    )
+    callers = load_callers(write(tmp_path / "c.toml", text))
+    with caplog.at_level(logging.WARNING, logger="service.app"):
+        _warn_unknown_merchants(callers, {"default", "eu"})
+    assert [(r.getMessage(), getattr(r, "merchants", None)) for r in caplog.records] == [
+        ("caller names merchants that are not configured", ["defualt"])
     ]

@@ -66,11 +66,63 @@ def test_live_mode_refuses_plaintext_unless_allowed(tmp_path: Path) -> None:
         "AMAZON_PAY_PUBLIC_KEY_ID": "LIVE-ABC",
         "AMAZON_PAY_PRIVATE_KEY_FILE": str(key),
         "AMAZON_PAY_ENVIRONMENT": "live",
+        "DATABASE_URL": "postgresql://ledger.example/payments",
     }
     with pytest.raises(ConfigError) as caught:
         load_settings(env)
     assert caught.value.variable == "AMAZON_PAY_ENVIRONMENT"
     assert load_settings({**env, "ALLOW_INSECURE": "1"}).allow_insecure
+
+
+@pytest.mark.parametrize(
+    ("change", "variable"),
+    [
+        (
+            {"AMAZON_PAY_PUBLIC_KEY_ID": "", "AMAZON_PAY_PRIVATE_KEY_FILE": ""},
+            "AMAZON_PAY_PUBLIC_KEY_ID",
+        ),
+        ({"DATABASE_URL": ""}, "DATABASE_URL"),
+        ({"AMAZON_PAY_ENDPOINT": "http://pay-api.amazon.com"}, "AMAZON_PAY_ENDPOINT"),
+        ({"IPN_EXTRA_CERT_HOSTS": "127.0.0.1:9000"}, "IPN_EXTRA_CERT_HOSTS"),
+    ],
+)
+def test_live_mode_fails_closed_naming_the_variable(
+    tmp_path: Path, change: dict[str, str], variable: str
+) -> None:
+    key = tmp_path / "key.pem"
+    key.write_text("not parsed here")
+    env = {
+        "AMAZON_PAY_PUBLIC_KEY_ID": "LIVE-ABC",
+        "AMAZON_PAY_PRIVATE_KEY_FILE": str(key),
+        "AMAZON_PAY_ENVIRONMENT": "live",
+        "DATABASE_URL": "postgresql://ledger.example/payments",
+        "ALLOW_INSECURE": "1",
+    }
+    assert load_settings(env).amazon_pay.environment == "live"
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**env, **change})
+    assert caught.value.variable == variable
+
+
+def test_a_live_merchant_in_the_merchants_file_refuses_http(tmp_path: Path) -> None:
+    key = tmp_path / "key.pem"
+    key.write_text("not parsed here")
+    merchants = tmp_path / "merchants.toml"
+    merchants.write_text(
+        f'[merchants.eu]\npublic_key_id = "LIVE-EU"\nprivate_key_file = "{key}"\n'
+        'environment = "live"\nendpoint = "http://pay-api.amazon.eu"\n'
+    )
+    env = {
+        "AMAZON_PAY_PUBLIC_KEY_ID": "SANDBOX-ABC",
+        "AMAZON_PAY_PRIVATE_KEY_FILE": str(key),
+        "DATABASE_URL": "postgresql://ledger.example/payments",
+        "ALLOW_INSECURE": "1",
+        "AMAZON_PAY_MERCHANTS_FILE": str(merchants),
+    }
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    assert caught.value.variable == "AMAZON_PAY_MERCHANTS_FILE"
+    assert "merchants.eu.endpoint" in caught.value.rule
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,8 @@ def test_string_to_sign_follows_the_sns_key_order() -> None:
         "https://sns.us-east-1.amazonaws.com/cert.pem",
         "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-1.pem",
         "https://sns.cn-north-1.amazonaws.com.cn/cert.pem",
+        "https://sns.us-gov-west-1.amazonaws.com/cert.pem",
+        "https://sns.ap-southeast-2.amazonaws.com/cert.pem",
     ],
 )
 def test_sns_hosts_are_trusted(url: str) -> None:
@@ -48,6 +50,10 @@ def test_sns_hosts_are_trusted(url: str) -> None:
         "https://sns.us-east-1.amazonaws.com@evil.example/cert.pem",
         "https://sns.us-east-1.amazonaws.com/cert.txt",
         "https://127.0.0.1:8480/_emulator/sns/cert.pem",
+        "https://sns.s3.amazonaws.com/cert.pem",
+        "https://sns.my-bucket.amazonaws.com/cert.pem",
+        "https://sns.us-east-1.evil.amazonaws.com/cert.pem",
+        "https://sns.amazonaws.com/cert.pem",
     ],
 )
 def test_other_hosts_are_refused(url: str) -> None:
