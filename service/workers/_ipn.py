@@ -296,7 +296,7 @@ class IpnReceiver:
         with _tracer.start_as_current_span(
             "ipn.process",
             attributes={
-                "amazonpay.merchant": merchant or "",
+                **({"amazonpay.merchant": merchant} if merchant else {}),
                 "amazonpay.object_kind": kind or "",
                 "amazonpay.object_id": object_id,
             },
@@ -338,6 +338,7 @@ class IpnReceiver:
                         continue  # another account's object, or none Amazon has
                     break
                 await self._repo.mark_ipn_processed(notification_id, alias)
+                trace.get_current_span().set_attribute("amazonpay.merchant", alias)
                 return True
         except (AmazonPayError, Overloaded, LookupError, OSError, TimeoutError) as exc:
             error = type(exc).__name__

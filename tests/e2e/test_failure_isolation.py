@@ -212,6 +212,8 @@ def _sum(reader: InMemoryMetricReader, name: str) -> dict[str, float]:
             for metric in scope.metrics:
                 if metric.name == name:
                     for point in metric.data.data_points:
+                        if not point.value:
+                            continue  # series started at zero (present from start-up)
                         label = str(dict(point.attributes or {}).get("operation"))
                         found[label] = found.get(label, 0) + point.value
     return found
@@ -293,9 +295,11 @@ async def test_a_simulation_code_for_a_live_merchant_is_refused_before_anything_
         f'private_key_file = "{keys.private}"\n'
         'region = "us"\n'
         'environment = "live"\n'
-        f'endpoint = "{clean_emulator.url}"\n'
+        # Never contacted: the refusal comes first (and a live endpoint must be https).
+        'endpoint = "https://127.0.0.1:9"\n'
     )
     merchants.write_text(merchants.read_text() + live)  # noqa: ASYNC240 - before the start
+    env.pop("IPN_EXTRA_CERT_HOSTS", None)  # refused in live mode
     app = await _start({**env, "ALLOW_INSECURE": "1"})
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:

@@ -110,6 +110,7 @@ async def test_every_counter_and_backlog_gauge_exists_at_zero_from_start_up(
         "amazonpay.amazon.retries",
         "amazonpay.reconciler.polls",
         "amazonpay.operations.redriven",
+        "amazonpay.operations.quarantined",
         "amazonpay.operations.pending",
         "amazonpay.operations.oldest_pending_age",
         "amazonpay.ipn.backlog",
@@ -117,7 +118,7 @@ async def test_every_counter_and_backlog_gauge_exists_at_zero_from_start_up(
     ):
         assert _points(reader, name), f"{name} has no series at start-up"
     outcomes = {a["outcome"] for a, _ in _points(reader, "amazonpay.ipn.messages")}
-    assert outcomes == {"received", "verified", "duplicate", "rejected"}
+    assert outcomes == {"received", "verified", "duplicate", "rejected", "retry_later", "given_up"}
     calls = {(a["rpc"], a["code"]) for a, _ in _points(reader, "amazonpay.rpc.calls")}
     assert {("CreateCharge", "OK"), ("CreateRefund", "OK"), ("WatchEvents", "OK")} <= calls
     circuits = {a["merchant"]: v for a, v in _points(reader, "amazonpay.circuit.state")}
