@@ -119,7 +119,7 @@ class Application:
         # Operations a crashed process left between Amazon's answer and the ledger commit are
         # finished before this replica takes traffic.
         await self.payments.redrive_orphans()
-        self.hub = EventHub(url)
+        self.hub = EventHub(url, repository, max_subscribers=settings.grpc.max_event_streams)
         await self.hub.start()
         await self._start_workers(settings)
         rpcs = Rpcs(self.payments, repository, self.hub, self.metrics)

@@ -12,7 +12,7 @@ from ._migrate import (
     load_migrations,
     require_migrated,
 )
-from ._notify import CHANNEL, EventHub, Notice, Subscription
+from ._notify import CHANNEL, EventHub, StreamLimitReached, Subscription
 from ._pii import PII_FIELDS, PiiKeyError, PiiKeyring, PiiVault, buyer_hash_of
 from ._pool import Ledger
 from ._repository import (
@@ -28,7 +28,9 @@ from ._repository import (
     Operation,
     OperationConflict,
     Page,
+    Position,
     Repository,
+    StableEvents,
     StoredObject,
 )
 
@@ -48,7 +50,6 @@ __all__ = [
     "Ledger",
     "Migration",
     "MigrationError",
-    "Notice",
     "ObjectFilter",
     "ObjectRecord",
     "Operation",
@@ -57,8 +58,11 @@ __all__ = [
     "PiiKeyError",
     "PiiKeyring",
     "PiiVault",
+    "Position",
     "Repository",
+    "StableEvents",
     "StoredObject",
+    "StreamLimitReached",
     "Subscription",
     "apply_migrations",
     "buyer_hash_of",

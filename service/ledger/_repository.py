@@ -10,6 +10,7 @@ Write rules that make the ledger trustworthy:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -38,7 +39,9 @@ __all__ = [
     "Operation",
     "OperationConflict",
     "Page",
+    "Position",
     "Repository",
+    "StableEvents",
     "StoredObject",
 ]
 
@@ -47,6 +50,9 @@ EVENT_SOURCES = ("api", "poll", "ipn", "recovery")
 
 Conn = asyncpg.Connection | PoolConnectionProxy
 T = TypeVar("T")
+
+# Where an event sits in the order events are delivered: (writing transaction id, event id).
+Position = tuple[int, int]
 
 
 class InvalidPageToken(ValueError):
@@ -135,6 +141,20 @@ class Event:
     previous_state: str | None
     source: str
     snapshot: dict[str, Any]
+    tx: int = 1
+
+    @property
+    def position(self) -> Position:
+        return (self.tx, self.event_id)
+
+
+@dataclass(frozen=True)
+class StableEvents:
+    """Events no transaction can still precede, oldest position first, and whether committed
+    events beyond the frontier (held back until the transactions before them end) exist."""
+
+    items: list[Event]
+    held_back: bool
 
 
 @dataclass(frozen=True)
@@ -227,6 +247,7 @@ def _event(row: asyncpg.Record) -> Event:
         previous_state=row["previous_state"],
         source=row["source"],
         snapshot=row["snapshot"],
+        tx=int(row["tx"]),
     )
 
 
@@ -290,6 +311,44 @@ def _decode_token(token: str, filters: Sequence[object]) -> dict[str, Any]:
         raise InvalidPageToken("page_token was issued for different filters")
     return position
 
+
+# $1..$7 the ListEvents filters (NULL = any), $8/$9 the position to read after, $10 the limit.
+# One statement and one snapshot: the frontier and the rows it admits come from the same snapshot,
+# so no transaction below the frontier can commit an event this read does not see. Always returns
+# a row (event columns NULL when none), carrying whether matching events wait beyond the frontier.
+_STABLE_EVENTS = """
+    WITH f AS MATERIALIZED (SELECT ledger_event_frontier() AS x),
+    stable AS (
+        SELECT * FROM events
+        WHERE ($1::text IS NULL OR merchant = $1)
+          AND ($2::text IS NULL OR kind = $2)
+          AND ($3::text IS NULL OR object_id = $3)
+          AND ($4::text IS NULL OR charge_permission_id = $4)
+          AND ($5::text IS NULL OR source = $5)
+          AND ($6::timestamptz IS NULL OR recorded_at >= $6)
+          AND ($7::timestamptz IS NULL OR recorded_at < $7)
+          AND (tx, event_id) > ($8::xid8, $9::bigint)
+          AND tx < (SELECT x FROM f)
+        ORDER BY tx, event_id
+        LIMIT $10
+    ), held AS (
+        SELECT EXISTS (
+            SELECT 1 FROM events
+            WHERE ($1::text IS NULL OR merchant = $1)
+              AND ($2::text IS NULL OR kind = $2)
+              AND ($3::text IS NULL OR object_id = $3)
+              AND ($4::text IS NULL OR charge_permission_id = $4)
+              AND ($5::text IS NULL OR source = $5)
+              AND ($6::timestamptz IS NULL OR recorded_at >= $6)
+              AND ($7::timestamptz IS NULL OR recorded_at < $7)
+              AND tx >= (SELECT x FROM f)
+              AND (tx, event_id) > ($8::xid8, $9::bigint)
+        ) AS held_back
+    )
+    SELECT stable.*, held.held_back
+    FROM held LEFT JOIN stable ON true
+    ORDER BY stable.tx, stable.event_id
+"""
 
 _BEGIN_OPERATION = """
     INSERT INTO operations (merchant, operation, idempotency_key, request_hash,
@@ -512,9 +571,11 @@ class Repository:
         row = await conn.fetchrow(
             """
             INSERT INTO events (merchant, kind, object_id, charge_permission_id, state,
-                reason_code, previous_state, source, snapshot)
+                reason_code, previous_state, source, snapshot, tx)
             VALUES ($1, $2, $3, coalesce($4, (SELECT charge_permission_id FROM objects
-                WHERE merchant = $1 AND kind = $2 AND object_id = $3)), $5, $6, $7, $8, $9)
+                WHERE merchant = $1 AND kind = $2 AND object_id = $3)), $5, $6, $7, $8, $9,
+                greatest(pg_current_xact_id(), (SELECT max(tx) FROM events
+                    WHERE merchant = $1 AND kind = $2 AND object_id = $3)))
             RETURNING *
             """,
             rec.merchant,
@@ -627,9 +688,13 @@ class Repository:
         *,
         page_size: int,
         page_token: str = "",
+        after: Position | None = None,
+        settle_s: float = 0.0,
         timeout: float | None = None,
     ) -> Page[Event]:
-        """Oldest first by event id, so a reader can resume from the last id it saw."""
+        """Stable events in delivery order (`Position`), so a reader can resume after the last
+        event it saw (`after`, else `after_event_id`'s position). With `settle_s`, a short page waits that long at most for committed events
+        held back by transactions still running, so a caller reads its own writes."""
         filters = [
             where.merchant,
             where.kind,
@@ -639,36 +704,65 @@ class Repository:
             where.recorded_after,
             where.recorded_before,
         ]
-        after = where.after_event_id
+        if after is None:
+            after = (0, 0)
+            if where.after_event_id:
+                after = await self.event_position(where.merchant, where.after_event_id)
         if page_token:
             try:
-                after = max(after, int(_decode_token(page_token, filters)["e"]))
+                pos = _decode_token(page_token, filters)
+                after = max(after, (int(pos["t"]), int(pos["e"])))
             except (KeyError, ValueError, TypeError):
                 raise InvalidPageToken("page_token is not a token this service issued") from None
-        rows = await self._pool.fetch(
-            """
-            SELECT * FROM events
-            WHERE merchant = $1
-              AND ($2::text IS NULL OR kind = $2)
-              AND ($3::text IS NULL OR object_id = $3)
-              AND ($4::text IS NULL OR charge_permission_id = $4)
-              AND ($5::text IS NULL OR source = $5)
-              AND ($6::timestamptz IS NULL OR recorded_at >= $6)
-              AND ($7::timestamptz IS NULL OR recorded_at < $7)
-              AND event_id > $8
-            ORDER BY event_id
-            LIMIT $9
-            """,
-            *filters,
-            after,
-            page_size + 1,
-            timeout=timeout,
-        )
-        items = await self._open_events([_event(r) for r in rows[:page_size]])
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + settle_s
+        delay = 0.002
+        while True:
+            page = await self._stable_events(filters, after, page_size, timeout)
+            if len(page.items) > page_size or not page.held_back or loop.time() >= give_up:
+                break
+            await asyncio.sleep(min(delay, max(0.0, give_up - loop.time())))
+            delay = min(delay * 2, 0.05)
+        items = await self._open_events(page.items[:page_size])
         token = ""
-        if len(rows) > page_size:
-            token = _encode_token({"e": items[-1].event_id}, filters)
+        if len(page.items) > page_size:
+            tx, event_id = items[-1].position
+            token = _encode_token({"t": tx, "e": event_id}, filters)
         return Page(items, token)
+
+    async def stable_events(
+        self, after: Position, *, limit: int, timeout: float | None = None
+    ) -> StableEvents:
+        """Every merchant's stable events after `after` (the event hub's one shared read)."""
+        page = await self._stable_events([None] * 7, after, limit, timeout)
+        return StableEvents(await self._open_events(page.items), page.held_back)
+
+    async def _stable_events(
+        self, filters: Sequence[object], after: Position, limit: int, timeout: float | None
+    ) -> StableEvents:
+        rows = await self._pool.fetch(
+            _STABLE_EVENTS, *filters, after[0], after[1], limit + 1, timeout=timeout
+        )
+        held = bool(rows[0]["held_back"])
+        return StableEvents([_event(r) for r in rows if r["event_id"] is not None], held)
+
+    async def event_position(self, merchant: str, event_id: int) -> Position:
+        """The position of `event_id` (or of this merchant's last event before it), so a reader
+        resuming "after event N" gets exactly the events it has not yet been sent."""
+        row = await self._pool.fetchrow(
+            """
+            SELECT tx, event_id FROM events WHERE merchant = $1 AND event_id <= $2
+            ORDER BY event_id DESC LIMIT 1
+            """,
+            merchant,
+            event_id,
+        )
+        return (0, 0) if row is None else (int(row["tx"]), int(row["event_id"]))
+
+    async def event_frontier(self) -> Position:
+        """The position every event committed from now on sorts after."""
+        value = await self._pool.fetchval("SELECT ledger_event_frontier()")
+        return (int(value), 0)
 
     async def object_events(
         self, merchant: str, kind: str, object_id: str, *, timeout: float | None = None
@@ -994,16 +1088,6 @@ class Repository:
         return claimed
 
     # --- events by id, IPN messages, reconciler leases ---------------------------------------
-
-    async def max_event_id(self) -> int:
-        value = await self._pool.fetchval("SELECT coalesce(max(event_id), 0) FROM events")
-        return int(value)
-
-    async def get_event(self, event_id: int, *, timeout: float | None = None) -> Event | None:
-        row = await self._pool.fetchrow(
-            "SELECT * FROM events WHERE event_id = $1", event_id, timeout=timeout
-        )
-        return None if row is None else (await self._open_events([_event(row)]))[0]
 
     async def merchant_of(
         self, kind: str, object_id: str, charge_permission_id: str | None = None
