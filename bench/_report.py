@@ -85,7 +85,7 @@ def markdown(r: dict[str, Any]) -> str:
             [
                 "event commit to arrival on a live WatchEvents stream, p99 < 100 ms",
                 f"**{ev['p99_ms']} ms** over {ev['events']} events, {ev['idle_streams']} other "
-                "streams open, CreateCharge at c=8",
+                "streams open, CreateCharge at half of peak",
                 "PASS" if ev["pass"] else "FAIL",
             ]
         )
@@ -270,7 +270,7 @@ def markdown(r: dict[str, Any]) -> str:
             "",
             "One unfiltered live stream measures each event's arrival minus its `recorded_at` (the "
             "writing transaction's start: an upper bound of commit to arrival) while CreateCharge "
-            f"runs at concurrency 8 and {ed['idle_streams']} other streams, filtered to an object "
+            f"runs at half of peak (open loop) and {ed['idle_streams']} other streams, filtered to an object "
             "that never changes, stay open on the same replica (they share its one read per "
             "notification).",
             "",

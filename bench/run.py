@@ -358,15 +358,15 @@ class Bench:
     # ---------------------------------------------------------------- event delivery
 
     async def scenario_event_delivery(self) -> None:
-        """Commit to arrival on a live WatchEvents stream, while CreateCharge runs at concurrency
-        8 and `event_streams` other streams (filtered to an object that never changes) are open on
+        """Commit to arrival on a live WatchEvents stream, while CreateCharge runs at half of the
+        service's peak rate (open loop, as for the p99 target) and `event_streams` other streams (filtered to an object that never changes) are open on
         the same replica: every stream shares the replica's one read per notification.
 
         Latency per event is arrival (this process's wall clock) minus the event's `recorded_at`
         (the writing transaction's start, Postgres's clock on this machine): an upper bound of
         commit to arrival, since a transaction commits after it starts."""
         log(f"scenario: event delivery, {self.o.event_streams} idle streams open")
-        await self.prepare_slots(int(300 * self.o.event_seconds) + 50)
+        await self.prepare_slots(int(self.half_rate * self.o.event_seconds) + 50)
         latencies: list[float] = []
         async with grpc.aio.insecure_channel(self.s.service.target) as idle_channel:
             idle_stub = ledger_pb2_grpc.LedgerServiceStub(idle_channel)
@@ -388,15 +388,16 @@ class Bench:
                         return
 
             receiver = asyncio.create_task(receive())
+            rate = self.half_rate
             try:
                 _, figures = await self.measure(
-                    lambda: closed_loop(
+                    lambda: open_loop(
                         self._create_charge,
-                        concurrency=8,
-                        max_calls=int(300 * self.o.event_seconds),
+                        rate=rate,
+                        max_calls=int(rate * self.o.event_seconds) + 1,
                         max_seconds=self.o.event_seconds,
                     ),
-                    concurrency=8,
+                    target_rate_per_s=round(rate, 1),
                 )
                 await asyncio.sleep(0.5)
                 stop.set()

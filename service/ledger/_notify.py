@@ -28,7 +28,7 @@ CHANNEL = "ledger_events"
 _BATCH = 500
 # While committed events wait behind a running transaction, read again this soon (doubling).
 _HELD_FIRST_S = 0.002
-_HELD_MAX_S = 0.02
+_HELD_MAX_S = 0.01
 
 
 class StreamLimitReached(Exception):
