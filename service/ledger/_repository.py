@@ -150,11 +150,17 @@ class Event:
 
 @dataclass(frozen=True)
 class StableEvents:
-    """Events no transaction can still precede, oldest position first, and whether committed
-    events beyond the frontier (held back until the transactions before them end) exist."""
+    """Events no transaction can still precede, oldest position first; the frontier they were
+    read below; and the largest `tx` of committed events beyond it (held back until the
+    transactions before them end), if any."""
 
     items: list[Event]
-    held_back: bool
+    frontier: int
+    held_until: int | None
+
+    @property
+    def held_back(self) -> bool:
+        return self.held_until is not None
 
 
 @dataclass(frozen=True)
@@ -315,7 +321,8 @@ def _decode_token(token: str, filters: Sequence[object]) -> dict[str, Any]:
 # $1..$7 the ListEvents filters (NULL = any), $8/$9 the position to read after, $10 the limit.
 # One statement and one snapshot: the frontier and the rows it admits come from the same snapshot,
 # so no transaction below the frontier can commit an event this read does not see. Always returns
-# a row (event columns NULL when none), carrying whether matching events wait beyond the frontier.
+# a row (event columns NULL when none), carrying the frontier and the largest `tx` of the matching
+# committed events that wait beyond it (NULL when none).
 _STABLE_EVENTS = """
     WITH f AS MATERIALIZED (SELECT ledger_event_frontier() AS x),
     stable AS (
@@ -332,8 +339,8 @@ _STABLE_EVENTS = """
         ORDER BY tx, event_id
         LIMIT $10
     ), held AS (
-        SELECT EXISTS (
-            SELECT 1 FROM events
+        SELECT (SELECT x FROM f) AS frontier, (
+            SELECT max(tx) FROM events
             WHERE ($1::text IS NULL OR merchant = $1)
               AND ($2::text IS NULL OR kind = $2)
               AND ($3::text IS NULL OR object_id = $3)
@@ -343,9 +350,9 @@ _STABLE_EVENTS = """
               AND ($7::timestamptz IS NULL OR recorded_at < $7)
               AND tx >= (SELECT x FROM f)
               AND (tx, event_id) > ($8::xid8, $9::bigint)
-        ) AS held_back
+        ) AS held_until
     )
-    SELECT stable.*, held.held_back
+    SELECT stable.*, held.frontier, held.held_until
     FROM held LEFT JOIN stable ON true
     ORDER BY stable.tx, stable.event_id
 """
@@ -717,12 +724,19 @@ class Repository:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + settle_s
         delay = 0.002
-        while True:
-            page = await self._stable_events(filters, after, page_size, timeout)
-            if len(page.items) > page_size or not page.held_back or loop.time() >= give_up:
-                break
+        page = await self._stable_events(filters, after, page_size, timeout)
+        # Wait only for what was committed when the call came: on a busy ledger there is always a
+        # newer event held back.
+        target = page.held_until
+        while (
+            target is not None
+            and page.frontier <= target
+            and len(page.items) <= page_size
+            and loop.time() < give_up
+        ):
             await asyncio.sleep(min(delay, max(0.0, give_up - loop.time())))
             delay = min(delay * 2, 0.05)
+            page = await self._stable_events(filters, after, page_size, timeout)
         items = await self._open_events(page.items[:page_size])
         token = ""
         if len(page.items) > page_size:
@@ -735,7 +749,7 @@ class Repository:
     ) -> StableEvents:
         """Every merchant's stable events after `after` (the event hub's one shared read)."""
         page = await self._stable_events([None] * 7, after, limit, timeout)
-        return StableEvents(await self._open_events(page.items), page.held_back)
+        return replace(page, items=await self._open_events(page.items))
 
     async def _stable_events(
         self, filters: Sequence[object], after: Position, limit: int, timeout: float | None
@@ -743,21 +757,38 @@ class Repository:
         rows = await self._pool.fetch(
             _STABLE_EVENTS, *filters, after[0], after[1], limit + 1, timeout=timeout
         )
-        held = bool(rows[0]["held_back"])
-        return StableEvents([_event(r) for r in rows if r["event_id"] is not None], held)
+        until = rows[0]["held_until"]
+        return StableEvents(
+            [_event(r) for r in rows if r["event_id"] is not None],
+            int(rows[0]["frontier"]),
+            None if until is None else int(until),
+        )
 
     async def event_position(self, merchant: str, event_id: int) -> Position:
         """The position of `event_id` (or of this merchant's last event before it), so a reader
-        resuming "after event N" gets exactly the events it has not yet been sent."""
+        resuming "after event N" gets exactly the events it has not yet been sent.
+
+        An event not yet stable (its id came from somewhere other than this feed, e.g.
+        GetTransaction) resumes from the frontier instead: events that may still commit before it
+        are then delivered, at the price of sending it again."""
         row = await self._pool.fetchrow(
             """
-            SELECT tx, event_id FROM events WHERE merchant = $1 AND event_id <= $2
-            ORDER BY event_id DESC LIMIT 1
+            WITH f AS MATERIALIZED (SELECT ledger_event_frontier() AS x)
+            SELECT e.tx, e.event_id, f.x AS frontier
+            FROM f LEFT JOIN LATERAL (
+                SELECT tx, event_id FROM events WHERE merchant = $1 AND event_id <= $2
+                ORDER BY event_id DESC LIMIT 1
+            ) AS e ON true
             """,
             merchant,
             event_id,
         )
-        return (0, 0) if row is None else (int(row["tx"]), int(row["event_id"]))
+        assert row is not None
+        if row["event_id"] is None:
+            return (0, 0)
+        if row["tx"] >= row["frontier"]:
+            return (int(row["frontier"]), 0)
+        return (int(row["tx"]), int(row["event_id"]))
 
     async def event_frontier(self) -> Position:
         """The position every event committed from now on sorts after."""

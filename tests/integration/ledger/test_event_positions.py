@@ -168,3 +168,27 @@ async def test_events_written_before_the_migration_keep_their_order(database_url
         assert [e.tx for e in page.items][:3] == [1, 1, 1]
     finally:
         await ledger.close()
+
+
+async def test_resuming_after_an_event_not_yet_delivered_misses_nothing_before_it(
+    ledger: Ledger, database_url: str
+) -> None:
+    """An id read elsewhere (GetTransaction shows every committed event) while a transaction that
+    sorts before it still runs: resuming after it must not skip that transaction's event."""
+    repo = ledger.repository
+    slow = await asyncpg.connect(database_url)
+    try:
+        transaction = slow.transaction()
+        await transaction.start()
+        await slow.execute(
+            "INSERT INTO events (merchant, kind, object_id, state, source, snapshot)"
+            " VALUES ('default', 'refund', $1, 'Pending', 'api', '{}')",
+            f"{CP}-R000001",
+        )
+        [seen_elsewhere] = await repo.record([refund(2)], "api")
+        resume_at = await repo.event_position("default", seen_elsewhere.event_id)
+        await transaction.commit()
+    finally:
+        await slow.close()
+    page = await repo.list_events(EventFilter(merchant="default"), page_size=10, after=resume_at)
+    assert [e.object_id[-7:] for e in page.items] == ["R000001", "R000002"]
