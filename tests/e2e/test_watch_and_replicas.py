@@ -17,7 +17,7 @@ from service.config import load_settings
 from service.ledger import ObjectRecord
 from tests._emulator import EmulatorProcess
 from tests._process import ServiceProcess, free_port
-from tests.e2e._flows import checkout, key
+from tests.e2e._flows import checkout, failure, key
 from tests.e2e.conftest import Keys, Stubs, service_env, stubs_for
 
 FAST_RECONCILER = {
@@ -273,3 +273,38 @@ async def test_a_consumer_resuming_at_random_points_across_replicas_gets_every_e
             await channel.close()
         for app in replicas:
             await app.stop()
+
+
+async def test_streams_beyond_the_replica_cap_are_refused_and_the_rest_keep_flowing(
+    database_url: str, clean_emulator: EmulatorProcess, keys: Keys, tmp_path: Path
+) -> None:
+    env = service_env(database_url, clean_emulator, keys, tmp_path)
+    env["GRPC_MAX_EVENT_STREAMS"] = "3"
+    app = Application(load_settings(env))
+    await app.start()
+    try:
+        target = f"127.0.0.1:{app.grpc_port}"
+        async with grpc.aio.insecure_channel(target) as channel:
+            api = stubs_for(channel, target)
+            open_streams = [api.ledger.WatchEvents(ledger_pb2.WatchEventsRequest()) for _ in "abc"]
+            await asyncio.sleep(0.3)
+            refused = api.ledger.WatchEvents(ledger_pb2.WatchEventsRequest())
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await refused.read()
+            refusal = failure(caught.value)
+            assert refusal.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert refusal.reason == "TOO_MANY_STREAMS"
+            assert refusal.retry_delay_s is not None
+            made = await _create_session(api)
+            for stream in open_streams:
+                assert (await _next_event(stream)).object_id == made
+            open_streams.pop().cancel()
+            await asyncio.sleep(0.3)
+            again = api.ledger.WatchEvents(ledger_pb2.WatchEventsRequest())
+            await asyncio.sleep(0.3)
+            second = await _create_session(api)
+            assert (await _next_event(again)).object_id == second
+            for stream in [*open_streams, again]:
+                stream.cancel()
+    finally:
+        await app.stop()
