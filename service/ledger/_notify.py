@@ -46,6 +46,17 @@ class Subscription:
         self.queue: asyncio.Queue[Event | None] = asyncio.Queue(capacity)
         self.overflowed = False
 
+    def _consider(self, event: Event) -> None:
+        try:
+            accepted = self._accept(event)
+        except Exception:
+            _log.exception("event stream filter failed; ending the stream")
+            accepted = False
+            self._offer(None)  # wakes the stream, which then ends as overflowed and resumes
+            self.overflowed = True
+        if accepted:
+            self._offer(event)
+
     def _offer(self, item: Event | None) -> None:
         if self.overflowed:
             return
@@ -132,12 +143,17 @@ class EventHub:
                     _log.warning("ledger event read failed", extra={"error": type(exc).__name__})
                 held_delay = min(0.1 * 2**failures, 5.0)
                 continue
+            except Exception:
+                # The one reader of every stream must outlive anything a batch can throw.
+                failures += 1
+                _log.exception("ledger event read failed unexpectedly")
+                held_delay = min(0.1 * 2**failures, 5.0)
+                continue
             failures = 0
             for event in batch.items[:_BATCH]:
                 self._position = event.position
                 for subscriber in list(self._subscribers):
-                    if subscriber._accept(event):
-                        subscriber._offer(event)
+                    subscriber._consider(event)
             if len(batch.items) > _BATCH:
                 self._wake.set()
                 held_delay = 0.0

@@ -192,3 +192,25 @@ async def test_resuming_after_an_event_not_yet_delivered_misses_nothing_before_i
         await slow.close()
     page = await repo.list_events(EventFilter(merchant="default"), page_size=10, after=resume_at)
     assert [e.object_id[-7:] for e in page.items] == ["R000001", "R000002"]
+
+
+async def test_a_failing_stream_filter_ends_that_stream_and_the_others_keep_flowing(
+    ledger: Ledger, database_url: str
+) -> None:
+    hub = EventHub(database_url, ledger.repository, idle_poll_s=0.05)
+    await hub.start()
+    try:
+
+        def broken(_event: object) -> bool:
+            raise RuntimeError("a filter bug")
+
+        failing = hub.subscribe(broken)
+        healthy = hub.subscribe(lambda e: True)
+        await ledger.repository.record([refund(1)], "api")
+        assert await asyncio.wait_for(failing.get(), 5) is None
+        assert failing.overflowed
+        delivered = await asyncio.wait_for(healthy.get(), 5)
+        assert delivered is not None
+        assert delivered.object_id.endswith("R000001")
+    finally:
+        await hub.stop()
