@@ -22,11 +22,10 @@ CREATE FUNCTION ledger_event_frontier() RETURNS xid8
 LANGUAGE sql STABLE AS $$
     SELECT coalesce(min(running.x), pg_snapshot_xmax(pg_current_snapshot()))
     FROM pg_snapshot_xip(pg_current_snapshot()) AS running(x)
-    WHERE NOT EXISTS (
-        SELECT 1 FROM pg_stat_activity a
-        WHERE a.backend_xid = running.x::xid AND a.datname <> current_database()
-    ) AND NOT EXISTS (
-        SELECT 1 FROM pg_prepared_xacts p
-        WHERE p.transaction = running.x::xid AND p.database <> current_database()
+    WHERE running.x::xid NOT IN (
+        SELECT a.backend_xid FROM pg_stat_activity a
+        WHERE a.backend_xid IS NOT NULL AND a.datname <> current_database()
+        UNION ALL
+        SELECT p.transaction FROM pg_prepared_xacts p WHERE p.database <> current_database()
     )
 $$;
