@@ -776,6 +776,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 audit = await soak.audit(database_url)
                 if audit["mismatches"] == 0:
                     break
+                log(f"  settling: {audit['mismatches']} mismatches, e.g. {audit['problems'][:2]}")
             settle_s = round(time.monotonic() - settle_started, 1)
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
