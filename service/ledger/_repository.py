@@ -773,18 +773,16 @@ class Repository:
         are then delivered, at the price of sending it again."""
         row = await self._pool.fetchrow(
             """
-            WITH f AS MATERIALIZED (SELECT ledger_event_frontier() AS x)
-            SELECT e.tx, e.event_id, f.x AS frontier
-            FROM f LEFT JOIN LATERAL (
+            WITH e AS MATERIALIZED (
                 SELECT tx, event_id FROM events WHERE merchant = $1 AND event_id <= $2
                 ORDER BY event_id DESC LIMIT 1
-            ) AS e ON true
+            )
+            SELECT tx, event_id, ledger_event_frontier() AS frontier FROM e
             """,
             merchant,
             event_id,
         )
-        assert row is not None
-        if row["event_id"] is None:
+        if row is None:
             return (0, 0)
         if row["tx"] >= row["frontier"]:
             return (int(row["frontier"]), 0)

@@ -260,7 +260,25 @@ async def test_a_consumer_resuming_at_random_points_across_replicas_gets_every_e
         try:
             table = [r["event_id"] for r in await conn.fetch("SELECT event_id FROM events")]
             expected.append(len(table) - 1)
-            await asyncio.wait_for(consumer, 120)
+            try:
+                await asyncio.wait_for(consumer, 120)
+            except TimeoutError:
+                missing = sorted(set(table) - set(received) - {seed.event_id})
+                rows = await conn.fetch(
+                    "SELECT event_id, tx, ledger_event_frontier() AS frontier,"
+                    " pg_current_snapshot()::text AS snapshot FROM events"
+                    " WHERE event_id = ANY($1::bigint[])",
+                    missing[:5],
+                )
+                running = await conn.fetch(
+                    "SELECT datname, backend_xid::text, state, xact_start, left(query, 80) AS q"
+                    " FROM pg_stat_activity WHERE backend_xid IS NOT NULL"
+                )
+                raise AssertionError(
+                    f"consumer stalled: {len(received)} of {expected[0]} events, "
+                    f"missing {missing[:20]}: {[dict(r) for r in rows]}; "
+                    f"writers: {[dict(r) for r in running]}"
+                ) from None
         finally:
             await conn.close()
         table.remove(seed.event_id)

@@ -13,19 +13,12 @@ ALTER TABLE events ALTER COLUMN tx SET DEFAULT pg_current_xact_id();
 
 CREATE INDEX events_position_idx ON events (tx, event_id);
 
--- The lowest transaction id that may still commit an event: the oldest transaction in progress in
--- the caller's snapshot, skipping those known to run in another database of the cluster (they cannot
--- write this ledger). A transaction whose database is unknown (finished since the snapshot, or hidden
--- from a role without pg_read_all_stats) still counts, so the frontier can lag but never overtake.
--- STABLE: it reads the snapshot of the statement that calls it.
+-- The lowest transaction id that may still commit an event: readers deliver events below it. It is
+-- the oldest transaction in progress in the calling statement's own snapshot (STABLE: it reads that
+-- snapshot), cluster-wide: which database a running transaction belongs to cannot be read
+-- atomically with the snapshot (pg_stat_activity pairs a backend's database and transaction id
+-- without a lock), and a wrong guess would let a reader overtake a transaction of this ledger.
 CREATE FUNCTION ledger_event_frontier() RETURNS xid8
 LANGUAGE sql STABLE AS $$
-    SELECT coalesce(min(running.x), pg_snapshot_xmax(pg_current_snapshot()))
-    FROM pg_snapshot_xip(pg_current_snapshot()) AS running(x)
-    WHERE running.x::xid NOT IN (
-        SELECT a.backend_xid FROM pg_stat_activity a
-        WHERE a.backend_xid IS NOT NULL AND a.datname <> current_database()
-        UNION ALL
-        SELECT p.transaction FROM pg_prepared_xacts p WHERE p.database <> current_database()
-    )
+    SELECT pg_snapshot_xmin(pg_current_snapshot())
 $$;

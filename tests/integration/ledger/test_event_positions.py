@@ -1,5 +1,5 @@
 """Events in a resumable order (migration 0008): a reader resuming after the last event it saw
-never skips one that committed late, and never waits on another database's transactions."""
+never skips one that committed late."""
 
 from __future__ import annotations
 
@@ -67,19 +67,6 @@ async def test_an_event_that_commits_late_is_not_skipped_by_a_reader_resuming_af
     # Today's callers resume "after the last event_id received"; that is exact.
     assert await _ids(ledger, after_event_id=seen[0]) == seen[1:]
     assert await _ids(ledger, after_event_id=seen[1]) == []
-
-
-async def test_a_transaction_in_another_database_does_not_hold_events_back(
-    ledger: Ledger, postgres_server_url: str
-) -> None:
-    other = await asyncpg.connect(postgres_server_url)
-    try:
-        async with other.transaction():
-            await other.fetchval("SELECT pg_current_xact_id()")
-            [event] = await ledger.repository.record([refund(1)], "api")
-            assert await _ids(ledger) == [event.event_id]
-    finally:
-        await other.close()
 
 
 async def test_list_events_waits_briefly_for_a_running_transaction_so_callers_read_their_writes(
