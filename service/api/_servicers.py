@@ -675,7 +675,9 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
         """Stable events after a position, page by page; the hub delivers the rest."""
         token = ""
         while True:
-            page = await self._repo.list_events(where, page_size=500, page_token=token, after=after)
+            page = await self._repo.list_events(
+                where, page_size=500, page_token=token, after=after, settle_s=0.0
+            )
             for event in page.items:
                 yield event
             token = page.next_page_token

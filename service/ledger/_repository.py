@@ -696,7 +696,7 @@ class Repository:
         page_size: int,
         page_token: str = "",
         after: Position | None = None,
-        settle_s: float = 0.0,
+        settle_s: float = 1.0,
         timeout: float | None = None,
     ) -> Page[Event]:
         """Stable events in delivery order (`Position`), so a reader can resume after the last
@@ -764,29 +764,39 @@ class Repository:
             None if until is None else int(until),
         )
 
-    async def event_position(self, merchant: str, event_id: int) -> Position:
+    async def event_position(
+        self, merchant: str, event_id: int, *, settle_s: float = 1.0
+    ) -> Position:
         """The position of `event_id` (or of this merchant's last event before it), so a reader
         resuming "after event N" gets exactly the events it has not yet been sent.
 
         An event not yet stable (its id came from somewhere other than this feed, e.g.
-        GetTransaction) resumes from the frontier instead: events that may still commit before it
-        are then delivered, at the price of sending it again."""
-        row = await self._pool.fetchrow(
-            """
-            WITH e AS MATERIALIZED (
-                SELECT tx, event_id FROM events WHERE merchant = $1 AND event_id <= $2
-                ORDER BY event_id DESC LIMIT 1
+        GetTransaction, or a write just answered) is waited for up to `settle_s`; if it is still
+        held back, the resume starts at the frontier instead: events that may still commit before
+        it are then delivered, at the price of sending it again."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + settle_s
+        delay = 0.002
+        while True:
+            row = await self._pool.fetchrow(
+                """
+                WITH e AS MATERIALIZED (
+                    SELECT tx, event_id FROM events WHERE merchant = $1 AND event_id <= $2
+                    ORDER BY event_id DESC LIMIT 1
+                )
+                SELECT tx, event_id, ledger_event_frontier() AS frontier FROM e
+                """,
+                merchant,
+                event_id,
             )
-            SELECT tx, event_id, ledger_event_frontier() AS frontier FROM e
-            """,
-            merchant,
-            event_id,
-        )
-        if row is None:
-            return (0, 0)
-        if row["tx"] >= row["frontier"]:
-            return (int(row["frontier"]), 0)
-        return (int(row["tx"]), int(row["event_id"]))
+            if row is None:
+                return (0, 0)
+            if row["tx"] < row["frontier"]:
+                return (int(row["tx"]), int(row["event_id"]))
+            if loop.time() >= give_up:
+                return (int(row["frontier"]), 0)
+            await asyncio.sleep(min(delay, max(0.0, give_up - loop.time())))
+            delay = min(delay * 2, 0.05)
 
     async def event_frontier(self) -> Position:
         """The position every event committed from now on sorts after."""

@@ -34,9 +34,11 @@ def refund(n: int, state: str = "Pending") -> ObjectRecord:
     )
 
 
-async def _ids(ledger: Ledger, after_event_id: int = 0) -> list[int]:
+async def _ids(ledger: Ledger, after_event_id: int = 0, settle_s: float = 1.0) -> list[int]:
     page = await ledger.repository.list_events(
-        EventFilter(merchant="default", after_event_id=after_event_id), page_size=100
+        EventFilter(merchant="default", after_event_id=after_event_id),
+        page_size=100,
+        settle_s=settle_s,
     )
     return [e.event_id for e in page.items]
 
@@ -57,7 +59,7 @@ async def test_an_event_that_commits_late_is_not_skipped_by_a_reader_resuming_af
         )
         [fast] = await repo.record([refund(2)], "api")
         # Held back while the slower transaction may still commit an event before it.
-        assert await _ids(ledger) == []
+        assert await _ids(ledger, settle_s=0) == []
         await transaction.commit()
     finally:
         await slow.close()
@@ -173,7 +175,7 @@ async def test_resuming_after_an_event_not_yet_delivered_misses_nothing_before_i
             f"{CP}-R000001",
         )
         [seen_elsewhere] = await repo.record([refund(2)], "api")
-        resume_at = await repo.event_position("default", seen_elsewhere.event_id)
+        resume_at = await repo.event_position("default", seen_elsewhere.event_id, settle_s=0)
         await transaction.commit()
     finally:
         await slow.close()
