@@ -40,7 +40,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from bench import _report
 from bench._floor import drive_grpc
 from bench._flows import Stubs, checkout, key, stubs_for, usd
-from bench._load import Run, closed_loop, open_loop
+from bench._load import Run, closed_loop, open_loop, percentile
 from bench._stack import (
     KEY_ID,
     REPO,
@@ -61,7 +61,7 @@ from bench._stack import (
 )
 from bench.sign_bench import cpu_per_signature, load_key
 from emulator.testing import sign_headers
-from payments.amazonpay.v1 import charge_pb2, common_pb2, ledger_pb2
+from payments.amazonpay.v1 import charge_pb2, common_pb2, ledger_pb2, ledger_pb2_grpc
 from service.amazonpay import RequestSigner
 from service.ledger import EmbeddedPostgres, PiiKeyring
 
@@ -93,6 +93,8 @@ class Options:
     output: Path
     chart: bool
     profile_seconds: float = 0.0
+    event_seconds: float = 6.0
+    event_streams: int = 500
 
     @classmethod
     def parse(cls, argv: list[str] | None = None) -> Options:
@@ -123,6 +125,8 @@ class Options:
             floor_calls=1000 if quick else 4000,
             output=a.output,
             chart=not a.no_chart,
+            event_seconds=3.0 if quick else 10.0,
+            event_streams=100 if quick else 500,
         )
 
 
@@ -350,6 +354,74 @@ class Bench:
         self.results["create_charge_peak"] = peak
 
         self.half_rate = max(peak["throughput_per_s"] / 2, 1.0)
+
+    # ---------------------------------------------------------------- event delivery
+
+    async def scenario_event_delivery(self) -> None:
+        """Commit to arrival on a live WatchEvents stream, while CreateCharge runs at half of the
+        service's peak rate (open loop, as for the p99 target) and `event_streams` other streams (filtered to an object that never changes) are open on
+        the same replica: every stream shares the replica's one read per notification.
+
+        Latency per event is arrival (this process's wall clock) minus the event's `recorded_at`
+        (the writing transaction's start, Postgres's clock on this machine): an upper bound of
+        commit to arrival, since a transaction commits after it starts."""
+        log(f"scenario: event delivery, {self.o.event_streams} idle streams open")
+        await self.prepare_slots(int(self.half_rate * self.o.event_seconds) + 50)
+        latencies: list[float] = []
+        async with grpc.aio.insecure_channel(self.s.service.target) as idle_channel:
+            idle_stub = ledger_pb2_grpc.LedgerServiceStub(idle_channel)
+            idle = [
+                idle_stub.WatchEvents(
+                    ledger_pb2.WatchEventsRequest(object_id=f"S01-0000000-0000000-C{n:07d}")
+                )
+                for n in range(self.o.event_streams)
+            ]
+            live = self.api.ledger.WatchEvents(ledger_pb2.WatchEventsRequest())
+            await asyncio.sleep(1.0)  # every stream subscribed
+            stop = asyncio.Event()
+
+            async def receive() -> None:
+                async for message in live:
+                    arrived = time.time()
+                    latencies.append(arrived - message.event.recorded_at.ToMicroseconds() / 1e6)
+                    if stop.is_set():
+                        return
+
+            receiver = asyncio.create_task(receive())
+            rate = self.half_rate
+            try:
+                _, figures = await self.measure(
+                    lambda: open_loop(
+                        self._create_charge,
+                        rate=rate,
+                        max_calls=int(rate * self.o.event_seconds) + 1,
+                        max_seconds=self.o.event_seconds,
+                    ),
+                    target_rate_per_s=round(rate, 1),
+                )
+                await asyncio.sleep(0.5)
+                stop.set()
+            finally:
+                live.cancel()
+                for stream in idle:
+                    stream.cancel()
+                receiver.cancel()
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                    await receiver
+        ordered = sorted(latencies)
+        delivery = {
+            "events": len(ordered),
+            "idle_streams": self.o.event_streams,
+            "p50_ms": round(percentile(ordered, 0.50) * 1000, 2),
+            "p99_ms": round(percentile(ordered, 0.99) * 1000, 2),
+            "max_ms": round(max(ordered, default=0.0) * 1000, 2),
+            "create_charge": figures,
+        }
+        self.results["event_delivery"] = delivery
+        log(
+            f"  {len(ordered)} events: commit to arrival p50 {delivery['p50_ms']} ms, "
+            f"p99 {delivery['p99_ms']} ms; CreateCharge meanwhile {_short(figures)}"
+        )
 
     # ---------------------------------------------------------------- half of peak
 
@@ -765,6 +837,14 @@ def verdicts(results: dict[str, Any]) -> dict[str, Any]:
             "target": "gap <= 10 ms",
             "pass": p99_gap <= 10.0,
         },
+        "event_delivery_p99": {
+            "p99_ms": results["event_delivery"]["p99_ms"],
+            "events": results["event_delivery"]["events"],
+            "idle_streams": results["event_delivery"]["idle_streams"],
+            "target": "< 100 ms",
+            "pass": results["event_delivery"]["events"] > 0
+            and results["event_delivery"]["p99_ms"] < 100.0,
+        },
         "throughput_vs_emulator_capacity": {
             "service_peak_create_charge_per_s": peak["throughput_per_s"],
             "emulator_signed_post_per_s": post_capacity,
@@ -795,6 +875,7 @@ async def run_bench(options: Options) -> dict[str, Any]:
                 await bench.scenario_checkout()
                 await bench.scenario_create_charge()
                 await bench.scenario_half_peak()
+                await bench.scenario_event_delivery()
                 await bench.scenario_emulator()
                 await bench.scenario_floor()
                 await bench.scenario_get_charge()
@@ -835,6 +916,7 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
         "p99_ms_at_half_peak": p99["service_p99_ms"],
         "emulator_p99_ms": p99["emulator_p99_ms"],
         "p99_gap_ms": p99["gap_ms"],
+        "event_delivery_p99_ms": v["event_delivery_p99"]["p99_ms"],
         "peak_calls_per_s": results["create_charge_peak"]["throughput_per_s"],
         "half_peak_rounds": len(results["create_charge_half_peak"].get("rounds", [])) or 1,
         "pass": {k: d["pass"] for k, d in v.items() if "pass" in d},

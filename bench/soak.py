@@ -19,7 +19,10 @@ gRPC calls, then at most ``--settle-seconds`` for the reconcilers to finish.
   charges and refunds against the ledger's ``objects``: each exists exactly once with the same state
   and amounts, nothing a caller was told succeeded is missing at the emulator, every object's
   current state has an event, no operation is left pending, every checkout a caller saw complete
-  is Completed in the ledger with its charge permission, and no repeated Complete failed. Writes ``bench/results/soak.json``
+  is Completed in the ledger with its charge permission, and no repeated Complete failed; and a
+  WatchEvents consumer that reconnected through the SIGKILLs and the Postgres restart (resuming
+  after the last event it received) holds every event of the table exactly once. Writes
+  ``bench/results/soak.json``
   and ``soak.md``; exits 1 on any mismatch.
 """
 
@@ -164,6 +167,9 @@ class Tally:
     """checkout session -> the charge permission its Complete answered."""
     repeated_completes: int = 0
     complete_problems: list[str] = field(default_factory=list)
+    # the WatchEvents consumer: every event id received, in order, and why each stream ended
+    watched: list[int] = field(default_factory=list)
+    watch_streams: Counter[str] = field(default_factory=Counter)
 
     @property
     def total(self) -> int:
@@ -423,6 +429,62 @@ class Soak:
             if not ok:  # a failed purchase: back off like a client would
                 await asyncio.sleep(self.rng.uniform(0.2, 0.6))
 
+    # ---------------------------------------------------------------- the event consumer
+
+    async def watcher(self, subscribed: asyncio.Event) -> None:
+        """A WatchEvents consumer as the docs tell callers to write one: keep the last event_id
+        received and, whenever the stream ends (its replica SIGKILLed, a random drop of our own),
+        reopen it on a replica that is up with after_event_id = that id. It starts on replica 0
+        and moves to replica 1 after its first loss, so it lives through both SIGKILLs and the
+        Postgres restart. Runs until cancelled (after the audit)."""
+        rng = random.Random(self.args.seed + 1)
+        last = 0
+        preferred = [0, 1, 2]
+        while True:
+            index = next((i for i in preferred if i not in self.down), preferred[0])
+            stream = self.stubs[index].ledger.WatchEvents(
+                ledger_pb2.WatchEventsRequest(after_event_id=last)
+            )
+            drop_after = rng.randint(50, 400)
+            received = 0
+            reason = "OK"
+            try:
+                if not subscribed.is_set():
+                    await asyncio.sleep(1.0)  # the stream is subscribed before traffic starts
+                    subscribed.set()
+                async for message in stream:
+                    last = message.event.event_id
+                    self.tally.watched.append(last)
+                    received += 1
+                    if received >= drop_after:
+                        reason = "own_drop"
+                        break
+            except grpc.aio.AioRpcError as exc:
+                reason = exc.code().name
+            finally:
+                stream.cancel()
+            self.tally.watch_streams[f"replica{index}:{reason}"] += 1
+            if reason != "own_drop":
+                preferred = [1, 0, 2] if index == 0 else [0, 2, 1] if index == 1 else preferred
+                await asyncio.sleep(rng.uniform(0.1, 0.5))
+
+    def watch_problems(self, table: list[int]) -> list[str]:
+        """The consumer's events against the events table: each exactly once."""
+        seen = Counter(self.tally.watched)
+        problems = [f"WatchEvents delivered event {i} {n} times" for i, n in seen.items() if n > 1]
+        stored = set(table)
+        missing = sorted(stored - set(seen))
+        if missing:
+            problems.append(
+                f"WatchEvents consumer missed {len(missing)} events, e.g. {missing[:10]}"
+            )
+        extra = sorted(set(seen) - stored)
+        if extra:
+            problems.append(
+                f"WatchEvents delivered {len(extra)} ids not in the table: {extra[:10]}"
+            )
+        return problems
+
     # ---------------------------------------------------------------- chaos
 
     async def faults(self) -> None:
@@ -521,6 +583,10 @@ class Soak:
                 "SELECT kind, object_id, state, amount, currency_code, snapshot FROM objects"
                 " WHERE kind IN ('charge', 'refund')"
             )
+            event_ids = [
+                r["event_id"]
+                for r in await conn.fetch("SELECT event_id FROM events WHERE merchant = 'default'")
+            ]
             missing_events = await conn.fetch(
                 """
                 SELECT o.kind, o.object_id, o.state FROM objects o
@@ -626,6 +692,7 @@ class Soak:
             if permission_id not in ledger_cps:
                 problems.append(f"checkout {session_id}: permission {permission_id} not in ledger")
         problems += self.tally.complete_problems
+        problems += self.watch_problems(event_ids)
         if pending_ops:
             problems.append(f"{pending_ops} operations still pending after settling")
         return {
@@ -642,6 +709,12 @@ class Soak:
                 Counter(r["statusDetails"]["state"] for r in em_refunds.values())
             ),
             "pending_operations": pending_ops,
+            "watch_events": {
+                "events_in_table": len(event_ids),
+                "events_received": len(self.tally.watched),
+                "distinct_received": len(set(self.tally.watched)),
+                "streams": dict(self.tally.watch_streams),
+            },
             "ledger": stats,
             "mismatches": len(problems),
             "problems": problems[:200],
@@ -733,6 +806,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"3 replicas serving; traffic for {args.seconds:.0f}s with {args.workers} "
                 f"workers (at most {args.max_requests} requests)"
             )
+            subscribed = asyncio.Event()
+            watcher = asyncio.create_task(soak.watcher(subscribed))
+            await asyncio.wait_for(subscribed.wait(), 30)
             traffic_started = time.monotonic()
             workers = [asyncio.create_task(soak.worker(i)) for i in range(args.workers)]
             side = [
@@ -766,7 +842,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 audit = await soak.audit(database_url)
                 if audit["mismatches"] == 0:
                     break
+                log(f"  settling: {audit['mismatches']} mismatches, e.g. {audit['problems'][:2]}")
             settle_s = round(time.monotonic() - settle_started, 1)
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
             log(f"audit after {settle_s}s of settling: {audit['mismatches']} mismatches")
             result["peak_rss_mib"] = {
                 f"replica_{i}": round(peak_rss_mib(r.pid), 1) for i, r in enumerate(soak.replicas)
@@ -861,6 +940,10 @@ def markdown(r: dict[str, Any]) -> str:
         f"{a['ledger']['operations_retried_or_redriven']} |",
         f"| ledger events by source | {a['ledger']['events_by_source']} |",
         f"| operations still pending | {a['pending_operations']} |",
+        f"| WatchEvents consumer: events in table / received / distinct | "
+        f"{a['watch_events']['events_in_table']} / {a['watch_events']['events_received']} / "
+        f"{a['watch_events']['distinct_received']} |",
+        f"| WatchEvents consumer: streams by replica and end | {a['watch_events']['streams']} |",
         "",
         "## Requests by method",
         "",

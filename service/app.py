@@ -145,7 +145,7 @@ class Application:
         # finished before this replica takes traffic.
         with _tracer.start_as_current_span("startup.redrive"):
             await self.payments.redrive_orphans()
-        self.hub = EventHub(url)
+        self.hub = EventHub(url, repository, max_subscribers=settings.grpc.max_event_streams)
         await self.hub.start()
         await self._start_workers(settings)
         rpcs = Rpcs(self.payments, repository, self.hub, self.metrics)

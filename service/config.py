@@ -90,6 +90,10 @@ class GrpcSettings:
     max_connection_age_s: int = 300
     """`GRPC_MAX_CONNECTION_AGE_S`: connections are recycled so new replicas receive load."""
 
+    max_event_streams: int = 1000
+    """`GRPC_MAX_EVENT_STREAMS`: WatchEvents streams one replica serves at once; one more gets
+    RESOURCE_EXHAUSTED (reason `TOO_MANY_STREAMS`)."""
+
     shutdown_grace_s: float = 20.0
     """`SHUTDOWN_GRACE_S`: on SIGTERM, in-flight calls get this long to finish; keep it below the
     pod's terminationGracePeriodSeconds."""
@@ -598,6 +602,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         keepalive_time_s=r.get("GRPC_KEEPALIVE_TIME_S", _int_in(1, 3600), 30),
         keepalive_timeout_s=r.get("GRPC_KEEPALIVE_TIMEOUT_S", _int_in(1, 600), 10),
         max_connection_age_s=r.get("GRPC_MAX_CONNECTION_AGE_S", _int_in(10, 86400), 300),
+        max_event_streams=r.get("GRPC_MAX_EVENT_STREAMS", _int_in(1, 100_000), 1000),
         shutdown_grace_s=r.get("SHUTDOWN_GRACE_S", _float_in(0, 600), 20.0),
     )
     pool_min = r.get("DATABASE_POOL_MIN", _int_in(0, 1000), 2)

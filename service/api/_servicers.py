@@ -12,9 +12,8 @@ import hashlib
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, NoReturn, TypeVar, cast
 
@@ -47,10 +46,11 @@ from service.ledger import (
     Event,
     EventFilter,
     EventHub,
-    Notice,
     ObjectFilter,
+    Position,
     Repository,
     StoredObject,
+    StreamLimitReached,
 )
 from service.telemetry import Metrics
 
@@ -633,7 +633,10 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
                 after_event_id=req.after_event_id,
             )
             page = await self._repo.list_events(
-                where, page_size=_page_size(req.page_size, _EVENTS_PAGE), page_token=req.page_token
+                where,
+                page_size=_page_size(req.page_size, _EVENTS_PAGE),
+                page_token=req.page_token,
+                settle_s=_settle_s(deadline),
             )
             return ledger_pb2.ListEventsResponse(
                 events=[event_of(e) for e in page.items], next_page_token=page.next_page_token
@@ -644,10 +647,11 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
     async def WatchEvents(
         self, request: Any, context: Any
     ) -> AsyncIterator[ledger_pb2.WatchEventsResponse]:
-        """Replay from `after_event_id`, then stream what any replica commits.
+        """Replay the stable events after `after_event_id`, then stream what any replica commits.
 
-        Each event is read by id when its commit notification arrives, so events are delivered in
-        commit order (per object that is id order, because an object's writes are serialized).
+        Events arrive in position order (migration 0008): per object that is commit order, and the
+        stream never sends an event that sorts before one it has sent, so "after the last event
+        received" is an exact resume point.
         """
         hub = self._rpcs.hub
         failure: grpc.Status | None = None
@@ -674,18 +678,27 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
                 object_id=request.object_id or None,
                 charge_permission_id=request.charge_permission_id or None,
             )
-            with hub.subscribe() as subscription:
-                recent = _RecentIds()
-                watermark = request.after_event_id or await self._repo.max_event_id()
-                replay = request.after_event_id > 0
+            try:
+                subscription = hub.subscribe(lambda event: _matches(where, event))
+            except StreamLimitReached:
+                raise RpcFailure(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    "this replica serves its maximum number of event streams; retry later",
+                    "TOO_MANY_STREAMS",
+                    retry_after_s=1.0,
+                ) from None
+            with subscription:
+                # Subscribed first: whatever the hub offers from here on is queued, and the replay
+                # below covers everything it offered before.
+                if request.after_event_id > 0:
+                    cursor = await self._repo.event_position(where.merchant, request.after_event_id)
+                    async for event in self._events_after(where, cursor):
+                        cursor = event.position
+                        yield _watched(event)
+                else:
+                    cursor = await self._repo.event_frontier()
                 while True:
-                    if replay:
-                        async for event in self._events_after(where, watermark):
-                            if recent.add(event.event_id):
-                                watermark = max(watermark, event.event_id)
-                                yield _watched(event)
-                        replay = False
-                    notice = await subscription.get()
+                    live = await subscription.get()
                     if hub.stopping:
                         raise RpcFailure(
                             grpc.StatusCode.UNAVAILABLE,
@@ -700,15 +713,10 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
                             "STREAM_OVERFLOW",
                             retry_after_s=0.5,
                         )
-                    if notice is None:
-                        replay = True
+                    if live is None or live.position <= cursor:
                         continue
-                    if not _matches(where, notice) or not recent.add(notice.event_id):
-                        continue
-                    live = await self._repo.get_event(notice.event_id)
-                    if live is not None:
-                        watermark = max(watermark, live.event_id)
-                        yield _watched(live)
+                    cursor = live.position
+                    yield _watched(live)
         except Exception as exc:
             failure = to_status(exc)
             if failure is None:
@@ -726,11 +734,13 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
         if failure is not None:
             await _abort(context, failure)
 
-    async def _events_after(self, where: EventFilter, after: int) -> AsyncIterator[Event]:
+    async def _events_after(self, where: EventFilter, after: Position) -> AsyncIterator[Event]:
+        """Stable events after a position, page by page; the hub delivers the rest."""
         token = ""
-        bounded = replace(where, after_event_id=after)
         while True:
-            page = await self._repo.list_events(bounded, page_size=500, page_token=token)
+            page = await self._repo.list_events(
+                where, page_size=500, page_token=token, after=after, settle_s=0.0
+            )
             for event in page.items:
                 yield event
             token = page.next_page_token
@@ -804,6 +814,14 @@ def _watched(event: Event) -> ledger_pb2.WatchEventsResponse:
     return response
 
 
+def _settle_s(deadline: float | None) -> float:
+    """How long ListEvents may wait for events held back by running transactions: up to 1 s,
+    within the caller's deadline."""
+    if deadline is None:
+        return 1.0
+    return max(0.0, min(1.0, deadline - time.monotonic() - _DEADLINE_RESERVE_S))
+
+
 def _erasure_response(answer: Mapping[str, Any], *, replayed: bool) -> Message:
     response = ledger_pb2.EraseBuyerDataResponse(
         objects_erased=int(answer["objects"]),
@@ -814,33 +832,15 @@ def _erasure_response(answer: Mapping[str, Any], *, replayed: bool) -> Message:
     return response
 
 
-class _RecentIds:
-    """Ids already sent on one stream (bounded), so a replay and a notification never both
-    deliver the same event."""
-
-    def __init__(self, limit: int = 10_000) -> None:
-        self._ids: set[int] = set()
-        self._order: deque[int] = deque()
-        self._limit = limit
-
-    def add(self, event_id: int) -> bool:
-        if event_id in self._ids:
-            return False
-        self._ids.add(event_id)
-        self._order.append(event_id)
-        if len(self._order) > self._limit:
-            self._ids.discard(self._order.popleft())
-        return True
-
-
-def _matches(where: EventFilter, notice: Notice) -> bool:
+def _matches(where: EventFilter, event: Event) -> bool:
+    """The stream's filter, applied in memory to the hub's shared batch."""
     return (
-        notice.merchant == where.merchant
-        and (where.kind is None or notice.kind == where.kind)
-        and (where.object_id is None or notice.object_id == where.object_id)
+        event.merchant == where.merchant
+        and (where.kind is None or event.kind == where.kind)
+        and (where.object_id is None or event.object_id == where.object_id)
         and (
             where.charge_permission_id is None
-            or notice.charge_permission_id == where.charge_permission_id
+            or event.charge_permission_id == where.charge_permission_id
         )
     )
 

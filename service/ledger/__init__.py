@@ -14,7 +14,7 @@ from ._migrate import (
     migrate_database,
     require_migrated,
 )
-from ._notify import CHANNEL, EventHub, Notice, Subscription
+from ._notify import CHANNEL, EventHub, StreamLimitReached, Subscription
 from ._pii import PII_FIELDS, PiiKeyError, PiiKeyring, PiiVault, buyer_hash_of
 from ._pool import Ledger
 from ._repository import (
@@ -31,7 +31,9 @@ from ._repository import (
     Operation,
     OperationConflict,
     Page,
+    Position,
     Repository,
+    StableEvents,
     StoredObject,
 )
 
@@ -52,7 +54,6 @@ __all__ = [
     "Ledger",
     "Migration",
     "MigrationError",
-    "Notice",
     "ObjectFilter",
     "ObjectRecord",
     "Operation",
@@ -61,8 +62,11 @@ __all__ = [
     "PiiKeyError",
     "PiiKeyring",
     "PiiVault",
+    "Position",
     "Repository",
+    "StableEvents",
     "StoredObject",
+    "StreamLimitReached",
     "Subscription",
     "apply_migrations",
     "buyer_hash_of",

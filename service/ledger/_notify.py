@@ -1,56 +1,72 @@
-"""Ledger events fanned out to in-process subscribers from Postgres LISTEN/NOTIFY.
+"""Ledger events fanned out to in-process subscribers: one shared read per replica.
 
-One listening connection per replica. Postgres delivers a notification when the inserting
-transaction commits, on every replica, so a subscriber on any replica sees every committed event.
-If the listening connection is lost (Postgres restart), the hub reconnects and tells every
-subscriber to catch up from the ledger, because notifications sent meanwhile are gone.
+Postgres LISTEN/NOTIFY only wakes the hub; what it delivers comes from one query per wake-up, over
+every merchant, reading the stable events after the hub's own position (see `Position` and
+migration 0008). Each subscriber filters that batch in memory, so a thousand streams cost one query,
+not a thousand. Because the hub reads by position, a lost notification or a Postgres restart delays
+events but cannot lose them: after reconnecting, the hub simply reads on from where it was.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
-__all__ = ["CHANNEL", "EventHub", "Notice", "Subscription"]
+from ._repository import Event, Position, Repository
+
+__all__ = ["CHANNEL", "EventHub", "StreamLimitReached", "Subscription"]
 
 _log = logging.getLogger("service.ledger.notify")
 
 CHANNEL = "ledger_events"
 
+_BATCH = 500
+# While committed events wait behind a running transaction, read again this soon (doubling).
+_HELD_FIRST_S = 0.002
+_HELD_MAX_S = 0.01
 
-@dataclass(frozen=True)
-class Notice:
-    """Routing fields of a committed event; read the event itself by id."""
 
-    event_id: int
-    merchant: str
-    kind: str
-    object_id: str
-    charge_permission_id: str | None
+class StreamLimitReached(Exception):
+    """This replica already serves its maximum number of event streams."""
 
 
 class Subscription:
-    """A bounded queue of notices. `None` in the queue means "catch up from the ledger"."""
+    """A bounded queue of events accepted by the subscriber's filter, in position order.
 
-    def __init__(self, hub: EventHub, capacity: int) -> None:
+    `None` in the queue only wakes the reader (the hub is stopping)."""
+
+    def __init__(self, hub: EventHub, accept: Callable[[Event], bool], capacity: int) -> None:
         self._hub = hub
-        self.queue: asyncio.Queue[Notice | None] = asyncio.Queue(capacity)
+        self._accept = accept
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(capacity)
         self.overflowed = False
 
-    def _offer(self, item: Notice | None) -> None:
+    def _consider(self, event: Event) -> None:
+        try:
+            accepted = self._accept(event)
+        except Exception:
+            _log.exception("event stream filter failed; ending the stream")
+            accepted = False
+            self._offer(None)  # wakes the stream, which then ends as overflowed and resumes
+            self.overflowed = True
+        if accepted:
+            self._offer(event)
+
+    def _offer(self, item: Event | None) -> None:
+        if self.overflowed:
+            return
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
             self.overflowed = True
 
-    async def get(self) -> Notice | None:
+    async def get(self) -> Event | None:
         return await self.queue.get()
 
     def close(self) -> None:
@@ -65,20 +81,41 @@ class Subscription:
 
 class EventHub:
     def __init__(
-        self, url: str, *, health_interval_s: float = 2.0, subscriber_capacity: int = 1000
+        self,
+        url: str,
+        repository: Repository,
+        *,
+        health_interval_s: float = 2.0,
+        subscriber_capacity: int = 1000,
+        max_subscribers: int = 1000,
+        idle_poll_s: float = 1.0,
     ) -> None:
         self._url = url
+        self._repo = repository
         self._health_interval_s = health_interval_s
         self._capacity = subscriber_capacity
+        self.max_subscribers = max_subscribers
+        self._idle_poll_s = idle_poll_s
         self._subscribers: set[Subscription] = set()
         self._conn: asyncpg.Connection | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self._position: Position = (0, 0)
         self.connected = asyncio.Event()
         self.stopping = False
 
+    @property
+    def position(self) -> Position:
+        """Every stable event up to here has been offered to the subscribers of that moment."""
+        return self._position
+
     async def start(self) -> None:
         await self._connect()
-        self._task = asyncio.create_task(self._watch(), name="ledger-event-hub")
+        self._position = await self._repo.event_frontier()
+        self._tasks = [
+            asyncio.create_task(self._watch(), name="ledger-event-listener"),
+            asyncio.create_task(self._read(), name="ledger-event-reader"),
+        ]
 
     async def _connect(self) -> None:
         conn = await asyncpg.connect(self._url)
@@ -86,18 +123,48 @@ class EventHub:
         self._conn = conn
         self.connected.set()
 
-    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
-        try:
-            data = json.loads(str(payload))
-            notice = Notice(int(data["id"]), data["m"], data["k"], data["o"], data.get("c"))
-        except (ValueError, KeyError, TypeError):
-            _log.warning("malformed ledger notification ignored")
-            return
-        for subscriber in list(self._subscribers):
-            subscriber._offer(notice)
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, _payload: object) -> None:
+        self._wake.set()
+
+    async def _read(self) -> None:
+        """The replica's one reader: wake on a notification (or a timer), read what is stable,
+        offer each event to every subscriber whose filter accepts it."""
+        held_delay = 0.0
+        failures = 0
+        while True:
+            wait = held_delay or self._idle_poll_s
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+            self._wake.clear()
+            try:
+                batch = await self._repo.stable_events(self._position, limit=_BATCH, timeout=10)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                failures += 1
+                if failures == 1:
+                    _log.warning("ledger event read failed", extra={"error": type(exc).__name__})
+                held_delay = min(0.1 * 2**failures, 5.0)
+                continue
+            except Exception:
+                # The one reader of every stream must outlive anything a batch can throw.
+                failures += 1
+                _log.exception("ledger event read failed unexpectedly")
+                held_delay = min(0.1 * 2**failures, 5.0)
+                continue
+            failures = 0
+            for event in batch.items[:_BATCH]:
+                self._position = event.position
+                for subscriber in list(self._subscribers):
+                    subscriber._consider(event)
+            if len(batch.items) > _BATCH:
+                self._wake.set()
+                held_delay = 0.0
+            elif batch.held_back:
+                held_delay = min(held_delay * 2, _HELD_MAX_S) if held_delay else _HELD_FIRST_S
+            else:
+                held_delay = 0.0
 
     async def _watch(self) -> None:
-        """Detect a lost connection and reconnect with backoff; subscribers then catch up."""
+        """Detect a lost listening connection and reconnect with backoff."""
         delay = 0.5
         while True:
             await asyncio.sleep(self._health_interval_s)
@@ -124,11 +191,13 @@ class EventHub:
                 delay = min(delay * 2, 10.0)
                 continue
             _log.info("ledger listener reconnected")
-            for subscriber in list(self._subscribers):
-                subscriber._offer(None)
+            self._wake.set()
 
-    def subscribe(self) -> Subscription:
-        subscription = Subscription(self, self._capacity)
+    def subscribe(self, accept: Callable[[Event], bool]) -> Subscription:
+        """A subscription to events `accept` admits, from the hub's current position on."""
+        if len(self._subscribers) >= self.max_subscribers:
+            raise StreamLimitReached(f"at most {self.max_subscribers} event streams per replica")
+        subscription = Subscription(self, accept, self._capacity)
         self._subscribers.add(subscription)
         return subscription
 
@@ -140,11 +209,12 @@ class EventHub:
 
     async def stop(self) -> None:
         self.close_subscribers()
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._tasks = []
         if self._conn is not None:
             conn, self._conn = self._conn, None
             with contextlib.suppress(Exception):

@@ -10,6 +10,7 @@ Write rules that make the ledger trustworthy:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -38,7 +39,9 @@ __all__ = [
     "Operation",
     "OperationConflict",
     "Page",
+    "Position",
     "Repository",
+    "StableEvents",
     "StoredObject",
 ]
 
@@ -47,6 +50,9 @@ EVENT_SOURCES = ("api", "poll", "ipn", "recovery")
 
 Conn = asyncpg.Connection | PoolConnectionProxy
 T = TypeVar("T")
+
+# Where an event sits in the order events are delivered: (writing transaction id, event id).
+Position = tuple[int, int]
 
 
 class InvalidPageToken(ValueError):
@@ -148,6 +154,26 @@ class Event:
     source: str
     snapshot: dict[str, Any]
     amazon_request_id: str | None = None
+    tx: int = 1
+
+    @property
+    def position(self) -> Position:
+        return (self.tx, self.event_id)
+
+
+@dataclass(frozen=True)
+class StableEvents:
+    """Events no transaction can still precede, oldest position first; the frontier they were
+    read below; and the largest `tx` of committed events beyond it (held back until the
+    transactions before them end), if any."""
+
+    items: list[Event]
+    frontier: int
+    held_until: int | None
+
+    @property
+    def held_back(self) -> bool:
+        return self.held_until is not None
 
 
 @dataclass(frozen=True)
@@ -241,6 +267,7 @@ def _event(row: asyncpg.Record) -> Event:
         source=row["source"],
         snapshot=row["snapshot"],
         amazon_request_id=row.get("amazon_request_id"),
+        tx=int(row["tx"]),
     )
 
 
@@ -329,6 +356,45 @@ def _object_position(pos: Mapping[str, Any]) -> tuple[datetime, str, str]:
         raise InvalidPageToken("page_token is not a token this service issued") from None
     return at, kind, object_id
 
+
+# $1..$7 the ListEvents filters (NULL = any), $8/$9 the position to read after, $10 the limit.
+# One statement and one snapshot: the frontier and the rows it admits come from the same snapshot,
+# so no transaction below the frontier can commit an event this read does not see. Always returns
+# a row (event columns NULL when none), carrying the frontier and the largest `tx` of the matching
+# committed events that wait beyond it (NULL when none).
+_STABLE_EVENTS = """
+    WITH f AS MATERIALIZED (SELECT ledger_event_frontier() AS x),
+    stable AS (
+        SELECT * FROM events
+        WHERE ($1::text IS NULL OR merchant = $1)
+          AND ($2::text IS NULL OR kind = $2)
+          AND ($3::text IS NULL OR object_id = $3)
+          AND ($4::text IS NULL OR charge_permission_id = $4)
+          AND ($5::text IS NULL OR source = $5)
+          AND ($6::timestamptz IS NULL OR recorded_at >= $6)
+          AND ($7::timestamptz IS NULL OR recorded_at < $7)
+          AND (tx, event_id) > ($8::xid8, $9::bigint)
+          AND tx < (SELECT x FROM f)
+        ORDER BY tx, event_id
+        LIMIT $10
+    ), held AS (
+        SELECT (SELECT x FROM f) AS frontier, (
+            SELECT max(tx) FROM events
+            WHERE ($1::text IS NULL OR merchant = $1)
+              AND ($2::text IS NULL OR kind = $2)
+              AND ($3::text IS NULL OR object_id = $3)
+              AND ($4::text IS NULL OR charge_permission_id = $4)
+              AND ($5::text IS NULL OR source = $5)
+              AND ($6::timestamptz IS NULL OR recorded_at >= $6)
+              AND ($7::timestamptz IS NULL OR recorded_at < $7)
+              AND tx >= (SELECT x FROM f)
+              AND (tx, event_id) > ($8::xid8, $9::bigint)
+        ) AS held_until
+    )
+    SELECT stable.*, held.frontier, held.held_until
+    FROM held LEFT JOIN stable ON true
+    ORDER BY stable.tx, stable.event_id
+"""
 
 _BEGIN_OPERATION = """
     INSERT INTO operations (merchant, operation, idempotency_key, request_hash,
@@ -559,9 +625,11 @@ class Repository:
         row = await conn.fetchrow(
             """
             INSERT INTO events (merchant, kind, object_id, charge_permission_id, state,
-                reason_code, previous_state, source, snapshot, amazon_request_id)
+                reason_code, previous_state, source, snapshot, amazon_request_id, tx)
             VALUES ($1, $2, $3, coalesce($4, (SELECT charge_permission_id FROM objects
-                WHERE merchant = $1 AND kind = $2 AND object_id = $3)), $5, $6, $7, $8, $9, $10)
+                WHERE merchant = $1 AND kind = $2 AND object_id = $3)), $5, $6, $7, $8, $9, $10,
+                greatest(pg_current_xact_id(), (SELECT max(tx) FROM events
+                    WHERE merchant = $1 AND kind = $2 AND object_id = $3)))
             RETURNING *
             """,
             rec.merchant,
@@ -671,9 +739,13 @@ class Repository:
         *,
         page_size: int,
         page_token: str = "",
+        after: Position | None = None,
+        settle_s: float = 1.0,
         timeout: float | None = None,
     ) -> Page[Event]:
-        """Oldest first by event id, so a reader can resume from the last id it saw."""
+        """Stable events in delivery order (`Position`), so a reader can resume after the last
+        event it saw (`after`, else `after_event_id`'s position). With `settle_s`, a short page waits that long at most for committed events
+        held back by transactions still running, so a caller reads its own writes."""
         filters = [
             where.merchant,
             where.kind,
@@ -683,36 +755,97 @@ class Repository:
             where.recorded_after,
             where.recorded_before,
         ]
-        after = where.after_event_id
+        if after is None:
+            after = (0, 0)
+            if where.after_event_id:
+                after = await self.event_position(where.merchant, where.after_event_id)
         if page_token:
-            event_id = _decode_token(page_token, filters).get("e")
-            if type(event_id) is not int or not 0 <= event_id <= _MAX_BIGINT:
+            pos = _decode_token(page_token, filters)
+            tx, event_id = pos.get("t"), pos.get("e")
+            if not all(type(v) is int and 0 <= v <= _MAX_BIGINT for v in (tx, event_id)):
                 raise InvalidPageToken("page_token is not a token this service issued")
-            after = max(after, event_id)
-        rows = await self._pool.fetch(
-            """
-            SELECT * FROM events
-            WHERE merchant = $1
-              AND ($2::text IS NULL OR kind = $2)
-              AND ($3::text IS NULL OR object_id = $3)
-              AND ($4::text IS NULL OR charge_permission_id = $4)
-              AND ($5::text IS NULL OR source = $5)
-              AND ($6::timestamptz IS NULL OR recorded_at >= $6)
-              AND ($7::timestamptz IS NULL OR recorded_at < $7)
-              AND event_id > $8
-            ORDER BY event_id
-            LIMIT $9
-            """,
-            *filters,
-            after,
-            page_size + 1,
-            timeout=timeout,
-        )
-        items = await self._open_events([_event(r) for r in rows[:page_size]])
+            after = max(after, (int(tx), int(event_id)))  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + settle_s
+        delay = 0.002
+        page = await self._stable_events(filters, after, page_size, timeout)
+        # Wait only for what was committed when the call came: on a busy ledger there is always a
+        # newer event held back.
+        target = page.held_until
+        while (
+            target is not None
+            and page.frontier <= target
+            and len(page.items) <= page_size
+            and loop.time() < give_up
+        ):
+            await asyncio.sleep(min(delay, max(0.0, give_up - loop.time())))
+            delay = min(delay * 2, 0.05)
+            page = await self._stable_events(filters, after, page_size, timeout)
+        items = await self._open_events(page.items[:page_size])
         token = ""
-        if len(rows) > page_size:
-            token = _encode_token({"e": items[-1].event_id}, filters)
+        if len(page.items) > page_size:
+            tx, event_id = items[-1].position
+            token = _encode_token({"t": tx, "e": event_id}, filters)
         return Page(items, token)
+
+    async def stable_events(
+        self, after: Position, *, limit: int, timeout: float | None = None
+    ) -> StableEvents:
+        """Every merchant's stable events after `after` (the event hub's one shared read)."""
+        page = await self._stable_events([None] * 7, after, limit, timeout)
+        return replace(page, items=await self._open_events(page.items))
+
+    async def _stable_events(
+        self, filters: Sequence[object], after: Position, limit: int, timeout: float | None
+    ) -> StableEvents:
+        rows = await self._pool.fetch(
+            _STABLE_EVENTS, *filters, after[0], after[1], limit + 1, timeout=timeout
+        )
+        until = rows[0]["held_until"]
+        return StableEvents(
+            [_event(r) for r in rows if r["event_id"] is not None],
+            int(rows[0]["frontier"]),
+            None if until is None else int(until),
+        )
+
+    async def event_position(
+        self, merchant: str, event_id: int, *, settle_s: float = 1.0
+    ) -> Position:
+        """The position of `event_id` (or of this merchant's last event before it), so a reader
+        resuming "after event N" gets exactly the events it has not yet been sent.
+
+        An event not yet stable (its id came from somewhere other than this feed, e.g.
+        GetTransaction, or a write just answered) is waited for up to `settle_s`; if it is still
+        held back, the resume starts at the frontier instead: events that may still commit before
+        it are then delivered, at the price of sending it again."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + settle_s
+        delay = 0.002
+        while True:
+            row = await self._pool.fetchrow(
+                """
+                WITH e AS MATERIALIZED (
+                    SELECT tx, event_id FROM events WHERE merchant = $1 AND event_id <= $2
+                    ORDER BY event_id DESC LIMIT 1
+                )
+                SELECT tx, event_id, ledger_event_frontier() AS frontier FROM e
+                """,
+                merchant,
+                event_id,
+            )
+            if row is None:
+                return (0, 0)
+            if row["tx"] < row["frontier"]:
+                return (int(row["tx"]), int(row["event_id"]))
+            if loop.time() >= give_up:
+                return (int(row["frontier"]), 0)
+            await asyncio.sleep(min(delay, max(0.0, give_up - loop.time())))
+            delay = min(delay * 2, 0.05)
+
+    async def event_frontier(self) -> Position:
+        """The position every event committed from now on sorts after."""
+        value = await self._pool.fetchval("SELECT ledger_event_frontier()")
+        return (int(value), 0)
 
     async def object_events(
         self, merchant: str, kind: str, object_id: str, *, timeout: float | None = None
@@ -1044,16 +1177,6 @@ class Repository:
         return claimed
 
     # --- events by id, IPN messages, reconciler leases ---------------------------------------
-
-    async def max_event_id(self) -> int:
-        value = await self._pool.fetchval("SELECT coalesce(max(event_id), 0) FROM events")
-        return int(value)
-
-    async def get_event(self, event_id: int, *, timeout: float | None = None) -> Event | None:
-        row = await self._pool.fetchrow(
-            "SELECT * FROM events WHERE event_id = $1", event_id, timeout=timeout
-        )
-        return None if row is None else (await self._open_events([_event(row)]))[0]
 
     async def merchant_of(
         self, kind: str, object_id: str, charge_permission_id: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from pathlib import Path
 
 import asyncpg
@@ -10,10 +11,13 @@ import grpc
 import pytest
 
 from payments.amazonpay.v1 import checkout_session_pb2 as cs
-from payments.amazonpay.v1 import ledger_pb2
+from payments.amazonpay.v1 import ledger_pb2, ledger_pb2_grpc
+from service.app import Application
+from service.config import load_settings
+from service.ledger import ObjectRecord
 from tests._emulator import EmulatorProcess
 from tests._process import ServiceProcess, free_port
-from tests.e2e._flows import checkout, key
+from tests.e2e._flows import checkout, failure, key
 from tests.e2e.conftest import Keys, Stubs, service_env, stubs_for
 
 FAST_RECONCILER = {
@@ -168,3 +172,164 @@ async def test_two_replicas_resolve_each_pending_object_once_and_share_events(
     finally:
         for replica in replicas:
             await replica.kill()
+
+
+async def _write_objects(app: Application, writer: int, rounds: int, rng: random.Random) -> None:
+    """A writer on one replica: transactions over several objects that overlap other writers'
+    (so they commit out of event-id order), some holding their transaction open a moment."""
+    assert app.ledger is not None
+    repo = app.ledger.repository
+    for n in range(rounds):
+        records = [
+            ObjectRecord(
+                merchant="default",
+                kind="refund",
+                object_id=f"S01-0000000-0000000-R{rng.randrange(40):06d}",
+                state="RefundInitiated",
+                is_final=False,
+                charge_permission_id="S01-0000000-0000000",
+                snapshot={"writer": writer, "round": n, "part": part},
+            )
+            for part in range(rng.randint(1, 3))
+        ]
+        records = list({r.object_id: r for r in records}.values())
+        records.sort(key=lambda r: r.object_id)  # one lock order: writers never deadlock
+        async with app.ledger.pool.acquire() as conn, conn.transaction():
+            await repo._record(conn, records, "api", None)
+            await asyncio.sleep(rng.uniform(0, 0.02))
+
+
+async def test_a_consumer_resuming_at_random_points_across_replicas_gets_every_event_once(
+    database_url: str, clean_emulator: EmulatorProcess, keys: Keys, tmp_path: Path
+) -> None:
+    """Many writers on two replicas, one consumer that drops its stream at random and resumes on
+    either replica from the last event it received: it ends with the events table, each once."""
+    rng = random.Random(15)
+    replicas = []
+    for index in range(2):
+        env = service_env(database_url, clean_emulator, keys, tmp_path)
+        env["MIGRATE_ON_START"] = "1" if index == 0 else "0"
+        app = Application(load_settings(env))
+        await app.start()
+        replicas.append(app)
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") for app in replicas]
+    try:
+        stubs = [ledger_pb2_grpc.LedgerServiceStub(c) for c in channels]
+        assert replicas[0].ledger is not None
+        [seed] = await replicas[0].ledger.repository.record(
+            [
+                ObjectRecord(
+                    merchant="default",
+                    kind="refund",
+                    object_id="S01-0000000-0000000-R999999",
+                    state="RefundInitiated",
+                    is_final=False,
+                    snapshot={},
+                )
+            ],
+            "api",
+        )
+        # Resume points come from the feed itself (an event is listed once it is stable), as a
+        # consumer's do; an id read elsewhere may be sent again (docs/api.md).
+        for _ in range(100):
+            listed = await stubs[0].ListEvents(ledger_pb2.ListEventsRequest())
+            if listed.events:
+                break
+        assert [e.event_id for e in listed.events] == [seed.event_id]
+        received: list[int] = []
+        expected: list[int] = []  # the table's event count, once the writers are done
+        reconnects = 0
+
+        async def consume() -> None:
+            nonlocal reconnects
+            last = seed.event_id
+            while not expected or len(received) < expected[0]:
+                stream = rng.choice(stubs).WatchEvents(
+                    ledger_pb2.WatchEventsRequest(after_event_id=last)
+                )
+                reconnects += 1
+                try:
+                    for _ in range(rng.randint(1, 6)):
+                        message = await asyncio.wait_for(stream.read(), 2)
+                        assert message is not grpc.aio.EOF
+                        last = message.event.event_id
+                        received.append(last)
+                except TimeoutError:
+                    pass  # nothing new for a while: reconnect, as after any drop
+                finally:
+                    stream.cancel()
+
+        consumer = asyncio.create_task(consume())
+        await asyncio.gather(
+            *(_write_objects(replicas[w % 2], w, 40, random.Random(w)) for w in range(8))
+        )
+        conn = await asyncpg.connect(database_url)
+        try:
+            table = [r["event_id"] for r in await conn.fetch("SELECT event_id FROM events")]
+            expected.append(len(table) - 1)
+            try:
+                await asyncio.wait_for(consumer, 120)
+            except TimeoutError:
+                missing = sorted(set(table) - set(received) - {seed.event_id})
+                rows = await conn.fetch(
+                    "SELECT (to_jsonb(e) - 'snapshot')::text AS event,"
+                    " pg_current_snapshot()::text AS snapshot FROM events e"
+                    " WHERE event_id = ANY($1::bigint[])",
+                    missing[:5],
+                )
+                running = await conn.fetch(
+                    "SELECT datname, backend_xid::text, state, xact_start, left(query, 80) AS q"
+                    " FROM pg_stat_activity WHERE backend_xid IS NOT NULL"
+                )
+                raise AssertionError(
+                    f"consumer stalled: {len(received)} of {expected[0]} events, "
+                    f"missing {missing[:20]}: {[dict(r) for r in rows]}; "
+                    f"writers: {[dict(r) for r in running]}"
+                ) from None
+        finally:
+            await conn.close()
+        table.remove(seed.event_id)
+        assert reconnects > 10
+        assert len(received) == len(set(received)), "an event was delivered twice"
+        assert set(table) - set(received) == set(), "events were missed"
+        assert set(received) - set(table) == set(), "events outside the table were sent"
+    finally:
+        for channel in channels:
+            await channel.close()
+        for app in replicas:
+            await app.stop()
+
+
+async def test_streams_beyond_the_replica_cap_are_refused_and_the_rest_keep_flowing(
+    database_url: str, clean_emulator: EmulatorProcess, keys: Keys, tmp_path: Path
+) -> None:
+    env = service_env(database_url, clean_emulator, keys, tmp_path)
+    env["GRPC_MAX_EVENT_STREAMS"] = "3"
+    app = Application(load_settings(env))
+    await app.start()
+    try:
+        target = f"127.0.0.1:{app.grpc_port}"
+        async with grpc.aio.insecure_channel(target) as channel:
+            api = stubs_for(channel, target)
+            open_streams = [api.ledger.WatchEvents(ledger_pb2.WatchEventsRequest()) for _ in "abc"]
+            await asyncio.sleep(0.3)
+            refused = api.ledger.WatchEvents(ledger_pb2.WatchEventsRequest())
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await refused.read()
+            refusal = failure(caught.value)
+            assert refusal.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert refusal.reason == "TOO_MANY_STREAMS"
+            assert refusal.retry_delay_s is not None
+            made = await _create_session(api)
+            for stream in open_streams:
+                assert (await _next_event(stream)).object_id == made
+            open_streams.pop().cancel()
+            await asyncio.sleep(0.3)
+            again = api.ledger.WatchEvents(ledger_pb2.WatchEventsRequest())
+            await asyncio.sleep(0.3)
+            second = await _create_session(api)
+            assert (await _next_event(again)).object_id == second
+            for stream in [*open_streams, again]:
+                stream.cancel()
+    finally:
+        await app.stop()

@@ -94,11 +94,49 @@ class AmazonPayError extends Error {
   }
 }
 
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+/**
+ * LedgerService.WatchEvents as an async iterator that survives a dropped stream: on UNAVAILABLE,
+ * or RESOURCE_EXHAUSTED with RetryInfo, it reopens the stream with after_event_id = the LAST event
+ * received. Not the largest: events arrive in commit-safe position order, where ids can go down.
+ * Start from the last event you processed (request.after_event_id) to be lossless across your own
+ * restarts too. Break out of the loop to stop.
+ */
+async function* watchEvents(stub, metadata, request, { maxRetries = 10, maxDelayMs = 5000 } = {}) {
+  let last = String(request.after_event_id || '0');
+  let failures = 0;
+  for (;;) {
+    const call = stub.WatchEvents({ ...request, after_event_id: last }, metadata);
+    try {
+      for await (const message of call) {
+        failures = 0;
+        last = message.event.event_id;
+        yield message.event;
+      }
+      return;
+    } catch (err) {
+      const details = errorDetails(err);
+      const retriable = err.code === grpc.status.UNAVAILABLE
+        || (err.code === grpc.status.RESOURCE_EXHAUSTED && details.retryDelayS !== null);
+      failures += 1;
+      if (!retriable || failures > maxRetries) throw new AmazonPayError('WatchEvents', err);
+      const backoffMs = details.retryDelayS !== null
+        ? details.retryDelayS * 1000 * (1 + 0.2 * Math.random())
+        : Math.min(maxDelayMs, 100 * 2 ** (failures - 1)) * Math.random();
+      await sleep(Math.min(maxDelayMs, backoffMs));
+    } finally {
+      call.cancel();
+    }
+  }
+}
+
 /**
  * connect(target, {tls, rootCerts, clientCert, clientKey, token, merchant, timeoutMs})
  * returns {checkoutSessions: {CreateCheckoutSession(req) -> Promise, ...}, ..., close()}.
  * Every method takes the request as a plain object with proto field names; `merchant` is filled
  * in from the options unless set; errors reject with AmazonPayError (reason, domain, ...).
+ * The stream is `client.watchEvents(request, {maxRetries})`: see watchEvents above.
  */
 function connect(target, options = {}) {
   const api = loadApi();
@@ -126,6 +164,14 @@ function connect(target, options = {}) {
       });
     }
     client[prop] = methods;
+    if (serviceName === 'LedgerService') {
+      client.watchEvents = (request = {}, watchOptions = {}) => {
+        const metadata = new grpc.Metadata();
+        if (options.token) metadata.set('authorization', `Bearer ${options.token}`);
+        const body = { merchant: options.merchant || '', ...request };
+        return watchEvents(stub, metadata, body, watchOptions);
+      };
+    }
   }
   client.close = () => closers.forEach((close) => close());
   return client;

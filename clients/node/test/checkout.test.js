@@ -76,3 +76,23 @@ test('errors carry the reason, domain and field violations', { skip: missing }, 
     client.close();
   }
 });
+
+test('watchEvents replays a charge history from a resume point on the real service', { skip: missing }, async () => {
+  const client = connect(target);
+  try {
+    const result = await runCheckout(client, emulatorUrl, { amount: '12.00' });
+    const history = await client.ledger.ListEvents({ object_id: result.chargeId });
+    assert.deepEqual(history.events.map((e) => e.raw_state), ['Authorized', 'Captured']);
+    const [authorized, captured] = history.events;
+    const seen = [];
+    for await (const event of client.watchEvents({
+      object_id: result.chargeId, after_event_id: authorized.event_id,
+    })) {
+      seen.push([event.event_id, event.raw_state]);
+      break;
+    }
+    assert.deepEqual(seen, [[captured.event_id, 'Captured']]);
+  } finally {
+    client.close();
+  }
+});

@@ -806,9 +806,11 @@ class LedgerService(_Service):
         """WatchEvents as an endless async iterator of LedgerEvent (break or cancel to stop).
 
         With `resume`, an UNAVAILABLE or RESOURCE_EXHAUSTED (with RetryInfo) stream is reopened
-        with after_event_id = the last event received, which the service documents as lossless.
-        Start from a known after_event_id (e.g. the last one you processed) to also be lossless
-        across a disconnect before the first event. `timeout` bounds each stream; None = open.
+        with after_event_id = the last event received, which the service documents as lossless:
+        events come in commit-safe position order, not event_id order, so it is the LAST id, not
+        the largest. Start from a known after_event_id (e.g. the last one you processed) to also
+        be lossless across a disconnect before the first event. `timeout` bounds each stream;
+        None = open.
         """
         method = self._method("WatchEvents")
         base = {
@@ -825,7 +827,7 @@ class LedgerService(_Service):
             try:
                 async for message in call:
                     failures = 0
-                    last = max(last, message.event.event_id)
+                    last = message.event.event_id
                     yield message.event
                 return
             except grpc.aio.AioRpcError as exc:

@@ -251,7 +251,10 @@ class LedgerEvent(_message.Message):
     CHARGE_FIELD_NUMBER: _builtins.int
     REFUND_FIELD_NUMBER: _builtins.int
     event_id: _builtins.int
-    """Unique, strictly increasing id (in commit order). Resume WatchEvents with it."""
+    """Unique id, assigned when the event is written. Not increasing in delivery order across
+    objects (transactions commit out of id order); resume WatchEvents / ListEvents with the last
+    one received.
+    """
     kind: Global___ObjectKind.ValueType
     """Kind of the object."""
     object_id: _builtins.str
@@ -499,7 +502,10 @@ class ListEventsRequest(_message.Message):
     source: Global___EventSource.ValueType
     """Only events from this source; unspecified = all sources."""
     after_event_id: _builtins.int
-    """Only events with event_id greater than this; 0 = from the beginning."""
+    """Only events after this one in delivery order (the last event_id received; an id no event of
+    this merchant has means: after this merchant's last event with a smaller id); 0 = from the
+    beginning.
+    """
     page_size: _builtins.int
     """Maximum results per page, 1..1000; 0 = 100. Larger values are clamped to 1000."""
     page_token: _builtins.str
@@ -584,8 +590,8 @@ class WatchEventsRequest(_message.Message):
     charge_permission_id: _builtins.str
     """Only events of objects of this charge permission."""
     after_event_id: _builtins.int
-    """Resume point: first replay stored events with event_id > after_event_id, then stream live.
-    0 = only events committed after the stream started.
+    """Resume point: the last event_id received. First replay the stored events after it in delivery
+    order, then stream live. 0 = only events committed from about the time the stream started.
     """
     def __init__(
         self,

@@ -84,20 +84,26 @@ class LedgerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListEvents(self, request, context):
-        """Lists ledger events matching all given filters, in event_id order (oldest first). Paginated.
-        Errors: INVALID_ARGUMENT, UNAVAILABLE.
+        """Lists ledger events matching all given filters, oldest first in delivery order (the order of
+        WatchEvents: per object, commit order; across objects, event_id is NOT increasing). Only events
+        no running transaction can still precede are listed (a just-committed event may wait up to 1 s
+        for concurrent transactions to end), so paging with after_event_id = the last event_id
+        received is exact. Paginated. Errors: INVALID_ARGUMENT, UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WatchEvents(self, request, context):
-        """Server stream of ledger events matching the filters, in event_id order: first the stored events
-        with event_id > after_event_id (when after_event_id > 0), then live events as they are
-        committed, on any replica. The stream stays open until the caller cancels or its deadline ends.
-        To resume after a disconnect, call again with after_event_id = the last event_id received: no
-        event is lost or repeated. Errors: INVALID_ARGUMENT, UNAVAILABLE (reconnect and resume),
-        RESOURCE_EXHAUSTED (the caller reads too slowly; resume from the last event_id).
+        """Server stream of ledger events matching the filters, in delivery order (per object, commit
+        order; across objects event_id is NOT increasing): first the stored events after the event
+        named by after_event_id (when after_event_id > 0), then live events as they are committed, on
+        any replica. The stream stays open until the caller cancels or its deadline ends. To resume
+        after a disconnect, call again with after_event_id = the LAST event_id received (not the
+        largest): no event is lost or repeated. Errors: INVALID_ARGUMENT, UNAVAILABLE (reconnect and
+        resume), RESOURCE_EXHAUSTED (STREAM_OVERFLOW: the caller reads too slowly, resume from the
+        last event_id; TOO_MANY_STREAMS: the replica serves GRPC_MAX_EVENT_STREAMS streams, retry
+        after RetryInfo).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -46,16 +46,22 @@ class LedgerServiceStub:
     different query), UNAVAILABLE.
     """
     ListEvents: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.ListEventsRequest, _ledger_pb2.ListEventsResponse]
-    """Lists ledger events matching all given filters, in event_id order (oldest first). Paginated.
-    Errors: INVALID_ARGUMENT, UNAVAILABLE.
+    """Lists ledger events matching all given filters, oldest first in delivery order (the order of
+    WatchEvents: per object, commit order; across objects, event_id is NOT increasing). Only events
+    no running transaction can still precede are listed (a just-committed event may wait up to 1 s
+    for concurrent transactions to end), so paging with after_event_id = the last event_id
+    received is exact. Paginated. Errors: INVALID_ARGUMENT, UNAVAILABLE.
     """
     WatchEvents: _grpc.UnaryStreamMultiCallable[_ledger_pb2.WatchEventsRequest, _ledger_pb2.WatchEventsResponse]
-    """Server stream of ledger events matching the filters, in event_id order: first the stored events
-    with event_id > after_event_id (when after_event_id > 0), then live events as they are
-    committed, on any replica. The stream stays open until the caller cancels or its deadline ends.
-    To resume after a disconnect, call again with after_event_id = the last event_id received: no
-    event is lost or repeated. Errors: INVALID_ARGUMENT, UNAVAILABLE (reconnect and resume),
-    RESOURCE_EXHAUSTED (the caller reads too slowly; resume from the last event_id).
+    """Server stream of ledger events matching the filters, in delivery order (per object, commit
+    order; across objects event_id is NOT increasing): first the stored events after the event
+    named by after_event_id (when after_event_id > 0), then live events as they are committed, on
+    any replica. The stream stays open until the caller cancels or its deadline ends. To resume
+    after a disconnect, call again with after_event_id = the LAST event_id received (not the
+    largest): no event is lost or repeated. Errors: INVALID_ARGUMENT, UNAVAILABLE (reconnect and
+    resume), RESOURCE_EXHAUSTED (STREAM_OVERFLOW: the caller reads too slowly, resume from the
+    last event_id; TOO_MANY_STREAMS: the replica serves GRPC_MAX_EVENT_STREAMS streams, retry
+    after RetryInfo).
     """
     EraseBuyerData: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.EraseBuyerDataRequest, _ledger_pb2.EraseBuyerDataResponse]
     """Erases buyer PII (buyer name, email, phone, addresses, payment descriptors) from the current
@@ -83,16 +89,22 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     different query), UNAVAILABLE.
     """
     ListEvents: _aio.UnaryUnaryMultiCallable[_ledger_pb2.ListEventsRequest, _ledger_pb2.ListEventsResponse]  # type: ignore[assignment]
-    """Lists ledger events matching all given filters, in event_id order (oldest first). Paginated.
-    Errors: INVALID_ARGUMENT, UNAVAILABLE.
+    """Lists ledger events matching all given filters, oldest first in delivery order (the order of
+    WatchEvents: per object, commit order; across objects, event_id is NOT increasing). Only events
+    no running transaction can still precede are listed (a just-committed event may wait up to 1 s
+    for concurrent transactions to end), so paging with after_event_id = the last event_id
+    received is exact. Paginated. Errors: INVALID_ARGUMENT, UNAVAILABLE.
     """
     WatchEvents: _aio.UnaryStreamMultiCallable[_ledger_pb2.WatchEventsRequest, _ledger_pb2.WatchEventsResponse]  # type: ignore[assignment]
-    """Server stream of ledger events matching the filters, in event_id order: first the stored events
-    with event_id > after_event_id (when after_event_id > 0), then live events as they are
-    committed, on any replica. The stream stays open until the caller cancels or its deadline ends.
-    To resume after a disconnect, call again with after_event_id = the last event_id received: no
-    event is lost or repeated. Errors: INVALID_ARGUMENT, UNAVAILABLE (reconnect and resume),
-    RESOURCE_EXHAUSTED (the caller reads too slowly; resume from the last event_id).
+    """Server stream of ledger events matching the filters, in delivery order (per object, commit
+    order; across objects event_id is NOT increasing): first the stored events after the event
+    named by after_event_id (when after_event_id > 0), then live events as they are committed, on
+    any replica. The stream stays open until the caller cancels or its deadline ends. To resume
+    after a disconnect, call again with after_event_id = the LAST event_id received (not the
+    largest): no event is lost or repeated. Errors: INVALID_ARGUMENT, UNAVAILABLE (reconnect and
+    resume), RESOURCE_EXHAUSTED (STREAM_OVERFLOW: the caller reads too slowly, resume from the
+    last event_id; TOO_MANY_STREAMS: the replica serves GRPC_MAX_EVENT_STREAMS streams, retry
+    after RetryInfo).
     """
     EraseBuyerData: _aio.UnaryUnaryMultiCallable[_ledger_pb2.EraseBuyerDataRequest, _ledger_pb2.EraseBuyerDataResponse]  # type: ignore[assignment]
     """Erases buyer PII (buyer name, email, phone, addresses, payment descriptors) from the current
@@ -135,8 +147,11 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ledger_pb2.ListEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ledger_pb2.ListEventsResponse, _abc.Awaitable[_ledger_pb2.ListEventsResponse]]:
-        """Lists ledger events matching all given filters, in event_id order (oldest first). Paginated.
-        Errors: INVALID_ARGUMENT, UNAVAILABLE.
+        """Lists ledger events matching all given filters, oldest first in delivery order (the order of
+        WatchEvents: per object, commit order; across objects, event_id is NOT increasing). Only events
+        no running transaction can still precede are listed (a just-committed event may wait up to 1 s
+        for concurrent transactions to end), so paging with after_event_id = the last event_id
+        received is exact. Paginated. Errors: INVALID_ARGUMENT, UNAVAILABLE.
         """
 
     @_abc_1.abstractmethod
@@ -145,12 +160,15 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ledger_pb2.WatchEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_ledger_pb2.WatchEventsResponse], _abc.AsyncIterator[_ledger_pb2.WatchEventsResponse]]:
-        """Server stream of ledger events matching the filters, in event_id order: first the stored events
-        with event_id > after_event_id (when after_event_id > 0), then live events as they are
-        committed, on any replica. The stream stays open until the caller cancels or its deadline ends.
-        To resume after a disconnect, call again with after_event_id = the last event_id received: no
-        event is lost or repeated. Errors: INVALID_ARGUMENT, UNAVAILABLE (reconnect and resume),
-        RESOURCE_EXHAUSTED (the caller reads too slowly; resume from the last event_id).
+        """Server stream of ledger events matching the filters, in delivery order (per object, commit
+        order; across objects event_id is NOT increasing): first the stored events after the event
+        named by after_event_id (when after_event_id > 0), then live events as they are committed, on
+        any replica. The stream stays open until the caller cancels or its deadline ends. To resume
+        after a disconnect, call again with after_event_id = the LAST event_id received (not the
+        largest): no event is lost or repeated. Errors: INVALID_ARGUMENT, UNAVAILABLE (reconnect and
+        resume), RESOURCE_EXHAUSTED (STREAM_OVERFLOW: the caller reads too slowly, resume from the
+        last event_id; TOO_MANY_STREAMS: the replica serves GRPC_MAX_EVENT_STREAMS streams, retry
+        after RetryInfo).
         """
 
     @_abc_1.abstractmethod

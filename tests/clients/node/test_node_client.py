@@ -66,7 +66,7 @@ async def test_node_checkout_capture_refund_against_the_real_service(
     )
     assert _tap_count(output, "fail") == 0, output
     assert _tap_count(output, "skipped") == 0, output
-    assert _tap_count(output, "pass") == 3, output
+    assert _tap_count(output, "pass") == 5, output
 
 
 async def test_node_checkout_script_prints_every_step(
