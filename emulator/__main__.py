@@ -11,8 +11,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .app import EmulatorConfig
 from .server import run_emulator
+from .state import EmulatorConfig
 
 
 def _key_arg(value: str) -> tuple[str, str]:

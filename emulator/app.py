@@ -1,31 +1,25 @@
-"""aiohttp application: signed Amazon Pay API, the control plane and the buyer's pages."""
+"""aiohttp application: the signed Amazon Pay API, with the control plane (`control`) mounted beside it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import hashlib
-import html
 import itertools
 import json
-import os
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 from aiohttp import web
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from . import signing
+from . import control, signing
 from .clock import Clock, parse_pay_date
 from .engine import SIMULATIONS, Ctx, Engine
-from .ipn import IpnDispatcher
+from .state import EMULATOR_KEY, JSON_TYPE, Emulator, EmulatorConfig, Key
+from .state import json_response as _json
 from .validation import ApiError, Obj, normalize_region
 
-DEFAULT_MERCHANT_ID = "A2EMULATORMERCHANT"
 DATE_TOLERANCE_SECONDS = 15 * 60
 IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 IDEMPOTENCY_REQUIRED = frozenset(
@@ -35,186 +29,10 @@ STORED_STATUSES = frozenset({200, 201, 202, 404, 409, 422})
 NOT_REPLAYED = frozenset({"CompleteCheckoutSession", "FinalizeCheckoutSession"})
 """POSTs whose Amazon reference takes no idempotency key: a key sent anyway is checked for its
 format and otherwise ignored, so a repeat runs again (and is refused on a finished session)."""
-JSON_TYPE = "application/json"
 
 Handler = Callable[[Engine, Ctx, Mapping[str, str], Obj], tuple[int, Obj]]
 _REQUEST_ID_PREFIX = uuid.uuid4().hex[:20]
 _REQUEST_COUNTER = itertools.count(1)
-
-
-@dataclass
-class EmulatorConfig:
-    """Everything `create_app` needs; the CLI fills it from flags."""
-
-    keys: dict[str, str] = field(default_factory=dict)
-    """publicKeyId -> PEM text."""
-    ipn_urls: list[str] = field(default_factory=list)
-    state_file: Path | None = None
-    merchant_id: str = DEFAULT_MERCHANT_ID
-    pending_seconds: float = 30.0
-    singular_aliases: bool = False
-    ipn_signature_version: str = "2"
-    ipn_retry_base_seconds: float = 0.5
-    ipn_max_attempts: int = 6
-    persist_interval: float = 0.5
-
-
-@dataclass
-class Fault:
-    operation: str
-    count: int | None
-    latency_ms: float = 0.0
-    status: int | None = None
-    reason_code: str | None = None
-    drop: bool = False
-    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-
-    def describe(self) -> Obj:
-        return {
-            "id": self.id,
-            "operation": self.operation,
-            "remaining": self.count,
-            "latencyMs": self.latency_ms,
-            "status": self.status,
-            "reasonCode": self.reason_code,
-            "drop": self.drop,
-        }
-
-
-@dataclass
-class Key:
-    key_id: str
-    pem: str
-    merchant_id: str
-    public_key: rsa.RSAPublicKey
-
-
-class Emulator:
-    """Process-wide state behind one app: engine, keys, idempotency records, faults, IPN."""
-
-    def __init__(self, config: EmulatorConfig) -> None:
-        self.config = config
-        self.clock = Clock()
-        self.ipn = IpnDispatcher(
-            self.clock,
-            config.ipn_urls,
-            signature_version=config.ipn_signature_version,
-            max_attempts=config.ipn_max_attempts,
-            retry_base_seconds=config.ipn_retry_base_seconds,
-        )
-        self.engine = Engine(
-            self.clock,
-            notify=self.ipn.notify,
-            pending_seconds=config.pending_seconds,
-            singular_aliases=config.singular_aliases,
-        )
-        self.keys: dict[str, Key] = {}
-        self.idempotency: dict[str, Obj] = {}
-        self.faults: list[Fault] = []
-        self.dirty = False
-        for key_id, pem in config.keys.items():
-            self.add_key(key_id, pem, config.merchant_id)
-        if config.state_file is not None and config.state_file.exists():
-            self.load(json.loads(config.state_file.read_text()))
-
-    # ---------------------------------------------------------------- keys
-
-    def add_key(self, key_id: str, pem: str, merchant_id: str | None = None) -> Key:
-        try:
-            public_key = signing.load_public_key(pem)
-        except ValueError as exc:
-            raise ApiError(400, "InvalidParameterValue", f"publicKeyPem: {exc}") from exc
-        key = Key(key_id, pem, merchant_id or self.config.merchant_id, public_key)
-        self.keys[key_id] = key
-        self.dirty = True
-        return key
-
-    # ---------------------------------------------------------------- persistence
-
-    def snapshot(self) -> Obj:
-        return {
-            "version": 1,
-            "clockOffset": self.clock.offset,
-            "engine": self.engine.data,
-            "idempotency": self.idempotency,
-            "keys": {
-                k.key_id: {"pem": k.pem, "merchantId": k.merchant_id} for k in self.keys.values()
-            },
-            "ipn": {
-                "subscriptions": self.ipn.subscriptions,
-                "enabled": self.ipn.enabled,
-                "signatureVersion": self.ipn.signature_version,
-            },
-        }
-
-    def load(self, data: Obj) -> None:
-        self.clock.offset = max(self.clock.offset, float(data.get("clockOffset", 0.0)))
-        self.engine.load(data.get("engine", {}))
-        self.idempotency = dict(data.get("idempotency", {}))
-        for key_id, entry in data.get("keys", {}).items():
-            if key_id not in self.keys:
-                self.add_key(key_id, entry["pem"], entry.get("merchantId"))
-        ipn = data.get("ipn", {})
-        for url in ipn.get("subscriptions", []):
-            if url not in self.ipn.subscriptions:
-                self.ipn.subscriptions.append(url)
-        self.ipn.enabled = bool(ipn.get("enabled", True))
-        self.ipn.signature_version = str(ipn.get("signatureVersion", self.ipn.signature_version))
-
-    def save_sync(self) -> None:
-        if self.config.state_file is None:
-            return
-        payload = json.dumps(self.snapshot())
-        _atomic_write(self.config.state_file, payload)
-        self.dirty = False
-
-    async def save(self) -> None:
-        """Serialize on the loop (consistent snapshot), write the file off it."""
-        if self.config.state_file is None or not self.dirty:
-            return
-        payload = json.dumps(self.snapshot())
-        self.dirty = False
-        await asyncio.to_thread(_atomic_write, self.config.state_file, payload)
-
-    def reset(self, keys: bool = False) -> None:
-        self.engine.reset()
-        self.idempotency.clear()
-        self.faults.clear()
-        self.ipn.deliveries.clear()
-        self.clock.offset = 0.0
-        if keys:
-            self.keys.clear()
-        self.dirty = True
-
-    # ---------------------------------------------------------------- faults
-
-    def take_fault(self, operation: str) -> Fault | None:
-        for fault in self.faults:
-            if fault.operation in (operation, "*"):
-                if fault.count is not None:
-                    fault.count -= 1
-                    if fault.count <= 0:
-                        self.faults.remove(fault)
-                return fault
-        return None
-
-
-def _atomic_write(path: Path, payload: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(payload)
-    os.replace(tmp, path)
-
-
-EMULATOR_KEY = web.AppKey("emulator", Emulator)
-
-
-def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        status=status,
-        body=json.dumps(body).encode(),
-        content_type=JSON_TYPE,
-        headers=headers,
-    )
 
 
 def _error(exc: ApiError | signing.SignatureError) -> web.Response:
@@ -516,15 +334,13 @@ async def _ticker(app: web.Application) -> None:
 
 def create_app(config: EmulatorConfig | None = None) -> web.Application:
     """Build the emulator app; run it with `run_emulator` or any aiohttp runner."""
-    from . import control
-
     em = Emulator(config or EmulatorConfig())
     app = web.Application(client_max_size=2 * 1024 * 1024)
     app[EMULATOR_KEY] = em
     for prefix, env in PREFIXES:
         for method, path, operation, handler in API_ROUTES:
             app.router.add_route(method, prefix + path, _api_handler(operation, handler, env))
-    control.add_routes(app)
+    control.add_routes(app, operations=OPERATIONS)
     app.router.add_route("*", "/{tail:.*}", _fallback)
 
     ticker_key = web.AppKey("ticker", asyncio.Task[None])
@@ -545,7 +361,3 @@ def create_app(config: EmulatorConfig | None = None) -> web.Application:
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     return app
-
-
-def escape(value: object) -> str:
-    return html.escape(str(value))

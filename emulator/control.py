@@ -9,12 +9,15 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from .app import EMULATOR_KEY, OPERATIONS, Emulator, Fault, _json, escape
 from .clock import fmt
 from .engine import CARDS
+from .state import EMULATOR_KEY, Emulator, Fault, escape
+from .state import json_response as _json
 from .validation import ApiError, Obj
 
 Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_OPERATIONS_KEY = web.AppKey("operations", frozenset)
+"""The API's operation names, which a fault may target; `app` hands them over in `add_routes`."""
 KINDS = ("checkoutSessions", "chargePermissions", "charges", "refunds", "deliveryTrackers")
 
 
@@ -99,9 +102,10 @@ async def post_clock(request: web.Request, em: Emulator) -> web.StreamResponse:
 async def add_fault(request: web.Request, em: Emulator) -> web.StreamResponse:
     body = await _body(request)
     operation = body.get("operation", "*")
-    if operation != "*" and operation not in OPERATIONS:
+    operations: frozenset[str] = request.app[_OPERATIONS_KEY]
+    if operation != "*" and operation not in operations:
         raise ApiError(
-            400, "InvalidParameterValue", f"operation must be '*' or one of {sorted(OPERATIONS)}"
+            400, "InvalidParameterValue", f"operation must be '*' or one of {sorted(operations)}"
         )
     count: Any = body.get("count", 1)
     if count is not None and (not isinstance(count, int) or count < 1):
@@ -331,7 +335,9 @@ async def pay_page(request: web.Request, em: Emulator) -> web.StreamResponse:
     return _page(f"Confirm checkout {sid}", info + form)
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: web.Application, *, operations: frozenset[str]) -> None:
+    """Mount `/_emulator/`; `operations` are the API's operation names a fault may name."""
+    app[_OPERATIONS_KEY] = operations
     r = app.router
     p = "/_emulator"
     r.add_get(f"{p}/health", _guard(health))

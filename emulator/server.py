@@ -10,7 +10,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .app import EMULATOR_KEY, Emulator, EmulatorConfig, create_app
+from .app import create_app
+from .state import EMULATOR_KEY, Emulator, EmulatorConfig
 from .tls import ensure_tls_files
 
 
