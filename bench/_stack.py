@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -27,6 +26,8 @@ import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from emulator.launch import EmulatorChild, launch
 
 REPO = Path(__file__).resolve().parents[1]
 KEY_ID = "SANDBOX-BENCHKEY000000000000000"
@@ -185,6 +186,7 @@ class Emulator:
     def __init__(self, workdir: Path, keys: Mapping[str, Path]) -> None:
         self.workdir = workdir
         self.keys = dict(keys)
+        self.child: EmulatorChild | None = None
         self.process: asyncio.subprocess.Process | None = None
         self.url = ""
         self._http: aiohttp.ClientSession | None = None
@@ -195,40 +197,16 @@ class Emulator:
         return self.process.pid
 
     async def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        ready = self.workdir / "emulator-ready.json"
-        ready.unlink(missing_ok=True)
-        args = [sys.executable, "-m", "emulator", "--host", "127.0.0.1", "--port", "0"]
-        args += ["--ready-file", str(ready), "--data-dir", str(self.workdir)]
-        for key_id, public in self.keys.items():
-            args += ["--key", f"{key_id}={public}"]
-        self.process = await asyncio.create_subprocess_exec(
-            *args,
-            cwd=REPO,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            stdout=asyncio.subprocess.DEVNULL,
-        )
-        for _ in range(600):
-            if ready.exists() and ready.read_text().strip():
-                break
-            if self.process.returncode is not None:
-                raise RuntimeError("emulator exited during start-up")
-            await asyncio.sleep(0.05)
-        else:
-            raise TimeoutError("emulator did not start")
-        self.url = json.loads(ready.read_text())["url"]
+        self.child = await launch(workdir=self.workdir, keys=self.keys, data_dir=self.workdir)
+        self.process = self.child.process
+        self.url = self.child.url
         self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=8))
 
     async def stop(self) -> None:
         if self._http is not None:
             await self._http.close()
-        if self.process is not None and self.process.returncode is None:
-            self.process.terminate()
-            try:
-                await asyncio.wait_for(self.process.wait(), 15)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
+        if self.child is not None:
+            await self.child.stop()
 
     async def control(self, method: str, path: str, body: Any = None) -> Any:
         assert self._http is not None

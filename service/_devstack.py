@@ -4,18 +4,16 @@ credentials are configured. Never used when AMAZON_PAY_PUBLIC_KEY_ID is set."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
-import os
 import secrets
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from emulator.launch import EmulatorChild, EmulatorExited, launch
 
 __all__ = ["DEV_STORE_ID", "DevAmazonPay", "DevEndpoint"]
 
@@ -59,65 +57,39 @@ class DevAmazonPay:
     def __init__(self, data_dir: Path, port: int = 0) -> None:
         self._dir = data_dir
         self._port = port
-        self._process: asyncio.subprocess.Process | None = None
-        self._endpoint: str | None = None
+        self._child: EmulatorChild | None = None
 
     async def start(self, timeout_s: float = 30.0) -> DevEndpoint:
         key_id, private_path, public_path = await asyncio.to_thread(_write_throwaway_key, self._dir)
-        ready = self._dir / "emulator-ready.json"
-        ready.unlink(missing_ok=True)
-        self._process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "emulator",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self._port),
-            "--ready-file",
-            str(ready),
-            "--state-file",
-            str(self._dir / "emulator-state.json"),
-            "--key",
-            f"{key_id}={public_path}",
-            stdout=asyncio.subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while not ready.exists() or not ready.read_text().strip():
-            if self._process.returncode is not None:
-                hint = f" (is port {self._port} taken? set DEV_EMULATOR_PORT)" if self._port else ""
-                raise RuntimeError(
-                    f"the development emulator exited with code {self._process.returncode}{hint}"
-                )
-            if loop.time() > deadline:
-                raise TimeoutError("emulator did not become ready")
-            await asyncio.sleep(0.05)
-        info = json.loads(ready.read_text())
-        self._endpoint = info["url"]
-        _log.info("development emulator started", extra={"url": info["url"]})
-        return DevEndpoint(info["url"], key_id, private_path)
+        try:
+            self._child = await launch(
+                workdir=self._dir,
+                keys={key_id: public_path},
+                port=self._port,
+                state_file=self._dir / "emulator-state.json",
+                timeout_s=timeout_s,
+            )
+        except EmulatorExited as exc:
+            hint = f" (is port {self._port} taken? set DEV_EMULATOR_PORT)" if self._port else ""
+            raise RuntimeError(
+                f"the development emulator exited with code {exc.returncode}{hint}"
+            ) from None
+        url = self._child.url
+        _log.info("development emulator started", extra={"url": url})
+        return DevEndpoint(url, key_id, private_path)
 
     async def subscribe_ipn(self, url: str) -> None:
         """Ask the emulator to deliver IPNs to our receiver."""
-        assert self._endpoint is not None
+        assert self._child is not None
         async with (
             aiohttp.ClientSession() as session,
             session.post(
-                f"{self._endpoint}/_emulator/ipn/subscriptions", json={"url": url}
+                f"{self._child.url}/_emulator/ipn/subscriptions", json={"url": url}
             ) as response,
         ):
             response.raise_for_status()
 
     async def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None or process.returncode is not None:
-            return
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), 10)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+        child, self._child = self._child, None
+        if child is not None:
+            await child.stop(timeout_s=10)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +10,7 @@ import aiohttp
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests._process import REPO
+from emulator.launch import EmulatorChild, launch
 
 
 def write_key_pair(directory: Path) -> tuple[Path, Path]:
@@ -41,40 +38,27 @@ class EmulatorProcess:
         self.workdir = workdir
         self.keys = keys
         self.extra_args = extra_args
+        self.child: EmulatorChild | None = None
         self.process: asyncio.subprocess.Process | None = None
         self.url = ""
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        ready = self.workdir / "emulator-ready.json"
-        args = [sys.executable, "-m", "emulator", "--host", "127.0.0.1", "--port", "0"]
-        args += ["--ready-file", str(ready), "--data-dir", str(self.workdir)]
-        for key_id, public in self.keys.items():
-            args += ["--key", f"{key_id}={public}"]
-        self.process = await asyncio.create_subprocess_exec(
-            *args,
-            *self.extra_args,
-            cwd=REPO,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            stdout=asyncio.subprocess.DEVNULL,
+        self.child = await launch(
+            workdir=self.workdir,
+            keys=self.keys,
+            data_dir=self.workdir,
+            extra_args=self.extra_args,
         )
-        for _ in range(600):
-            if ready.exists() and ready.read_text().strip():
-                break
-            if self.process.returncode is not None:
-                raise RuntimeError("emulator exited during start-up")
-            await asyncio.sleep(0.05)
-        else:
-            raise TimeoutError("emulator did not start")
-        self.url = json.loads(ready.read_text())["url"]
+        self.process = self.child.process
+        self.url = self.child.url
         self._session = aiohttp.ClientSession()
 
     async def stop(self) -> None:
         if self._session is not None:
             await self._session.close()
-        if self.process is not None and self.process.returncode is None:
-            self.process.terminate()
-            await self.process.wait()
+        if self.child is not None:
+            await self.child.stop()
 
     async def control(self, method: str, path: str, body: Any = None) -> Any:
         assert self._session is not None
