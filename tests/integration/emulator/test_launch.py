@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
 
@@ -53,7 +54,8 @@ async def test_the_tls_option_still_reaches_the_child(tmp_path: Path) -> None:
     )
     try:
         assert child.ready["tls_port"] > 0
-        assert Path(child.ready["ca_file"]).is_file()
+        assert child.ready["ca_file"]
+        assert await asyncio.to_thread(Path(child.ready["ca_file"]).is_file)
     finally:
         await child.stop()
 
@@ -82,11 +84,14 @@ async def test_dev_stack_bench_and_fixture_all_serve_through_the_launcher(tmp_pa
     await bench.start()
     await fixture.start()
     try:
-        assert fixture.child is not None and bench.pid != fixture.child.pid
+        assert fixture.child is not None
+        assert bench.pid != fixture.child.pid
         assert await bench.objects("charges") == []
         assert await fixture.objects("charges") == []
     finally:
         await bench.stop()
         await fixture.stop()
-    assert bench.process is not None and bench.process.returncode is not None
-    assert fixture.process is not None and fixture.process.returncode is not None
+    assert bench.process is not None
+    assert bench.process.returncode is not None
+    assert fixture.process is not None
+    assert fixture.process.returncode is not None

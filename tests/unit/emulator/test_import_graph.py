@@ -68,7 +68,8 @@ def test_emulator_modules_import_without_a_cycle() -> None:
 def test_app_and_control_share_state_rather_than_each_other() -> None:
     graph = _graph()
     assert "app" not in graph["control"]
-    assert {"state"} <= graph["control"] and {"state", "control"} <= graph["app"]
+    assert {"state"} <= graph["control"]
+    assert {"state", "control"} <= graph["app"]
 
 
 def test_cycle_check_finds_a_cycle() -> None:
