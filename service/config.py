@@ -3,6 +3,9 @@
 Every setting has one environment variable. `SERVICE_CONFIG_FILE` may name a TOML file whose top-level
 keys are the same variable names; the environment wins over the file. Settings are validated once at
 start-up and a bad value raises `ConfigError` naming the variable and the rule it broke.
+
+Each setting is stated once, as a dataclass field made by `_setting` (variable, parser, default);
+`load_settings` reads the fields generically and a test holds README's table to them.
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = [
     "REGION_ALIASES",
@@ -31,6 +37,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+D = TypeVar("D")
 
 REGION_ALIASES: Mapping[str, str] = {
     "na": "na",
@@ -69,278 +76,6 @@ def parse_listen_address(variable: str, value: str) -> tuple[str, int]:
         raise ConfigError(variable, f"port must be 0..65535, got {port}")
     host = match["host"] or "0.0.0.0"  # noqa: S104 - an empty host explicitly means all interfaces
     return host, port
-
-
-@dataclass(frozen=True)
-class GrpcSettings:
-    """How the gRPC server listens and behaves."""
-
-    listen: str = "127.0.0.1:50051"
-    """`GRPC_LISTEN`: host:port of the gRPC server; `0.0.0.0:50051` in a container."""
-
-    max_message_bytes: int = 4 * 1024 * 1024
-    """`GRPC_MAX_MESSAGE_BYTES`: largest request or response message accepted."""
-
-    keepalive_time_s: int = 30
-    """`GRPC_KEEPALIVE_TIME_S`: server pings idle connections this often, so dead peers are noticed."""
-
-    keepalive_timeout_s: int = 10
-    """`GRPC_KEEPALIVE_TIMEOUT_S`: a ping unanswered this long closes the connection."""
-
-    max_connection_age_s: int = 300
-    """`GRPC_MAX_CONNECTION_AGE_S`: connections are recycled so new replicas receive load."""
-
-    max_event_streams: int = 1000
-    """`GRPC_MAX_EVENT_STREAMS`: WatchEvents streams one replica serves at once; one more gets
-    RESOURCE_EXHAUSTED (reason `TOO_MANY_STREAMS`)."""
-
-    shutdown_grace_s: float = 20.0
-    """`SHUTDOWN_GRACE_S`: on SIGTERM, in-flight calls get this long to finish; keep it below the
-    pod's terminationGracePeriodSeconds."""
-
-    @property
-    def host_port(self) -> tuple[str, int]:
-        return parse_listen_address("GRPC_LISTEN", self.listen)
-
-
-@dataclass(frozen=True)
-class DatabaseSettings:
-    """Where the ledger lives."""
-
-    url: str | None = None
-    """`DATABASE_URL`: postgresql:// URL. Unset: an embedded PostgreSQL is started under
-    `EMBEDDED_POSTGRES_DIR` (development only)."""
-
-    migrate_url: str | None = None
-    """`MIGRATE_DATABASE_URL`: postgresql:// URL of the role that owns the schema, used by
-    `python -m service migrate` (and start-up migrations). Unset: `DATABASE_URL` migrates too
-    (development: one role for everything)."""
-
-    service_role: str | None = None
-    """`DATABASE_SERVICE_ROLE`: the role the service runs as (the user of `DATABASE_URL`); after
-    migrating, the owner grants it only the DML it needs (docs/operations.md)."""
-
-    pool_min_size: int = 2
-    """`DATABASE_POOL_MIN`: connections kept open per replica."""
-
-    pool_max_size: int = 10
-    """`DATABASE_POOL_MAX`: upper bound of connections per replica; size it against Postgres'
-    max_connections divided by the replica count."""
-
-    statement_timeout_ms: int = 10_000
-    """`DATABASE_STATEMENT_TIMEOUT_MS`: server-side cap for any single statement."""
-
-    embedded_dir: Path = Path(".data/postgres")
-    """`EMBEDDED_POSTGRES_DIR`: data directory of the embedded development database."""
-
-    migrate_on_start: bool = True
-    """`MIGRATE_ON_START`: apply pending migrations at start-up (safe with many replicas: an advisory
-    lock serializes them). Set false when a migration Job owns schema changes."""
-
-
-@dataclass(frozen=True)
-class AmazonPaySettings:
-    """The default merchant account and how to reach Amazon Pay."""
-
-    public_key_id: str | None = None
-    """`AMAZON_PAY_PUBLIC_KEY_ID`: the key id Seller Central issued (`SANDBOX-…`/`LIVE-…` or legacy)."""
-
-    private_key_file: Path | None = None
-    """`AMAZON_PAY_PRIVATE_KEY_FILE`: PEM file of the RSA private key (a mounted secret). Never logged."""
-
-    region: str = "na"
-    """`AMAZON_PAY_REGION`: na|eu|jp, or an alias us|uk|de."""
-
-    environment: str = "sandbox"
-    """`AMAZON_PAY_ENVIRONMENT`: sandbox or live. Live refuses to start without TLS unless
-    `ALLOW_INSECURE=1`."""
-
-    store_id: str | None = None
-    """`AMAZON_PAY_STORE_ID`: the Login with Amazon client id, used in button payloads."""
-
-    endpoint: str | None = None
-    """`AMAZON_PAY_ENDPOINT`: base URL override (http or https), e.g. the local emulator. Unset:
-    Amazon's regional host."""
-
-    ca_file: Path | None = None
-    """`AMAZON_PAY_CA_FILE`: extra CA bundle to trust for `AMAZON_PAY_ENDPOINT` (the emulator's CA)."""
-
-    merchant_alias: str = "default"
-    """`AMAZON_PAY_MERCHANT_ALIAS`: the name callers use in the `merchant` field for this account."""
-
-    @property
-    def configured(self) -> bool:
-        return self.public_key_id is not None and self.private_key_file is not None
-
-
-@dataclass(frozen=True)
-class AmazonCallSettings:
-    """Overload and outage control in front of Amazon, per merchant account."""
-
-    max_concurrent: int = 64
-    """`AMAZON_MAX_CONCURRENT_CALLS`: calls to Amazon in flight at once per merchant."""
-
-    max_queued: int = 128
-    """`AMAZON_MAX_QUEUED_CALLS`: calls waiting for a slot; beyond it RESOURCE_EXHAUSTED."""
-
-    circuit_failures: int = 5
-    """`AMAZON_CIRCUIT_FAILURES`: consecutive failures showing Amazon failing (5xx, 429 after
-    retries, no answer within the service's own timeout) that open the circuit breaker; a
-    caller's short deadline never counts."""
-
-    circuit_open_s: float = 10.0
-    """`AMAZON_CIRCUIT_OPEN_S`: how long an open circuit fails fast before a probe call."""
-
-    max_retries: int = 3
-    """`AMAZON_MAX_RETRIES`: retries of one call on 408/425/429/5xx/no answer (same key)."""
-
-
-@dataclass(frozen=True)
-class PiiSettings:
-    """Encryption at rest and retention of buyer PII."""
-
-    key_files: tuple[tuple[str, Path], ...] = ()
-    """`PII_KEY_FILES`: `id=path` pairs, comma-separated; each file holds a 32-byte AES key (raw
-    or base64). Required with `DATABASE_URL`; the embedded development database gets a generated
-    key under `.data/dev/`. List the old and the new key while rotating."""
-
-    active_key_id: str | None = None
-    """`PII_ACTIVE_KEY_ID`: key that encrypts new values (default: the last in `PII_KEY_FILES`)."""
-
-    retention_days: int | None = None
-    """`PII_RETENTION_DAYS`: erase buyer PII this many days after it was recorded (the financial
-    record stays). Unset: keep until erased on request."""
-
-
-@dataclass(frozen=True)
-class SecuritySettings:
-    """Transport security and caller identity of the gRPC server (see docs/security.md)."""
-
-    tls_cert_file: Path | None = None
-    """`GRPC_TLS_CERT_FILE`: PEM server certificate (chain). Set with `GRPC_TLS_KEY_FILE` for TLS."""
-
-    tls_key_file: Path | None = None
-    """`GRPC_TLS_KEY_FILE`: PEM private key of the server certificate (a mounted secret)."""
-
-    tls_client_ca_file: Path | None = None
-    """`GRPC_TLS_CLIENT_CA_FILE`: PEM CA bundle; when set, clients MUST present a certificate it
-    signed (mutual TLS)."""
-
-    callers_file: Path | None = None
-    """`GRPC_CALLERS_FILE`: TOML file of callers (token hashes, certificate names, RPC allowlists).
-    Unset: no caller authentication (development)."""
-
-    @property
-    def tls(self) -> bool:
-        return self.tls_cert_file is not None
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    """The IPN receiver and the reconciler."""
-
-    ipn_listen: str | None = "127.0.0.1:8081"
-    """`IPN_LISTEN`: host:port of the IPN receiver (path `/ipn`); `off` disables it."""
-
-    ipn_topic_arns: tuple[str, ...] = ()
-    """`IPN_TOPIC_ARNS`: comma-separated SNS topic ARNs to accept; empty accepts any topic whose
-    signature verifies."""
-
-    ipn_extra_cert_hosts: tuple[str, ...] = ()
-    """`IPN_EXTRA_CERT_HOSTS`: host:port values trusted to serve SNS signing certificates besides
-    `sns.<region>.amazonaws.com` (development: the emulator). Never set in production."""
-
-    ipn_max_body_bytes: int = 64 * 1024
-    """`IPN_MAX_BODY_BYTES`: larger IPN bodies are refused with 413."""
-
-    ipn_read_timeout_s: float = 10.0
-    """`IPN_READ_TIMEOUT_S`: a connection to the IPN port that has not delivered its whole request
-    (headers and body) this long after connecting is closed."""
-
-    ipn_max_connections: int = 256
-    """`IPN_MAX_CONNECTIONS`: open connections to the IPN port per replica; further ones are
-    closed at once (SNS retries a delivery that failed)."""
-
-    reconciler_enabled: bool = True
-    """`RECONCILER_ENABLED`: run the reconciler in this replica."""
-
-    reconciler_interval_s: float = 5.0
-    """`RECONCILER_INTERVAL_S`: pause between reconciler passes."""
-
-    reconciler_poll_base_s: float = 30.0
-    """`RECONCILER_POLL_BASE_S`: first re-poll delay of a pending object (doubles when unchanged)."""
-
-    reconciler_poll_max_s: float = 3600.0
-    """`RECONCILER_POLL_MAX_S`: longest delay between polls of a pending object."""
-
-    admin_listen: str | None = "127.0.0.1:9464"
-    """`ADMIN_LISTEN`: host:port of the admin HTTP server (Prometheus `/metrics`); `off`
-    disables it."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything the service reads at start-up."""
-
-    grpc: GrpcSettings = field(default_factory=GrpcSettings)
-    database: DatabaseSettings = field(default_factory=DatabaseSettings)
-    amazon_pay: AmazonPaySettings = field(default_factory=AmazonPaySettings)
-    workers: WorkerSettings = field(default_factory=WorkerSettings)
-    pii: PiiSettings = field(default_factory=PiiSettings)
-    amazon_calls: AmazonCallSettings = field(default_factory=AmazonCallSettings)
-    security: SecuritySettings = field(default_factory=SecuritySettings)
-
-    log_level: str = "INFO"
-    """`LOG_LEVEL`: DEBUG, INFO, WARNING or ERROR."""
-
-    event_loop: str = "uvloop"
-    """`EVENT_LOOP`: `uvloop` (11-29 % less CPU per CreateCharge than asyncio's own loop, more
-    at low concurrency; bench/results/profile.md) or `asyncio` (the standard library's, for
-    debugging the loop)."""
-
-    allow_insecure: bool = False
-    """`ALLOW_INSECURE`: permit plaintext gRPC in live mode (only behind a mesh that adds TLS)."""
-
-    dev_emulator: bool = True
-    """`DEV_EMULATOR`: when no Amazon credentials are configured, start the local emulator with a
-    throwaway key (the `make run` default). Set false to refuse to start without credentials."""
-
-    dev_emulator_port: int = 8480
-    """`DEV_EMULATOR_PORT`: port of that emulator on 127.0.0.1 (fixed, so scripts and the docs
-    can name it; 0 picks a free port, which tests running side by side need)."""
-
-    extra_merchants: tuple[AmazonPaySettings, ...] = ()
-    """`AMAZON_PAY_MERCHANTS_FILE`: further merchant accounts, served side by side with the
-    default one and chosen by the request's `merchant` field."""
-
-    @property
-    def merchants(self) -> tuple[AmazonPaySettings, ...]:
-        """Every configured account, the default (from `AMAZON_PAY_*`) first."""
-        return (self.amazon_pay, *self.extra_merchants)
-
-
-class _Reader:
-    """Reads raw strings from the environment, then the config file, recording the variable name."""
-
-    def __init__(self, env: Mapping[str, str], file_values: Mapping[str, object]) -> None:
-        self._env = env
-        self._file = file_values
-
-    def raw(self, name: str) -> str | None:
-        if name in self._env and self._env[name] != "":
-            return self._env[name]
-        value = self._file.get(name)
-        if value is None:
-            return None
-        if isinstance(value, bool):
-            return "1" if value else "0"
-        return str(value)
-
-    def get(self, name: str, parse: Callable[[str, str], T], default: T) -> T:
-        value = self.raw(name)
-        if value is None:
-            return default
-        return parse(name, value)
 
 
 def _str(_: str, value: str) -> str:
@@ -493,6 +228,293 @@ def _alias(name: str, value: str) -> str:
     return value.strip()
 
 
+def _setting(env: str, parse: Callable[[str, str], T], default: D) -> T | D:
+    """A field read from the variable `env` with `parse`; the field's default is the only default.
+
+    `load_settings` reads every such field generically and the README's configuration table is
+    checked against the same fields (tests/unit/config/test_readme_table.py).
+    """
+    return field(default=default, metadata={"env": env, "parse": parse})
+
+
+@dataclass(frozen=True)
+class GrpcSettings:
+    """How the gRPC server listens and behaves."""
+
+    listen: str = _setting("GRPC_LISTEN", _listen, "127.0.0.1:50051")
+    """Host:port of the gRPC server; `0.0.0.0:50051` in a container."""
+
+    max_message_bytes: int = _setting(
+        "GRPC_MAX_MESSAGE_BYTES", _int_in(1024, 64 * 1024 * 1024), 4 * 1024 * 1024
+    )
+    """Largest request or response message accepted."""
+
+    keepalive_time_s: int = _setting("GRPC_KEEPALIVE_TIME_S", _int_in(1, 3600), 30)
+    """Server pings idle connections this often, so dead peers are noticed."""
+
+    keepalive_timeout_s: int = _setting("GRPC_KEEPALIVE_TIMEOUT_S", _int_in(1, 600), 10)
+    """A ping unanswered this long closes the connection."""
+
+    max_connection_age_s: int = _setting("GRPC_MAX_CONNECTION_AGE_S", _int_in(10, 86400), 300)
+    """Connections are recycled so new replicas receive load."""
+
+    max_event_streams: int = _setting("GRPC_MAX_EVENT_STREAMS", _int_in(1, 100_000), 1000)
+    """WatchEvents streams one replica serves at once; one more gets
+    RESOURCE_EXHAUSTED (reason `TOO_MANY_STREAMS`)."""
+
+    shutdown_grace_s: float = _setting("SHUTDOWN_GRACE_S", _float_in(0, 600), 20.0)
+    """On SIGTERM, in-flight calls get this long to finish; keep it below the
+    pod's terminationGracePeriodSeconds."""
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return parse_listen_address("GRPC_LISTEN", self.listen)
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """Where the ledger lives."""
+
+    url: str | None = _setting("DATABASE_URL", _database_url, None)
+    """Postgresql:// URL. Unset: an embedded PostgreSQL is started under
+    `EMBEDDED_POSTGRES_DIR` (development only)."""
+
+    migrate_url: str | None = _setting("MIGRATE_DATABASE_URL", _database_url, None)
+    """Postgresql:// URL of the role that owns the schema, used by
+    `python -m service migrate` (and start-up migrations). Unset: `DATABASE_URL` migrates too
+    (development: one role for everything)."""
+
+    service_role: str | None = _setting("DATABASE_SERVICE_ROLE", _role, None)
+    """The role the service runs as (the user of `DATABASE_URL`); after
+    migrating, the owner grants it only the DML it needs (docs/operations.md)."""
+
+    pool_min_size: int = _setting("DATABASE_POOL_MIN", _int_in(0, 1000), 2)
+    """Connections kept open per replica."""
+
+    pool_max_size: int = _setting("DATABASE_POOL_MAX", _int_in(1, 1000), 10)
+    """Upper bound of connections per replica; size it against Postgres'
+    max_connections divided by the replica count."""
+
+    statement_timeout_ms: int = _setting(
+        "DATABASE_STATEMENT_TIMEOUT_MS", _int_in(100, 3_600_000), 10_000
+    )
+    """Server-side cap for any single statement."""
+
+    embedded_dir: Path = _setting("EMBEDDED_POSTGRES_DIR", _path, Path(".data/postgres"))
+    """Data directory of the embedded development database."""
+
+    migrate_on_start: bool = _setting("MIGRATE_ON_START", _bool, True)
+    """Apply pending migrations at start-up (safe with many replicas: an advisory
+    lock serializes them). Set false when a migration Job owns schema changes."""
+
+
+@dataclass(frozen=True)
+class AmazonPaySettings:
+    """The default merchant account and how to reach Amazon Pay."""
+
+    public_key_id: str | None = _setting("AMAZON_PAY_PUBLIC_KEY_ID", _public_key_id, None)
+    """The key id Seller Central issued (`SANDBOX-…`/`LIVE-…` or legacy)."""
+
+    private_key_file: Path | None = _setting("AMAZON_PAY_PRIVATE_KEY_FILE", _readable_file, None)
+    """PEM file of the RSA private key (a mounted secret). Never logged."""
+
+    region: str = _setting("AMAZON_PAY_REGION", _region, "na")
+    """Na|eu|jp, or an alias us|uk|de."""
+
+    environment: str = _setting("AMAZON_PAY_ENVIRONMENT", _environment, "sandbox")
+    """Sandbox or live. Live refuses to start without TLS unless
+    `ALLOW_INSECURE=1`."""
+
+    store_id: str | None = _setting("AMAZON_PAY_STORE_ID", _str, None)
+    """The Login with Amazon client id, used in button payloads."""
+
+    endpoint: str | None = _setting("AMAZON_PAY_ENDPOINT", _endpoint, None)
+    """Base URL override (http or https), e.g. the local emulator. Unset:
+    Amazon's regional host."""
+
+    ca_file: Path | None = _setting("AMAZON_PAY_CA_FILE", _readable_file, None)
+    """Extra CA bundle to trust for `AMAZON_PAY_ENDPOINT` (the emulator's CA)."""
+
+    merchant_alias: str = _setting("AMAZON_PAY_MERCHANT_ALIAS", _alias, "default")
+    """The name callers use in the `merchant` field for this account."""
+
+    @property
+    def configured(self) -> bool:
+        return self.public_key_id is not None and self.private_key_file is not None
+
+
+@dataclass(frozen=True)
+class AmazonCallSettings:
+    """Overload and outage control in front of Amazon, per merchant account."""
+
+    max_concurrent: int = _setting("AMAZON_MAX_CONCURRENT_CALLS", _int_in(1, 10_000), 64)
+    """Calls to Amazon in flight at once per merchant."""
+
+    max_queued: int = _setting("AMAZON_MAX_QUEUED_CALLS", _int_in(0, 100_000), 128)
+    """Calls waiting for a slot; beyond it RESOURCE_EXHAUSTED."""
+
+    circuit_failures: int = _setting("AMAZON_CIRCUIT_FAILURES", _int_in(1, 1000), 5)
+    """Consecutive failures showing Amazon failing (5xx, 429 after
+    retries, no answer within the service's own timeout) that open the circuit breaker; a
+    caller's short deadline never counts."""
+
+    circuit_open_s: float = _setting("AMAZON_CIRCUIT_OPEN_S", _float_in(0.1, 3600), 10.0)
+    """How long an open circuit fails fast before a probe call."""
+
+    max_retries: int = _setting("AMAZON_MAX_RETRIES", _int_in(0, 10), 3)
+    """Retries of one call on 408/425/429/5xx/no answer (same key)."""
+
+
+@dataclass(frozen=True)
+class PiiSettings:
+    """Encryption at rest and retention of buyer PII."""
+
+    key_files: tuple[tuple[str, Path], ...] = _setting("PII_KEY_FILES", _key_files, ())
+    """`id=path` pairs, comma-separated; each file holds a 32-byte AES key (raw
+    or base64). Required with `DATABASE_URL`; the embedded development database gets a generated
+    key under `.data/dev/`. List the old and the new key while rotating."""
+
+    active_key_id: str | None = _setting("PII_ACTIVE_KEY_ID", _str, None)
+    """Key that encrypts new values (default: the last in `PII_KEY_FILES`)."""
+
+    retention_days: int | None = _setting("PII_RETENTION_DAYS", _int_in(1, 36500), None)
+    """Erase buyer PII this many days after it was recorded (the financial
+    record stays). Unset: keep until erased on request."""
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    """Transport security and caller identity of the gRPC server (see docs/security.md)."""
+
+    tls_cert_file: Path | None = _setting("GRPC_TLS_CERT_FILE", _readable_file, None)
+    """PEM server certificate (chain). Set with `GRPC_TLS_KEY_FILE` for TLS."""
+
+    tls_key_file: Path | None = _setting("GRPC_TLS_KEY_FILE", _readable_file, None)
+    """PEM private key of the server certificate (a mounted secret)."""
+
+    tls_client_ca_file: Path | None = _setting("GRPC_TLS_CLIENT_CA_FILE", _readable_file, None)
+    """PEM CA bundle; when set, clients MUST present a certificate it
+    signed (mutual TLS)."""
+
+    callers_file: Path | None = _setting("GRPC_CALLERS_FILE", _readable_file, None)
+    """TOML file of callers (token hashes, certificate names, RPC allowlists).
+    Unset: no caller authentication (development)."""
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """The IPN receiver and the reconciler."""
+
+    ipn_listen: str | None = _setting("IPN_LISTEN", _optional_listen, "127.0.0.1:8081")
+    """Host:port of the IPN receiver (path `/ipn`); `off` disables it."""
+
+    ipn_topic_arns: tuple[str, ...] = _setting("IPN_TOPIC_ARNS", _topic_arns, ())
+    """Comma-separated SNS topic ARNs to accept; empty accepts any topic whose
+    signature verifies."""
+
+    ipn_extra_cert_hosts: tuple[str, ...] = _setting("IPN_EXTRA_CERT_HOSTS", _csv, ())
+    """Host:port values trusted to serve SNS signing certificates besides
+    `sns.<region>.amazonaws.com` (development: the emulator). Never set in production."""
+
+    ipn_max_body_bytes: int = _setting("IPN_MAX_BODY_BYTES", _int_in(1024, 1024 * 1024), 64 * 1024)
+    """Larger IPN bodies are refused with 413."""
+
+    ipn_read_timeout_s: float = _setting("IPN_READ_TIMEOUT_S", _float_in(0.1, 300), 10.0)
+    """A connection to the IPN port that has not delivered its whole request
+    (headers and body) this long after connecting is closed."""
+
+    ipn_max_connections: int = _setting("IPN_MAX_CONNECTIONS", _int_in(1, 100_000), 256)
+    """Open connections to the IPN port per replica; further ones are
+    closed at once (SNS retries a delivery that failed)."""
+
+    reconciler_enabled: bool = _setting("RECONCILER_ENABLED", _bool, True)
+    """Run the reconciler in this replica."""
+
+    reconciler_interval_s: float = _setting("RECONCILER_INTERVAL_S", _float_in(0.01, 3600), 5.0)
+    """Pause between reconciler passes."""
+
+    reconciler_poll_base_s: float = _setting("RECONCILER_POLL_BASE_S", _float_in(0.01, 86400), 30.0)
+    """First re-poll delay of a pending object (doubles when unchanged)."""
+
+    reconciler_poll_max_s: float = _setting("RECONCILER_POLL_MAX_S", _float_in(0.01, 86400), 3600.0)
+    """Longest delay between polls of a pending object."""
+
+    admin_listen: str | None = _setting("ADMIN_LISTEN", _optional_listen, "127.0.0.1:9464")
+    """Host:port of the admin HTTP server (Prometheus `/metrics`); `off`
+    disables it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads at start-up."""
+
+    grpc: GrpcSettings = field(default_factory=GrpcSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    amazon_pay: AmazonPaySettings = field(default_factory=AmazonPaySettings)
+    workers: WorkerSettings = field(default_factory=WorkerSettings)
+    pii: PiiSettings = field(default_factory=PiiSettings)
+    amazon_calls: AmazonCallSettings = field(default_factory=AmazonCallSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+
+    log_level: str = _setting("LOG_LEVEL", _log_level, "INFO")
+    """DEBUG, INFO, WARNING or ERROR."""
+
+    event_loop: str = _setting("EVENT_LOOP", _event_loop, "uvloop")
+    """`uvloop` (11-29 % less CPU per CreateCharge than asyncio's own loop, more
+    at low concurrency; bench/results/profile.md) or `asyncio` (the standard library's, for
+    debugging the loop)."""
+
+    allow_insecure: bool = _setting("ALLOW_INSECURE", _bool, False)
+    """Permit plaintext gRPC in live mode (only behind a mesh that adds TLS)."""
+
+    dev_emulator: bool = _setting("DEV_EMULATOR", _bool, True)
+    """When no Amazon credentials are configured, start the local emulator with a
+    throwaway key (the `make run` default). Set false to refuse to start without credentials."""
+
+    dev_emulator_port: int = _setting("DEV_EMULATOR_PORT", _int_in(0, 65535), 8480)
+    """Port of that emulator on 127.0.0.1 (fixed, so scripts and the docs
+    can name it; 0 picks a free port, which tests running side by side need)."""
+
+    extra_merchants: tuple[AmazonPaySettings, ...] = field(
+        default=(), metadata={"env": "AMAZON_PAY_MERCHANTS_FILE"}
+    )
+    """Further merchant accounts, served side by side with the
+    default one and chosen by the request's `merchant` field."""
+
+    @property
+    def merchants(self) -> tuple[AmazonPaySettings, ...]:
+        """Every configured account, the default (from `AMAZON_PAY_*`) first."""
+        return (self.amazon_pay, *self.extra_merchants)
+
+
+class _Reader:
+    """Reads raw strings from the environment, then the config file, recording the variable name."""
+
+    def __init__(self, env: Mapping[str, str], file_values: Mapping[str, object]) -> None:
+        self._env = env
+        self._file = file_values
+
+    def raw(self, name: str) -> str | None:
+        if name in self._env and self._env[name] != "":
+            return self._env[name]
+        value = self._file.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            return "1" if value else "0"
+        return str(value)
+
+    def get(self, name: str, parse: Callable[[str, str], T], default: T) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        return parse(name, value)
+
+
 def _load_file(env: Mapping[str, str]) -> dict[str, object]:
     path = env.get("SERVICE_CONFIG_FILE")
     if not path:
@@ -507,14 +529,11 @@ def _load_file(env: Mapping[str, str]) -> dict[str, object]:
 
 
 _MERCHANT_KEYS = {
-    "public_key_id": ("AMAZON_PAY_PUBLIC_KEY_ID", _public_key_id),
-    "private_key_file": ("AMAZON_PAY_PRIVATE_KEY_FILE", _readable_file),
-    "region": ("AMAZON_PAY_REGION", _region),
-    "environment": ("AMAZON_PAY_ENVIRONMENT", _environment),
-    "store_id": ("AMAZON_PAY_STORE_ID", _str),
-    "endpoint": ("AMAZON_PAY_ENDPOINT", _endpoint),
-    "ca_file": ("AMAZON_PAY_CA_FILE", _readable_file),
+    f.name: (f.metadata["env"], f.metadata["parse"])
+    for f in fields(AmazonPaySettings)
+    if f.name != "merchant_alias"
 }
+"""Keys of a `[merchants.<alias>]` table: the `AMAZON_PAY_*` fields but the alias (the table's name)."""
 
 
 def _load_merchants(path_text: str, default_alias: str) -> tuple[AmazonPaySettings, ...]:
@@ -588,51 +607,28 @@ def _refuse_unsafe_live(settings: Settings) -> None:
         )
 
 
+def _read(r: _Reader, cls: type[DataclassInstance]) -> dict[str, Any]:
+    """Every `_setting` field of `cls` from its variable, or the field's default."""
+    return {
+        f.name: r.get(f.metadata["env"], f.metadata["parse"], f.default)
+        for f in fields(cls)
+        if "parse" in f.metadata
+    }
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build and validate settings; raises `ConfigError` on the first bad variable."""
     source = os.environ if env is None else env
     r = _Reader(source, _load_file(source))
-    grpc = GrpcSettings(
-        listen=r.get("GRPC_LISTEN", _listen, GrpcSettings.listen),
-        max_message_bytes=r.get(
-            "GRPC_MAX_MESSAGE_BYTES",
-            _int_in(1024, 64 * 1024 * 1024),
-            GrpcSettings.max_message_bytes,
-        ),
-        keepalive_time_s=r.get("GRPC_KEEPALIVE_TIME_S", _int_in(1, 3600), 30),
-        keepalive_timeout_s=r.get("GRPC_KEEPALIVE_TIMEOUT_S", _int_in(1, 600), 10),
-        max_connection_age_s=r.get("GRPC_MAX_CONNECTION_AGE_S", _int_in(10, 86400), 300),
-        max_event_streams=r.get("GRPC_MAX_EVENT_STREAMS", _int_in(1, 100_000), 1000),
-        shutdown_grace_s=r.get("SHUTDOWN_GRACE_S", _float_in(0, 600), 20.0),
-    )
-    pool_min = r.get("DATABASE_POOL_MIN", _int_in(0, 1000), 2)
-    pool_max = r.get("DATABASE_POOL_MAX", _int_in(1, 1000), 10)
-    if pool_min > pool_max:
+    grpc = GrpcSettings(**_read(r, GrpcSettings))
+    database = DatabaseSettings(**_read(r, DatabaseSettings))
+    if database.pool_min_size > database.pool_max_size:
         raise ConfigError(
-            "DATABASE_POOL_MIN", f"must not exceed DATABASE_POOL_MAX ({pool_min} > {pool_max})"
+            "DATABASE_POOL_MIN",
+            f"must not exceed DATABASE_POOL_MAX "
+            f"({database.pool_min_size} > {database.pool_max_size})",
         )
-    database = DatabaseSettings(
-        url=r.get("DATABASE_URL", _database_url, None),
-        migrate_url=r.get("MIGRATE_DATABASE_URL", _database_url, None),
-        service_role=r.get("DATABASE_SERVICE_ROLE", _role, None),
-        pool_min_size=pool_min,
-        pool_max_size=pool_max,
-        statement_timeout_ms=r.get(
-            "DATABASE_STATEMENT_TIMEOUT_MS", _int_in(100, 3_600_000), 10_000
-        ),
-        embedded_dir=r.get("EMBEDDED_POSTGRES_DIR", _path, DatabaseSettings.embedded_dir),
-        migrate_on_start=r.get("MIGRATE_ON_START", _bool, True),
-    )
-    amazon = AmazonPaySettings(
-        public_key_id=r.get("AMAZON_PAY_PUBLIC_KEY_ID", _public_key_id, None),
-        private_key_file=r.get("AMAZON_PAY_PRIVATE_KEY_FILE", _readable_file, None),
-        region=r.get("AMAZON_PAY_REGION", _region, "na"),
-        environment=r.get("AMAZON_PAY_ENVIRONMENT", _environment, "sandbox"),
-        store_id=r.get("AMAZON_PAY_STORE_ID", _str, None),
-        endpoint=r.get("AMAZON_PAY_ENDPOINT", _endpoint, None),
-        ca_file=r.get("AMAZON_PAY_CA_FILE", _readable_file, None),
-        merchant_alias=r.get("AMAZON_PAY_MERCHANT_ALIAS", _alias, "default"),
-    )
+    amazon = AmazonPaySettings(**_read(r, AmazonPaySettings))
     if (amazon.public_key_id is None) != (amazon.private_key_file is None):
         missing = (
             "AMAZON_PAY_PRIVATE_KEY_FILE"
@@ -642,36 +638,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(
             missing, "AMAZON_PAY_PUBLIC_KEY_ID and AMAZON_PAY_PRIVATE_KEY_FILE must be set together"
         )
-    workers = WorkerSettings(
-        ipn_listen=r.get("IPN_LISTEN", _optional_listen, WorkerSettings.ipn_listen),
-        ipn_topic_arns=r.get("IPN_TOPIC_ARNS", _topic_arns, ()),
-        ipn_extra_cert_hosts=r.get("IPN_EXTRA_CERT_HOSTS", _csv, ()),
-        ipn_max_body_bytes=r.get("IPN_MAX_BODY_BYTES", _int_in(1024, 1024 * 1024), 64 * 1024),
-        ipn_read_timeout_s=r.get("IPN_READ_TIMEOUT_S", _float_in(0.1, 300), 10.0),
-        ipn_max_connections=r.get("IPN_MAX_CONNECTIONS", _int_in(1, 100_000), 256),
-        reconciler_enabled=r.get("RECONCILER_ENABLED", _bool, True),
-        reconciler_interval_s=r.get("RECONCILER_INTERVAL_S", _float_in(0.01, 3600), 5.0),
-        reconciler_poll_base_s=r.get("RECONCILER_POLL_BASE_S", _float_in(0.01, 86400), 30.0),
-        reconciler_poll_max_s=r.get("RECONCILER_POLL_MAX_S", _float_in(0.01, 86400), 3600.0),
-        admin_listen=r.get("ADMIN_LISTEN", _optional_listen, WorkerSettings.admin_listen),
-    )
-    no_keys: tuple[tuple[str, Path], ...] = ()
-    key_files = r.get("PII_KEY_FILES", _key_files, no_keys)
-    pii = PiiSettings(
-        key_files=key_files,
-        active_key_id=r.get("PII_ACTIVE_KEY_ID", _str, key_files[-1][0] if key_files else None),
-        retention_days=r.get("PII_RETENTION_DAYS", _int_in(1, 36500), None),
-    )
-    if pii.active_key_id is not None and key_files and pii.active_key_id not in dict(key_files):
+    workers = WorkerSettings(**_read(r, WorkerSettings))
+    pii = PiiSettings(**_read(r, PiiSettings))
+    if pii.active_key_id is None and pii.key_files:
+        pii = replace(pii, active_key_id=pii.key_files[-1][0])
+    if (
+        pii.active_key_id is not None
+        and pii.key_files
+        and pii.active_key_id not in dict(pii.key_files)
+    ):
         raise ConfigError(
             "PII_ACTIVE_KEY_ID", f"{pii.active_key_id!r} is not listed in PII_KEY_FILES"
         )
-    security = SecuritySettings(
-        tls_cert_file=r.get("GRPC_TLS_CERT_FILE", _readable_file, None),
-        tls_key_file=r.get("GRPC_TLS_KEY_FILE", _readable_file, None),
-        tls_client_ca_file=r.get("GRPC_TLS_CLIENT_CA_FILE", _readable_file, None),
-        callers_file=r.get("GRPC_CALLERS_FILE", _readable_file, None),
-    )
+    security = SecuritySettings(**_read(r, SecuritySettings))
     if (security.tls_cert_file is None) != (security.tls_key_file is None):
         missing = "GRPC_TLS_KEY_FILE" if security.tls_key_file is None else "GRPC_TLS_CERT_FILE"
         raise ConfigError(missing, "GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE must be set together")
@@ -681,13 +660,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
     merchants_file = r.raw("AMAZON_PAY_MERCHANTS_FILE")
     extra = _load_merchants(merchants_file, amazon.merchant_alias) if merchants_file else ()
-    amazon_calls = AmazonCallSettings(
-        max_concurrent=r.get("AMAZON_MAX_CONCURRENT_CALLS", _int_in(1, 10_000), 64),
-        max_queued=r.get("AMAZON_MAX_QUEUED_CALLS", _int_in(0, 100_000), 128),
-        circuit_failures=r.get("AMAZON_CIRCUIT_FAILURES", _int_in(1, 1000), 5),
-        circuit_open_s=r.get("AMAZON_CIRCUIT_OPEN_S", _float_in(0.1, 3600), 10.0),
-        max_retries=r.get("AMAZON_MAX_RETRIES", _int_in(0, 10), 3),
-    )
+    amazon_calls = AmazonCallSettings(**_read(r, AmazonCallSettings))
     settings = Settings(
         amazon_calls=amazon_calls,
         pii=pii,
@@ -697,11 +670,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         grpc=grpc,
         database=database,
         amazon_pay=amazon,
-        log_level=r.get("LOG_LEVEL", _log_level, "INFO"),
-        event_loop=r.get("EVENT_LOOP", _event_loop, "uvloop"),
-        allow_insecure=r.get("ALLOW_INSECURE", _bool, False),
-        dev_emulator=r.get("DEV_EMULATOR", _bool, True),
-        dev_emulator_port=r.get("DEV_EMULATOR_PORT", _int_in(0, 65535), 8480),
+        **_read(r, Settings),
     )
     live = any(m.environment == "live" for m in settings.merchants)
     if live and not settings.allow_insecure and not security.tls:
