@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -11,12 +12,12 @@ from payments.amazonpay.v1 import (
     checkout_session_pb2,
     common_pb2,
 )
+from service.amazonpay import parse_timestamp
 from service.api._convert import (
     enum_from_amazon,
     enum_to_amazon,
     json_to_message,
     message_to_json,
-    parse_amazon_timestamp,
 )
 
 CHARGE_JSON = {
@@ -138,5 +139,26 @@ def test_every_reason_code_round_trips(number: int) -> None:
 @given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)))
 def test_compact_timestamps_round_trip(moment: datetime) -> None:
     moment = moment.replace(microsecond=0, tzinfo=UTC)
-    assert parse_amazon_timestamp(moment.strftime("%Y%m%dT%H%M%SZ")) == moment
-    assert parse_amazon_timestamp(moment.strftime("%Y-%m-%dT%H:%M:%SZ")) == moment
+    assert parse_timestamp(moment.strftime("%Y%m%dT%H%M%SZ")) == moment
+    assert parse_timestamp(moment.strftime("%Y-%m-%dT%H:%M:%SZ")) == moment
+    charge = json_to_message(
+        {"chargeId": "C1", "creationTimestamp": moment.strftime("%Y%m%dT%H%M%SZ")},
+        charge_pb2.Charge(),
+    )
+    assert charge.creation_timestamp.ToDatetime(tzinfo=UTC) == moment
+
+
+@pytest.mark.parametrize("value", ["20191301T000000Z", "yesterday", "2019-10-15T25:00:00Z", 7])
+def test_an_unreadable_amazon_timestamp_leaves_the_field_unset(value: object) -> None:
+    charge = json_to_message({"chargeId": "C1", "creationTimestamp": value}, charge_pb2.Charge())
+    assert charge.charge_id == "C1"
+    assert not charge.HasField("creation_timestamp")
+
+
+def test_compact_timestamp_with_milliseconds_is_read() -> None:
+    charge = json_to_message(
+        {"chargeId": "C1", "creationTimestamp": "20191015T204313.250Z"}, charge_pb2.Charge()
+    )
+    assert charge.creation_timestamp.ToDatetime(tzinfo=UTC) == datetime(
+        2019, 10, 15, 20, 43, 13, 250000, tzinfo=UTC
+    )
