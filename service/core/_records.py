@@ -36,6 +36,8 @@ class Kind:
     """States after which Amazon never changes the object again (no more polling)."""
     amount_path: tuple[str, ...]
     """Where the object's headline amount is."""
+    ipn_object_type: str | None = None
+    """`ObjectType` of an IPN about this kind (Amazon sends none about checkout sessions)."""
 
     def state(self, data: Mapping[str, Any]) -> str | None:
         state = _path(data, "statusDetails", "state")
@@ -64,14 +66,18 @@ KINDS: Mapping[str, Kind] = {
             "chargePermissionId",
             frozenset({"Closed"}),
             ("limits", "amountLimit"),
+            "CHARGE_PERMISSION",
         ),
         Kind(
             "charge",
             "chargeId",
             frozenset({"Captured", "Canceled", "Declined"}),
             ("chargeAmount",),
+            "CHARGE",
         ),
-        Kind("refund", "refundId", frozenset({"Refunded", "Declined"}), ("refundAmount",)),
+        Kind(
+            "refund", "refundId", frozenset({"Refunded", "Declined"}), ("refundAmount",), "REFUND"
+        ),
     )
 }
 

@@ -21,7 +21,7 @@ from aiohttp.web_protocol import RequestHandler
 from opentelemetry import trace
 
 from service.amazonpay import AmazonPayError
-from service.core import Overloaded, Payments
+from service.core import KINDS, Overloaded, Payments
 from service.ledger import Repository
 from service.telemetry import Metrics
 
@@ -43,10 +43,9 @@ def ipn_backoff_s(attempts: int) -> float:
 
 
 OBJECT_TYPES: Mapping[str, str] = {
-    "CHARGE_PERMISSION": "charge_permission",
-    "CHARGE": "charge",
-    "REFUND": "refund",
+    kind.ipn_object_type: kind.name for kind in KINDS.values() if kind.ipn_object_type
 }
+"""IPN `ObjectType` -> ledger kind, from core's table of kinds."""
 
 
 class _GuardedServer(web.Server):

@@ -1,0 +1,61 @@
+"""Every list of Amazon object kinds agrees with core's table (`service.core.KINDS`).
+
+The tables that cannot import core (the ledger, below it; the proto enum; the emulator, a stand-in
+for Amazon) or that are generated keep their own spelling; this holds them to the one table.
+"""
+
+from __future__ import annotations
+
+from payments.amazonpay.v1 import ledger_pb2
+from service.api import _servicers
+from service.core import KINDS
+from service.core._operations import GETTERS
+from service.ledger import OBJECT_KINDS
+from service.workers import OBJECT_TYPES
+
+NAMES = ("checkout_session", "charge_permission", "charge", "refund")
+
+
+def _camel_plural(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest) + "s"
+
+
+def test_core_table_is_the_four_kinds_in_ledger_order() -> None:
+    assert tuple(KINDS) == NAMES
+    assert tuple(OBJECT_KINDS) == NAMES
+
+
+def test_proto_object_kind_enum_has_one_value_per_kind() -> None:
+    values = {
+        value.name.removeprefix("OBJECT_KIND_").lower()
+        for value in ledger_pb2.DESCRIPTOR.enum_types_by_name["ObjectKind"].values
+        if value.number != 0
+    }
+    assert values == set(KINDS)
+
+
+def test_api_maps_every_kind_to_its_enum_value_and_snapshot_message() -> None:
+    assert {
+        name: ledger_pb2.ObjectKind.Value(f"OBJECT_KIND_{name.upper()}") for name in KINDS
+    } == dict(_servicers.KIND_ENUM)
+    assert set(_servicers._SNAPSHOT_TYPES) == set(KINDS)
+
+
+def test_every_kind_can_be_read_from_amazon() -> None:
+    assert set(GETTERS) == set(KINDS)
+
+
+def test_ipn_object_types_come_from_the_table() -> None:
+    assert OBJECT_TYPES == {
+        "CHARGE_PERMISSION": "charge_permission",
+        "CHARGE": "charge",
+        "REFUND": "refund",
+    }
+    assert all(KINDS[kind].ipn_object_type == ipn for ipn, kind in OBJECT_TYPES.items())
+
+
+def test_emulator_control_plane_lists_every_kind() -> None:
+    from emulator.control import KINDS as EMULATOR_KINDS
+
+    assert {_camel_plural(name) for name in KINDS} <= set(EMULATOR_KINDS)
