@@ -23,11 +23,10 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import asyncpg
 import grpc
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from emulator.launch import EmulatorChild, launch
+from emulator.launch import write_key_pair as write_key_pair  # bench.run and bench.soak use it
 
 REPO = Path(__file__).resolve().parents[1]
 KEY_ID = "SANDBOX-BENCHKEY000000000000000"
@@ -132,26 +131,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def write_key_pair(directory: Path) -> tuple[Path, Path, rsa.RSAPrivateKey]:
-    directory.mkdir(parents=True, exist_ok=True)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = directory / "private.pem"
-    public = directory / "public.pem"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return private, public, key
 
 
 def with_database(url: str, name: str) -> str:

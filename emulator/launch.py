@@ -16,7 +16,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EmulatorChild", "EmulatorExited", "launch"]
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+__all__ = ["EmulatorChild", "EmulatorExited", "launch", "write_key_pair"]
 
 READY_FILE = "emulator-ready.json"
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -141,3 +144,33 @@ def _read_ready(path: Path) -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         return ""
+
+
+def write_key_pair(
+    directory: Path,
+    *,
+    private_name: str = "private.pem",
+    public_name: str = "public.pem",
+    pkcs1: bool = False,
+) -> tuple[Path, Path, rsa.RSAPrivateKey]:
+    """A fresh RSA-2048 merchant key: the private PEM (PKCS#8, or PKCS#1 when asked; mode 0600)
+    for the service and the public PEM to register with the emulator (`launch(keys=...)`)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = directory / private_name
+    public = directory / public_name
+    private_format = (
+        serialization.PrivateFormat.TraditionalOpenSSL
+        if pkcs1
+        else serialization.PrivateFormat.PKCS8
+    )
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, private_format, serialization.NoEncryption())
+    )
+    private.chmod(0o600)
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private, public, key

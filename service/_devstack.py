@@ -10,10 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from emulator.launch import EmulatorChild, EmulatorExited, launch
+from emulator.launch import EmulatorChild, EmulatorExited, launch, write_key_pair
 
 __all__ = ["DEV_STORE_ID", "DevAmazonPay", "DevEndpoint"]
 
@@ -31,22 +29,8 @@ class DevEndpoint:
 
 
 def _write_throwaway_key(directory: Path) -> tuple[str, Path, Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private_path = directory / "dev-private-key.pem"
-    public_path = directory / "dev-public-key.pem"
-    private_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    private_path.chmod(0o600)
-    public_path.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+    private_path, public_path, _ = write_key_pair(
+        directory, private_name="dev-private-key.pem", public_name="dev-public-key.pem"
     )
     return f"SANDBOX-DEV{secrets.token_hex(8).upper()}", private_path, public_path
 

@@ -7,29 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from emulator.launch import EmulatorChild, launch
+from emulator.launch import write_key_pair as launch_key_pair
 
 
 def write_key_pair(directory: Path) -> tuple[Path, Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = directory / "private.pem"
-    public = directory / "public.pem"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    """A merchant key pair; the private key in PKCS#1, the form Seller Central downloads."""
+    private, public, _ = launch_key_pair(directory, pkcs1=True)
     return private, public
 
 

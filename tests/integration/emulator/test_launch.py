@@ -11,6 +11,7 @@ import pytest
 
 from bench._stack import Emulator as BenchEmulator
 from emulator.launch import EmulatorExited, launch
+from emulator.launch import write_key_pair as launch_key_pair
 from service._devstack import DevAmazonPay
 from tests._emulator import EmulatorProcess, write_key_pair
 
@@ -95,3 +96,12 @@ async def test_dev_stack_bench_and_fixture_all_serve_through_the_launcher(tmp_pa
     assert bench.process.returncode is not None
     assert fixture.process is not None
     assert fixture.process.returncode is not None
+
+
+def test_key_pairs_are_written_in_the_asked_form_and_private_to_the_owner(tmp_path: Path) -> None:
+    pkcs8, _, _ = launch_key_pair(tmp_path / "pkcs8")
+    pkcs1, public = write_key_pair(tmp_path / "pkcs1")
+    assert pkcs8.read_text().startswith("-----BEGIN PRIVATE KEY-----")
+    assert pkcs1.read_text().startswith("-----BEGIN RSA PRIVATE KEY-----")
+    assert public.read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    assert pkcs8.stat().st_mode & 0o777 == 0o600
