@@ -153,8 +153,8 @@ def write_key_pair(
     public_name: str = "public.pem",
     pkcs1: bool = False,
 ) -> tuple[Path, Path, rsa.RSAPrivateKey]:
-    """A fresh RSA-2048 merchant key: the private PEM (PKCS#8, or PKCS#1 when asked; mode 0600)
-    for the service and the public PEM to register with the emulator (`launch(keys=...)`)."""
+    """A fresh RSA-2048 merchant key: the private PEM (PKCS#8, or PKCS#1 when asked) for the
+    service and the public PEM to register with the emulator (`launch(keys=...)`)."""
     directory.mkdir(parents=True, exist_ok=True)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private = directory / private_name
@@ -167,7 +167,6 @@ def write_key_pair(
     private.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, private_format, serialization.NoEncryption())
     )
-    private.chmod(0o600)
     public.write_bytes(
         key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo

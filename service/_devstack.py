@@ -32,6 +32,7 @@ def _write_throwaway_key(directory: Path) -> tuple[str, Path, Path]:
     private_path, public_path, _ = write_key_pair(
         directory, private_name="dev-private-key.pem", public_name="dev-public-key.pem"
     )
+    private_path.chmod(0o600)
     return f"SANDBOX-DEV{secrets.token_hex(8).upper()}", private_path, public_path
 
 

@@ -77,6 +77,7 @@ async def test_dev_stack_bench_and_fixture_all_serve_through_the_launcher(tmp_pa
     try:
         assert await _health(endpoint.endpoint) == 200
         assert (tmp_path / "dev" / "emulator-ready.json").is_file()
+        assert endpoint.private_key_file.stat().st_mode & 0o777 == 0o600
     finally:
         await dev.stop()
     assert (tmp_path / "dev" / "emulator-state.json").is_file()
@@ -98,10 +99,9 @@ async def test_dev_stack_bench_and_fixture_all_serve_through_the_launcher(tmp_pa
     assert fixture.process.returncode is not None
 
 
-def test_key_pairs_are_written_in_the_asked_form_and_private_to_the_owner(tmp_path: Path) -> None:
+def test_key_pairs_are_written_in_the_asked_form(tmp_path: Path) -> None:
     pkcs8, _, _ = launch_key_pair(tmp_path / "pkcs8")
     pkcs1, public = write_key_pair(tmp_path / "pkcs1")
     assert pkcs8.read_text().startswith("-----BEGIN PRIVATE KEY-----")
     assert pkcs1.read_text().startswith("-----BEGIN RSA PRIVATE KEY-----")
     assert public.read_text().startswith("-----BEGIN PUBLIC KEY-----")
-    assert pkcs8.stat().st_mode & 0o777 == 0o600
