@@ -14,7 +14,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -34,6 +34,7 @@ __all__ = [
     "WorkerSettings",
     "load_settings",
     "parse_listen_address",
+    "setting_variables",
 ]
 
 T = TypeVar("T")
@@ -82,30 +83,28 @@ def _str(_: str, value: str) -> str:
     return value.strip()
 
 
-def _int_in(low: int, high: int) -> Callable[[str, str], int]:
-    def parse(name: str, value: str) -> int:
+N = TypeVar("N", int, float)
+
+
+def _number_in(convert: Callable[[str], N], kind: str, low: N, high: N) -> Callable[[str, str], N]:
+    def parse(name: str, value: str) -> N:
         try:
-            number = int(value.strip())
+            number = convert(value.strip())
         except ValueError:
-            raise ConfigError(name, f"expected an integer, got {value!r}") from None
+            raise ConfigError(name, f"expected {kind}, got {value!r}") from None
         if not low <= number <= high:
             raise ConfigError(name, f"must be between {low} and {high}, got {number}")
         return number
 
     return parse
+
+
+def _int_in(low: int, high: int) -> Callable[[str, str], int]:
+    return _number_in(int, "an integer", low, high)
 
 
 def _float_in(low: float, high: float) -> Callable[[str, str], float]:
-    def parse(name: str, value: str) -> float:
-        try:
-            number = float(value.strip())
-        except ValueError:
-            raise ConfigError(name, f"expected a number, got {value!r}") from None
-        if not low <= number <= high:
-            raise ConfigError(name, f"must be between {low} and {high}, got {number}")
-        return number
-
-    return parse
+    return _number_in(float, "a number", low, high)
 
 
 def _bool(name: str, value: str) -> bool:
@@ -128,10 +127,22 @@ def _database_url(name: str, value: str) -> str:
     return value
 
 
-def _role(name: str, value: str) -> str:
-    if not _ROLE.match(value.strip()):
-        raise ConfigError(name, "must be a role name: 1-63 letters, digits, '_' or '-'")
-    return value.strip()
+def _matching(pattern: re.Pattern[str], rule: str) -> Callable[[str, str], str]:
+    """The stripped value, when all of it matches `pattern`; else `rule` names what is wanted."""
+
+    def parse(name: str, value: str) -> str:
+        if not pattern.fullmatch(value.strip()):
+            raise ConfigError(name, rule)
+        return value.strip()
+
+    return parse
+
+
+_role = _matching(_ROLE, "must be a role name: 1-63 letters, digits, '_' or '-'")
+_public_key_id = _matching(
+    _PUBLIC_KEY_ID, "must be 1-128 characters of letters, digits, '-' or '_'"
+)
+_alias = _matching(_ALIAS, "must be 1-63 lower-case letters, digits, '-' or '_'")
 
 
 def _region(name: str, value: str) -> str:
@@ -148,12 +159,6 @@ def _environment(name: str, value: str) -> str:
     if lowered not in {"sandbox", "live"}:
         raise ConfigError(name, f"must be sandbox or live, got {value!r}")
     return lowered
-
-
-def _public_key_id(name: str, value: str) -> str:
-    if not _PUBLIC_KEY_ID.fullmatch(value.strip()):
-        raise ConfigError(name, "must be 1-128 characters of letters, digits, '-' or '_'")
-    return value.strip()
 
 
 def _readable_file(name: str, value: str) -> Path:
@@ -220,12 +225,6 @@ def _key_files(name: str, value: str) -> tuple[tuple[str, Path], ...]:
     if len({k for k, _ in pairs}) != len(pairs):
         raise ConfigError(name, "key ids must be unique")
     return tuple(pairs)
-
-
-def _alias(name: str, value: str) -> str:
-    if not _ALIAS.fullmatch(value.strip()):
-        raise ConfigError(name, "must be 1-63 lower-case letters, digits, '-' or '_'")
-    return value.strip()
 
 
 def _setting(env: str, parse: Callable[[str, str], T], default: D) -> T | D:
@@ -614,6 +613,19 @@ def _read(r: _Reader, cls: type[DataclassInstance]) -> dict[str, Any]:
         for f in fields(cls)
         if "parse" in f.metadata
     }
+
+
+def setting_variables() -> frozenset[str]:
+    """Every variable `load_settings` reads (the settings' fields and `SERVICE_CONFIG_FILE`)."""
+    names = {"SERVICE_CONFIG_FILE"}
+    pending: list[type[DataclassInstance]] = [Settings]
+    while pending:
+        for f in fields(pending.pop()):
+            if "env" in f.metadata:
+                names.add(f.metadata["env"])
+            elif isinstance(f.default_factory, type) and is_dataclass(f.default_factory):
+                pending.append(f.default_factory)
+    return frozenset(names)
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

@@ -17,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from service.config import ConfigError, load_settings, parse_listen_address
+from service.config import ConfigError, load_settings, parse_listen_address, setting_variables
 
 from ._dockerfile import parse_dockerfile
 from ._kustomize import Unsupported, render, strategic_merge, walk_pod_specs
@@ -88,8 +88,7 @@ def _effective_env(
 
 
 def _config_names() -> set[str]:
-    source = (ROOT / "service" / "config.py").read_text(encoding="utf-8")
-    return set(re.findall(r"r\.(?:get|raw)\(\s*\"([A-Z0-9_]+)\"", source)) | {"SERVICE_CONFIG_FILE"}
+    return set(setting_variables())
 
 
 def _documented_secrets() -> dict[str, set[str]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from service.config import Settings, load_settings
+from service.config import Settings, load_settings, setting_variables
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 
@@ -94,6 +94,7 @@ def test_load_settings_reads_exactly_the_fields_that_name_a_variable() -> None:
     env = RecordingEnv()
     load_settings(env)
     assert env.asked == set(code_defaults()) | PROSE_ONLY
+    assert env.asked == setting_variables()
 
 
 def test_readme_table_lists_every_variable_and_no_other() -> None:
