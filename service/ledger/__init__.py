@@ -25,6 +25,14 @@ from ._polling import Backlog
 from ._pool import Ledger, reencrypt_pii
 from ._records import EVENT_SOURCES, OBJECT_KINDS, Event, ObjectRecord, Position, StoredObject
 from ._repository import Repository
+from ._tools import (
+    LedgerAudit,
+    audit_ledger,
+    create_database,
+    drop_database,
+    seed_object_copies,
+    statement_probe,
+)
 
 __all__ = [
     "CHANNEL",
@@ -41,6 +49,7 @@ __all__ = [
     "InstanceLease",
     "InvalidPageToken",
     "Ledger",
+    "LedgerAudit",
     "Migration",
     "MigrationError",
     "ObjectFilter",
@@ -58,7 +67,10 @@ __all__ = [
     "StreamLimitReached",
     "Subscription",
     "apply_migrations",
+    "audit_ledger",
     "buyer_hash_of",
+    "create_database",
+    "drop_database",
     "grant_service_role",
     "instance_alive",
     "is_unavailable",
@@ -66,4 +78,6 @@ __all__ = [
     "migrate_database",
     "reencrypt_pii",
     "require_migrated",
+    "seed_object_copies",
+    "statement_probe",
 ]
