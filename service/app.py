@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from urllib.parse import urlsplit
 
-import asyncpg
 from google.protobuf import descriptor_pool
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
@@ -295,8 +294,7 @@ class Application:
                 reachable = await self.ledger.ping(timeout=interval_s)
             if reachable and self._instance is not None and not self._instance.held:
                 # Postgres restarted: our liveness lock went with the old session.
-                with contextlib.suppress(OSError, asyncpg.PostgresError):
-                    await self._instance.ensure()
+                await self._instance.ensure()
             if reachable != ready:
                 ready = reachable
                 await self.grpc.set_serving(ready)
