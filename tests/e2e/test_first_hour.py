@@ -355,7 +355,13 @@ async def test_every_rpc_logs_one_json_line_with_ids_request_ids_and_trace_id_an
     captured_events = [e for e in events if e.raw_state == "Captured" and e.source == 1]
     assert [e.amazon_request_id for e in captured_events] == [captured.amazon_request_id]
     refund_events = [e for e in events if e.raw_state == "RefundInitiated"]
-    assert {by_request.get(e.amazon_request_id) for e in refund_events} == {"CreateRefund"}
+    assert len(refund_events) == 2
+    # An IPN's follow-up read can record a refund before the API's answer is stored: that event
+    # carries the read's request id, the API's own events CreateRefund's.
+    assert {by_request.get(e.amazon_request_id) for e in refund_events if e.source == 1} <= {
+        "CreateRefund"
+    }
+    assert all(e.amazon_request_id for e in refund_events)
     assert all(e.amazon_request_id for e in events if e.source in (1, 2))  # api, poll
 
 
