@@ -26,7 +26,7 @@ from service.core import (
     StoredFailure,
     UnknownMerchant,
 )
-from service.ledger import InvalidPageToken, OperationConflict
+from service.ledger import ErasureRefused, InvalidPageToken, OperationConflict
 
 from ._validation import Violation
 
@@ -226,6 +226,13 @@ def to_status(exc: BaseException) -> grpc.Status | None:
             grpc.StatusCode.NOT_FOUND,
             str(exc),
             error_details_pb2.ErrorInfo(reason="NOT_IN_LEDGER", domain=SERVICE_DOMAIN),
+        )
+    if isinstance(exc, ErasureRefused):
+        return _status(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "close the charge permission before erasing its buyer data: "
+            + ", ".join(exc.open_permissions),
+            error_details_pb2.ErrorInfo(reason="CHARGE_PERMISSION_OPEN", domain=SERVICE_DOMAIN),
         )
     if isinstance(exc, InvalidPageToken):
         return _status(
