@@ -360,6 +360,7 @@ class RequestPath:
         method: str,
         request: Req,
         context: grpc.aio.ServicerContext[Req, Resp],
+        *,
         handler: Callable[[Req, float | None], Awaitable[Resp]],
     ) -> Resp:
         """A unary RPC: `handler` gets the validated request and the deadline for its work."""
@@ -371,6 +372,7 @@ class RequestPath:
         method: str,
         request: Req,
         context: grpc.aio.ServicerContext[Req, Resp],
+        *,
         handler: Callable[[Req], AsyncGenerator[Resp, None]],
     ) -> AsyncIterator[Resp]:
         """A server stream: `handler` yields the messages; closed as soon as the caller goes."""
@@ -405,7 +407,7 @@ class RequestPath:
                         f"invalid {method} request: "
                         + "; ".join(f"{v.field} {v.description}" for v in violations[:5]),
                         "VALIDATION_FAILED",
-                        violations,
+                        violations=violations,
                     )
                 yield _Serving(record, _deadline(context))
             except Exception as exc:
@@ -459,7 +461,9 @@ class RequestPath:
                     grpc.StatusCode.INVALID_ARGUMENT,
                     "sandbox_simulation_code is accepted only for sandbox merchants",
                     "VALIDATION_FAILED",
-                    [Violation("sandbox_simulation_code", "must be empty for a live merchant")],
+                    violations=[
+                        Violation("sandbox_simulation_code", "must be empty for a live merchant")
+                    ],
                 )
             skip = set(ENVELOPE_FIELDS)
             if spec.path_field:
@@ -489,7 +493,7 @@ class RequestPath:
             # The table's row for `method` names the response type of the RPC.
             return cast(Resp, response)
 
-        return await self.run(method, request, context, handler)
+        return await self.run(method, request, context, handler=handler)
 
     async def read(
         self, method: str, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
@@ -517,7 +521,7 @@ class RequestPath:
             # The table's row for `method` names the response type of the RPC.
             return cast(Resp, response)
 
-        return await self.run(method, request, context, handler)
+        return await self.run(method, request, context, handler=handler)
 
 
 def _request_hash(request: Message) -> bytes:
@@ -723,7 +727,7 @@ class BuyerService(buyer_pb2_grpc.BuyerServiceServicer):
             json_to_message(buyer.raw, response.buyer)
             return response
 
-        return await self._path.run("GetBuyer", request, context, handler)
+        return await self._path.run("GetBuyer", request, context, handler=handler)
 
 
 class ButtonService(button_pb2_grpc.ButtonServiceServicer):
@@ -749,7 +753,7 @@ class ButtonService(button_pb2_grpc.ButtonServiceServicer):
                     grpc.StatusCode.INVALID_ARGUMENT,
                     "payload must be a JSON object",
                     "VALIDATION_FAILED",
-                    [Violation("payload", "must be a JSON object")],
+                    violations=[Violation("payload", "must be a JSON object")],
                 )
             merchant = self._path.payments.merchants.get(req.merchant)
             signed = await merchant.client.sign_button_payload(req.payload)
@@ -760,7 +764,7 @@ class ButtonService(button_pb2_grpc.ButtonServiceServicer):
                 algorithm=signed.algorithm.value,
             )
 
-        return await self._path.run("SignButtonPayload", request, context, handler)
+        return await self._path.run("SignButtonPayload", request, context, handler=handler)
 
 
 class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
@@ -795,7 +799,7 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
                 transaction=transaction_of(obj), events=[event_of(e) for e in events]
             )
 
-        return await self._path.run("GetTransaction", request, context, handler)
+        return await self._path.run("GetTransaction", request, context, handler=handler)
 
     async def ListTransactions(
         self,
@@ -834,7 +838,7 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
                 next_page_token=page.next_page_token,
             )
 
-        return await self._path.run("ListTransactions", request, context, handler)
+        return await self._path.run("ListTransactions", request, context, handler=handler)
 
     async def ListEvents(
         self,
@@ -874,7 +878,7 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
                 events=[event_of(e) for e in page.items], next_page_token=page.next_page_token
             )
 
-        return await self._path.run("ListEvents", request, context, handler)
+        return await self._path.run("ListEvents", request, context, handler=handler)
 
     async def WatchEvents(
         self,
@@ -883,7 +887,9 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
             ledger_pb2.WatchEventsRequest, ledger_pb2.WatchEventsResponse
         ],
     ) -> AsyncIterator[ledger_pb2.WatchEventsResponse]:
-        async for message in self._path.stream("WatchEvents", request, context, self._watch):
+        async for message in self._path.stream(
+            "WatchEvents", request, context, handler=self._watch
+        ):
             yield message
 
     async def _watch(
@@ -985,7 +991,7 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
             response.erased_at.CopyFrom(_timestamp(result.erased_at))
             return response
 
-        return await self._path.run("EraseBuyerData", request, context, handler)
+        return await self._path.run("EraseBuyerData", request, context, handler=handler)
 
 
 def _settle_s(deadline: float | None) -> float:
