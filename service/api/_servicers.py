@@ -1,8 +1,10 @@
-"""The servicers: every RPC is a row in a table run by one of three generic handlers.
+"""The servicers: every RPC takes one `RequestPath` (authorize the merchant, validate, run, hide
+PII, map errors, log one line); most are a row in a table.
 
-- mutations: validate -> exactly-once execution (core) -> typed response
-- reads: validate -> ledger/Amazon per `source` -> typed response with `served_from`
-- ledger queries: validate -> repository -> typed response
+- mutations: exactly-once execution (core) -> typed response
+- reads: ledger/Amazon per `source` -> typed response with `served_from`
+- ledger queries and erasure: repository / core -> typed response
+- WatchEvents: the same path as a server stream
 """
 
 from __future__ import annotations
