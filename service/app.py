@@ -27,7 +27,7 @@ from .amazonpay import ClientConfig, RetryPolicy
 from .api import (
     AuthInterceptor,
     GrpcServer,
-    Rpcs,
+    RequestPath,
     build_server,
     build_servicers,
     discover_services,
@@ -147,7 +147,9 @@ class Application:
         self.hub = EventHub(url, repository, max_subscribers=settings.grpc.max_event_streams)
         await self.hub.start()
         await self._start_workers(settings)
-        rpcs = Rpcs(self.payments, repository, self.hub, self.metrics)
+        request_path = RequestPath(
+            payments=self.payments, repository=repository, hub=self.hub, metrics=self.metrics
+        )
         descriptors = descriptor_pool.Default()
         self.metrics.known_rpcs(
             method.name
@@ -156,7 +158,7 @@ class Application:
         )
         self.grpc = build_server(
             settings.grpc,
-            servicers=build_servicers(rpcs),
+            servicers=build_servicers(request_path),
             interceptors=[
                 # Tracing first, so an authentication failure is traced too.
                 aio_server_interceptor(),  # type: ignore[no-untyped-call]

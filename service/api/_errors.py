@@ -25,7 +25,7 @@ from service.core import (
     StoredFailure,
     UnknownMerchant,
 )
-from service.ledger import InvalidPageToken, OperationConflict, is_unavailable
+from service.ledger import ErasureRefused, InvalidPageToken, OperationConflict, is_unavailable
 
 from ._validation import Violation
 
@@ -214,6 +214,13 @@ def to_status(exc: BaseException) -> grpc.Status | None:
             grpc.StatusCode.NOT_FOUND,
             str(exc),
             error_details_pb2.ErrorInfo(reason="NOT_IN_LEDGER", domain=SERVICE_DOMAIN),
+        )
+    if isinstance(exc, ErasureRefused):
+        return _status(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "close the charge permission before erasing its buyer data: "
+            + ", ".join(exc.open_permissions),
+            error_details_pb2.ErrorInfo(reason="CHARGE_PERMISSION_OPEN", domain=SERVICE_DOMAIN),
         )
     if isinstance(exc, InvalidPageToken):
         return _status(
