@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from payments.amazonpay.v1 import ledger_pb2
 from service.api import _servicers
-from service.core import KINDS
-from service.core._operations import GETTERS
+from service.core import GETTERS, KINDS
 from service.ledger import OBJECT_KINDS
 from service.workers import OBJECT_TYPES
 
