@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,15 +80,8 @@ async def launch(
     Paths are made absolute, since the child runs beside the `emulator` package so that
     `-m emulator` finds it whatever the caller's working directory.
     """
-    ready, args = await asyncio.to_thread(
-        _command,
-        workdir=workdir,
-        keys=keys,
-        port=port,
-        host=host,
-        state_file=state_file,
-        data_dir=data_dir,
-    )
+    command = _Command(workdir, keys, port, host, state_file, data_dir)
+    ready, args = await asyncio.to_thread(command.prepare)
     process = await asyncio.create_subprocess_exec(
         *args,
         *extra_args,
@@ -114,28 +108,29 @@ async def launch(
         raise
 
 
-def _command(
-    *,
-    workdir: Path,
-    keys: Mapping[str, Path],
-    port: int,
-    host: str,
-    state_file: Path | None,
-    data_dir: Path | None,
-) -> tuple[Path, list[str]]:
-    """The ready file (removed if left from an earlier run) and the child's command line."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    ready = workdir.resolve() / READY_FILE
-    ready.unlink(missing_ok=True)
-    args = [sys.executable, "-m", "emulator", "--host", host, "--port", str(port)]
-    args += ["--ready-file", str(ready)]
-    if state_file is not None:
-        args += ["--state-file", str(state_file.resolve())]
-    if data_dir is not None:
-        args += ["--data-dir", str(data_dir.resolve())]
-    for key_id, public in keys.items():
-        args += ["--key", f"{key_id}={public.resolve()}"]
-    return ready, args
+@dataclass(frozen=True)
+class _Command:
+    workdir: Path
+    keys: Mapping[str, Path]
+    port: int
+    host: str
+    state_file: Path | None
+    data_dir: Path | None
+
+    def prepare(self) -> tuple[Path, list[str]]:
+        """The ready file (removed if left from an earlier run) and the child's command line."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        ready = self.workdir.resolve() / READY_FILE
+        ready.unlink(missing_ok=True)
+        args = [sys.executable, "-m", "emulator", "--host", self.host, "--port", str(self.port)]
+        args += ["--ready-file", str(ready)]
+        if self.state_file is not None:
+            args += ["--state-file", str(self.state_file.resolve())]
+        if self.data_dir is not None:
+            args += ["--data-dir", str(self.data_dir.resolve())]
+        for key_id, public in self.keys.items():
+            args += ["--key", f"{key_id}={public.resolve()}"]
+        return ready, args
 
 
 def _read_ready(path: Path) -> str:
