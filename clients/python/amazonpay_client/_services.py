@@ -192,8 +192,11 @@ class _Service:
     _service: str = ""
     _stub: Any
 
+    _stub_class: Any
+
     def __init__(self, transport: Transport) -> None:
         self._t = transport
+        self._stub = self._stub_class(transport.channel)
 
     def _method(self, rpc: str) -> str:
         return f"/{_PACKAGE}.{self._service}/{rpc}"
@@ -245,9 +248,7 @@ class CheckoutSessionService(_ReadsById[checkout_session_pb2.GetCheckoutSessionR
     )
     _id_field = "checkout_session_id"
 
-    def __init__(self, transport: Transport) -> None:
-        super().__init__(transport)
-        self._stub = checkout_session_pb2_grpc.CheckoutSessionServiceStub(transport.channel)
+    _stub_class = checkout_session_pb2_grpc.CheckoutSessionServiceStub
 
     async def create(
         self,
@@ -328,9 +329,7 @@ class ChargePermissionService(_ReadsById[charge_permission_pb2.GetChargePermissi
     )
     _id_field = "charge_permission_id"
 
-    def __init__(self, transport: Transport) -> None:
-        super().__init__(transport)
-        self._stub = charge_permission_pb2_grpc.ChargePermissionServiceStub(transport.channel)
+    _stub_class = charge_permission_pb2_grpc.ChargePermissionServiceStub
 
     async def update(
         self,
@@ -365,9 +364,7 @@ class ChargeService(_ReadsById[charge_pb2.GetChargeResponse]):
     _get = _Rpc("GetCharge", charge_pb2.GetChargeRequest, charge_pb2.GetChargeResponse)
     _id_field = "charge_id"
 
-    def __init__(self, transport: Transport) -> None:
-        super().__init__(transport)
-        self._stub = charge_pb2_grpc.ChargeServiceStub(transport.channel)
+    _stub_class = charge_pb2_grpc.ChargeServiceStub
 
     async def create(
         self,
@@ -418,9 +415,7 @@ class RefundService(_ReadsById[refund_pb2.GetRefundResponse]):
     _get = _Rpc("GetRefund", refund_pb2.GetRefundRequest, refund_pb2.GetRefundResponse)
     _id_field = "refund_id"
 
-    def __init__(self, transport: Transport) -> None:
-        super().__init__(transport)
-        self._stub = refund_pb2_grpc.RefundServiceStub(transport.channel)
+    _stub_class = refund_pb2_grpc.RefundServiceStub
 
     async def create(
         self,
@@ -442,9 +437,7 @@ class BuyerService(_ReadsById[buyer_pb2.GetBuyerResponse]):
     _get = _Rpc("GetBuyer", buyer_pb2.GetBuyerRequest, buyer_pb2.GetBuyerResponse)
     _id_field = "buyer_token"
 
-    def __init__(self, transport: Transport) -> None:
-        super().__init__(transport)
-        self._stub = buyer_pb2_grpc.BuyerServiceStub(transport.channel)
+    _stub_class = buyer_pb2_grpc.BuyerServiceStub
 
 
 class DeliveryTrackerService(_Service):
@@ -452,9 +445,7 @@ class DeliveryTrackerService(_Service):
 
     _service = "DeliveryTrackerService"
 
-    def __init__(self, transport: Transport) -> None:
-        super().__init__(transport)
-        self._stub = delivery_tracker_pb2_grpc.DeliveryTrackerServiceStub(transport.channel)
+    _stub_class = delivery_tracker_pb2_grpc.DeliveryTrackerServiceStub
 
     async def create(
         self,
@@ -475,9 +466,7 @@ class ButtonService(_Service):
 
     _service = "ButtonService"
 
-    def __init__(self, transport: Transport) -> None:
-        super().__init__(transport)
-        self._stub = button_pb2_grpc.ButtonServiceStub(transport.channel)
+    _stub_class = button_pb2_grpc.ButtonServiceStub
 
     async def sign_payload(
         self, payload: str, **options: Unpack[_ReadOptions]
@@ -516,9 +505,7 @@ class LedgerService(_Service):
 
     _service = "LedgerService"
 
-    def __init__(self, transport: Transport) -> None:
-        super().__init__(transport)
-        self._stub = ledger_pb2_grpc.LedgerServiceStub(transport.channel)
+    _stub_class = ledger_pb2_grpc.LedgerServiceStub
 
     async def get_transaction(
         self, kind: Kind | str | int, object_id: str, **options: Unpack[_ReadOptions]
