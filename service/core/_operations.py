@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -360,7 +361,10 @@ class Payments:
     ) -> Outcome:
         spec = SPECS[call.operation]
         if not idempotency_key:
-            obj = await self._invoke(merchant, call, None, deadline)
+            # The caller did not make the call repeatable: a POST still needs a key at Amazon,
+            # a fresh one (each such call is new).
+            fresh = uuid.uuid4().hex if spec.amazon_key else None
+            obj = await self._invoke(merchant, call, fresh, deadline)
             response = _response_of(obj)
             records = self.records(spec.kind, merchant.alias, response["body"], obj.request_id)
             events = await _shielded(
