@@ -23,12 +23,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
-import asyncpg
 import grpc
 import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from bench._load import closed_loop
+from service.ledger import statement_probe
 
 CONCURRENCY = 8
 
@@ -83,21 +83,12 @@ async def clients(url: str, headers: dict[str, str], database: str, calls: int) 
 
         out["aiohttp_request_ms"] = round(await _per_call(get, calls), 4)
 
-    pool = await asyncpg.create_pool(database, min_size=CONCURRENCY, max_size=CONCURRENCY)
-    try:
-        await pool.execute("DROP TABLE IF EXISTS floor_probe_rows")
-        await pool.execute("CREATE TABLE floor_probe_rows (id bigserial PRIMARY KEY, body jsonb)")
-        body = json.dumps({"chargePermissionId": "S01-0000000-0000000", "captureNow": True})
+    async with statement_probe(database, pool_size=CONCURRENCY) as write_row:
 
         async def write(_i: int) -> None:
-            await pool.fetchrow(
-                "INSERT INTO floor_probe_rows (body) VALUES ($1::jsonb) RETURNING id", body
-            )
+            await write_row()
 
         out["asyncpg_statement_ms"] = round(await _per_call(write, calls), 4)
-        await pool.execute("DROP TABLE floor_probe_rows")
-    finally:
-        await pool.close()
 
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(max_workers=2) as executor:

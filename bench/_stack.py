@@ -22,11 +22,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-import asyncpg
 import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from service import ledger as ledger_tools
 
 REPO = Path(__file__).resolve().parents[1]
 KEY_ID = "SANDBOX-BENCHKEY000000000000000"
@@ -159,21 +160,11 @@ def with_database(url: str, name: str) -> str:
 
 async def create_database(server_url: str, prefix: str) -> str:
     name = f"{prefix}_{time.strftime('%Y%m%d_%H%M%S')}_{uuid.uuid4().hex[:6]}"
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return with_database(server_url, name)
+    return await ledger_tools.create_database(server_url, name)
 
 
 async def drop_database(server_url: str, url: str) -> None:
-    name = urlsplit(url).path.lstrip("/")
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await ledger_tools.drop_database(server_url, url)
 
 
 # ------------------------------------------------------------------------------ emulator

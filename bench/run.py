@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -63,7 +62,7 @@ from bench.sign_bench import cpu_per_signature, load_key
 from emulator.testing import sign_headers
 from payments.amazonpay.v1 import charge_pb2, common_pb2, ledger_pb2, ledger_pb2_grpc
 from service.amazonpay import RequestSigner
-from service.ledger import EmbeddedPostgres, PiiKeyring
+from service.ledger import EmbeddedPostgres, PiiKeyring, seed_object_copies
 
 RESULTS = REPO / "bench" / "results"
 CHARGES_PER_PERMISSION = 25  # the emulator's limit for a OneTime charge permission
@@ -655,57 +654,12 @@ class Bench:
     # ---------------------------------------------------------------- ListTransactions
 
     async def seed_objects(self) -> int:
-        """Copy recorded objects (one template per kind) into ``seed_objects`` rows with SQL."""
+        """Copy recorded objects (one template per kind) into ``seed_objects`` rows."""
         n = self.o.seed_objects
-        conn = await asyncpg.connect(self.s.database_url)
-        try:
-            started = time.perf_counter()
-            templates = await conn.fetch(
-                "SELECT DISTINCT ON (kind) kind, object_id FROM objects ORDER BY kind, created_at"
-            )
-            per_kind = -(-n // len(templates))
-            id_field = {
-                "checkout_session": "checkoutSessionId",
-                "charge_permission": "chargePermissionId",
-                "charge": "chargeId",
-                "refund": "refundId",
-            }
-            for index, t in enumerate(templates):
-                await conn.execute(
-                    """
-                    INSERT INTO objects (merchant, kind, object_id, checkout_session_id,
-                        charge_permission_id, charge_id, state, reason_code, is_final, amount,
-                        currency_code, merchant_reference_id, snapshot, created_at,
-                        amazon_expires_at, first_seen_at, updated_at)
-                    SELECT o.merchant, o.kind, s.id,
-                        CASE WHEN o.kind = 'checkout_session' THEN s.id
-                             ELSE o.checkout_session_id END,
-                        CASE WHEN o.kind = 'charge_permission' THEN s.id
-                             ELSE o.charge_permission_id END,
-                        CASE WHEN o.kind = 'charge' THEN s.id ELSE o.charge_id END,
-                        o.state, o.reason_code, o.is_final, o.amount, o.currency_code,
-                        'seed-' || g, o.snapshot || jsonb_build_object($3::text, s.id),
-                        now() - make_interval(secs => g * 7.0 + $4::int), o.amazon_expires_at,
-                        now(), now()
-                    FROM objects o,
-                         generate_series(1, $2::int) g,
-                         LATERAL (SELECT 'S01-SEED-' || $4::int || '-' || lpad(g::text, 8, '0') AS id) s
-                    WHERE o.kind = $1 AND o.object_id = $5
-                    """,
-                    t["kind"],
-                    per_kind,
-                    id_field[t["kind"]],
-                    index,
-                    t["object_id"],
-                )
-            await conn.execute("ANALYZE objects")
-            total: int = await conn.fetchval("SELECT count(*) FROM objects")
-            log(
-                f"  seeded {per_kind * len(templates)} objects in {time.perf_counter() - started:.1f}s"
-            )
-            return total
-        finally:
-            await conn.close()
+        started = time.perf_counter()
+        seeded, total = await seed_object_copies(self.s.database_url, n)
+        log(f"  seeded {seeded} objects in {time.perf_counter() - started:.1f}s")
+        return total
 
     async def scenario_list(self) -> None:
         log(f"scenario: ListTransactions over {self.o.seed_objects} seeded objects")

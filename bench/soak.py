@@ -42,7 +42,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import grpc
 
 from bench._flows import Stubs, checkout, key, stubs_for, usd
@@ -61,7 +60,7 @@ from bench._stack import (
 )
 from payments.amazonpay.v1 import charge_pb2, ledger_pb2, refund_pb2
 from payments.amazonpay.v1 import checkout_session_pb2 as cs
-from service.ledger import PiiKeyring
+from service.ledger import PiiKeyring, audit_ledger
 
 RESULTS = REPO / "bench" / "results"
 LOGS = REPO / ".data" / "soak-logs"
@@ -577,63 +576,14 @@ class Soak:
     async def audit(self, database_url: str) -> dict[str, Any]:
         em_charges = {c["chargeId"]: c for c in await self._emulator.objects("charges")}
         em_refunds = {r["refundId"]: r for r in await self._emulator.objects("refunds")}
-        conn = await asyncpg.connect(database_url)
-        try:
-            rows = await conn.fetch(
-                "SELECT kind, object_id, state, amount, currency_code, snapshot FROM objects"
-                " WHERE kind IN ('charge', 'refund')"
-            )
-            event_ids = [
-                r["event_id"]
-                for r in await conn.fetch("SELECT event_id FROM events WHERE merchant = 'default'")
-            ]
-            missing_events = await conn.fetch(
-                """
-                SELECT o.kind, o.object_id, o.state FROM objects o
-                WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.merchant = o.merchant
-                    AND e.kind = o.kind AND e.object_id = o.object_id AND e.state = o.state)
-                """
-            )
-            ledger_cps = {
-                r["object_id"]
-                for r in await conn.fetch(
-                    "SELECT object_id FROM objects WHERE kind = 'charge_permission'"
-                )
-            }
-            sessions = {
-                r["object_id"]: r["state"]
-                for r in await conn.fetch(
-                    "SELECT object_id, state FROM objects WHERE kind = 'checkout_session'"
-                )
-            }
-            pending_ops = await conn.fetchval(
-                "SELECT count(*) FROM operations WHERE status = 'pending'"
-            )
-            stats = {
-                "operations_by_status": {
-                    r["status"]: r["n"]
-                    for r in await conn.fetch(
-                        "SELECT status, count(*) AS n FROM operations GROUP BY status"
-                    )
-                },
-                "operations_retried_or_redriven": await conn.fetchval(
-                    "SELECT count(*) FROM operations WHERE attempts > 1"
-                ),
-                "events_by_source": {
-                    r["source"]: r["n"]
-                    for r in await conn.fetch(
-                        "SELECT source, count(*) AS n FROM events GROUP BY source"
-                    )
-                },
-                "objects_by_kind": {
-                    r["kind"]: r["n"]
-                    for r in await conn.fetch(
-                        "SELECT kind, count(*) AS n FROM objects GROUP BY kind"
-                    )
-                },
-            }
-        finally:
-            await conn.close()
+        audited = await audit_ledger(database_url)
+        rows = audited.charges_and_refunds
+        event_ids = audited.event_ids
+        missing_events = audited.objects_without_state_event
+        ledger_cps = audited.charge_permissions
+        sessions = audited.checkout_sessions
+        pending_ops = audited.pending_operations
+        stats = audited.stats
         ledger: dict[tuple[str, str], Any] = {}
         duplicates = []
         for r in rows:

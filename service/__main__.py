@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from .app import Application, pii_keyring
 from .config import ConfigError, Settings, load_settings
-from .ledger import EmbeddedPostgres, Ledger, MigrationError, migrate_database
+from .ledger import EmbeddedPostgres, MigrationError, migrate_database, reencrypt_pii
 from .telemetry import configure_logging, configure_telemetry, route_native_stderr
 
 _log = logging.getLogger("service")
@@ -57,15 +57,9 @@ async def _reencrypt_pii(settings: Settings) -> int:
     if settings.database.url is None:
         print("reencrypt-pii needs DATABASE_URL", file=sys.stderr)
         return 2
-    ledger = await Ledger.connect(
-        settings.database.url, keyring=await pii_keyring(settings), min_size=1, max_size=2
-    )
-    try:
-        done = await ledger.vault.reencrypt(ledger.pool)
-        _log.info("PII values re-encrypted", extra={"values": done})
-        return 0
-    finally:
-        await ledger.close()
+    done = await reencrypt_pii(settings.database.url, keyring=await pii_keyring(settings))
+    _log.info("PII values re-encrypted", extra={"values": done})
+    return 0
 
 
 def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from urllib.parse import urlsplit
 
-import asyncpg
 from google.protobuf import descriptor_pool
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
@@ -28,7 +27,7 @@ from .amazonpay import ClientConfig, RetryPolicy
 from .api import (
     AuthInterceptor,
     GrpcServer,
-    Rpcs,
+    RequestPath,
     build_server,
     build_servicers,
     discover_services,
@@ -148,7 +147,9 @@ class Application:
         self.hub = EventHub(url, repository, max_subscribers=settings.grpc.max_event_streams)
         await self.hub.start()
         await self._start_workers(settings)
-        rpcs = Rpcs(self.payments, repository, self.hub, self.metrics)
+        request_path = RequestPath(
+            payments=self.payments, repository=repository, hub=self.hub, metrics=self.metrics
+        )
         descriptors = descriptor_pool.Default()
         self.metrics.known_rpcs(
             method.name
@@ -157,7 +158,7 @@ class Application:
         )
         self.grpc = build_server(
             settings.grpc,
-            servicers=build_servicers(rpcs),
+            servicers=build_servicers(request_path),
             interceptors=[
                 # Tracing first, so an authentication failure is traced too.
                 aio_server_interceptor(),  # type: ignore[no-untyped-call]
@@ -295,8 +296,7 @@ class Application:
                 reachable = await self.ledger.ping(timeout=interval_s)
             if reachable and self._instance is not None and not self._instance.held:
                 # Postgres restarted: our liveness lock went with the old session.
-                with contextlib.suppress(OSError, asyncpg.PostgresError):
-                    await self._instance.ensure()
+                await self._instance.ensure()
             if reachable != ready:
                 ready = reachable
                 await self.grpc.set_serving(ready)

@@ -3,14 +3,14 @@
 from ._auth import AuthInterceptor, CallerLogFilter, current_caller
 from ._registry import PROTO_PACKAGE, ServiceStub, discover_services
 from ._server import GrpcServer, build_server
-from ._servicers import Rpcs, build_servicers
+from ._servicers import RequestPath, build_servicers
 
 __all__ = [
     "PROTO_PACKAGE",
     "AuthInterceptor",
     "CallerLogFilter",
     "GrpcServer",
-    "Rpcs",
+    "RequestPath",
     "ServiceStub",
     "build_server",
     "build_servicers",

@@ -163,7 +163,7 @@ class AuthInterceptor(_Interceptor):
                     grpc.StatusCode.PERMISSION_DENIED,
                     f"caller {caller.name!r} is not allowed to call {rpc}",
                     "RPC_NOT_ALLOWED",
-                    {"caller": caller.name, "rpc": rpc},
+                    metadata={"caller": caller.name, "rpc": rpc},
                 ),
             )
         return caller

@@ -187,21 +187,23 @@ def _plan(descriptor: Descriptor) -> tuple[_Step, ...]:
     for field in _readable_fields(descriptor):
         camel = _camel(field.name)
         keys = (camel, *_JSON_ALIASES.get(camel, ()))
+        raw: str | None = None
+        map_value: FieldDescriptor | None = None
         if field.type == FieldDescriptor.TYPE_ENUM:
-            raw = f"raw_{field.name}"
-            steps.append(
-                _Step(field, field.name, keys, _ENUM, raw if raw in raw_companions else None)
-            )
+            kind = _ENUM
+            raw = f"raw_{field.name}" if f"raw_{field.name}" in raw_companions else None
         elif _is_map(field):
-            value_field = _message_type(field).fields_by_name["value"]
-            steps.append(_Step(field, field.name, keys, _MAP, map_value=value_field))
+            kind = _MAP
+            map_value = _message_type(field).fields_by_name["value"]
         elif _is_timestamp(field):
-            steps.append(_Step(field, field.name, keys, _TIMESTAMP))
+            kind = _TIMESTAMP
         elif field.type == FieldDescriptor.TYPE_MESSAGE:
             kind = _MESSAGES if field.is_repeated else _MESSAGE
-            steps.append(_Step(field, field.name, keys, kind))
         else:
-            steps.append(_Step(field, field.name, keys, _SCALARS if field.is_repeated else _SCALAR))
+            kind = _SCALARS if field.is_repeated else _SCALAR
+        steps.append(
+            _Step(field=field, name=field.name, keys=keys, kind=kind, raw=raw, map_value=map_value)
+        )
     return tuple(steps)
 
 

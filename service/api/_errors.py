@@ -11,7 +11,6 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import asyncpg
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
@@ -26,7 +25,7 @@ from service.core import (
     StoredFailure,
     UnknownMerchant,
 )
-from service.ledger import InvalidPageToken, OperationConflict
+from service.ledger import ErasureRefused, InvalidPageToken, OperationConflict, is_unavailable
 
 from ._validation import Violation
 
@@ -157,17 +156,6 @@ def _amazon_status(exc: AmazonPayError) -> grpc.Status:
     )
 
 
-# Raised while Postgres restarts: connection gone, shutting down, or a pooled connection caught
-# mid-operation (asyncpg's InternalClientError). Retrying with the same idempotency key is safe.
-_LEDGER_DOWN = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions._base.InternalClientError,
-    OSError,
-    TimeoutError,
-)
-
-
 def to_status(exc: BaseException) -> grpc.Status | None:
     """The status for an exception, or None when it is a bug (answered as INTERNAL upstream)."""
     if isinstance(exc, RpcFailure):
@@ -227,6 +215,13 @@ def to_status(exc: BaseException) -> grpc.Status | None:
             str(exc),
             error_details_pb2.ErrorInfo(reason="NOT_IN_LEDGER", domain=SERVICE_DOMAIN),
         )
+    if isinstance(exc, ErasureRefused):
+        return _status(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "close the charge permission before erasing its buyer data: "
+            + ", ".join(exc.open_permissions),
+            error_details_pb2.ErrorInfo(reason="CHARGE_PERMISSION_OPEN", domain=SERVICE_DOMAIN),
+        )
     if isinstance(exc, InvalidPageToken):
         return _status(
             grpc.StatusCode.INVALID_ARGUMENT,
@@ -234,10 +229,7 @@ def to_status(exc: BaseException) -> grpc.Status | None:
             error_details_pb2.ErrorInfo(reason="INVALID_PAGE_TOKEN", domain=SERVICE_DOMAIN),
             violations=[Violation("page_token", str(exc))],
         )
-    if isinstance(exc, _LEDGER_DOWN) or (
-        isinstance(exc, asyncpg.PostgresError)
-        and exc.sqlstate in {"57P01", "57P02", "57P03", "57014"}
-    ):
+    if is_unavailable(exc):
         _log.warning("ledger unavailable", extra={"error": type(exc).__name__})
         return _status(
             grpc.StatusCode.UNAVAILABLE,

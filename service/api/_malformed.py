@@ -51,7 +51,9 @@ def _failure(marker: _Malformed) -> grpc.Status:
             grpc.StatusCode.INVALID_ARGUMENT,
             f"the request is not a valid {marker.type_name} protobuf message",
             "VALIDATION_FAILED",
-            [Violation("request", f"must be a valid {marker.type_name} protobuf encoding")],
+            violations=[
+                Violation("request", f"must be a valid {marker.type_name} protobuf encoding")
+            ],
         )
     )
     assert status is not None

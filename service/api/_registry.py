@@ -42,7 +42,7 @@ class ServiceStub:
 def _grpc_modules() -> list[tuple[ModuleType, ModuleType]]:
     package = importlib.import_module(PROTO_PACKAGE)
     pairs: list[tuple[ModuleType, ModuleType]] = []
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda module: module.name):
         if info.name.endswith("_pb2_grpc"):
             grpc_module = importlib.import_module(f"{PROTO_PACKAGE}.{info.name}")
             pb2 = importlib.import_module(f"{PROTO_PACKAGE}.{info.name.removesuffix('_grpc')}")

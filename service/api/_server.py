@@ -109,4 +109,9 @@ def build_server(
         + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,
     )
-    return GrpcServer(server, health_servicer, services, credentials)
+    return GrpcServer(
+        server=server,
+        health_servicer=health_servicer,
+        services=services,
+        credentials=credentials,
+    )

@@ -1,8 +1,10 @@
-"""The servicers: every RPC is a row in a table run by one of three generic handlers.
+"""The servicers: every RPC takes one `RequestPath` (authorize the merchant, validate, run, hide
+PII, map errors, log one line); most are a row in a table.
 
-- mutations: validate -> exactly-once execution (core) -> typed response
-- reads: validate -> ledger/Amazon per `source` -> typed response with `served_from`
-- ledger queries: validate -> repository -> typed response
+- mutations: exactly-once execution (core) -> typed response
+- reads: ledger/Amazon per `source` -> typed response with `served_from`
+- ledger queries and erasure: repository / core -> typed response
+- WatchEvents: the same path as a server stream
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import aclosing, asynccontextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Literal, NoReturn, TypeVar, cast
+from datetime import UTC
+from typing import Any, Literal, NamedTuple, NoReturn, TypeVar, cast
 
 import grpc
 from google.protobuf.message import Message
@@ -40,9 +43,8 @@ from payments.amazonpay.v1 import (
     refund_pb2,
     refund_pb2_grpc,
 )
-from service.core import AmazonCall, Payments
+from service.core import AmazonCall, BuyerDataErasure, Payments
 from service.ledger import (
-    ErasureRefused,
     Event,
     EventFilter,
     EventHub,
@@ -60,7 +62,7 @@ from ._errors import RpcFailure, to_status
 from ._scope import allowed_merchant, hide_buyer_pii, pii_allowed, scoped_idempotency_key
 from ._validation import Violation, validate
 
-__all__ = ["Rpcs", "build_servicers"]
+__all__ = ["RequestPath", "build_servicers"]
 
 _log = logging.getLogger("service.api")
 
@@ -69,14 +71,20 @@ Resp = TypeVar("Resp", bound=Message)
 
 # Leave this much of the caller's deadline for our own ledger writes and the reply.
 _DEADLINE_RESERVE_S = 0.05
-# As documented in ledger.proto: 0 means the default, larger values are clamped to the maximum.
-_TRANSACTIONS_PAGE = (50, 500)
-_EVENTS_PAGE = (100, 1000)
 
 
-def _page_size(requested: int, limits: tuple[int, int]) -> int:
-    default, maximum = limits
-    return min(requested or default, maximum)
+class PageLimits(NamedTuple):
+    """As documented in ledger.proto: 0 means the default, larger values are clamped."""
+
+    default: int
+    maximum: int
+
+    def size(self, requested: int) -> int:
+        return min(requested or self.default, self.maximum)
+
+
+_TRANSACTIONS_PAGE = PageLimits(default=50, maximum=500)
+_EVENTS_PAGE = PageLimits(default=100, maximum=1000)
 
 
 @dataclass(frozen=True)
@@ -90,54 +98,68 @@ class Mutation:
 
 MUTATIONS: Mapping[str, Mutation] = {
     "CreateCheckoutSession": Mutation(
-        checkout_session_pb2.CreateCheckoutSessionResponse,
-        "checkout_session",
-        checkout_session_pb2.CheckoutSession,
+        response=checkout_session_pb2.CreateCheckoutSessionResponse,
+        result_field="checkout_session",
+        result_type=checkout_session_pb2.CheckoutSession,
     ),
     "UpdateCheckoutSession": Mutation(
-        checkout_session_pb2.UpdateCheckoutSessionResponse,
-        "checkout_session",
-        checkout_session_pb2.CheckoutSession,
-        "checkout_session_id",
+        response=checkout_session_pb2.UpdateCheckoutSessionResponse,
+        result_field="checkout_session",
+        result_type=checkout_session_pb2.CheckoutSession,
+        path_field="checkout_session_id",
         masked=True,
     ),
     "CompleteCheckoutSession": Mutation(
-        checkout_session_pb2.CompleteCheckoutSessionResponse,
-        "checkout_session",
-        checkout_session_pb2.CheckoutSession,
-        "checkout_session_id",
+        response=checkout_session_pb2.CompleteCheckoutSessionResponse,
+        result_field="checkout_session",
+        result_type=checkout_session_pb2.CheckoutSession,
+        path_field="checkout_session_id",
     ),
     "FinalizeCheckoutSession": Mutation(
-        checkout_session_pb2.FinalizeCheckoutSessionResponse,
-        "checkout_session",
-        checkout_session_pb2.CheckoutSession,
-        "checkout_session_id",
+        response=checkout_session_pb2.FinalizeCheckoutSessionResponse,
+        result_field="checkout_session",
+        result_type=checkout_session_pb2.CheckoutSession,
+        path_field="checkout_session_id",
     ),
     "UpdateChargePermission": Mutation(
-        charge_permission_pb2.UpdateChargePermissionResponse,
-        "charge_permission",
-        charge_permission_pb2.ChargePermission,
-        "charge_permission_id",
+        response=charge_permission_pb2.UpdateChargePermissionResponse,
+        result_field="charge_permission",
+        result_type=charge_permission_pb2.ChargePermission,
+        path_field="charge_permission_id",
         masked=True,
     ),
     "CloseChargePermission": Mutation(
-        charge_permission_pb2.CloseChargePermissionResponse,
-        "charge_permission",
-        charge_permission_pb2.ChargePermission,
-        "charge_permission_id",
+        response=charge_permission_pb2.CloseChargePermissionResponse,
+        result_field="charge_permission",
+        result_type=charge_permission_pb2.ChargePermission,
+        path_field="charge_permission_id",
     ),
-    "CreateCharge": Mutation(charge_pb2.CreateChargeResponse, "charge", charge_pb2.Charge),
+    "CreateCharge": Mutation(
+        response=charge_pb2.CreateChargeResponse,
+        result_field="charge",
+        result_type=charge_pb2.Charge,
+    ),
     "CaptureCharge": Mutation(
-        charge_pb2.CaptureChargeResponse, "charge", charge_pb2.Charge, "charge_id"
+        response=charge_pb2.CaptureChargeResponse,
+        result_field="charge",
+        result_type=charge_pb2.Charge,
+        path_field="charge_id",
     ),
     "CancelCharge": Mutation(
-        charge_pb2.CancelChargeResponse, "charge", charge_pb2.Charge, "charge_id"
+        response=charge_pb2.CancelChargeResponse,
+        result_field="charge",
+        result_type=charge_pb2.Charge,
+        path_field="charge_id",
     ),
-    "CreateRefund": Mutation(refund_pb2.CreateRefundResponse, "refund", refund_pb2.Refund),
+    "CreateRefund": Mutation(
+        response=refund_pb2.CreateRefundResponse,
+        result_field="refund",
+        result_type=refund_pb2.Refund,
+    ),
     "CreateDeliveryTracker": Mutation(
-        delivery_tracker_pb2.CreateDeliveryTrackerResponse,
-        "delivery_tracker",
-        delivery_tracker_pb2.DeliveryTracker,
+        response=delivery_tracker_pb2.CreateDeliveryTrackerResponse,
+        result_field="delivery_tracker",
+        result_type=delivery_tracker_pb2.DeliveryTracker,
     ),
 }
 
@@ -153,24 +175,32 @@ class Read:
 
 READS: Mapping[str, Read] = {
     "GetCheckoutSession": Read(
-        "checkout_session",
-        "checkout_session_id",
-        checkout_session_pb2.GetCheckoutSessionResponse,
-        "checkout_session",
-        checkout_session_pb2.CheckoutSession,
+        kind="checkout_session",
+        id_field="checkout_session_id",
+        response=checkout_session_pb2.GetCheckoutSessionResponse,
+        result_field="checkout_session",
+        result_type=checkout_session_pb2.CheckoutSession,
     ),
     "GetChargePermission": Read(
-        "charge_permission",
-        "charge_permission_id",
-        charge_permission_pb2.GetChargePermissionResponse,
-        "charge_permission",
-        charge_permission_pb2.ChargePermission,
+        kind="charge_permission",
+        id_field="charge_permission_id",
+        response=charge_permission_pb2.GetChargePermissionResponse,
+        result_field="charge_permission",
+        result_type=charge_permission_pb2.ChargePermission,
     ),
     "GetCharge": Read(
-        "charge", "charge_id", charge_pb2.GetChargeResponse, "charge", charge_pb2.Charge
+        kind="charge",
+        id_field="charge_id",
+        response=charge_pb2.GetChargeResponse,
+        result_field="charge",
+        result_type=charge_pb2.Charge,
     ),
     "GetRefund": Read(
-        "refund", "refund_id", refund_pb2.GetRefundResponse, "refund", refund_pb2.Refund
+        kind="refund",
+        id_field="refund_id",
+        response=refund_pb2.GetRefundResponse,
+        result_field="refund",
+        result_type=refund_pb2.Refund,
     ),
 }
 
@@ -224,6 +254,19 @@ def _price(data: Any) -> common_pb2.Price | None:
     return None
 
 
+class _Total(NamedTuple):
+    """A running total Amazon keeps in an object's JSON, and the Transaction field it fills."""
+
+    field: str
+    json_key: str
+
+
+_TOTALS = (
+    _Total(field="captured_amount", json_key="captureAmount"),
+    _Total(field="refunded_amount", json_key="refundedAmount"),
+)
+
+
 def transaction_of(obj: StoredObject) -> ledger_pb2.Transaction:
     tx = ledger_pb2.Transaction(
         merchant=obj.merchant,
@@ -242,10 +285,10 @@ def transaction_of(obj: StoredObject) -> ledger_pb2.Transaction:
         tx.amount.CopyFrom(
             common_pb2.Price(amount=obj.amount, currency_code=obj.currency_code or "")
         )
-    for field, key in (("captured_amount", "captureAmount"), ("refunded_amount", "refundedAmount")):
-        price = _price(obj.snapshot.get(key))
+    for total in _TOTALS:
+        price = _price(obj.snapshot.get(total.json_key))
         if price is not None:
-            getattr(tx, field).CopyFrom(price)
+            getattr(tx, total.field).CopyFrom(price)
     tx.created_at.CopyFrom(_timestamp(obj.created_at))
     if obj.buyer_data_erased_at is not None:
         tx.buyer_data_erased_at.CopyFrom(_timestamp(obj.buyer_data_erased_at))
@@ -275,8 +318,31 @@ def event_of(event: Event) -> ledger_pb2.LedgerEvent:
     return message
 
 
-class Rpcs:
-    """The generic handlers every servicer method delegates to."""
+class _Serving:
+    """One RPC on its way along the request path: its log record and the caller's deadline."""
+
+    def __init__(self, record: RpcRecord, deadline: float | None) -> None:
+        self.record = record
+        self.deadline = deadline
+
+    def answer(self, response: Resp) -> Resp:
+        """A unary RPC's response, as this caller may see it; its ids go into the log line."""
+        if not pii_allowed():
+            hide_buyer_pii(response)
+        self.record.response(response)
+        return response
+
+    def deliver(self, message: Resp) -> Resp:
+        """One message of a stream, as this caller may see it (the log line stays one per RPC,
+        so the ids of a stream's messages are not collected)."""
+        if not pii_allowed():
+            hide_buyer_pii(message)
+        return message
+
+
+class RequestPath:
+    """The path every RPC takes: authorize the merchant, validate, run, hide PII the caller may
+    not see, map any failure to a rich status, and log one line."""
 
     def __init__(
         self,
@@ -289,16 +355,49 @@ class Rpcs:
         self.repository = repository
         self.hub = hub
         self.metrics = metrics
+        self.erasure = BuyerDataErasure(repository)
 
     async def run(
         self,
         method: str,
         request: Req,
-        context: grpc.aio.ServicerContext[Any, Any],
+        context: grpc.aio.ServicerContext[Req, Resp],
+        *,
         handler: Callable[[Req, float | None], Awaitable[Resp]],
     ) -> Resp:
-        """Validate, run, and turn any failure into a rich status; log one line per RPC."""
-        with rpc_record(method) as record:
+        """A unary RPC: `handler` gets the validated request and the deadline for its work."""
+        async with self._serving(method, request, context, unary=True) as serving:
+            return serving.answer(await handler(request, serving.deadline))
+
+    async def stream(
+        self,
+        method: str,
+        request: Req,
+        context: grpc.aio.ServicerContext[Req, Resp],
+        *,
+        handler: Callable[[Req], AsyncGenerator[Resp, None]],
+    ) -> AsyncIterator[Resp]:
+        """A server stream: `handler` yields the messages; closed as soon as the caller goes."""
+        async with (
+            self._serving(method, request, context, unary=False) as serving,
+            aclosing(handler(request)) as messages,
+        ):
+            async for message in messages:
+                yield serving.deliver(message)
+
+    @asynccontextmanager
+    async def _serving(
+        self,
+        method: str,
+        request: Message,
+        context: grpc.aio.ServicerContext[Any, Any],
+        *,
+        unary: bool,
+    ) -> AsyncIterator[_Serving]:
+        # Amazon request ids are collected for unary RPCs only: a stream makes no Amazon calls,
+        # and a context variable set in an async generator cannot be reset once it is finalized
+        # elsewhere.
+        with rpc_record(method) if unary else nullcontext(RpcRecord(method)) as record:
             record.request(request)
             try:
                 # Authorization first: a caller learns nothing about another merchant's requests.
@@ -310,13 +409,9 @@ class Rpcs:
                         f"invalid {method} request: "
                         + "; ".join(f"{v.field} {v.description}" for v in violations[:5]),
                         "VALIDATION_FAILED",
-                        violations,
+                        violations=violations,
                     )
-                response = await handler(request, _deadline(context))
-                if not pii_allowed():
-                    hide_buyer_pii(response)
-                record.response(response)
-                return response
+                yield _Serving(record, _deadline(context))
             except Exception as exc:
                 status = to_status(exc)
                 if status is None:
@@ -329,13 +424,15 @@ class Rpcs:
                 record.failed(status)
                 await _abort(context, status)
             except BaseException as exc:
-                if record.code == "OK" and isinstance(exc, asyncio.CancelledError):
+                if record.code == "OK" and isinstance(exc, asyncio.CancelledError | GeneratorExit):
                     record.code = "CANCELLED"
                 raise
             finally:
                 record.merchant = self.merchant_alias(record.merchant)
                 record.log()
-                if self.metrics is not None:
+                # Streams stay out of the call metrics: their lifetime is no latency, and their
+                # refusals are no sign of an outage.
+                if unary and self.metrics is not None:
                     attributes = {"rpc": method, "code": record.code}
                     self.metrics.rpc_duration.record(record.elapsed_s(), attributes)
                     self.metrics.rpc_calls.add(1, attributes)
@@ -350,11 +447,11 @@ class Rpcs:
             return value
 
     async def mutate(
-        self, method: str, request: Message, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> Message:
+        self, method: str, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
+    ) -> Resp:
         spec = MUTATIONS[method]
 
-        async def handler(req: Message, deadline: float | None) -> Message:
+        async def handler(req: Req, deadline: float | None) -> Resp:
             simulation = getattr(req, "sandbox_simulation_code", "")
             if (
                 simulation
@@ -366,7 +463,9 @@ class Rpcs:
                     grpc.StatusCode.INVALID_ARGUMENT,
                     "sandbox_simulation_code is accepted only for sandbox merchants",
                     "VALIDATION_FAILED",
-                    [Violation("sandbox_simulation_code", "must be empty for a live merchant")],
+                    violations=[
+                        Violation("sandbox_simulation_code", "must be empty for a live merchant")
+                    ],
                 )
             skip = set(ENVELOPE_FIELDS)
             if spec.path_field:
@@ -384,7 +483,7 @@ class Rpcs:
                 getattr(req, "merchant"),  # noqa: B009
                 call,
                 idempotency_key=scoped_idempotency_key(getattr(req, "idempotency_key", "")) or None,
-                request_hash=hashlib.sha256(req.SerializeToString(deterministic=True)).digest(),
+                request_hash=_request_hash(req),
                 deadline=deadline,
             )
             response = spec.response(
@@ -393,16 +492,17 @@ class Rpcs:
             json_to_message(outcome.body, getattr(response, spec.result_field))
             if "authorization_pending" in response.DESCRIPTOR.fields_by_name:
                 setattr(response, "authorization_pending", outcome.status == 202)  # noqa: B010
-            return response
+            # The table's row for `method` names the response type of the RPC.
+            return cast(Resp, response)
 
-        return await self.run(method, request, context, handler)
+        return await self.run(method, request, context, handler=handler)
 
     async def read(
-        self, method: str, request: Message, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> Message:
+        self, method: str, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
+    ) -> Resp:
         spec = READS[method]
 
-        async def handler(req: Message, deadline: float | None) -> Message:
+        async def handler(req: Req, deadline: float | None) -> Resp:
             result = await self.payments.read(
                 getattr(req, "merchant"),  # noqa: B009
                 spec.kind,
@@ -420,9 +520,14 @@ class Rpcs:
             )
             getattr(response, "as_of").CopyFrom(_timestamp(result.as_of))  # noqa: B009
             json_to_message(result.body, getattr(response, spec.result_field))
-            return response
+            # The table's row for `method` names the response type of the RPC.
+            return cast(Resp, response)
 
-        return await self.run(method, request, context, handler)
+        return await self.run(method, request, context, handler=handler)
+
+
+def _request_hash(request: Message) -> bytes:
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Status) -> NoReturn:
@@ -431,84 +536,189 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Statu
 
 
 class CheckoutSessionService(checkout_session_pb2_grpc.CheckoutSessionServiceServicer):
-    def __init__(self, rpcs: Rpcs) -> None:
-        self._rpcs = rpcs
+    def __init__(self, path: RequestPath) -> None:
+        self._path = path
 
-    async def CreateCheckoutSession(self, request: Any, context: Any) -> Any:
-        return await self._rpcs.mutate("CreateCheckoutSession", request, context)
+    async def CreateCheckoutSession(
+        self,
+        request: checkout_session_pb2.CreateCheckoutSessionRequest,
+        context: grpc.aio.ServicerContext[
+            checkout_session_pb2.CreateCheckoutSessionRequest,
+            checkout_session_pb2.CreateCheckoutSessionResponse,
+        ],
+    ) -> checkout_session_pb2.CreateCheckoutSessionResponse:
+        return await self._path.mutate("CreateCheckoutSession", request, context)
 
-    async def GetCheckoutSession(self, request: Any, context: Any) -> Any:
-        return await self._rpcs.read("GetCheckoutSession", request, context)
+    async def GetCheckoutSession(
+        self,
+        request: checkout_session_pb2.GetCheckoutSessionRequest,
+        context: grpc.aio.ServicerContext[
+            checkout_session_pb2.GetCheckoutSessionRequest,
+            checkout_session_pb2.GetCheckoutSessionResponse,
+        ],
+    ) -> checkout_session_pb2.GetCheckoutSessionResponse:
+        return await self._path.read("GetCheckoutSession", request, context)
 
-    async def UpdateCheckoutSession(self, request: Any, context: Any) -> Any:
-        return await self._rpcs.mutate("UpdateCheckoutSession", request, context)
+    async def UpdateCheckoutSession(
+        self,
+        request: checkout_session_pb2.UpdateCheckoutSessionRequest,
+        context: grpc.aio.ServicerContext[
+            checkout_session_pb2.UpdateCheckoutSessionRequest,
+            checkout_session_pb2.UpdateCheckoutSessionResponse,
+        ],
+    ) -> checkout_session_pb2.UpdateCheckoutSessionResponse:
+        return await self._path.mutate("UpdateCheckoutSession", request, context)
 
-    async def CompleteCheckoutSession(self, request: Any, context: Any) -> Any:
-        return await self._rpcs.mutate("CompleteCheckoutSession", request, context)
+    async def CompleteCheckoutSession(
+        self,
+        request: checkout_session_pb2.CompleteCheckoutSessionRequest,
+        context: grpc.aio.ServicerContext[
+            checkout_session_pb2.CompleteCheckoutSessionRequest,
+            checkout_session_pb2.CompleteCheckoutSessionResponse,
+        ],
+    ) -> checkout_session_pb2.CompleteCheckoutSessionResponse:
+        return await self._path.mutate("CompleteCheckoutSession", request, context)
 
-    async def FinalizeCheckoutSession(self, request: Any, context: Any) -> Any:
-        return await self._rpcs.mutate("FinalizeCheckoutSession", request, context)
+    async def FinalizeCheckoutSession(
+        self,
+        request: checkout_session_pb2.FinalizeCheckoutSessionRequest,
+        context: grpc.aio.ServicerContext[
+            checkout_session_pb2.FinalizeCheckoutSessionRequest,
+            checkout_session_pb2.FinalizeCheckoutSessionResponse,
+        ],
+    ) -> checkout_session_pb2.FinalizeCheckoutSessionResponse:
+        return await self._path.mutate("FinalizeCheckoutSession", request, context)
 
 
 class ChargePermissionService(charge_permission_pb2_grpc.ChargePermissionServiceServicer):
-    def __init__(self, rpcs: Rpcs) -> None:
-        self._rpcs = rpcs
+    def __init__(self, path: RequestPath) -> None:
+        self._path = path
 
-    async def GetChargePermission(self, request: Any, context: Any) -> Any:
-        return await self._rpcs.read("GetChargePermission", request, context)
+    async def GetChargePermission(
+        self,
+        request: charge_permission_pb2.GetChargePermissionRequest,
+        context: grpc.aio.ServicerContext[
+            charge_permission_pb2.GetChargePermissionRequest,
+            charge_permission_pb2.GetChargePermissionResponse,
+        ],
+    ) -> charge_permission_pb2.GetChargePermissionResponse:
+        return await self._path.read("GetChargePermission", request, context)
 
-    async def UpdateChargePermission(self, request: Any, context: Any) -> Any:
-        return await self._rpcs.mutate("UpdateChargePermission", request, context)
+    async def UpdateChargePermission(
+        self,
+        request: charge_permission_pb2.UpdateChargePermissionRequest,
+        context: grpc.aio.ServicerContext[
+            charge_permission_pb2.UpdateChargePermissionRequest,
+            charge_permission_pb2.UpdateChargePermissionResponse,
+        ],
+    ) -> charge_permission_pb2.UpdateChargePermissionResponse:
+        return await self._path.mutate("UpdateChargePermission", request, context)
 
-    async def CloseChargePermission(self, request: Any, context: Any) -> Any:
-        return await self._rpcs.mutate("CloseChargePermission", request, context)
+    async def CloseChargePermission(
+        self,
+        request: charge_permission_pb2.CloseChargePermissionRequest,
+        context: grpc.aio.ServicerContext[
+            charge_permission_pb2.CloseChargePermissionRequest,
+            charge_permission_pb2.CloseChargePermissionResponse,
+        ],
+    ) -> charge_permission_pb2.CloseChargePermissionResponse:
+        return await self._path.mutate("CloseChargePermission", request, context)
 
 
 class ChargeService(charge_pb2_grpc.ChargeServiceServicer):
-    def __init__(self, rpcs: Rpcs) -> None:
-        self._rpcs = rpcs
+    def __init__(self, path: RequestPath) -> None:
+        self._path = path
 
-    async def CreateCharge(self, request: Any, context: Any) -> Any:
-        return await self._rpcs.mutate("CreateCharge", request, context)
+    async def CreateCharge(
+        self,
+        request: charge_pb2.CreateChargeRequest,
+        context: grpc.aio.ServicerContext[
+            charge_pb2.CreateChargeRequest, charge_pb2.CreateChargeResponse
+        ],
+    ) -> charge_pb2.CreateChargeResponse:
+        return await self._path.mutate("CreateCharge", request, context)
 
-    async def GetCharge(self, request: Any, context: Any) -> Any:
-        return await self._rpcs.read("GetCharge", request, context)
+    async def GetCharge(
+        self,
+        request: charge_pb2.GetChargeRequest,
+        context: grpc.aio.ServicerContext[
+            charge_pb2.GetChargeRequest, charge_pb2.GetChargeResponse
+        ],
+    ) -> charge_pb2.GetChargeResponse:
+        return await self._path.read("GetCharge", request, context)
 
-    async def CaptureCharge(self, request: Any, context: Any) -> Any:
-        return await self._rpcs.mutate("CaptureCharge", request, context)
+    async def CaptureCharge(
+        self,
+        request: charge_pb2.CaptureChargeRequest,
+        context: grpc.aio.ServicerContext[
+            charge_pb2.CaptureChargeRequest, charge_pb2.CaptureChargeResponse
+        ],
+    ) -> charge_pb2.CaptureChargeResponse:
+        return await self._path.mutate("CaptureCharge", request, context)
 
-    async def CancelCharge(self, request: Any, context: Any) -> Any:
-        return await self._rpcs.mutate("CancelCharge", request, context)
+    async def CancelCharge(
+        self,
+        request: charge_pb2.CancelChargeRequest,
+        context: grpc.aio.ServicerContext[
+            charge_pb2.CancelChargeRequest, charge_pb2.CancelChargeResponse
+        ],
+    ) -> charge_pb2.CancelChargeResponse:
+        return await self._path.mutate("CancelCharge", request, context)
 
 
 class RefundService(refund_pb2_grpc.RefundServiceServicer):
-    def __init__(self, rpcs: Rpcs) -> None:
-        self._rpcs = rpcs
+    def __init__(self, path: RequestPath) -> None:
+        self._path = path
 
-    async def CreateRefund(self, request: Any, context: Any) -> Any:
-        return await self._rpcs.mutate("CreateRefund", request, context)
+    async def CreateRefund(
+        self,
+        request: refund_pb2.CreateRefundRequest,
+        context: grpc.aio.ServicerContext[
+            refund_pb2.CreateRefundRequest, refund_pb2.CreateRefundResponse
+        ],
+    ) -> refund_pb2.CreateRefundResponse:
+        return await self._path.mutate("CreateRefund", request, context)
 
-    async def GetRefund(self, request: Any, context: Any) -> Any:
-        return await self._rpcs.read("GetRefund", request, context)
+    async def GetRefund(
+        self,
+        request: refund_pb2.GetRefundRequest,
+        context: grpc.aio.ServicerContext[
+            refund_pb2.GetRefundRequest, refund_pb2.GetRefundResponse
+        ],
+    ) -> refund_pb2.GetRefundResponse:
+        return await self._path.read("GetRefund", request, context)
 
 
 class DeliveryTrackerService(delivery_tracker_pb2_grpc.DeliveryTrackerServiceServicer):
-    def __init__(self, rpcs: Rpcs) -> None:
-        self._rpcs = rpcs
+    def __init__(self, path: RequestPath) -> None:
+        self._path = path
 
-    async def CreateDeliveryTracker(self, request: Any, context: Any) -> Any:
-        return await self._rpcs.mutate("CreateDeliveryTracker", request, context)
+    async def CreateDeliveryTracker(
+        self,
+        request: delivery_tracker_pb2.CreateDeliveryTrackerRequest,
+        context: grpc.aio.ServicerContext[
+            delivery_tracker_pb2.CreateDeliveryTrackerRequest,
+            delivery_tracker_pb2.CreateDeliveryTrackerResponse,
+        ],
+    ) -> delivery_tracker_pb2.CreateDeliveryTrackerResponse:
+        return await self._path.mutate("CreateDeliveryTracker", request, context)
 
 
 class BuyerService(buyer_pb2_grpc.BuyerServiceServicer):
     """Buyers are not kept in the ledger (PII, tokens expire in 24 h): always read from Amazon."""
 
-    def __init__(self, rpcs: Rpcs) -> None:
-        self._rpcs = rpcs
+    def __init__(self, path: RequestPath) -> None:
+        self._path = path
 
-    async def GetBuyer(self, request: Any, context: Any) -> Any:
-        async def handler(req: buyer_pb2.GetBuyerRequest, deadline: float | None) -> Message:
-            buyer = await self._rpcs.payments.get_buyer(
+    async def GetBuyer(
+        self,
+        request: buyer_pb2.GetBuyerRequest,
+        context: grpc.aio.ServicerContext[buyer_pb2.GetBuyerRequest, buyer_pb2.GetBuyerResponse],
+    ) -> buyer_pb2.GetBuyerResponse:
+        async def handler(
+            req: buyer_pb2.GetBuyerRequest, deadline: float | None
+        ) -> buyer_pb2.GetBuyerResponse:
+            buyer = await self._path.payments.get_buyer(
                 req.merchant, req.buyer_token, deadline=deadline
             )
             response = buyer_pb2.GetBuyerResponse(
@@ -519,17 +729,23 @@ class BuyerService(buyer_pb2_grpc.BuyerServiceServicer):
             json_to_message(buyer.raw, response.buyer)
             return response
 
-        return await self._rpcs.run("GetBuyer", request, context, handler)
+        return await self._path.run("GetBuyer", request, context, handler=handler)
 
 
 class ButtonService(button_pb2_grpc.ButtonServiceServicer):
-    def __init__(self, rpcs: Rpcs) -> None:
-        self._rpcs = rpcs
+    def __init__(self, path: RequestPath) -> None:
+        self._path = path
 
-    async def SignButtonPayload(self, request: Any, context: Any) -> Any:
+    async def SignButtonPayload(
+        self,
+        request: button_pb2.SignButtonPayloadRequest,
+        context: grpc.aio.ServicerContext[
+            button_pb2.SignButtonPayloadRequest, button_pb2.SignButtonPayloadResponse
+        ],
+    ) -> button_pb2.SignButtonPayloadResponse:
         async def handler(
             req: button_pb2.SignButtonPayloadRequest, deadline: float | None
-        ) -> Message:
+        ) -> button_pb2.SignButtonPayloadResponse:
             try:
                 parsed = json.loads(req.payload)
             except (ValueError, RecursionError):
@@ -539,9 +755,9 @@ class ButtonService(button_pb2_grpc.ButtonServiceServicer):
                     grpc.StatusCode.INVALID_ARGUMENT,
                     "payload must be a JSON object",
                     "VALIDATION_FAILED",
-                    [Violation("payload", "must be a JSON object")],
+                    violations=[Violation("payload", "must be a JSON object")],
                 )
-            merchant = self._rpcs.payments.merchants.get(req.merchant)
+            merchant = self._path.payments.merchants.get(req.merchant)
             signed = await merchant.client.sign_button_payload(req.payload)
             return button_pb2.SignButtonPayloadResponse(
                 payload=signed.payload,
@@ -550,19 +766,27 @@ class ButtonService(button_pb2_grpc.ButtonServiceServicer):
                 algorithm=signed.algorithm.value,
             )
 
-        return await self._rpcs.run("SignButtonPayload", request, context, handler)
+        return await self._path.run("SignButtonPayload", request, context, handler=handler)
 
 
 class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
-    def __init__(self, rpcs: Rpcs) -> None:
-        self._rpcs = rpcs
-        self._repo = rpcs.repository
+    def __init__(self, path: RequestPath) -> None:
+        self._path = path
+        self._repo = path.repository
 
     def _merchant(self, alias: str) -> str:
-        return self._rpcs.payments.merchants.get(alias).alias
+        return self._path.payments.merchants.get(alias).alias
 
-    async def GetTransaction(self, request: Any, context: Any) -> Any:
-        async def handler(req: ledger_pb2.GetTransactionRequest, deadline: float | None) -> Message:
+    async def GetTransaction(
+        self,
+        request: ledger_pb2.GetTransactionRequest,
+        context: grpc.aio.ServicerContext[
+            ledger_pb2.GetTransactionRequest, ledger_pb2.GetTransactionResponse
+        ],
+    ) -> ledger_pb2.GetTransactionResponse:
+        async def handler(
+            req: ledger_pb2.GetTransactionRequest, deadline: float | None
+        ) -> ledger_pb2.GetTransactionResponse:
             merchant = self._merchant(req.merchant)
             kind = KIND_NAME[req.kind]
             obj = await self._repo.get_object(merchant, kind, req.object_id)
@@ -577,12 +801,18 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
                 transaction=transaction_of(obj), events=[event_of(e) for e in events]
             )
 
-        return await self._rpcs.run("GetTransaction", request, context, handler)
+        return await self._path.run("GetTransaction", request, context, handler=handler)
 
-    async def ListTransactions(self, request: Any, context: Any) -> Any:
+    async def ListTransactions(
+        self,
+        request: ledger_pb2.ListTransactionsRequest,
+        context: grpc.aio.ServicerContext[
+            ledger_pb2.ListTransactionsRequest, ledger_pb2.ListTransactionsResponse
+        ],
+    ) -> ledger_pb2.ListTransactionsResponse:
         async def handler(
             req: ledger_pb2.ListTransactionsRequest, deadline: float | None
-        ) -> Message:
+        ) -> ledger_pb2.ListTransactionsResponse:
             where = ObjectFilter(
                 merchant=self._merchant(req.merchant),
                 kind=KIND_NAME.get(req.kind),
@@ -602,7 +832,7 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
             )
             page = await self._repo.list_objects(
                 where,
-                page_size=_page_size(req.page_size, _TRANSACTIONS_PAGE),
+                page_size=_TRANSACTIONS_PAGE.size(req.page_size),
                 page_token=req.page_token,
             )
             return ledger_pb2.ListTransactionsResponse(
@@ -610,10 +840,18 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
                 next_page_token=page.next_page_token,
             )
 
-        return await self._rpcs.run("ListTransactions", request, context, handler)
+        return await self._path.run("ListTransactions", request, context, handler=handler)
 
-    async def ListEvents(self, request: Any, context: Any) -> Any:
-        async def handler(req: ledger_pb2.ListEventsRequest, deadline: float | None) -> Message:
+    async def ListEvents(
+        self,
+        request: ledger_pb2.ListEventsRequest,
+        context: grpc.aio.ServicerContext[
+            ledger_pb2.ListEventsRequest, ledger_pb2.ListEventsResponse
+        ],
+    ) -> ledger_pb2.ListEventsResponse:
+        async def handler(
+            req: ledger_pb2.ListEventsRequest, deadline: float | None
+        ) -> ledger_pb2.ListEventsResponse:
             where = EventFilter(
                 merchant=self._merchant(req.merchant),
                 kind=KIND_NAME.get(req.kind),
@@ -634,7 +872,7 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
             )
             page = await self._repo.list_events(
                 where,
-                page_size=_page_size(req.page_size, _EVENTS_PAGE),
+                page_size=_EVENTS_PAGE.size(req.page_size),
                 page_token=req.page_token,
                 settle_s=_settle_s(deadline),
             )
@@ -642,97 +880,79 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
                 events=[event_of(e) for e in page.items], next_page_token=page.next_page_token
             )
 
-        return await self._rpcs.run("ListEvents", request, context, handler)
+        return await self._path.run("ListEvents", request, context, handler=handler)
 
     async def WatchEvents(
-        self, request: Any, context: Any
+        self,
+        request: ledger_pb2.WatchEventsRequest,
+        context: grpc.aio.ServicerContext[
+            ledger_pb2.WatchEventsRequest, ledger_pb2.WatchEventsResponse
+        ],
     ) -> AsyncIterator[ledger_pb2.WatchEventsResponse]:
+        async for message in self._path.stream(
+            "WatchEvents", request, context, handler=self._watch
+        ):
+            yield message
+
+    async def _watch(
+        self, request: ledger_pb2.WatchEventsRequest
+    ) -> AsyncGenerator[ledger_pb2.WatchEventsResponse, None]:
         """Replay the stable events after `after_event_id`, then stream what any replica commits.
 
         Events arrive in position order (migration 0008): per object that is commit order, and the
         stream never sends an event that sorts before one it has sent, so "after the last event
         received" is an exact resume point.
         """
-        hub = self._rpcs.hub
-        failure: grpc.Status | None = None
-        record = RpcRecord("WatchEvents")
-        record.request(request)
-        try:
-            violations = validate("WatchEvents", request)
-            if violations:
-                raise RpcFailure(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    "; ".join(f"{v.field} {v.description}" for v in violations[:5]),
-                    "VALIDATION_FAILED",
-                    violations,
-                )
-            if hub is None:
-                raise RpcFailure(
-                    grpc.StatusCode.UNAVAILABLE, "event stream not running", "LEDGER_UNAVAILABLE"
-                )
-            where = EventFilter(
-                merchant=self._merchant(
-                    allowed_merchant(self._rpcs.payments.merchants, request.merchant)
-                ),
-                kind=KIND_NAME.get(request.kind),
-                object_id=request.object_id or None,
-                charge_permission_id=request.charge_permission_id or None,
+        hub = self._path.hub
+        if hub is None:
+            raise RpcFailure(
+                grpc.StatusCode.UNAVAILABLE, "event stream not running", "LEDGER_UNAVAILABLE"
             )
-            try:
-                subscription = hub.subscribe(lambda event: _matches(where, event))
-            except StreamLimitReached:
-                raise RpcFailure(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    "this replica serves its maximum number of event streams; retry later",
-                    "TOO_MANY_STREAMS",
-                    retry_after_s=1.0,
-                ) from None
-            with subscription:
-                # Subscribed first: whatever the hub offers from here on is queued, and the replay
-                # below covers everything it offered before.
-                if request.after_event_id > 0:
-                    cursor = await self._repo.event_position(where.merchant, request.after_event_id)
-                    async for event in self._events_after(where, cursor):
-                        cursor = event.position
-                        yield _watched(event)
-                else:
-                    cursor = await self._repo.event_frontier()
-                while True:
-                    live = await subscription.get()
-                    if hub.stopping:
-                        raise RpcFailure(
-                            grpc.StatusCode.UNAVAILABLE,
-                            "server shutting down; resume from your last event_id",
-                            "LEDGER_UNAVAILABLE",
-                            retry_after_s=0.5,
-                        )
-                    if subscription.overflowed:
-                        raise RpcFailure(
-                            grpc.StatusCode.RESOURCE_EXHAUSTED,
-                            "stream fell behind; resume from your last event_id",
-                            "STREAM_OVERFLOW",
-                            retry_after_s=0.5,
-                        )
-                    if live is None or live.position <= cursor:
-                        continue
-                    cursor = live.position
-                    yield _watched(live)
-        except Exception as exc:
-            failure = to_status(exc)
-            if failure is None:
-                record.code = "INTERNAL"
-                _log.exception("unexpected failure", extra={"rpc": "WatchEvents"})
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error; see service logs")
-            assert failure is not None
-            record.failed(failure)
-        except BaseException:
-            record.code = "CANCELLED"
-            raise
-        finally:
-            record.merchant = self._rpcs.merchant_alias(record.merchant)
-            record.log()
-        if failure is not None:
-            await _abort(context, failure)
+        where = EventFilter(
+            merchant=self._merchant(request.merchant),
+            kind=KIND_NAME.get(request.kind),
+            object_id=request.object_id or None,
+            charge_permission_id=request.charge_permission_id or None,
+        )
+        try:
+            subscription = hub.subscribe(lambda event: _matches(where, event))
+        except StreamLimitReached:
+            raise RpcFailure(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "this replica serves its maximum number of event streams; retry later",
+                "TOO_MANY_STREAMS",
+                retry_after_s=1.0,
+            ) from None
+        with subscription:
+            # Subscribed first: whatever the hub offers from here on is queued, and the replay
+            # below covers everything it offered before.
+            if request.after_event_id > 0:
+                cursor = await self._repo.event_position(where.merchant, request.after_event_id)
+                async for event in self._events_after(where, cursor):
+                    cursor = event.position
+                    yield ledger_pb2.WatchEventsResponse(event=event_of(event))
+            else:
+                cursor = await self._repo.event_frontier()
+            while True:
+                live = await subscription.get()
+                if hub.stopping:
+                    raise RpcFailure(
+                        grpc.StatusCode.UNAVAILABLE,
+                        "server shutting down; resume from your last event_id",
+                        "LEDGER_UNAVAILABLE",
+                        retry_after_s=0.5,
+                    )
+                if subscription.overflowed:
+                    raise RpcFailure(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        "stream fell behind; resume from your last event_id",
+                        "STREAM_OVERFLOW",
+                        retry_after_s=0.5,
+                    )
+                if live is None or live.position <= cursor:
+                    continue
+                cursor = live.position
+                yield ledger_pb2.WatchEventsResponse(event=event_of(live))
 
     async def _events_after(self, where: EventFilter, after: Position) -> AsyncIterator[Event]:
         """Stable events after a position, page by page; the hub delivers the rest."""
@@ -747,71 +967,33 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
             if not token:
                 return
 
-    async def EraseBuyerData(self, request: Any, context: Any) -> Any:
-        async def handler(req: ledger_pb2.EraseBuyerDataRequest, deadline: float | None) -> Message:
-            target = req.WhichOneof("target")
-            if target is None or not getattr(req, target):
-                raise RpcFailure(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    "name charge_permission_id or buyer_id",
-                    "VALIDATION_FAILED",
-                    [Violation("target", "is required: charge_permission_id or buyer_id")],
-                )
-            merchant = self._merchant(req.merchant)
-            request_hash = hashlib.sha256(req.SerializeToString(deterministic=True)).digest()
-            idempotency_key = scoped_idempotency_key(req.idempotency_key)
-            if idempotency_key:
-                stored = await self._repo.stored_answer(
-                    merchant, "EraseBuyerData", idempotency_key, request_hash
-                )
-                if stored is not None:
-                    return _erasure_response(stored, replayed=True)
-            try:
-                erasure = await self._repo.erase_buyer_data(
-                    merchant,
-                    charge_permission_id=req.charge_permission_id or None,
-                    buyer_id=req.buyer_id or None,
-                )
-            except ErasureRefused as exc:
-                raise RpcFailure(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    "close the charge permission before erasing its buyer data: "
-                    + ", ".join(exc.open_permissions),
-                    "CHARGE_PERMISSION_OPEN",
-                ) from None
-            except LookupError:
-                raise RpcFailure(
-                    grpc.StatusCode.NOT_FOUND,
-                    "nothing is recorded for this charge permission or buyer",
-                    "NOT_IN_LEDGER",
-                ) from None
-            _log.info(
-                "buyer data erased",
-                extra={
-                    "target": target,
-                    "objects": erasure.objects,
-                    "reason_given": bool(req.reason),
-                },
+    async def EraseBuyerData(
+        self,
+        request: ledger_pb2.EraseBuyerDataRequest,
+        context: grpc.aio.ServicerContext[
+            ledger_pb2.EraseBuyerDataRequest, ledger_pb2.EraseBuyerDataResponse
+        ],
+    ) -> ledger_pb2.EraseBuyerDataResponse:
+        async def handler(
+            req: ledger_pb2.EraseBuyerDataRequest, deadline: float | None
+        ) -> ledger_pb2.EraseBuyerDataResponse:
+            result = await self._path.erasure.erase(
+                self._merchant(req.merchant),
+                charge_permission_id=req.charge_permission_id or None,
+                buyer_id=req.buyer_id or None,
+                idempotency_key=scoped_idempotency_key(req.idempotency_key) or None,
+                request_hash=_request_hash(req),
+                reason_given=bool(req.reason),
             )
-            answer = {
-                "objects": erasure.objects,
-                "events": erasure.events,
-                "erasedAt": erasure.erased_at.isoformat(),
-            }
-            if idempotency_key:
-                answer = await self._repo.store_answer(
-                    merchant, "EraseBuyerData", idempotency_key, request_hash, answer
-                )
-            return _erasure_response(answer, replayed=False)
+            response = ledger_pb2.EraseBuyerDataResponse(
+                objects_erased=result.objects,
+                events_erased=result.events,
+                idempotent_replay=result.replayed,
+            )
+            response.erased_at.CopyFrom(_timestamp(result.erased_at))
+            return response
 
-        return await self._rpcs.run("EraseBuyerData", request, context, handler)
-
-
-def _watched(event: Event) -> ledger_pb2.WatchEventsResponse:
-    response = ledger_pb2.WatchEventsResponse(event=event_of(event))
-    if not pii_allowed():
-        hide_buyer_pii(response)
-    return response
+        return await self._path.run("EraseBuyerData", request, context, handler=handler)
 
 
 def _settle_s(deadline: float | None) -> float:
@@ -820,16 +1002,6 @@ def _settle_s(deadline: float | None) -> float:
     if deadline is None:
         return 1.0
     return max(0.0, min(1.0, deadline - time.monotonic() - _DEADLINE_RESERVE_S))
-
-
-def _erasure_response(answer: Mapping[str, Any], *, replayed: bool) -> Message:
-    response = ledger_pb2.EraseBuyerDataResponse(
-        objects_erased=int(answer["objects"]),
-        events_erased=int(answer["events"]),
-        idempotent_replay=replayed,
-    )
-    response.erased_at.CopyFrom(_timestamp(datetime.fromisoformat(answer["erasedAt"])))
-    return response
 
 
 def _matches(where: EventFilter, event: Event) -> bool:
@@ -845,10 +1017,10 @@ def _matches(where: EventFilter, event: Event) -> bool:
     )
 
 
-def build_servicers(rpcs: Rpcs) -> dict[str, Any]:
+def build_servicers(path: RequestPath) -> dict[str, Any]:
     """Servicers by service name, for `build_server`."""
     return {
-        cls.__name__: cls(rpcs)
+        cls.__name__: cls(path)
         for cls in (
             CheckoutSessionService,
             ChargePermissionService,

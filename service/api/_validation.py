@@ -293,8 +293,14 @@ def _buyer_source(request: Message) -> Iterator[Violation]:
         yield Violation("source", "must be AUTO or AMAZON: buyers are not stored in the ledger")
 
 
+def _erasure_target(request: Message) -> Iterator[Violation]:
+    if not (_present(request, "charge_permission_id") or _present(request, "buyer_id")):
+        yield Violation("target", "is required: charge_permission_id or buyer_id")
+
+
 EXTRA_RULES: Mapping[str, tuple[Extra, ...]] = {
     "GetBuyer": (_buyer_source,),
+    "EraseBuyerData": (_erasure_target,),
     "CreateCheckoutSession": (
         _checkout_urls,
         _same_currency("payment_details.charge_amount", "payment_details.total_order_amount"),

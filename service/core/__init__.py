@@ -1,6 +1,7 @@
 """Payment operations over the Amazon Pay client and the ledger: the exactly-once path, reads
 with ledger fallback, and re-drive of interrupted operations. No gRPC in here."""
 
+from ._erasure import ERASE_BUYER_DATA, BuyerDataErasure, ErasureResult
 from ._guard import Admission, BreakerSettings, CircuitBreaker, CircuitOpen, Overloaded
 from ._merchants import Merchant, MerchantRegistry, UnknownMerchant
 from ._operations import (
@@ -19,6 +20,7 @@ from ._operations import (
 from ._records import KINDS, Kind, record_of
 
 __all__ = [
+    "ERASE_BUYER_DATA",
     "GETTERS",
     "KINDS",
     "OWED_READ_ATTEMPTS",
@@ -27,8 +29,10 @@ __all__ = [
     "Admission",
     "AmazonCall",
     "BreakerSettings",
+    "BuyerDataErasure",
     "CircuitBreaker",
     "CircuitOpen",
+    "ErasureResult",
     "Kind",
     "Merchant",
     "MerchantRegistry",

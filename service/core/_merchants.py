@@ -106,12 +106,12 @@ class MerchantRegistry:
             alias = entry.merchant_alias
             merchants.append(
                 Merchant(
-                    alias,
-                    client,
-                    CircuitBreaker(
+                    alias=alias,
+                    client=client,
+                    breaker=CircuitBreaker(
                         alias, breaker or BreakerSettings(), on_change=on_circuit_change
                     ),
-                    Admission(alias, max_concurrent, max_queued),
+                    admission=Admission(alias, max_concurrent, max_queued),
                 )
             )
         registry = cls(merchants, settings[0].merchant_alias)

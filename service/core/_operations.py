@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from opentelemetry import trace
 
@@ -185,17 +185,23 @@ def _get(
     return client.invoke(endpoint, path_params={param: object_id}, deadline=deadline)
 
 
+
 # After these operations Amazon has created or changed related objects: read them so the ledger
 # holds the charge permission and charge a completed checkout produced.
-_FOLLOW_UPS: Mapping[str, tuple[tuple[str, str], ...]] = {
-    "CompleteCheckoutSession": (
-        ("charge_permission", "chargePermissionId"),
-        ("charge", "chargeId"),
-    ),
-    "FinalizeCheckoutSession": (
-        ("charge_permission", "chargePermissionId"),
-        ("charge", "chargeId"),
-    ),
+class FollowUp(NamedTuple):
+    """A related object to read after an operation: its kind, and the answer's field naming it."""
+
+    kind: str
+    id_field: str
+
+
+_CHECKOUT_RESULTS = (
+    FollowUp(kind="charge_permission", id_field="chargePermissionId"),
+    FollowUp(kind="charge", id_field="chargeId"),
+)
+_FOLLOW_UPS: Mapping[str, tuple[FollowUp, ...]] = {
+    "CompleteCheckoutSession": _CHECKOUT_RESULTS,
+    "FinalizeCheckoutSession": _CHECKOUT_RESULTS,
 }
 
 

@@ -54,24 +54,29 @@ KINDS: Mapping[str, Kind] = {
     k.name: k
     for k in (
         Kind(
-            "checkout_session",
-            "checkoutSessionId",
-            frozenset({"Completed", "Canceled"}),
-            ("paymentDetails", "chargeAmount"),
+            name="checkout_session",
+            id_field="checkoutSessionId",
+            final_states=frozenset({"Completed", "Canceled"}),
+            amount_path=("paymentDetails", "chargeAmount"),
         ),
         Kind(
-            "charge_permission",
-            "chargePermissionId",
-            frozenset({"Closed"}),
-            ("limits", "amountLimit"),
+            name="charge_permission",
+            id_field="chargePermissionId",
+            final_states=frozenset({"Closed"}),
+            amount_path=("limits", "amountLimit"),
         ),
         Kind(
-            "charge",
-            "chargeId",
-            frozenset({"Captured", "Canceled", "Declined"}),
-            ("chargeAmount",),
+            name="charge",
+            id_field="chargeId",
+            final_states=frozenset({"Captured", "Canceled", "Declined"}),
+            amount_path=("chargeAmount",),
         ),
-        Kind("refund", "refundId", frozenset({"Refunded", "Declined"}), ("refundAmount",)),
+        Kind(
+            name="refund",
+            id_field="refundId",
+            final_states=frozenset({"Refunded", "Declined"}),
+            amount_path=("refundAmount",),
+        ),
     )
 }
 

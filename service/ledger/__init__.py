@@ -1,9 +1,12 @@
-"""The Postgres ledger: migrations, the pool, and (later) every SQL statement the service runs.
+"""The Postgres ledger: migrations, the pool, and every SQL statement the service runs.
 
-No gRPC and no HTTP in here.
+No gRPC and no HTTP in here, and no asyncpg outside it: callers ask `is_unavailable` whether an
+error means the database cannot be reached.
 """
 
 from ._embedded import EmbeddedPostgres
+from ._erasure import Erasure, ErasureRefused
+from ._errors import is_unavailable
 from ._instance import InstanceLease, instance_alive
 from ._migrate import (
     Migration,
@@ -15,26 +18,20 @@ from ._migrate import (
     require_migrated,
 )
 from ._notify import CHANNEL, EventHub, StreamLimitReached, Subscription
+from ._objects import EventFilter, InvalidPageToken, ObjectFilter, Page, StableEvents
+from ._operations import Operation, OperationConflict
 from ._pii import PII_FIELDS, PiiKeyError, PiiKeyring, PiiVault, buyer_hash_of
-from ._pool import Ledger
-from ._repository import (
-    EVENT_SOURCES,
-    OBJECT_KINDS,
-    Backlog,
-    Erasure,
-    ErasureRefused,
-    Event,
-    EventFilter,
-    InvalidPageToken,
-    ObjectFilter,
-    ObjectRecord,
-    Operation,
-    OperationConflict,
-    Page,
-    Position,
-    Repository,
-    StableEvents,
-    StoredObject,
+from ._polling import Backlog
+from ._pool import Ledger, reencrypt_pii
+from ._records import EVENT_SOURCES, OBJECT_KINDS, Event, ObjectRecord, Position, StoredObject
+from ._repository import Repository
+from ._tools import (
+    LedgerAudit,
+    audit_ledger,
+    create_database,
+    drop_database,
+    seed_object_copies,
+    statement_probe,
 )
 
 __all__ = [
@@ -52,6 +49,7 @@ __all__ = [
     "InstanceLease",
     "InvalidPageToken",
     "Ledger",
+    "LedgerAudit",
     "Migration",
     "MigrationError",
     "ObjectFilter",
@@ -69,10 +67,17 @@ __all__ = [
     "StreamLimitReached",
     "Subscription",
     "apply_migrations",
+    "audit_ledger",
     "buyer_hash_of",
+    "create_database",
+    "drop_database",
     "grant_service_role",
     "instance_alive",
+    "is_unavailable",
     "load_migrations",
     "migrate_database",
+    "reencrypt_pii",
     "require_migrated",
+    "seed_object_copies",
+    "statement_probe",
 ]

@@ -32,10 +32,15 @@ class InstanceLease:
     def held(self) -> bool:
         return self._conn is not None and not self._conn.is_closed()
 
-    async def ensure(self) -> None:
-        """Re-take the lock after Postgres restarted (the old session and its lock are gone)."""
+    async def ensure(self) -> bool:
+        """Re-take the lock after Postgres restarted (the old session and its lock are gone).
+        False when Postgres refused it this time; the caller tries again at its next check."""
         if not self.held:
-            await self.acquire()
+            try:
+                await self.acquire()
+            except (OSError, asyncpg.PostgresError):
+                return False
+        return True
 
     async def release(self) -> None:
         if self._conn is not None:

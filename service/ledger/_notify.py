@@ -18,7 +18,8 @@ from typing import Any
 import asyncpg
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
-from ._repository import Event, Position, Repository
+from ._records import Event, Position
+from ._repository import Repository
 
 __all__ = ["CHANNEL", "EventHub", "StreamLimitReached", "Subscription"]
 

@@ -11,7 +11,7 @@ from ._migrate import apply_migrations
 from ._pii import PiiKeyring, PiiVault
 from ._repository import Repository
 
-__all__ = ["Ledger"]
+__all__ = ["Ledger", "reencrypt_pii"]
 
 
 async def _keep_session(conn: asyncpg.Connection | PoolConnectionProxy) -> None:
@@ -75,3 +75,13 @@ class Ledger:
 
     async def close(self) -> None:
         await self.pool.close()
+
+
+async def reencrypt_pii(url: str, *, keyring: PiiKeyring) -> int:
+    """Rewrite buyer PII still encrypted under a key other than the keyring's active one, on a
+    small pool of its own; returns the values rewritten."""
+    ledger = await Ledger.connect(url, keyring=keyring, min_size=1, max_size=2)
+    try:
+        return await ledger.vault.reencrypt(ledger.pool)
+    finally:
+        await ledger.close()

@@ -23,12 +23,11 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import asyncpg
 from opentelemetry import trace
 
 from service.amazonpay import AmazonPayError
 from service.core import Payments
-from service.ledger import Repository, StoredObject
+from service.ledger import Repository, StoredObject, is_unavailable
 from service.telemetry import Metrics
 
 from ._ipn import OBJECT_TYPES, IpnReceiver
@@ -37,14 +36,6 @@ __all__ = ["PassResult", "Reconciler", "ReconcilerSettings"]
 
 _log = logging.getLogger("service.workers.reconciler")
 _tracer = trace.get_tracer(__name__)
-
-_LEDGER_DOWN = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.exceptions._base.InternalClientError,
-)
 
 
 @dataclass(frozen=True)
@@ -110,16 +101,17 @@ class Reconciler:
                 pause = self._settings.interval_s
             except asyncio.CancelledError:
                 raise
-            except _LEDGER_DOWN as exc:
-                # Postgres is restarting or unreachable: readiness already says so; back off
-                # instead of logging an error every interval.
-                pause = min(max(pause * 2, self._settings.interval_s), 30.0)
-                _log.warning(
-                    "reconciler pass skipped: ledger unreachable",
-                    extra={"error": type(exc).__name__, "retry_in_s": pause},
-                )
-            except Exception:
-                _log.exception("reconciler pass failed")
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    _log.exception("reconciler pass failed")
+                else:
+                    # Postgres is restarting or unreachable: readiness already says so; back off
+                    # instead of logging an error every interval.
+                    pause = min(max(pause * 2, self._settings.interval_s), 30.0)
+                    _log.warning(
+                        "reconciler pass skipped: ledger unreachable",
+                        extra={"error": type(exc).__name__, "retry_in_s": pause},
+                    )
             await asyncio.sleep(pause)
 
     async def run_once(self) -> PassResult:

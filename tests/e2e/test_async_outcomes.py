@@ -222,7 +222,8 @@ async def test_duplicate_and_forged_notifications(
     url = f"http://127.0.0.1:{app.ipn_port}/ipn"
     before = await _ipn_rows(app)
 
-    forged = {**envelope, "Message": envelope["Message"].replace(charge_id, charge_id[:-1] + "9")}
+    other = "8" if charge_id.endswith("9") else "9"  # a changed id, whatever its last digit
+    forged = {**envelope, "Message": envelope["Message"].replace(charge_id, charge_id[:-1] + other)}
     foreign = {**envelope, "SigningCertURL": "https://evil.example.com/cert.pem"}
     lookalike = {
         **envelope,

@@ -154,3 +154,15 @@ async def test_erasing_an_unknown_target_is_not_found(api: Stubs) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         await api.ledger.EraseBuyerData(ledger_pb2.EraseBuyerDataRequest())
     assert missing.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_an_erasure_without_a_target_names_the_field_with_the_other_violations(
+    api: Stubs,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await api.ledger.EraseBuyerData(
+            ledger_pb2.EraseBuyerDataRequest(idempotency_key="not a key!")
+        )
+    info = failure(caught.value)
+    assert (info.code, info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED")
+    assert set(info.violations) == {"target", "idempotency_key"}

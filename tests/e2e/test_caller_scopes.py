@@ -357,3 +357,21 @@ async def test_the_same_idempotency_key_from_two_callers_makes_two_charges(
             squatted.charge.charge_id,
             mine.charge.charge_id,
         }
+
+
+async def test_another_merchants_watch_and_erasure_are_refused_before_their_requests_are_checked(
+    target: str, pki: Pki
+) -> None:
+    async with stubs(target, _token(pki, DEFAULT_SHOP)) as default_shop:
+        ledger = default_shop.ledger
+        # Invalid as well as foreign: the refusal must not reveal which rule the request broke.
+        await _denied(
+            lambda: ledger.WatchEvents(
+                ledger_pb2.WatchEventsRequest(merchant="second", after_event_id=-1), timeout=10
+            )
+        )
+        await _denied(
+            lambda: ledger.EraseBuyerData(
+                ledger_pb2.EraseBuyerDataRequest(merchant="second"), timeout=10
+            )
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from pathlib import Path
 
@@ -333,3 +334,33 @@ async def test_streams_beyond_the_replica_cap_are_refused_and_the_rest_keep_flow
                 stream.cancel()
     finally:
         await app.stop()
+
+
+def _rpc_lines(caplog: pytest.LogCaptureFixture, method: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "service.rpc" and vars(r).get("rpc") == method]
+
+
+async def test_a_watch_logs_one_rpc_line_however_it_ends(
+    api: Stubs, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="service.rpc"):
+        refused = api.ledger.WatchEvents(ledger_pb2.WatchEventsRequest(after_event_id=-1))
+        with pytest.raises(grpc.aio.AioRpcError):
+            await refused.read()
+        live = api.ledger.WatchEvents(ledger_pb2.WatchEventsRequest())
+        await asyncio.sleep(0.3)
+        made = await _create_session(api)
+        assert (await _next_event(live)).object_id == made
+        live.cancel()
+        for _ in range(100):
+            if len(_rpc_lines(caplog, "WatchEvents")) >= 2:
+                break
+            await asyncio.sleep(0.05)
+    lines = [vars(r) for r in _rpc_lines(caplog, "WatchEvents")]
+    assert [(line["code"], line["reason"]) for line in lines] == [
+        ("INVALID_ARGUMENT", "VALIDATION_FAILED"),
+        ("CANCELLED", None),
+    ]
+    assert all(line["merchant"] == "default" for line in lines)
+    # One line per RPC, not per message: the stream's events are not collected into it.
+    assert lines[1]["object_ids"] == {}

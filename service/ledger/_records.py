@@ -1,0 +1,189 @@
+"""What every query module of the ledger shares: the object and event records, the row
+converters, and the base that holds the pool and the PII vault."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from ._pii import PiiVault
+
+__all__ = [
+    "EVENT_SOURCES",
+    "OBJECT_KINDS",
+    "Conn",
+    "Event",
+    "ObjectRecord",
+    "Position",
+    "QueryBase",
+    "StoredObject",
+]
+
+OBJECT_KINDS = ("checkout_session", "charge_permission", "charge", "refund")
+EVENT_SOURCES = ("api", "poll", "ipn", "recovery")
+
+Conn = asyncpg.Connection | PoolConnectionProxy
+
+# Where an event sits in the order events are delivered: (writing transaction id, event id).
+Position = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class ObjectRecord:
+    """What the ledger keeps of one Amazon object after one observation."""
+
+    merchant: str
+    kind: str
+    object_id: str
+    state: str
+    snapshot: Mapping[str, Any]
+    """Amazon's JSON for the object (camelCase), possibly sparse."""
+    reason_code: str | None = None
+    is_final: bool = False
+    checkout_session_id: str | None = None
+    charge_permission_id: str | None = None
+    charge_id: str | None = None
+    amount: str | None = None
+    currency_code: str | None = None
+    merchant_reference_id: str | None = None
+    created_at: datetime | None = None
+    amazon_expires_at: datetime | None = None
+    amazon_request_id: str | None = None
+    """`x-amz-pay-request-id` of our call whose answer this is (None: an IPN, no call of ours)."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    merchant: str
+    kind: str
+    object_id: str
+    state: str
+    reason_code: str | None
+    is_final: bool
+    snapshot: dict[str, Any]
+    checkout_session_id: str | None
+    charge_permission_id: str | None
+    charge_id: str | None
+    amount: str | None
+    currency_code: str | None
+    merchant_reference_id: str | None
+    created_at: datetime
+    amazon_expires_at: datetime | None
+    first_seen_at: datetime
+    updated_at: datetime
+    version: int
+    poll_attempts: int = 0
+    buyer_data_erased_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    event_id: int
+    recorded_at: datetime
+    merchant: str
+    kind: str
+    object_id: str
+    charge_permission_id: str | None
+    state: str
+    reason_code: str | None
+    previous_state: str | None
+    source: str
+    snapshot: dict[str, Any]
+    amazon_request_id: str | None = None
+    tx: int = 1
+
+    @property
+    def position(self) -> Position:
+        return (self.tx, self.event_id)
+
+
+def _decimal_text(value: Decimal | None) -> str | None:
+    return None if value is None else format(value, "f")
+
+
+def _stored(row: asyncpg.Record) -> StoredObject:
+    amount: Decimal | None = row["amount"]
+    return StoredObject(
+        merchant=row["merchant"],
+        kind=row["kind"],
+        object_id=row["object_id"],
+        state=row["state"],
+        reason_code=row["reason_code"],
+        is_final=row["is_final"],
+        snapshot=row["snapshot"],
+        checkout_session_id=row["checkout_session_id"],
+        charge_permission_id=row["charge_permission_id"],
+        charge_id=row["charge_id"],
+        amount=_decimal_text(amount),
+        currency_code=row["currency_code"],
+        merchant_reference_id=row["merchant_reference_id"],
+        created_at=row["created_at"],
+        amazon_expires_at=row["amazon_expires_at"],
+        first_seen_at=row["first_seen_at"],
+        updated_at=row["updated_at"],
+        version=row["version"],
+        poll_attempts=row["poll_attempts"],
+        buyer_data_erased_at=row["buyer_data_erased_at"],
+    )
+
+
+def _event(row: asyncpg.Record) -> Event:
+    return Event(
+        event_id=row["event_id"],
+        recorded_at=row["recorded_at"],
+        merchant=row["merchant"],
+        kind=row["kind"],
+        object_id=row["object_id"],
+        charge_permission_id=row["charge_permission_id"],
+        state=row["state"],
+        reason_code=row["reason_code"],
+        previous_state=row["previous_state"],
+        source=row["source"],
+        snapshot=row["snapshot"],
+        amazon_request_id=row.get("amazon_request_id"),
+        tx=int(row["tx"]),
+    )
+
+
+def _object_params(rec: ObjectRecord, snapshot: Mapping[str, Any]) -> tuple[object, ...]:
+    """$1..$15 of the objects INSERT and UPDATE statements, in column order."""
+    return (
+        rec.merchant,
+        rec.kind,
+        rec.object_id,
+        rec.checkout_session_id,
+        rec.charge_permission_id,
+        rec.charge_id,
+        rec.state,
+        rec.reason_code,
+        rec.is_final,
+        rec.amount,
+        rec.currency_code,
+        rec.merchant_reference_id,
+        dict(snapshot),
+        rec.created_at,
+        rec.amazon_expires_at,
+    )
+
+
+class QueryBase:
+    """The pool and the vault every query mixin of `Repository` works with. Methods take the
+    pool; none holds a connection between calls."""
+
+    def __init__(self, pool: asyncpg.Pool, vault: PiiVault) -> None:
+        self._pool = pool
+        self._vault = vault
+
+    async def _open_objects(self, items: list[StoredObject]) -> list[StoredObject]:
+        snapshots = await self._vault.open_many(self._pool, [o.snapshot for o in items])
+        return [replace(o, snapshot=s) for o, s in zip(items, snapshots, strict=True)]
+
+    async def _open_events(self, items: list[Event]) -> list[Event]:
+        snapshots = await self._vault.open_many(self._pool, [e.snapshot for e in items])
+        return [replace(e, snapshot=s) for e, s in zip(items, snapshots, strict=True)]

@@ -1,0 +1,209 @@
+"""Database chores of the benchmark, soak and test harnesses, so none of them needs the driver or
+writes SQL of its own: create and drop a database, seed copies of recorded objects, audit the
+tables after a run, and the one-statement probe of the driver floor."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+__all__ = [
+    "LedgerAudit",
+    "audit_ledger",
+    "create_database",
+    "drop_database",
+    "seed_object_copies",
+    "statement_probe",
+    "with_database",
+]
+
+
+def with_database(url: str, name: str) -> str:
+    """`url` naming database `name` instead."""
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+async def create_database(server_url: str, name: str) -> str:
+    """Create the empty database `name` on the server `server_url` reaches; returns its URL."""
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return with_database(server_url, name)
+
+
+async def drop_database(server_url: str, url: str) -> None:
+    """Drop the database `url` names, closing its sessions first."""
+    name = urlsplit(url).path.lstrip("/")
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+_ID_FIELD = {
+    "checkout_session": "checkoutSessionId",
+    "charge_permission": "chargePermissionId",
+    "charge": "chargeId",
+    "refund": "refundId",
+}
+
+
+async def seed_object_copies(url: str, count: int) -> tuple[int, int]:
+    """Copy one recorded object of each kind into about `count` rows (ids `S01-SEED-…`, created
+    7 s apart into the past) for list-query load; returns (rows seeded, objects in total)."""
+    conn = await asyncpg.connect(url)
+    try:
+        templates = await conn.fetch(
+            "SELECT DISTINCT ON (kind) kind, object_id FROM objects ORDER BY kind, created_at"
+        )
+        per_kind = -(-count // len(templates))
+        for index, t in enumerate(templates):
+            await conn.execute(
+                """
+                INSERT INTO objects (merchant, kind, object_id, checkout_session_id,
+                    charge_permission_id, charge_id, state, reason_code, is_final, amount,
+                    currency_code, merchant_reference_id, snapshot, created_at,
+                    amazon_expires_at, first_seen_at, updated_at)
+                SELECT o.merchant, o.kind, s.id,
+                    CASE WHEN o.kind = 'checkout_session' THEN s.id
+                         ELSE o.checkout_session_id END,
+                    CASE WHEN o.kind = 'charge_permission' THEN s.id
+                         ELSE o.charge_permission_id END,
+                    CASE WHEN o.kind = 'charge' THEN s.id ELSE o.charge_id END,
+                    o.state, o.reason_code, o.is_final, o.amount, o.currency_code,
+                    'seed-' || g, o.snapshot || jsonb_build_object($3::text, s.id),
+                    now() - make_interval(secs => g * 7.0 + $4::int), o.amazon_expires_at,
+                    now(), now()
+                FROM objects o,
+                     generate_series(1, $2::int) g,
+                     LATERAL (SELECT 'S01-SEED-' || $4::int || '-' || lpad(g::text, 8, '0') AS id) s
+                WHERE o.kind = $1 AND o.object_id = $5
+                """,
+                t["kind"],
+                per_kind,
+                _ID_FIELD[t["kind"]],
+                index,
+                t["object_id"],
+            )
+        await conn.execute("ANALYZE objects")
+        total: int = await conn.fetchval("SELECT count(*) FROM objects")
+        return per_kind * len(templates), total
+    finally:
+        await conn.close()
+
+
+@dataclass(frozen=True)
+class LedgerAudit:
+    """What a soak run's audit compares with the emulator. Rows are plain dicts; `snapshot` is
+    the JSON text as stored."""
+
+    charges_and_refunds: list[dict[str, Any]]
+    event_ids: list[int]
+    """Event ids of merchant `default`."""
+    objects_without_state_event: list[dict[str, Any]]
+    charge_permissions: set[str]
+    checkout_sessions: dict[str, str]
+    """Checkout session id to state."""
+    pending_operations: int
+    stats: dict[str, Any]
+
+
+async def audit_ledger(url: str) -> LedgerAudit:
+    """Read back everything a soak run's audit checks, on one connection."""
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT kind, object_id, state, amount, currency_code, snapshot FROM objects"
+            " WHERE kind IN ('charge', 'refund')"
+        )
+        event_ids = [
+            r["event_id"]
+            for r in await conn.fetch("SELECT event_id FROM events WHERE merchant = 'default'")
+        ]
+        missing_events = await conn.fetch(
+            """
+            SELECT o.kind, o.object_id, o.state FROM objects o
+            WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.merchant = o.merchant
+                AND e.kind = o.kind AND e.object_id = o.object_id AND e.state = o.state)
+            """
+        )
+        ledger_cps = {
+            r["object_id"]
+            for r in await conn.fetch(
+                "SELECT object_id FROM objects WHERE kind = 'charge_permission'"
+            )
+        }
+        sessions = {
+            r["object_id"]: r["state"]
+            for r in await conn.fetch(
+                "SELECT object_id, state FROM objects WHERE kind = 'checkout_session'"
+            )
+        }
+        pending_ops = await conn.fetchval(
+            "SELECT count(*) FROM operations WHERE status = 'pending'"
+        )
+        stats = {
+            "operations_by_status": {
+                r["status"]: r["n"]
+                for r in await conn.fetch(
+                    "SELECT status, count(*) AS n FROM operations GROUP BY status"
+                )
+            },
+            "operations_retried_or_redriven": await conn.fetchval(
+                "SELECT count(*) FROM operations WHERE attempts > 1"
+            ),
+            "events_by_source": {
+                r["source"]: r["n"]
+                for r in await conn.fetch(
+                    "SELECT source, count(*) AS n FROM events GROUP BY source"
+                )
+            },
+            "objects_by_kind": {
+                r["kind"]: r["n"]
+                for r in await conn.fetch("SELECT kind, count(*) AS n FROM objects GROUP BY kind")
+            },
+        }
+    finally:
+        await conn.close()
+    return LedgerAudit(
+        charges_and_refunds=[dict(r) for r in rows],
+        event_ids=event_ids,
+        objects_without_state_event=[dict(r) for r in missing_events],
+        charge_permissions=ledger_cps,
+        checkout_sessions=sessions,
+        pending_operations=int(pending_ops),
+        stats=stats,
+    )
+
+
+@asynccontextmanager
+async def statement_probe(
+    url: str, *, pool_size: int
+) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """A scratch table and a call that writes one jsonb row to it through a pool of `pool_size`
+    connections with the driver's defaults (no codecs, the default reset): the cost of one statement through the
+    driver, which the benchmark's floor subtracts."""
+    pool = await asyncpg.create_pool(url, min_size=pool_size, max_size=pool_size)
+    try:
+        await pool.execute("DROP TABLE IF EXISTS floor_probe_rows")
+        await pool.execute("CREATE TABLE floor_probe_rows (id bigserial PRIMARY KEY, body jsonb)")
+        body = json.dumps({"chargePermissionId": "S01-0000000-0000000", "captureNow": True})
+
+        async def write() -> None:
+            await pool.fetchrow(
+                "INSERT INTO floor_probe_rows (body) VALUES ($1::jsonb) RETURNING id", body
+            )
+
+        yield write
+        await pool.execute("DROP TABLE floor_probe_rows")
+    finally:
+        await pool.close()
