@@ -185,7 +185,6 @@ def _get(
     return client.invoke(endpoint, path_params={param: object_id}, deadline=deadline)
 
 
-
 # After these operations Amazon has created or changed related objects: read them so the ledger
 # holds the charge permission and charge a completed checkout produced.
 class FollowUp(NamedTuple):
