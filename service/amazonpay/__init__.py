@@ -2,14 +2,13 @@
 
 Signs every request (``AMZN-PAY-RSASSA-PSS-V2``), retries throttling, 5xx and connection failures
 with full-jitter backoff inside the caller's deadline (same idempotency key, fresh signature each
-attempt) and returns typed, frozen models that keep Amazon's raw JSON. No gRPC, no SQL: it can be
+attempt) and returns typed, frozen models that keep Amazon's raw JSON. Each operation is one row
+of ``ENDPOINTS``; ``AmazonPayClient.invoke`` sends any of them. No gRPC, no SQL: it can be
 released on its own.
 
 Example::
 
-    from service.amazonpay import (
-        AmazonPayClient, AmazonPayError, CreateChargeRequest, MerchantAccount, Price,
-    )
+    from service.amazonpay import AmazonPayClient, AmazonPayError, MerchantAccount, Price
 
     account = MerchantAccount.load(
         public_key_id="SANDBOX-AHXXXXXXXXXXXXXXXXXXXXXX",
@@ -18,23 +17,31 @@ Example::
     )
     async with AmazonPayClient(account) as client:
         try:
-            charge = await client.create_charge(
-                CreateChargeRequest(
-                    charge_permission_id="S02-1234567-1234567",
-                    charge_amount=Price.of("14.00", "EUR"),
-                    capture_now=True,
-                ),
+            charge = await client.invoke(
+                "CreateCharge",
+                body={
+                    "chargePermissionId": "S02-1234567-1234567",
+                    "chargeAmount": Price.of("14.00", "EUR"),
+                    "captureNow": True,
+                },
                 idempotency_key="order-4711-charge-1",
                 timeout=10.0,
+            )
+            capture = await client.invoke(
+                "CaptureCharge",
+                path_params={"chargeId": charge.raw["chargeId"]},
+                body={"captureAmount": {"amount": "14.00", "currencyCode": "EUR"}},
+                idempotency_key="order-4711-capture-1",
             )
         except AmazonPayError as exc:
             print(exc.http_status, exc.reason_code, exc.request_id)
         else:
-            print(charge.http_status, charge.state, charge.request_id)
+            print(capture.http_status, capture.raw["statusDetails"], capture.request_id)
 """
 
 from ._client import AmazonPayClient, ApiResponse, AttemptEvent, ButtonSignature
 from ._config import SDK_VERSION, ClientConfig, Environment, MerchantAccount, Region
+from ._endpoints import ENDPOINTS, Endpoint
 from ._errors import (
     AmazonPayConnectionError,
     AmazonPayDeadlineExceeded,
@@ -46,21 +53,12 @@ from ._models import (
     Address,
     ApiObject,
     Buyer,
-    CancelChargeRequest,
-    CaptureChargeRequest,
     Charge,
     ChargePermission,
     CheckoutSession,
-    CloseChargePermissionRequest,
-    CompleteCheckoutSessionRequest,
     Constraint,
-    CreateChargeRequest,
-    CreateCheckoutSessionRequest,
-    CreateDeliveryTrackerRequest,
-    CreateRefundRequest,
     DeliveryDetail,
     DeliveryTracker,
-    FinalizeCheckoutSessionRequest,
     Frequency,
     Limits,
     MerchantMetadata,
@@ -71,11 +69,8 @@ from ._models import (
     ProviderMetadata,
     RecurringMetadata,
     Refund,
-    RequestModel,
     StatusDetails,
     StatusReason,
-    UpdateChargePermissionRequest,
-    UpdateCheckoutSessionRequest,
     WebCheckoutDetails,
     format_timestamp,
     normalize_amount,
@@ -102,6 +97,7 @@ from ._transport import AiohttpTransport, HttpRequest, HttpResponse, Transport
 
 __all__ = [
     "DEFAULT_RETRYABLE_STATUSES",
+    "ENDPOINTS",
     "SDK_VERSION",
     "Address",
     "AiohttpTransport",
@@ -118,25 +114,17 @@ __all__ = [
     "AuthorizationHeader",
     "ButtonSignature",
     "Buyer",
-    "CancelChargeRequest",
     "CanonicalRequest",
-    "CaptureChargeRequest",
     "Charge",
     "ChargePermission",
     "CheckoutSession",
     "ClientConfig",
-    "CloseChargePermissionRequest",
-    "CompleteCheckoutSessionRequest",
     "Constraint",
-    "CreateChargeRequest",
-    "CreateCheckoutSessionRequest",
-    "CreateDeliveryTrackerRequest",
-    "CreateRefundRequest",
     "Deadline",
     "DeliveryDetail",
     "DeliveryTracker",
+    "Endpoint",
     "Environment",
-    "FinalizeCheckoutSessionRequest",
     "Frequency",
     "HttpRequest",
     "HttpResponse",
@@ -152,14 +140,11 @@ __all__ = [
     "RecurringMetadata",
     "Refund",
     "Region",
-    "RequestModel",
     "RequestSigner",
     "RetryPolicy",
     "StatusDetails",
     "StatusReason",
     "Transport",
-    "UpdateChargePermissionRequest",
-    "UpdateCheckoutSessionRequest",
     "WebCheckoutDetails",
     "button_string_to_sign",
     "canonical_path",

@@ -1,4 +1,4 @@
-"""``AmazonPayClient``: one merchant account, every Amazon Pay v2 operation, retries included."""
+"""``AmazonPayClient``: one merchant account, any row of ``ENDPOINTS``, retries included."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 from ._config import SDK_VERSION, ClientConfig, MerchantAccount
+from ._endpoints import ENDPOINTS, Endpoint
 from ._errors import (
     AmazonPayConnectionError,
     AmazonPayDeadlineExceeded,
@@ -26,28 +27,7 @@ from ._errors import (
     AmazonPayRequestError,
     AmazonPayTimeoutError,
 )
-from ._models import (
-    ApiObject,
-    Buyer,
-    CancelChargeRequest,
-    CaptureChargeRequest,
-    Charge,
-    ChargePermission,
-    CheckoutSession,
-    CloseChargePermissionRequest,
-    CompleteCheckoutSessionRequest,
-    CreateChargeRequest,
-    CreateCheckoutSessionRequest,
-    CreateDeliveryTrackerRequest,
-    CreateRefundRequest,
-    DeliveryTracker,
-    FinalizeCheckoutSessionRequest,
-    Refund,
-    RequestModel,
-    UpdateChargePermissionRequest,
-    UpdateCheckoutSessionRequest,
-    format_timestamp,
-)
+from ._models import ApiObject, Model, format_timestamp
 from ._retry import Deadline, parse_retry_after
 from ._signing import Algorithm, RequestSigner, canonical_path
 from ._transport import AiohttpTransport, HttpRequest, HttpResponse, Transport
@@ -62,8 +42,7 @@ _SIMULATION_CODE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _PATH_SEGMENT = re.compile(r"[\x21-\x7e]+")
 _REQUEST_ID_HEADER = "x-amz-pay-request-id"
 
-_T = TypeVar("_T", bound=ApiObject)
-Body = Mapping[str, Any] | RequestModel
+Body = Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +112,7 @@ def _json_default(value: object) -> Any:
         return format(value, "f")
     if isinstance(value, datetime):
         return format_timestamp(value)
-    if isinstance(value, RequestModel):
+    if isinstance(value, Model):
         return value.to_json()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
@@ -141,9 +120,10 @@ def _json_default(value: object) -> Any:
 def _encode_body(body: Body | None) -> bytes:
     if body is None:
         return b""
-    data = body.to_json() if isinstance(body, RequestModel) else dict(body)
     try:
-        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+        text = json.dumps(
+            dict(body), separators=(",", ":"), ensure_ascii=False, default=_json_default
+        )
     except (TypeError, ValueError) as exc:
         raise AmazonPayRequestError(f"request body is not JSON serialisable: {exc}") from None
     return text.encode("utf-8")
@@ -158,6 +138,49 @@ def _segment(name: str, value: str) -> str:
     ):
         raise AmazonPayRequestError(f"{name} must be a non-empty id of printable ASCII without '/'")
     return value
+
+
+def _endpoint(endpoint: str | Endpoint) -> Endpoint:
+    if isinstance(endpoint, Endpoint):
+        return endpoint
+    row = ENDPOINTS.get(endpoint)
+    if row is None:
+        raise AmazonPayRequestError(f"unknown Amazon Pay operation {endpoint!r}")
+    return row
+
+
+def _path_segments(row: Endpoint, params: Mapping[str, str]) -> tuple[str, ...]:
+    unknown = sorted(set(params) - set(row.path_params))
+    if unknown:
+        raise AmazonPayRequestError(
+            f"{row.name} has no path parameter {unknown[0]}", operation=row.label
+        )
+    segments: list[str] = []
+    for part in row.path.strip("/").split("/"):
+        if part.startswith("{"):
+            name = part[1:-1]
+            if name not in params:
+                raise AmazonPayRequestError(f"{row.name} needs {name}", operation=row.label)
+            part = _segment(name, params[name])
+        segments.append(part)
+    return tuple(segments)
+
+
+def _parse(row: Endpoint, response: HttpResponse) -> ApiObject:
+    request_id = response.headers.get(_REQUEST_ID_HEADER)
+    try:
+        data = json.loads(response.body) if response.body else {}
+    except ValueError:
+        data = None
+    parsed = row.response.from_json(data) if isinstance(data, dict) else None
+    if parsed is None:
+        raise AmazonPayError(
+            "answer body is not a JSON object",
+            http_status=response.status,
+            request_id=request_id,
+            operation=row.label,
+        )
+    return dataclasses.replace(parsed, http_status=response.status, request_id=request_id)
 
 
 def _check_idempotency_key(key: str) -> str:
@@ -251,338 +274,52 @@ class AmazonPayClient:
     def __repr__(self) -> str:
         return f"AmazonPayClient(account={self._account!r})"
 
-    # --- checkout sessions ---------------------------------------------------------------------
-
-    async def create_checkout_session(
+    async def invoke(
         self,
-        request: CreateCheckoutSessionRequest | Mapping[str, Any],
+        endpoint: str | Endpoint,
         *,
-        idempotency_key: str,
-        simulation_code: str | None = None,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> CheckoutSession:
-        """POST /checkoutSessions (201). ``storeId`` defaults to the account's store id."""
-        body = request.to_json() if isinstance(request, RequestModel) else dict(request)
-        if "storeId" not in body and self._account.store_id:
-            body["storeId"] = self._account.store_id
-        return await self._call(
-            CheckoutSession,
-            "create_checkout_session",
-            "POST",
-            ("checkoutSessions",),
-            body,
-            _check_idempotency_key(idempotency_key),
-            simulation_code,
-            timeout,
-            deadline,
-        )
-
-    async def get_checkout_session(
-        self,
-        checkout_session_id: str,
-        *,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> CheckoutSession:
-        """GET /checkoutSessions/{id}."""
-        path = ("checkoutSessions", _segment("checkout_session_id", checkout_session_id))
-        return await self._call(
-            CheckoutSession,
-            "get_checkout_session",
-            "GET",
-            path,
-            None,
-            None,
-            None,
-            timeout,
-            deadline,
-        )
-
-    async def update_checkout_session(
-        self,
-        checkout_session_id: str,
-        request: UpdateCheckoutSessionRequest | Mapping[str, Any],
-        *,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> CheckoutSession:
-        """PATCH /checkoutSessions/{id}."""
-        path = ("checkoutSessions", _segment("checkout_session_id", checkout_session_id))
-        return await self._call(
-            CheckoutSession,
-            "update_checkout_session",
-            "PATCH",
-            path,
-            request,
-            None,
-            None,
-            timeout,
-            deadline,
-        )
-
-    async def complete_checkout_session(
-        self,
-        checkout_session_id: str,
-        request: CompleteCheckoutSessionRequest | Mapping[str, Any],
-        *,
-        idempotency_key: str,
-        simulation_code: str | None = None,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> CheckoutSession:
-        """POST /checkoutSessions/{id}/complete (200, or 202 while authorization is pending)."""
-        path = (
-            "checkoutSessions",
-            _segment("checkout_session_id", checkout_session_id),
-            "complete",
-        )
-        return await self._call(
-            CheckoutSession,
-            "complete_checkout_session",
-            "POST",
-            path,
-            request,
-            _check_idempotency_key(idempotency_key),
-            simulation_code,
-            timeout,
-            deadline,
-        )
-
-    async def finalize_checkout_session(
-        self,
-        checkout_session_id: str,
-        request: FinalizeCheckoutSessionRequest | Mapping[str, Any],
-        *,
-        idempotency_key: str,
-        simulation_code: str | None = None,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> CheckoutSession:
-        """POST /checkoutSessions/{id}/finalize (200, or 202 while authorization is pending)."""
-        path = (
-            "checkoutSessions",
-            _segment("checkout_session_id", checkout_session_id),
-            "finalize",
-        )
-        return await self._call(
-            CheckoutSession,
-            "finalize_checkout_session",
-            "POST",
-            path,
-            request,
-            _check_idempotency_key(idempotency_key),
-            simulation_code,
-            timeout,
-            deadline,
-        )
-
-    # --- charge permissions ----------------------------------------------------------------------
-
-    async def get_charge_permission(
-        self,
-        charge_permission_id: str,
-        *,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> ChargePermission:
-        """GET /chargePermissions/{id}."""
-        path = ("chargePermissions", _segment("charge_permission_id", charge_permission_id))
-        return await self._call(
-            ChargePermission,
-            "get_charge_permission",
-            "GET",
-            path,
-            None,
-            None,
-            None,
-            timeout,
-            deadline,
-        )
-
-    async def update_charge_permission(
-        self,
-        charge_permission_id: str,
-        request: UpdateChargePermissionRequest | Mapping[str, Any],
-        *,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> ChargePermission:
-        """PATCH /chargePermissions/{id}."""
-        path = ("chargePermissions", _segment("charge_permission_id", charge_permission_id))
-        return await self._call(
-            ChargePermission,
-            "update_charge_permission",
-            "PATCH",
-            path,
-            request,
-            None,
-            None,
-            timeout,
-            deadline,
-        )
-
-    async def close_charge_permission(
-        self,
-        charge_permission_id: str,
-        request: CloseChargePermissionRequest | Mapping[str, Any],
-        *,
-        simulation_code: str | None = None,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> ChargePermission:
-        """DELETE /chargePermissions/{id}/close, with a JSON body."""
-        path = (
-            "chargePermissions",
-            _segment("charge_permission_id", charge_permission_id),
-            "close",
-        )
-        return await self._call(
-            ChargePermission,
-            "close_charge_permission",
-            "DELETE",
-            path,
-            request,
-            None,
-            simulation_code,
-            timeout,
-            deadline,
-        )
-
-    # --- charges ---------------------------------------------------------------------------------
-
-    async def create_charge(
-        self,
-        request: CreateChargeRequest | Mapping[str, Any],
-        *,
-        idempotency_key: str,
-        simulation_code: str | None = None,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> Charge:
-        """POST /charges (201; a synchronous decline is an :class:`AmazonPayError`)."""
-        return await self._call(
-            Charge,
-            "create_charge",
-            "POST",
-            ("charges",),
-            request,
-            _check_idempotency_key(idempotency_key),
-            simulation_code,
-            timeout,
-            deadline,
-        )
-
-    async def get_charge(
-        self, charge_id: str, *, timeout: float | None = None, deadline: float | None = None
-    ) -> Charge:
-        """GET /charges/{id}."""
-        path = ("charges", _segment("charge_id", charge_id))
-        return await self._call(
-            Charge, "get_charge", "GET", path, None, None, None, timeout, deadline
-        )
-
-    async def capture_charge(
-        self,
-        charge_id: str,
-        request: CaptureChargeRequest | Mapping[str, Any],
-        *,
-        idempotency_key: str,
-        simulation_code: str | None = None,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> Charge:
-        """POST /charges/{id}/capture."""
-        path = ("charges", _segment("charge_id", charge_id), "capture")
-        return await self._call(
-            Charge,
-            "capture_charge",
-            "POST",
-            path,
-            request,
-            _check_idempotency_key(idempotency_key),
-            simulation_code,
-            timeout,
-            deadline,
-        )
-
-    async def cancel_charge(
-        self,
-        charge_id: str,
-        request: CancelChargeRequest | Mapping[str, Any],
-        *,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> Charge:
-        """DELETE /charges/{id}/cancel, with a JSON body."""
-        path = ("charges", _segment("charge_id", charge_id), "cancel")
-        return await self._call(
-            Charge, "cancel_charge", "DELETE", path, request, None, None, timeout, deadline
-        )
-
-    # --- refunds, buyers, delivery trackers ------------------------------------------------------
-
-    async def create_refund(
-        self,
-        request: CreateRefundRequest | Mapping[str, Any],
-        *,
-        idempotency_key: str,
-        simulation_code: str | None = None,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> Refund:
-        """POST /refunds (201, state RefundInitiated)."""
-        return await self._call(
-            Refund,
-            "create_refund",
-            "POST",
-            ("refunds",),
-            request,
-            _check_idempotency_key(idempotency_key),
-            simulation_code,
-            timeout,
-            deadline,
-        )
-
-    async def get_refund(
-        self, refund_id: str, *, timeout: float | None = None, deadline: float | None = None
-    ) -> Refund:
-        """GET /refunds/{id}."""
-        path = ("refunds", _segment("refund_id", refund_id))
-        return await self._call(
-            Refund, "get_refund", "GET", path, None, None, None, timeout, deadline
-        )
-
-    async def get_buyer(
-        self, buyer_token: str, *, timeout: float | None = None, deadline: float | None = None
-    ) -> Buyer:
-        """GET /buyers/{buyerToken}."""
-        path = ("buyers", _segment("buyer_token", buyer_token))
-        return await self._call(
-            Buyer, "get_buyer", "GET", path, None, None, None, timeout, deadline
-        )
-
-    async def create_delivery_tracker(
-        self,
-        request: CreateDeliveryTrackerRequest | Mapping[str, Any],
-        *,
+        path_params: Mapping[str, str] | None = None,
+        body: Body | None = None,
         idempotency_key: str | None = None,
+        simulation_code: str | None = None,
         timeout: float | None = None,
         deadline: float | None = None,
-    ) -> DeliveryTracker:
-        """POST /v2/deliveryTrackers (a fresh idempotency key is used when none is given)."""
-        key = _check_idempotency_key(idempotency_key or uuid.uuid4().hex)
-        return await self._call(
-            DeliveryTracker,
-            "create_delivery_tracker",
-            "POST",
-            ("deliveryTrackers",),
-            request,
-            key,
-            None,
+    ) -> ApiObject:
+        """Send one operation of :data:`ENDPOINTS` (by name, e.g. ``"CaptureCharge"``) and
+        return its typed answer (``http_status`` and ``request_id`` set).
+
+        ``path_params`` fills the row's path template; a POST needs ``idempotency_key`` and only
+        a POST may carry one; ``simulation_code`` only where the row takes one (sandbox only).
+        """
+        row = _endpoint(endpoint)
+        segments = _path_segments(row, path_params or {})
+        if row.takes_idempotency_key:
+            if idempotency_key is None:
+                raise AmazonPayRequestError(
+                    f"idempotency_key is required for {row.name}", operation=row.label
+                )
+            _check_idempotency_key(idempotency_key)
+        elif idempotency_key is not None:
+            raise AmazonPayRequestError(f"{row.name} takes no idempotency_key", operation=row.label)
+        if simulation_code is not None and not row.takes_simulation_code:
+            raise AmazonPayRequestError(f"{row.name} takes no simulation_code", operation=row.label)
+        if row.default_store_id and self._account.store_id:
+            data = dict(body or {})
+            data.setdefault("storeId", self._account.store_id)
+            body = data
+        elif row.method == "GET" and body is not None:
+            raise AmazonPayRequestError(f"{row.name} takes no body", operation=row.label)
+        response = await self._execute(
+            row.label,
+            row.method,
+            segments,
+            body,
+            idempotency_key,
+            simulation_code,
             timeout,
             deadline,
         )
+        return _parse(row, response)
 
     # --- button signature and raw access ---------------------------------------------------------
 
@@ -633,36 +370,6 @@ class AmazonPayClient:
         )
 
     # --- machinery -------------------------------------------------------------------------------
-
-    async def _call(
-        self,
-        model: type[_T],
-        operation: str,
-        method: str,
-        segments: tuple[str, ...],
-        body: Body | None,
-        idempotency_key: str | None,
-        simulation_code: str | None,
-        timeout: float | None,
-        deadline: float | None,
-    ) -> _T:
-        response = await self._execute(
-            operation, method, segments, body, idempotency_key, simulation_code, timeout, deadline
-        )
-        request_id = response.headers.get(_REQUEST_ID_HEADER)
-        try:
-            data = json.loads(response.body) if response.body else {}
-        except ValueError:
-            data = None
-        parsed = model.from_json(data) if isinstance(data, dict) else None
-        if parsed is None:
-            raise AmazonPayError(
-                "answer body is not a JSON object",
-                http_status=response.status,
-                request_id=request_id,
-                operation=operation,
-            )
-        return dataclasses.replace(parsed, http_status=response.status, request_id=request_id)
 
     def _headers(self, idempotency_key: str | None, simulation_code: str | None) -> dict[str, str]:
         headers = dict(self._static_headers)

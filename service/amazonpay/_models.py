@@ -1,4 +1,4 @@
-"""Typed Amazon Pay v2 objects and request bodies.
+"""Typed Amazon Pay v2 objects (answers; request bodies are camelCase mappings).
 
 Every model is a frozen dataclass built from (and serialisable to) Amazon's camelCase JSON. Parsing
 is lenient on purpose: a missing or oddly typed field becomes None, and the untouched JSON dict is
@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -23,21 +23,12 @@ __all__ = [
     "Address",
     "ApiObject",
     "Buyer",
-    "CancelChargeRequest",
-    "CaptureChargeRequest",
     "Charge",
     "ChargePermission",
     "CheckoutSession",
-    "CloseChargePermissionRequest",
-    "CompleteCheckoutSessionRequest",
     "Constraint",
-    "CreateChargeRequest",
-    "CreateCheckoutSessionRequest",
-    "CreateDeliveryTrackerRequest",
-    "CreateRefundRequest",
     "DeliveryDetail",
     "DeliveryTracker",
-    "FinalizeCheckoutSessionRequest",
     "Frequency",
     "Limits",
     "MerchantMetadata",
@@ -48,11 +39,8 @@ __all__ = [
     "ProviderMetadata",
     "RecurringMetadata",
     "Refund",
-    "RequestModel",
     "StatusDetails",
     "StatusReason",
-    "UpdateChargePermissionRequest",
-    "UpdateCheckoutSessionRequest",
     "WebCheckoutDetails",
     "format_timestamp",
     "normalize_amount",
@@ -280,26 +268,6 @@ class ApiObject(Model):
     """HTTP status of the answer (201 created, 202 authorization pending, 200 ...)."""
     request_id: str | None = field(default=None, compare=False)
     """``x-amz-pay-request-id`` of the answer, for Amazon support and logs."""
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class RequestModel:
-    """Base of request bodies; ``extra`` carries fields this SDK does not model yet."""
-
-    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
-    """Additional camelCase fields merged into the body (known fields win)."""
-
-    def to_json(self) -> dict[str, Any]:
-        """The camelCase JSON body."""
-        out = dict(self.extra)
-        for f in dataclasses.fields(self):
-            if "json" not in f.metadata:
-                continue
-            value = getattr(self, f.name)
-            if value is None or (isinstance(value, tuple) and not value):
-                continue
-            out[f.metadata["json"]] = _to_json_value(value)
-        return out
 
 
 # --- parts ---------------------------------------------------------------------------------------
@@ -704,152 +672,3 @@ class DeliveryTracker(ApiObject):
     delivery_details: tuple[DeliveryDetail, ...] = field(
         default=(), metadata=_j("deliveryDetails", _nested_tuple(DeliveryDetail))
     )
-
-
-# --- request bodies ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class CreateCheckoutSessionRequest(RequestModel):
-    """Body of Create Checkout Session; ``store_id`` defaults to the account's."""
-
-    web_checkout_details: WebCheckoutDetails | None = field(
-        default=None, metadata=_j("webCheckoutDetails")
-    )
-    store_id: str | None = field(default=None, metadata=_j("storeId"))
-    payment_details: PaymentDetails | None = field(default=None, metadata=_j("paymentDetails"))
-    merchant_metadata: MerchantMetadata | None = field(
-        default=None, metadata=_j("merchantMetadata")
-    )
-    platform_id: str | None = field(default=None, metadata=_j("platformId"))
-    provider_metadata: ProviderMetadata | None = field(
-        default=None, metadata=_j("providerMetadata")
-    )
-    delivery_specifications: Mapping[str, Any] | None = field(
-        default=None, metadata=_j("deliverySpecifications")
-    )
-    charge_permission_type: str | None = field(default=None, metadata=_j("chargePermissionType"))
-    recurring_metadata: RecurringMetadata | None = field(
-        default=None, metadata=_j("recurringMetadata")
-    )
-    address_details: Address | None = field(default=None, metadata=_j("addressDetails"))
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class UpdateCheckoutSessionRequest(RequestModel):
-    """Body of Update Checkout Session (only what is set is sent)."""
-
-    web_checkout_details: WebCheckoutDetails | None = field(
-        default=None, metadata=_j("webCheckoutDetails")
-    )
-    payment_details: PaymentDetails | None = field(default=None, metadata=_j("paymentDetails"))
-    merchant_metadata: MerchantMetadata | None = field(
-        default=None, metadata=_j("merchantMetadata")
-    )
-    platform_id: str | None = field(default=None, metadata=_j("platformId"))
-    provider_metadata: ProviderMetadata | None = field(
-        default=None, metadata=_j("providerMetadata")
-    )
-    recurring_metadata: RecurringMetadata | None = field(
-        default=None, metadata=_j("recurringMetadata")
-    )
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class CompleteCheckoutSessionRequest(RequestModel):
-    """Body of Complete Checkout Session; ``charge_amount`` must equal the session's."""
-
-    charge_amount: Price | None = field(default=None, metadata=_j("chargeAmount"))
-    total_order_amount: Price | None = field(default=None, metadata=_j("totalOrderAmount"))
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class FinalizeCheckoutSessionRequest(RequestModel):
-    """Body of Finalize Checkout Session (Amazon Pay Checkout v2 with additional payment button)."""
-
-    charge_amount: Price | None = field(default=None, metadata=_j("chargeAmount"))
-    total_order_amount: Price | None = field(default=None, metadata=_j("totalOrderAmount"))
-    shipping_address: Address | None = field(default=None, metadata=_j("shippingAddress"))
-    billing_address: Address | None = field(default=None, metadata=_j("billingAddress"))
-    payment_intent: str | None = field(default=None, metadata=_j("paymentIntent"))
-    can_handle_pending_authorization: bool | None = field(
-        default=None, metadata=_j("canHandlePendingAuthorization")
-    )
-    supplementary_data: str | None = field(default=None, metadata=_j("supplementaryData"))
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class UpdateChargePermissionRequest(RequestModel):
-    """Body of Update Charge Permission."""
-
-    merchant_metadata: MerchantMetadata | None = field(
-        default=None, metadata=_j("merchantMetadata")
-    )
-    recurring_metadata: RecurringMetadata | None = field(
-        default=None, metadata=_j("recurringMetadata")
-    )
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class CloseChargePermissionRequest(RequestModel):
-    """Body of Close Charge Permission (sent with DELETE)."""
-
-    closure_reason: str | None = field(default=None, metadata=_j("closureReason"))
-    cancel_pending_charges: bool | None = field(default=None, metadata=_j("cancelPendingCharges"))
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class CreateChargeRequest(RequestModel):
-    """Body of Create Charge."""
-
-    charge_permission_id: str | None = field(default=None, metadata=_j("chargePermissionId"))
-    charge_amount: Price | None = field(default=None, metadata=_j("chargeAmount"))
-    capture_now: bool | None = field(default=None, metadata=_j("captureNow"))
-    soft_descriptor: str | None = field(default=None, metadata=_j("softDescriptor"))
-    can_handle_pending_authorization: bool | None = field(
-        default=None, metadata=_j("canHandlePendingAuthorization")
-    )
-    merchant_metadata: MerchantMetadata | None = field(
-        default=None, metadata=_j("merchantMetadata")
-    )
-    provider_metadata: ProviderMetadata | None = field(
-        default=None, metadata=_j("providerMetadata")
-    )
-    platform_id: str | None = field(default=None, metadata=_j("platformId"))
-    charge_initiator: str | None = field(default=None, metadata=_j("chargeInitiator"))
-    channel: str | None = field(default=None, metadata=_j("channel"))
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class CaptureChargeRequest(RequestModel):
-    """Body of Capture Charge."""
-
-    capture_amount: Price | None = field(default=None, metadata=_j("captureAmount"))
-    soft_descriptor: str | None = field(default=None, metadata=_j("softDescriptor"))
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class CancelChargeRequest(RequestModel):
-    """Body of Cancel Charge (sent with DELETE)."""
-
-    cancellation_reason: str | None = field(default=None, metadata=_j("cancellationReason"))
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class CreateRefundRequest(RequestModel):
-    """Body of Create Refund."""
-
-    charge_id: str | None = field(default=None, metadata=_j("chargeId"))
-    refund_amount: Price | None = field(default=None, metadata=_j("refundAmount"))
-    soft_descriptor: str | None = field(default=None, metadata=_j("softDescriptor"))
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class CreateDeliveryTrackerRequest(RequestModel):
-    """Body of Create Delivery Tracker (one of the two ids)."""
-
-    charge_permission_id: str | None = field(default=None, metadata=_j("chargePermissionId"))
-    amazon_order_reference_id: str | None = field(
-        default=None, metadata=_j("amazonOrderReferenceId")
-    )
-    delivery_details: Sequence[DeliveryDetail] = field(default=(), metadata=_j("deliveryDetails"))

@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -31,11 +32,13 @@ from typing import Any, Literal, NamedTuple, TypeVar
 from opentelemetry import trace
 
 from service.amazonpay import (
+    ENDPOINTS,
     AmazonPayClient,
     AmazonPayDeadlineExceeded,
     AmazonPayError,
     AmazonPayRequestError,
     ApiObject,
+    Endpoint,
 )
 from service.ledger import Event, ObjectRecord, Operation, Repository
 
@@ -109,19 +112,49 @@ class AmazonCall:
         )
 
 
-Invoke = Callable[[AmazonPayClient, AmazonCall, str | None, float | None], Awaitable[ApiObject]]
-
-
 @dataclass(frozen=True)
 class Spec:
-    """How one operation reaches Amazon and what it records."""
+    """What core adds to an endpoint that changes something: the ledger kind it records."""
 
     operation: str
+    """Name of the row in `ENDPOINTS` (also the operation's name in the ledger)."""
     kind: str | None
     """Ledger kind of the object Amazon answers with (None: nothing to record)."""
-    invoke: Invoke
-    amazon_key: bool
-    """Whether Amazon takes an idempotency key for it (POSTs)."""
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return ENDPOINTS[self.operation]
+
+    @property
+    def amazon_key(self) -> bool:
+        """Whether the call carries the derived idempotency key (every POST)."""
+        return self.endpoint.takes_idempotency_key
+
+
+SPECS: Mapping[str, Spec] = {
+    s.operation: s
+    for s in (
+        Spec("CreateCheckoutSession", "checkout_session"),
+        Spec("UpdateCheckoutSession", "checkout_session"),
+        Spec("CompleteCheckoutSession", "checkout_session"),
+        Spec("FinalizeCheckoutSession", "checkout_session"),
+        Spec("UpdateChargePermission", "charge_permission"),
+        Spec("CloseChargePermission", "charge_permission"),
+        Spec("CreateCharge", "charge"),
+        Spec("CaptureCharge", "charge"),
+        Spec("CancelCharge", "charge"),
+        Spec("CreateRefund", "refund"),
+        Spec("CreateDeliveryTracker", None),
+    )
+}
+
+GETTERS: Mapping[str, str] = {
+    "checkout_session": "GetCheckoutSession",
+    "charge_permission": "GetChargePermission",
+    "charge": "GetCharge",
+    "refund": "GetRefund",
+}
+"""Ledger kind -> the `ENDPOINTS` row that reads one object of it."""
 
 
 def _path_id(call: AmazonCall) -> str:
@@ -130,133 +163,26 @@ def _path_id(call: AmazonCall) -> str:
     return call.path_id
 
 
-def _key(key: str | None) -> str:
-    assert key is not None
-    return key
-
-
-SPECS: Mapping[str, Spec] = {
-    s.operation: s
-    for s in (
-        Spec(
-            "CreateCheckoutSession",
-            "checkout_session",
-            lambda c, call, key, dl: c.create_checkout_session(
-                call.body,
-                idempotency_key=_key(key),
-                simulation_code=call.simulation_code,
-                deadline=dl,
-            ),
-            True,
-        ),
-        Spec(
-            "UpdateCheckoutSession",
-            "checkout_session",
-            lambda c, call, key, dl: c.update_checkout_session(
-                _path_id(call), call.body, deadline=dl
-            ),
-            False,
-        ),
-        Spec(
-            "CompleteCheckoutSession",
-            "checkout_session",
-            lambda c, call, key, dl: c.complete_checkout_session(
-                _path_id(call),
-                call.body,
-                idempotency_key=_key(key),
-                simulation_code=call.simulation_code,
-                deadline=dl,
-            ),
-            True,
-        ),
-        Spec(
-            "FinalizeCheckoutSession",
-            "checkout_session",
-            lambda c, call, key, dl: c.finalize_checkout_session(
-                _path_id(call),
-                call.body,
-                idempotency_key=_key(key),
-                simulation_code=call.simulation_code,
-                deadline=dl,
-            ),
-            True,
-        ),
-        Spec(
-            "UpdateChargePermission",
-            "charge_permission",
-            lambda c, call, key, dl: c.update_charge_permission(
-                _path_id(call), call.body, deadline=dl
-            ),
-            False,
-        ),
-        Spec(
-            "CloseChargePermission",
-            "charge_permission",
-            lambda c, call, key, dl: c.close_charge_permission(
-                _path_id(call), call.body, simulation_code=call.simulation_code, deadline=dl
-            ),
-            False,
-        ),
-        Spec(
-            "CreateCharge",
-            "charge",
-            lambda c, call, key, dl: c.create_charge(
-                call.body,
-                idempotency_key=_key(key),
-                simulation_code=call.simulation_code,
-                deadline=dl,
-            ),
-            True,
-        ),
-        Spec(
-            "CaptureCharge",
-            "charge",
-            lambda c, call, key, dl: c.capture_charge(
-                _path_id(call),
-                call.body,
-                idempotency_key=_key(key),
-                simulation_code=call.simulation_code,
-                deadline=dl,
-            ),
-            True,
-        ),
-        Spec(
-            "CancelCharge",
-            "charge",
-            lambda c, call, key, dl: c.cancel_charge(_path_id(call), call.body, deadline=dl),
-            False,
-        ),
-        Spec(
-            "CreateRefund",
-            "refund",
-            lambda c, call, key, dl: c.create_refund(
-                call.body,
-                idempotency_key=_key(key),
-                simulation_code=call.simulation_code,
-                deadline=dl,
-            ),
-            True,
-        ),
-        Spec(
-            "CreateDeliveryTracker",
-            None,
-            lambda c, call, key, dl: c.create_delivery_tracker(
-                call.body, idempotency_key=key, deadline=dl
-            ),
-            True,
-        ),
+def _send(
+    client: AmazonPayClient, call: AmazonCall, key: str | None, deadline: float | None
+) -> Awaitable[ApiObject]:
+    endpoint = ENDPOINTS[call.operation]
+    return client.invoke(
+        endpoint,
+        path_params={name: _path_id(call) for name in endpoint.path_params},
+        body=call.body,
+        idempotency_key=key if endpoint.takes_idempotency_key else None,
+        simulation_code=call.simulation_code if endpoint.takes_simulation_code else None,
+        deadline=deadline,
     )
-}
 
 
-Getter = Callable[[AmazonPayClient, str, float | None], Awaitable[ApiObject]]
-
-GETTERS: Mapping[str, Getter] = {
-    "checkout_session": lambda c, oid, dl: c.get_checkout_session(oid, deadline=dl),
-    "charge_permission": lambda c, oid, dl: c.get_charge_permission(oid, deadline=dl),
-    "charge": lambda c, oid, dl: c.get_charge(oid, deadline=dl),
-    "refund": lambda c, oid, dl: c.get_refund(oid, deadline=dl),
-}
+def _get(
+    client: AmazonPayClient, kind: str, object_id: str, deadline: float | None
+) -> Awaitable[ApiObject]:
+    endpoint = ENDPOINTS[GETTERS[kind]]
+    [param] = endpoint.path_params
+    return client.invoke(endpoint, path_params={param: object_id}, deadline=deadline)
 
 
 # After these operations Amazon has created or changed related objects: read them so the ledger
@@ -279,19 +205,13 @@ _FOLLOW_UPS: Mapping[str, tuple[FollowUp, ...]] = {
 
 
 NOT_REPLAYED: Mapping[str, tuple[str, frozenset[str]]] = {
-    "CompleteCheckoutSession": ("checkout_session", frozenset({"InvalidCheckoutSessionStatus"})),
-    "FinalizeCheckoutSession": ("checkout_session", frozenset({"InvalidCheckoutSessionStatus"})),
-    "UpdateCheckoutSession": ("checkout_session", frozenset({"InvalidCheckoutSessionStatus"})),
-    "UpdateChargePermission": (
-        "charge_permission",
-        frozenset({"InvalidChargePermissionStatus", "ChargePermissionNotModifiable"}),
-    ),
-    "CloseChargePermission": ("charge_permission", frozenset({"InvalidChargePermissionStatus"})),
-    "CancelCharge": ("charge", frozenset({"InvalidChargeStatus"})),
+    spec.operation: (spec.kind, spec.endpoint.refusals_once_applied)
+    for spec in SPECS.values()
+    if spec.kind is not None and not spec.endpoint.replayed_by_key
 }
-"""Operations Amazon does not replay by idempotency key (PATCH, DELETE, and the Complete and
-Finalize POSTs, whose reference takes no key): operation -> (kind of the object it changes, the
-refusals a repeat gets once Amazon applied it). Such a refusal is settled by reading the object."""
+"""Operations Amazon does not replay by idempotency key (read from `ENDPOINTS`): operation ->
+(kind of the object it changes, the refusals a repeat gets once Amazon applied it). Such a
+refusal is settled by reading the object."""
 
 
 class ObjectNotFound(LookupError):
@@ -446,7 +366,10 @@ class Payments:
     ) -> Outcome:
         spec = SPECS[call.operation]
         if not idempotency_key:
-            obj = await self._invoke(merchant, call, None, deadline)
+            # The caller did not make the call repeatable: a POST still needs a key at Amazon,
+            # a fresh one (each such call is new).
+            fresh = uuid.uuid4().hex if spec.amazon_key else None
+            obj = await self._invoke(merchant, call, fresh, deadline)
             response = _response_of(obj)
             records = self.records(spec.kind, merchant.alias, response["body"], obj.request_id)
             events = await _shielded(
@@ -555,9 +478,7 @@ class Payments:
         a re-drive after a crash, a second caller) is refused as a state error: if the object
         shows the call's effect, the call succeeded and the object is the answer."""
         try:
-            return await merchant.call(
-                lambda: SPECS[call.operation].invoke(merchant.client, call, key, deadline)
-            )
+            return await merchant.call(lambda: _send(merchant.client, call, key, deadline))
         except AmazonPayError as exc:
             settled = await self._settle_refusal(merchant, call, exc, deadline)
             if settled is None:
@@ -576,7 +497,7 @@ class Payments:
             return None
         kind = rule[0]
         try:
-            current = await merchant.call(lambda: GETTERS[kind](merchant.client, path_id, deadline))
+            current = await merchant.call(lambda: _get(merchant.client, kind, path_id, deadline))
         except AmazonPayError:
             return None
         state = getattr(current, "state", None)
@@ -623,7 +544,7 @@ class Payments:
         if isinstance(charge_id, str) and charge_id:
             try:
                 charge = await merchant.call(
-                    partial(GETTERS["charge"], merchant.client, charge_id, deadline)
+                    partial(_get, merchant.client, "charge", charge_id, deadline)
                 )
                 witnesses.append(charge.raw.get("chargeAmount"))
                 pending = getattr(charge, "state", None) == "AuthorizationInitiated"
@@ -652,7 +573,7 @@ class Payments:
             # limit is the chargeAmount unless totalOrderAmount or allowOvercharge raised it.
             try:
                 permission = await merchant.call(
-                    partial(GETTERS["charge_permission"], merchant.client, permission_id, deadline)
+                    partial(_get, merchant.client, "charge_permission", permission_id, deadline)
                 )
                 limits = permission.raw.get("limits")
                 if isinstance(limits, Mapping) and limits.get("amountLimit") is not None:
@@ -681,9 +602,7 @@ class Payments:
                     merchant.alias, kind, object_id, timeout=_COMMIT_TIMEOUT_S
                 ):
                     continue
-                obj = await merchant.call(
-                    partial(GETTERS[kind], merchant.client, object_id, deadline)
-                )
+                obj = await merchant.call(partial(_get, merchant.client, kind, object_id, deadline))
                 await self.repository.record(
                     self.records(kind, merchant.alias, obj.raw, obj.request_id),
                     "api",
@@ -748,9 +667,7 @@ class Payments:
                 raise ObjectNotFound(f"{kind} {object_id} is not in the ledger")
         try:
             async with merchant.admission:
-                obj = await merchant.call(
-                    lambda: GETTERS[kind](merchant.client, object_id, deadline)
-                )
+                obj = await merchant.call(lambda: _get(merchant.client, kind, object_id, deadline))
         except AmazonPayError as exc:
             if source == "auto" and (exc.http_status == 404 or exc.retryable):
                 stored = stored or await self.repository.get_object(
@@ -779,7 +696,9 @@ class Payments:
         merchant = self.merchants.get(merchant_alias)
         async with merchant.admission:
             return await merchant.call(
-                lambda: merchant.client.get_buyer(buyer_token, deadline=deadline)
+                lambda: merchant.client.invoke(
+                    "GetBuyer", path_params={"buyerToken": buyer_token}, deadline=deadline
+                )
             )
 
     async def _refresh_charge(
@@ -790,7 +709,7 @@ class Payments:
             return
         try:
             obj = await merchant.call(
-                partial(GETTERS["charge"], merchant.client, charge_id, time.monotonic() + 30)
+                partial(_get, merchant.client, "charge", charge_id, time.monotonic() + 30)
             )
             await self.repository.record(
                 self.records("charge", merchant.alias, obj.raw, obj.request_id),

@@ -153,6 +153,23 @@ async def test_delivery_tracker_is_created(api: Stubs, clean_emulator: EmulatorP
     assert tracker.delivery_tracker.delivery_details[0].tracking_number == "1Z999"
 
 
+async def test_a_delivery_tracker_without_a_caller_key_is_sent_with_a_fresh_one(
+    api: Stubs, clean_emulator: EmulatorProcess
+) -> None:
+    done = await checkout(api, clean_emulator, intent=cs.PAYMENT_INTENT_AUTHORIZE_WITH_CAPTURE)
+    request = delivery_tracker_pb2.CreateDeliveryTrackerRequest(
+        charge_permission_id=done.charge_permission_id,
+        delivery_details=[
+            delivery_tracker_pb2.DeliveryDetail(tracking_number="1Z1", carrier_code="UPS")
+        ],
+    )
+    first = await api.trackers.CreateDeliveryTracker(request)
+    second = await api.trackers.CreateDeliveryTracker(request)
+    for tracker in (first, second):
+        assert tracker.delivery_tracker.charge_permission_id == done.charge_permission_id
+        assert not tracker.idempotent_replay
+
+
 async def test_finalize_a_session_for_an_additional_payment_button(
     api: Stubs, clean_emulator: EmulatorProcess
 ) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Generic, Literal, TypedDict, TypeVar, Unpack, cast
 
 import grpc
 from google.protobuf import field_mask_pb2, timestamp_pb2
@@ -67,6 +68,7 @@ Source = Literal["auto", "ledger", "amazon"]
 Kind = Literal["checkout_session", "charge_permission", "charge", "refund"]
 EventSourceName = Literal["api", "poll", "ipn", "recovery"]
 Resp = TypeVar("Resp", bound=_ProtoMessage)
+GetResp = TypeVar("GetResp", bound=_ProtoMessage)
 
 _PACKAGE = "payments.amazonpay.v1"
 
@@ -156,49 +158,97 @@ def _request(cls: Any, fields: Mapping[str, Any]) -> Message:
         ) from exc
 
 
+class _ReadOptions(TypedDict, total=False):
+    """Keyword arguments every read takes."""
+
+    merchant: str | None
+    timeout: float | None
+
+
+class _WriteOptions(_ReadOptions, total=False):
+    """Keyword arguments every mutating call takes."""
+
+    idempotency_key: str | None
+
+
+@dataclass(frozen=True)
+class _Rpc(Generic[Resp]):
+    """One RPC: its name, request and response messages, and whether it changes something."""
+
+    name: str
+    request: Any
+    response: type[Resp]
+    write: bool = False
+
+
+def _fields(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """A method's `locals()` as request fields: `self` dropped, the options merged in."""
+    fields = {k: v for k, v in arguments.items() if k not in ("self", "options", "__class__")}
+    fields.update(arguments.get("options") or {})
+    return fields
+
+
 class _Service:
     _service: str = ""
+    _stub: Any
+
+    _stub_class: Any
 
     def __init__(self, transport: Transport) -> None:
         self._t = transport
+        self._stub = self._stub_class(transport.channel)
 
     def _method(self, rpc: str) -> str:
         return f"/{_PACKAGE}.{self._service}/{rpc}"
 
-    async def _read(
-        self, rpc: str, stub: Any, fields: dict[str, Any], cls: Any, response: type[Resp]
-    ) -> Resp:
-        timeout = fields.pop("timeout")
+    async def _call(self, rpc: _Rpc[Resp], fields: dict[str, Any]) -> Resp:
+        timeout = fields.pop("timeout", None)
         fields["merchant"] = self._t.merchant_for(fields.get("merchant"))
-        request = _request(cls, fields)
-        result = await self._t.unary(
-            self._method(rpc), getattr(stub, rpc), request, timeout=timeout, write=False
-        )
-        return cast(Resp, result)
-
-    async def _write(
-        self, rpc: str, stub: Any, fields: dict[str, Any], cls: Any, response: type[Resp]
-    ) -> Resp:
-        timeout = fields.pop("timeout")
-        fields["merchant"] = self._t.merchant_for(fields.get("merchant"))
-        if "idempotency_key" in cls.DESCRIPTOR.fields_by_name:
+        if rpc.write and "idempotency_key" in rpc.request.DESCRIPTOR.fields_by_name:
             # One key per logical call, generated once here so every retry below re-sends it.
             fields["idempotency_key"] = fields.get("idempotency_key") or new_key()
-        request = _request(cls, fields)
+        request = _request(rpc.request, fields)
         result = await self._t.unary(
-            self._method(rpc), getattr(stub, rpc), request, timeout=timeout, write=True
+            self._method(rpc.name),
+            getattr(self._stub, rpc.name),
+            request,
+            timeout=timeout,
+            write=rpc.write,
         )
         return cast(Resp, result)
 
 
-class CheckoutSessionService(_Service):
+class _ReadsById(_Service, Generic[GetResp]):
+    """A service whose objects are read by id from Amazon or the ledger."""
+
+    _get: _Rpc[GetResp]
+    _id_field: str
+
+    async def get(
+        self,
+        object_id: str,
+        /,
+        *,
+        source: Source | int | None = None,
+        **options: Unpack[_ReadOptions],
+    ) -> GetResp:
+        """Get<Object> from Amazon or the ledger (see `source`)."""
+        fields = {self._id_field: object_id, "source": _source(source), **options}
+        return await self._call(self._get, fields)
+
+
+class CheckoutSessionService(_ReadsById[checkout_session_pb2.GetCheckoutSessionResponse]):
     """Checkout Sessions: create, read, update, complete, finalize."""
 
     _service = "CheckoutSessionService"
+    _get = _Rpc(
+        "GetCheckoutSession",
+        checkout_session_pb2.GetCheckoutSessionRequest,
+        checkout_session_pb2.GetCheckoutSessionResponse,
+    )
+    _id_field = "checkout_session_id"
 
-    def __init__(self, transport: Transport) -> None:
-        super().__init__(transport)
-        self._stub = checkout_session_pb2_grpc.CheckoutSessionServiceStub(transport.channel)
+    _stub_class = checkout_session_pb2_grpc.CheckoutSessionServiceStub
 
     async def create(
         self,
@@ -215,41 +265,11 @@ class CheckoutSessionService(_Service):
         recurring_metadata: MessageLike | None = None,
         address_details: MessageLike | None = None,
         sandbox_simulation_code: str | None = None,
-        idempotency_key: str | None = None,
-        merchant: str | None = None,
-        timeout: float | None = None,
+        **options: Unpack[_WriteOptions],
     ) -> checkout_session_pb2.CreateCheckoutSessionResponse:
         """CreateCheckoutSession; the response's session has the id to render the button with."""
-        fields = dict(locals())
-        del fields["self"]
-        if scopes is not None:
-            fields["scopes"] = list(scopes)
-        return await self._write(
-            "CreateCheckoutSession",
-            self._stub,
-            fields,
-            checkout_session_pb2.CreateCheckoutSessionRequest,
-            checkout_session_pb2.CreateCheckoutSessionResponse,
-        )
-
-    async def get(
-        self,
-        checkout_session_id: str,
-        *,
-        source: Source | int | None = None,
-        merchant: str | None = None,
-        timeout: float | None = None,
-    ) -> checkout_session_pb2.GetCheckoutSessionResponse:
-        """GetCheckoutSession from Amazon or the ledger (see `source`)."""
-        fields = {**locals(), "source": _source(source)}
-        del fields["self"]
-        return await self._read(
-            "GetCheckoutSession",
-            self._stub,
-            fields,
-            checkout_session_pb2.GetCheckoutSessionRequest,
-            checkout_session_pb2.GetCheckoutSessionResponse,
-        )
+        fields = {**_fields(locals()), "scopes": None if scopes is None else list(scopes)}
+        return await self._call(_CREATE_CHECKOUT_SESSION, fields)
 
     async def update(
         self,
@@ -262,20 +282,11 @@ class CheckoutSessionService(_Service):
         provider_metadata: MessageLike | None = None,
         recurring_metadata: MessageLike | None = None,
         update_mask: Sequence[str] | None = None,
-        idempotency_key: str | None = None,
-        merchant: str | None = None,
-        timeout: float | None = None,
+        **options: Unpack[_WriteOptions],
     ) -> checkout_session_pb2.UpdateCheckoutSessionResponse:
         """UpdateCheckoutSession after the buyer returned to checkoutReviewReturnUrl."""
-        fields = {**locals(), "update_mask": _mask(update_mask)}
-        del fields["self"]
-        return await self._write(
-            "UpdateCheckoutSession",
-            self._stub,
-            fields,
-            checkout_session_pb2.UpdateCheckoutSessionRequest,
-            checkout_session_pb2.UpdateCheckoutSessionResponse,
-        )
+        fields = {**_fields(locals()), "update_mask": _mask(update_mask)}
+        return await self._call(_UPDATE_CHECKOUT_SESSION, fields)
 
     async def complete(
         self,
@@ -284,20 +295,10 @@ class CheckoutSessionService(_Service):
         charge_amount: MessageLike,
         total_order_amount: MessageLike | None = None,
         sandbox_simulation_code: str | None = None,
-        idempotency_key: str | None = None,
-        merchant: str | None = None,
-        timeout: float | None = None,
+        **options: Unpack[_WriteOptions],
     ) -> checkout_session_pb2.CompleteCheckoutSessionResponse:
         """CompleteCheckoutSession after the buyer returned to checkoutResultReturnUrl."""
-        fields = dict(locals())
-        del fields["self"]
-        return await self._write(
-            "CompleteCheckoutSession",
-            self._stub,
-            fields,
-            checkout_session_pb2.CompleteCheckoutSessionRequest,
-            checkout_session_pb2.CompleteCheckoutSessionResponse,
-        )
+        return await self._call(_COMPLETE_CHECKOUT_SESSION, _fields(locals()))
 
     async def finalize(
         self,
@@ -311,49 +312,24 @@ class CheckoutSessionService(_Service):
         can_handle_pending_authorization: bool | None = None,
         supplementary_data: str | None = None,
         sandbox_simulation_code: str | None = None,
-        idempotency_key: str | None = None,
-        merchant: str | None = None,
-        timeout: float | None = None,
+        **options: Unpack[_WriteOptions],
     ) -> checkout_session_pb2.FinalizeCheckoutSessionResponse:
         """FinalizeCheckoutSession (additional payment button flow)."""
-        fields = dict(locals())
-        del fields["self"]
-        return await self._write(
-            "FinalizeCheckoutSession",
-            self._stub,
-            fields,
-            checkout_session_pb2.FinalizeCheckoutSessionRequest,
-            checkout_session_pb2.FinalizeCheckoutSessionResponse,
-        )
+        return await self._call(_FINALIZE_CHECKOUT_SESSION, _fields(locals()))
 
 
-class ChargePermissionService(_Service):
+class ChargePermissionService(_ReadsById[charge_permission_pb2.GetChargePermissionResponse]):
     """Charge Permissions: read, update metadata, close."""
 
     _service = "ChargePermissionService"
+    _get = _Rpc(
+        "GetChargePermission",
+        charge_permission_pb2.GetChargePermissionRequest,
+        charge_permission_pb2.GetChargePermissionResponse,
+    )
+    _id_field = "charge_permission_id"
 
-    def __init__(self, transport: Transport) -> None:
-        super().__init__(transport)
-        self._stub = charge_permission_pb2_grpc.ChargePermissionServiceStub(transport.channel)
-
-    async def get(
-        self,
-        charge_permission_id: str,
-        *,
-        source: Source | int | None = None,
-        merchant: str | None = None,
-        timeout: float | None = None,
-    ) -> charge_permission_pb2.GetChargePermissionResponse:
-        """GetChargePermission from Amazon or the ledger (see `source`)."""
-        fields = {**locals(), "source": _source(source)}
-        del fields["self"]
-        return await self._read(
-            "GetChargePermission",
-            self._stub,
-            fields,
-            charge_permission_pb2.GetChargePermissionRequest,
-            charge_permission_pb2.GetChargePermissionResponse,
-        )
+    _stub_class = charge_permission_pb2_grpc.ChargePermissionServiceStub
 
     async def update(
         self,
@@ -362,20 +338,11 @@ class ChargePermissionService(_Service):
         merchant_metadata: MessageLike | None = None,
         recurring_metadata: MessageLike | None = None,
         update_mask: Sequence[str] | None = None,
-        idempotency_key: str | None = None,
-        merchant: str | None = None,
-        timeout: float | None = None,
+        **options: Unpack[_WriteOptions],
     ) -> charge_permission_pb2.UpdateChargePermissionResponse:
         """UpdateChargePermission (merchant metadata, recurring metadata)."""
-        fields = {**locals(), "update_mask": _mask(update_mask)}
-        del fields["self"]
-        return await self._write(
-            "UpdateChargePermission",
-            self._stub,
-            fields,
-            charge_permission_pb2.UpdateChargePermissionRequest,
-            charge_permission_pb2.UpdateChargePermissionResponse,
-        )
+        fields = {**_fields(locals()), "update_mask": _mask(update_mask)}
+        return await self._call(_UPDATE_CHARGE_PERMISSION, fields)
 
     async def close(
         self,
@@ -384,30 +351,20 @@ class ChargePermissionService(_Service):
         closure_reason: str | None = None,
         cancel_pending_charges: bool | None = None,
         sandbox_simulation_code: str | None = None,
-        idempotency_key: str | None = None,
-        merchant: str | None = None,
-        timeout: float | None = None,
+        **options: Unpack[_WriteOptions],
     ) -> charge_permission_pb2.CloseChargePermissionResponse:
         """CloseChargePermission: no further charges."""
-        fields = dict(locals())
-        del fields["self"]
-        return await self._write(
-            "CloseChargePermission",
-            self._stub,
-            fields,
-            charge_permission_pb2.CloseChargePermissionRequest,
-            charge_permission_pb2.CloseChargePermissionResponse,
-        )
+        return await self._call(_CLOSE_CHARGE_PERMISSION, _fields(locals()))
 
 
-class ChargeService(_Service):
+class ChargeService(_ReadsById[charge_pb2.GetChargeResponse]):
     """Charges: authorize (and capture), read, capture, cancel."""
 
     _service = "ChargeService"
+    _get = _Rpc("GetCharge", charge_pb2.GetChargeRequest, charge_pb2.GetChargeResponse)
+    _id_field = "charge_id"
 
-    def __init__(self, transport: Transport) -> None:
-        super().__init__(transport)
-        self._stub = charge_pb2_grpc.ChargeServiceStub(transport.channel)
+    _stub_class = charge_pb2_grpc.ChargeServiceStub
 
     async def create(
         self,
@@ -423,39 +380,10 @@ class ChargeService(_Service):
         charge_initiator: int | str | None = None,
         channel: str | None = None,
         sandbox_simulation_code: str | None = None,
-        idempotency_key: str | None = None,
-        merchant: str | None = None,
-        timeout: float | None = None,
+        **options: Unpack[_WriteOptions],
     ) -> charge_pb2.CreateChargeResponse:
         """CreateCharge; a decline raises DeclinedError (reason SoftDeclined, HardDeclined, ...)."""
-        fields = dict(locals())
-        del fields["self"]
-        return await self._write(
-            "CreateCharge",
-            self._stub,
-            fields,
-            charge_pb2.CreateChargeRequest,
-            charge_pb2.CreateChargeResponse,
-        )
-
-    async def get(
-        self,
-        charge_id: str,
-        *,
-        source: Source | int | None = None,
-        merchant: str | None = None,
-        timeout: float | None = None,
-    ) -> charge_pb2.GetChargeResponse:
-        """GetCharge from Amazon or the ledger (see `source`)."""
-        fields = {**locals(), "source": _source(source)}
-        del fields["self"]
-        return await self._read(
-            "GetCharge",
-            self._stub,
-            fields,
-            charge_pb2.GetChargeRequest,
-            charge_pb2.GetChargeResponse,
-        )
+        return await self._call(_CREATE_CHARGE, _fields(locals()))
 
     async def capture(
         self,
@@ -464,50 +392,30 @@ class ChargeService(_Service):
         capture_amount: MessageLike,
         soft_descriptor: str | None = None,
         sandbox_simulation_code: str | None = None,
-        idempotency_key: str | None = None,
-        merchant: str | None = None,
-        timeout: float | None = None,
+        **options: Unpack[_WriteOptions],
     ) -> charge_pb2.CaptureChargeResponse:
         """CaptureCharge of an Authorized charge."""
-        fields = dict(locals())
-        del fields["self"]
-        return await self._write(
-            "CaptureCharge",
-            self._stub,
-            fields,
-            charge_pb2.CaptureChargeRequest,
-            charge_pb2.CaptureChargeResponse,
-        )
+        return await self._call(_CAPTURE_CHARGE, _fields(locals()))
 
     async def cancel(
         self,
         charge_id: str,
         *,
         cancellation_reason: str | None = None,
-        idempotency_key: str | None = None,
-        merchant: str | None = None,
-        timeout: float | None = None,
+        **options: Unpack[_WriteOptions],
     ) -> charge_pb2.CancelChargeResponse:
         """CancelCharge of a charge not captured yet."""
-        fields = dict(locals())
-        del fields["self"]
-        return await self._write(
-            "CancelCharge",
-            self._stub,
-            fields,
-            charge_pb2.CancelChargeRequest,
-            charge_pb2.CancelChargeResponse,
-        )
+        return await self._call(_CANCEL_CHARGE, _fields(locals()))
 
 
-class RefundService(_Service):
+class RefundService(_ReadsById[refund_pb2.GetRefundResponse]):
     """Refunds of captured charges."""
 
     _service = "RefundService"
+    _get = _Rpc("GetRefund", refund_pb2.GetRefundRequest, refund_pb2.GetRefundResponse)
+    _id_field = "refund_id"
 
-    def __init__(self, transport: Transport) -> None:
-        super().__init__(transport)
-        self._stub = refund_pb2_grpc.RefundServiceStub(transport.channel)
+    _stub_class = refund_pb2_grpc.RefundServiceStub
 
     async def create(
         self,
@@ -516,64 +424,20 @@ class RefundService(_Service):
         refund_amount: MessageLike,
         soft_descriptor: str | None = None,
         sandbox_simulation_code: str | None = None,
-        idempotency_key: str | None = None,
-        merchant: str | None = None,
-        timeout: float | None = None,
+        **options: Unpack[_WriteOptions],
     ) -> refund_pb2.CreateRefundResponse:
         """CreateRefund; Amazon settles refunds asynchronously (RefundInitiated first)."""
-        fields = dict(locals())
-        del fields["self"]
-        return await self._write(
-            "CreateRefund",
-            self._stub,
-            fields,
-            refund_pb2.CreateRefundRequest,
-            refund_pb2.CreateRefundResponse,
-        )
-
-    async def get(
-        self,
-        refund_id: str,
-        *,
-        source: Source | int | None = None,
-        merchant: str | None = None,
-        timeout: float | None = None,
-    ) -> refund_pb2.GetRefundResponse:
-        """GetRefund from Amazon or the ledger (see `source`)."""
-        fields = {**locals(), "source": _source(source)}
-        del fields["self"]
-        return await self._read(
-            "GetRefund",
-            self._stub,
-            fields,
-            refund_pb2.GetRefundRequest,
-            refund_pb2.GetRefundResponse,
-        )
+        return await self._call(_CREATE_REFUND, _fields(locals()))
 
 
-class BuyerService(_Service):
+class BuyerService(_ReadsById[buyer_pb2.GetBuyerResponse]):
     """Buyer details by buyer token (always from Amazon; buyers are not kept in the ledger)."""
 
     _service = "BuyerService"
+    _get = _Rpc("GetBuyer", buyer_pb2.GetBuyerRequest, buyer_pb2.GetBuyerResponse)
+    _id_field = "buyer_token"
 
-    def __init__(self, transport: Transport) -> None:
-        super().__init__(transport)
-        self._stub = buyer_pb2_grpc.BuyerServiceStub(transport.channel)
-
-    async def get(
-        self,
-        buyer_token: str,
-        *,
-        source: Source | int | None = None,
-        merchant: str | None = None,
-        timeout: float | None = None,
-    ) -> buyer_pb2.GetBuyerResponse:
-        """GetBuyer."""
-        fields = {**locals(), "source": _source(source)}
-        del fields["self"]
-        return await self._read(
-            "GetBuyer", self._stub, fields, buyer_pb2.GetBuyerRequest, buyer_pb2.GetBuyerResponse
-        )
+    _stub_class = buyer_pb2_grpc.BuyerServiceStub
 
 
 class DeliveryTrackerService(_Service):
@@ -581,9 +445,7 @@ class DeliveryTrackerService(_Service):
 
     _service = "DeliveryTrackerService"
 
-    def __init__(self, transport: Transport) -> None:
-        super().__init__(transport)
-        self._stub = delivery_tracker_pb2_grpc.DeliveryTrackerServiceStub(transport.channel)
+    _stub_class = delivery_tracker_pb2_grpc.DeliveryTrackerServiceStub
 
     async def create(
         self,
@@ -592,20 +454,11 @@ class DeliveryTrackerService(_Service):
         charge_permission_id: str | None = None,
         amazon_order_reference_id: str | None = None,
         sandbox_simulation_code: str | None = None,
-        idempotency_key: str | None = None,
-        merchant: str | None = None,
-        timeout: float | None = None,
+        **options: Unpack[_WriteOptions],
     ) -> delivery_tracker_pb2.CreateDeliveryTrackerResponse:
         """CreateDeliveryTracker for a charge permission (or a legacy order reference)."""
-        fields = {**locals(), "delivery_details": list(delivery_details)}
-        del fields["self"]
-        return await self._write(
-            "CreateDeliveryTracker",
-            self._stub,
-            fields,
-            delivery_tracker_pb2.CreateDeliveryTrackerRequest,
-            delivery_tracker_pb2.CreateDeliveryTrackerResponse,
-        )
+        fields = {**_fields(locals()), "delivery_details": list(delivery_details)}
+        return await self._call(_CREATE_DELIVERY_TRACKER, fields)
 
 
 class ButtonService(_Service):
@@ -613,23 +466,38 @@ class ButtonService(_Service):
 
     _service = "ButtonService"
 
-    def __init__(self, transport: Transport) -> None:
-        super().__init__(transport)
-        self._stub = button_pb2_grpc.ButtonServiceStub(transport.channel)
+    _stub_class = button_pb2_grpc.ButtonServiceStub
 
     async def sign_payload(
-        self, payload: str, *, merchant: str | None = None, timeout: float | None = None
+        self, payload: str, **options: Unpack[_ReadOptions]
     ) -> button_pb2.SignButtonPayloadResponse:
         """SignButtonPayload: `payload` is the button's JSON (createCheckoutSessionConfig)."""
-        fields = dict(locals())
-        del fields["self"]
-        return await self._read(
-            "SignButtonPayload",
-            self._stub,
-            fields,
-            button_pb2.SignButtonPayloadRequest,
-            button_pb2.SignButtonPayloadResponse,
-        )
+        return await self._call(_SIGN_BUTTON_PAYLOAD, _fields(locals()))
+
+
+class _TransactionQuery(_ReadOptions, total=False):
+    """Filters of ListTransactions (all optional; `kind` as in `kind_enum`)."""
+
+    kind: Kind | str | int | None
+    state: str | None
+    charge_permission_id: str | None
+    merchant_reference_id: str | None
+    created_after: datetime | None
+    created_before: datetime | None
+    page_size: int | None
+
+
+class _EventQuery(_ReadOptions, total=False):
+    """Filters of ListEvents (all optional; `kind` as in `kind_enum`)."""
+
+    kind: Kind | str | int | None
+    object_id: str | None
+    charge_permission_id: str | None
+    source: EventSourceName | int | None
+    occurred_after: datetime | None
+    occurred_before: datetime | None
+    after_event_id: int | None
+    page_size: int | None
 
 
 class LedgerService(_Service):
@@ -637,87 +505,32 @@ class LedgerService(_Service):
 
     _service = "LedgerService"
 
-    def __init__(self, transport: Transport) -> None:
-        super().__init__(transport)
-        self._stub = ledger_pb2_grpc.LedgerServiceStub(transport.channel)
+    _stub_class = ledger_pb2_grpc.LedgerServiceStub
 
     async def get_transaction(
-        self,
-        kind: Kind | str | int,
-        object_id: str,
-        *,
-        merchant: str | None = None,
-        timeout: float | None = None,
+        self, kind: Kind | str | int, object_id: str, **options: Unpack[_ReadOptions]
     ) -> ledger_pb2.GetTransactionResponse:
         """GetTransaction: one object and its events, oldest first."""
-        fields = {**locals(), "kind": kind_enum(kind)}
-        del fields["self"]
-        return await self._read(
-            "GetTransaction",
-            self._stub,
-            fields,
-            ledger_pb2.GetTransactionRequest,
-            ledger_pb2.GetTransactionResponse,
-        )
+        fields = {**_fields(locals()), "kind": kind_enum(kind)}
+        return await self._call(_GET_TRANSACTION, fields)
 
     async def list_transactions(
-        self,
-        *,
-        kind: Kind | str | int | None = None,
-        state: str | None = None,
-        charge_permission_id: str | None = None,
-        merchant_reference_id: str | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        page_size: int | None = None,
-        page_token: str | None = None,
-        merchant: str | None = None,
-        timeout: float | None = None,
+        self, *, page_token: str | None = None, **query: Unpack[_TransactionQuery]
     ) -> ledger_pb2.ListTransactionsResponse:
         """ListTransactions: one page, newest first; see `iter_transactions` for all pages."""
-        fields = {
-            **locals(),
-            "kind": kind_enum(kind),
-            "created_after": _timestamp(created_after),
-            "created_before": _timestamp(created_before),
-        }
-        del fields["self"]
-        return await self._read(
-            "ListTransactions",
-            self._stub,
-            fields,
-            ledger_pb2.ListTransactionsRequest,
-            ledger_pb2.ListTransactionsResponse,
-        )
+        fields: dict[str, Any] = {**query, "page_token": page_token}
+        fields["kind"] = kind_enum(query.get("kind"))
+        fields["created_after"] = _timestamp(query.get("created_after"))
+        fields["created_before"] = _timestamp(query.get("created_before"))
+        return await self._call(_LIST_TRANSACTIONS, fields)
 
     async def iter_transactions(
-        self,
-        *,
-        kind: Kind | str | int | None = None,
-        state: str | None = None,
-        charge_permission_id: str | None = None,
-        merchant_reference_id: str | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        page_size: int | None = None,
-        merchant: str | None = None,
-        timeout: float | None = None,
+        self, **query: Unpack[_TransactionQuery]
     ) -> AsyncIterator[ledger_pb2.Transaction]:
         """Every matching transaction, following next_page_token (each page has `timeout`)."""
         token = ""
         while True:
-            page = await self.list_transactions(
-                kind=kind,
-                state=state,
-                charge_permission_id=charge_permission_id,
-                merchant_reference_id=merchant_reference_id,
-                created_after=created_after,
-                created_before=created_before,
-                page_size=page_size,
-                page_token=token,
-                merchant=merchant,
-                timeout=timeout,
-            )
+            page = await self.list_transactions(page_token=token, **query)
             for transaction in page.transactions:
                 yield transaction
             token = page.next_page_token
@@ -725,67 +538,23 @@ class LedgerService(_Service):
                 return
 
     async def list_events(
-        self,
-        *,
-        kind: Kind | str | int | None = None,
-        object_id: str | None = None,
-        charge_permission_id: str | None = None,
-        source: EventSourceName | int | None = None,
-        occurred_after: datetime | None = None,
-        occurred_before: datetime | None = None,
-        after_event_id: int | None = None,
-        page_size: int | None = None,
-        page_token: str | None = None,
-        merchant: str | None = None,
-        timeout: float | None = None,
+        self, *, page_token: str | None = None, **query: Unpack[_EventQuery]
     ) -> ledger_pb2.ListEventsResponse:
         """ListEvents: one page, oldest first; see `iter_events` for all pages."""
-        fields = {
-            **locals(),
-            "kind": kind_enum(kind),
-            "source": _event_source(source),
-            "occurred_after": _timestamp(occurred_after),
-            "occurred_before": _timestamp(occurred_before),
-        }
-        del fields["self"]
-        return await self._read(
-            "ListEvents",
-            self._stub,
-            fields,
-            ledger_pb2.ListEventsRequest,
-            ledger_pb2.ListEventsResponse,
-        )
+        fields: dict[str, Any] = {**query, "page_token": page_token}
+        fields["kind"] = kind_enum(query.get("kind"))
+        fields["source"] = _event_source(query.get("source"))
+        fields["occurred_after"] = _timestamp(query.get("occurred_after"))
+        fields["occurred_before"] = _timestamp(query.get("occurred_before"))
+        return await self._call(_LIST_EVENTS, fields)
 
     async def iter_events(
-        self,
-        *,
-        kind: Kind | str | int | None = None,
-        object_id: str | None = None,
-        charge_permission_id: str | None = None,
-        source: EventSourceName | int | None = None,
-        occurred_after: datetime | None = None,
-        occurred_before: datetime | None = None,
-        after_event_id: int | None = None,
-        page_size: int | None = None,
-        merchant: str | None = None,
-        timeout: float | None = None,
+        self, **query: Unpack[_EventQuery]
     ) -> AsyncIterator[ledger_pb2.LedgerEvent]:
         """Every matching event, following next_page_token."""
         token = ""
         while True:
-            page = await self.list_events(
-                kind=kind,
-                object_id=object_id,
-                charge_permission_id=charge_permission_id,
-                source=source,
-                occurred_after=occurred_after,
-                occurred_before=occurred_before,
-                after_event_id=after_event_id,
-                page_size=page_size,
-                page_token=token,
-                merchant=merchant,
-                timeout=timeout,
-            )
+            page = await self.list_events(page_token=token, **query)
             for event in page.events:
                 yield event
             token = page.next_page_token
@@ -847,17 +616,73 @@ class LedgerService(_Service):
         charge_permission_id: str | None = None,
         buyer_id: str | None = None,
         reason: str | None = None,
-        idempotency_key: str | None = None,
-        merchant: str | None = None,
-        timeout: float | None = None,
+        **options: Unpack[_WriteOptions],
     ) -> ledger_pb2.EraseBuyerDataResponse:
         """EraseBuyerData of one charge permission or one buyer (irreversible)."""
-        fields = dict(locals())
-        del fields["self"]
-        return await self._write(
-            "EraseBuyerData",
-            self._stub,
-            fields,
-            ledger_pb2.EraseBuyerDataRequest,
-            ledger_pb2.EraseBuyerDataResponse,
-        )
+        return await self._call(_ERASE_BUYER_DATA, _fields(locals()))
+
+
+def _write(name: str, request: Any, response: type[Resp]) -> _Rpc[Resp]:
+    return _Rpc(name, request, response, write=True)
+
+
+_CREATE_CHECKOUT_SESSION = _write(
+    "CreateCheckoutSession",
+    checkout_session_pb2.CreateCheckoutSessionRequest,
+    checkout_session_pb2.CreateCheckoutSessionResponse,
+)
+_UPDATE_CHECKOUT_SESSION = _write(
+    "UpdateCheckoutSession",
+    checkout_session_pb2.UpdateCheckoutSessionRequest,
+    checkout_session_pb2.UpdateCheckoutSessionResponse,
+)
+_COMPLETE_CHECKOUT_SESSION = _write(
+    "CompleteCheckoutSession",
+    checkout_session_pb2.CompleteCheckoutSessionRequest,
+    checkout_session_pb2.CompleteCheckoutSessionResponse,
+)
+_FINALIZE_CHECKOUT_SESSION = _write(
+    "FinalizeCheckoutSession",
+    checkout_session_pb2.FinalizeCheckoutSessionRequest,
+    checkout_session_pb2.FinalizeCheckoutSessionResponse,
+)
+_UPDATE_CHARGE_PERMISSION = _write(
+    "UpdateChargePermission",
+    charge_permission_pb2.UpdateChargePermissionRequest,
+    charge_permission_pb2.UpdateChargePermissionResponse,
+)
+_CLOSE_CHARGE_PERMISSION = _write(
+    "CloseChargePermission",
+    charge_permission_pb2.CloseChargePermissionRequest,
+    charge_permission_pb2.CloseChargePermissionResponse,
+)
+_CREATE_CHARGE = _write(
+    "CreateCharge", charge_pb2.CreateChargeRequest, charge_pb2.CreateChargeResponse
+)
+_CAPTURE_CHARGE = _write(
+    "CaptureCharge", charge_pb2.CaptureChargeRequest, charge_pb2.CaptureChargeResponse
+)
+_CANCEL_CHARGE = _write(
+    "CancelCharge", charge_pb2.CancelChargeRequest, charge_pb2.CancelChargeResponse
+)
+_CREATE_REFUND = _write(
+    "CreateRefund", refund_pb2.CreateRefundRequest, refund_pb2.CreateRefundResponse
+)
+_CREATE_DELIVERY_TRACKER = _write(
+    "CreateDeliveryTracker",
+    delivery_tracker_pb2.CreateDeliveryTrackerRequest,
+    delivery_tracker_pb2.CreateDeliveryTrackerResponse,
+)
+_ERASE_BUYER_DATA = _write(
+    "EraseBuyerData", ledger_pb2.EraseBuyerDataRequest, ledger_pb2.EraseBuyerDataResponse
+)
+_SIGN_BUTTON_PAYLOAD = _Rpc(
+    "SignButtonPayload", button_pb2.SignButtonPayloadRequest, button_pb2.SignButtonPayloadResponse
+)
+_GET_TRANSACTION = _Rpc(
+    "GetTransaction", ledger_pb2.GetTransactionRequest, ledger_pb2.GetTransactionResponse
+)
+_LIST_TRANSACTIONS = _Rpc(
+    "ListTransactions", ledger_pb2.ListTransactionsRequest, ledger_pb2.ListTransactionsResponse
+)
+_LIST_EVENTS = _Rpc("ListEvents", ledger_pb2.ListEventsRequest, ledger_pb2.ListEventsResponse)

@@ -21,9 +21,10 @@ from service.amazonpay import (
     AmazonPayRequestError,
     AmazonPayTimeoutError,
     AttemptEvent,
+    Buyer,
+    Charge,
+    CheckoutSession,
     ClientConfig,
-    CloseChargePermissionRequest,
-    CreateChargeRequest,
     MerchantAccount,
     Price,
     PrivateKey,
@@ -109,20 +110,21 @@ def make_client(
     )
 
 
-def charge_request() -> CreateChargeRequest:
-    return CreateChargeRequest(
-        charge_permission_id="S01-5105180-3221187",
-        charge_amount=Price.of("14.00", "USD"),
-        capture_now=False,
-    )
+def charge_request() -> dict[str, Any]:
+    return {
+        "chargePermissionId": "S01-5105180-3221187",
+        "chargeAmount": Price.of("14.00", "USD"),
+        "captureNow": False,
+    }
 
 
 async def test_create_charge_is_signed_sent_and_parsed(server: ScriptedServer) -> None:
     server.script = [reply(201, CHARGE, {"x-amz-pay-request-id": "req-abc"})]
     async with make_client(server) as client:
-        charge = await client.create_charge(charge_request(), idempotency_key="key-1")
+        charge = await client.invoke("CreateCharge", body=charge_request(), idempotency_key="key-1")
     assert charge.http_status == 201
     assert charge.request_id == "req-abc"
+    assert isinstance(charge, Charge)
     assert charge.state == "Authorized"
     assert charge.charge_amount == Price.of("14.00", "USD")
     assert charge.raw["fieldFromTheFuture"] == {"x": [1, 2]}
@@ -156,7 +158,10 @@ async def test_create_charge_is_signed_sent_and_parsed(server: ScriptedServer) -
 async def test_get_sends_no_idempotency_key_and_signs_an_empty_body(server: ScriptedServer) -> None:
     server.script = [reply(200, CHARGE)]
     async with make_client(server) as client:
-        charge = await client.get_charge("S01-5105180-3221187-C056351")
+        charge = await client.invoke(
+            "GetCharge", path_params={"chargeId": "S01-5105180-3221187-C056351"}
+        )
+    assert isinstance(charge, Charge)
     assert charge.charge_id == "S01-5105180-3221187-C056351"
     [seen] = server.seen
     assert seen.verified
@@ -169,7 +174,8 @@ async def test_get_sends_no_idempotency_key_and_signs_an_empty_body(server: Scri
 async def test_unified_key_id_uses_the_path_without_environment(server: ScriptedServer) -> None:
     server.script = [reply(200, {"buyerId": "amzn1.account.X", "name": "Susie"})]
     async with make_client(server, public_key_id="SANDBOX-AHKEY") as client:
-        buyer = await client.get_buyer("token-1")
+        buyer = await client.invoke("GetBuyer", path_params={"buyerToken": "token-1"})
+    assert isinstance(buyer, Buyer)
     assert buyer.buyer_id == "amzn1.account.X"
     assert server.seen[0].path == "/v2/buyers/token-1"
     assert server.seen[0].verified
@@ -179,31 +185,40 @@ async def test_unified_key_id_uses_the_path_without_environment(server: Scripted
     ("call", "method", "path", "body"),
     [
         (
-            lambda c: c.close_charge_permission(
-                "S01-1", CloseChargePermissionRequest(closure_reason="done")
+            lambda c: c.invoke(
+                "CloseChargePermission",
+                path_params={"chargePermissionId": "S01-1"},
+                body={"closureReason": "done"},
             ),
             "DELETE",
             "/sandbox/v2/chargePermissions/S01-1/close",
             {"closureReason": "done"},
         ),
         (
-            lambda c: c.cancel_charge("S01-1-C1", {"cancellationReason": "oos"}),
+            lambda c: c.invoke(
+                "CancelCharge",
+                path_params={"chargeId": "S01-1-C1"},
+                body={"cancellationReason": "oos"},
+            ),
             "DELETE",
             "/sandbox/v2/charges/S01-1-C1/cancel",
             {"cancellationReason": "oos"},
         ),
         (
-            lambda c: c.update_checkout_session(
-                "cs-1", {"merchantMetadata": {"noteToBuyer": "hi"}}
+            lambda c: c.invoke(
+                "UpdateCheckoutSession",
+                path_params={"checkoutSessionId": "cs-1"},
+                body={"merchantMetadata": {"noteToBuyer": "hi"}},
             ),
             "PATCH",
             "/sandbox/v2/checkoutSessions/cs-1",
             {"merchantMetadata": {"noteToBuyer": "hi"}},
         ),
         (
-            lambda c: c.capture_charge(
-                "S01-1-C1",
-                {"captureAmount": {"amount": "1.00", "currencyCode": "USD"}},
+            lambda c: c.invoke(
+                "CaptureCharge",
+                path_params={"chargeId": "S01-1-C1"},
+                body={"captureAmount": {"amount": "1.00", "currencyCode": "USD"}},
                 idempotency_key="cap-1",
             ),
             "POST",
@@ -211,8 +226,10 @@ async def test_unified_key_id_uses_the_path_without_environment(server: Scripted
             {"captureAmount": {"amount": "1.00", "currencyCode": "USD"}},
         ),
         (
-            lambda c: c.create_delivery_tracker(
-                {"chargePermissionId": "S01-1", "deliveryDetails": [{"trackingNumber": "1Z"}]}
+            lambda c: c.invoke(
+                "CreateDeliveryTracker",
+                body={"chargePermissionId": "S01-1", "deliveryDetails": [{"trackingNumber": "1Z"}]},
+                idempotency_key="dt-1",
             ),
             "POST",
             "/sandbox/v2/deliveryTrackers",
@@ -237,11 +254,13 @@ async def test_operations_use_the_documented_method_path_and_signed_body(
 async def test_create_checkout_session_fills_the_store_id(server: ScriptedServer) -> None:
     server.script = [reply(201, {"checkoutSessionId": "cs-1"})]
     async with make_client(server) as client:
-        session = await client.create_checkout_session(
-            {"webCheckoutDetails": {"checkoutReviewReturnUrl": "https://a/r"}},
+        session = await client.invoke(
+            "CreateCheckoutSession",
+            body={"webCheckoutDetails": {"checkoutReviewReturnUrl": "https://a/r"}},
             idempotency_key="cs-key",
             simulation_code="Declined",
         )
+    assert isinstance(session, CheckoutSession)
     assert session.checkout_session_id == "cs-1"
     seen = server.seen[0]
     assert seen.json()["storeId"] == "amzn1.store"
@@ -262,12 +281,14 @@ async def test_pending_authorization_202_status_is_exposed(server: ScriptedServe
         )
     ]
     async with make_client(server) as client:
-        session = await client.complete_checkout_session(
-            "cs-1",
-            {"chargeAmount": {"amount": "14.00", "currencyCode": "USD"}},
+        session = await client.invoke(
+            "CompleteCheckoutSession",
+            path_params={"checkoutSessionId": "cs-1"},
+            body={"chargeAmount": {"amount": "14.00", "currencyCode": "USD"}},
             idempotency_key="complete-1",
         )
     assert session.http_status == 202
+    assert isinstance(session, CheckoutSession)
     assert session.charge_id == "S01-1-C1"
 
 
@@ -278,7 +299,9 @@ async def test_retryable_status_follows_the_full_jitter_schedule_with_one_key(
     server.script = [reply(status, {"reasonCode": "Busy"})] * 3 + [reply(201, CHARGE)]
     sleep = RecordingSleep()
     async with make_client(server, sleep=sleep, jitter=0.5) as client:
-        charge = await client.create_charge(charge_request(), idempotency_key="same-key")
+        charge = await client.invoke(
+            "CreateCharge", body=charge_request(), idempotency_key="same-key"
+        )
     assert charge.http_status == 201
     assert sleep.delays == [0.5, 1.0, 2.0]
     assert len(server.seen) == 4
@@ -293,7 +316,7 @@ async def test_retries_stop_after_max_retries_with_the_last_error(server: Script
     sleep = RecordingSleep()
     async with make_client(server, sleep=sleep) as client:
         with pytest.raises(AmazonPayError) as info:
-            await client.get_refund("S01-1-R1")
+            await client.invoke("GetRefund", path_params={"refundId": "S01-1-R1"})
     assert info.value.http_status == 503
     assert info.value.reason_code == "ServiceUnavailable"
     assert info.value.retryable
@@ -311,7 +334,7 @@ async def test_non_retryable_errors_fail_at_once_with_their_reason(
     sleep = RecordingSleep()
     async with make_client(server, sleep=sleep) as client:
         with pytest.raises(AmazonPayError) as info:
-            await client.create_charge(charge_request(), idempotency_key="k")
+            await client.invoke("CreateCharge", body=charge_request(), idempotency_key="k")
     assert info.value.http_status == status
     assert info.value.reason_code == "InvalidChargeStatus"
     assert not info.value.retryable
@@ -323,7 +346,7 @@ async def test_unknown_reason_code_arrives_as_a_plain_string(server: ScriptedSer
     server.script = [reply(422, {"reasonCode": "CodeInventedIn2031", "message": "?"})]
     async with make_client(server) as client:
         with pytest.raises(AmazonPayError) as info:
-            await client.get_charge_permission("S01-1")
+            await client.invoke("GetChargePermission", path_params={"chargePermissionId": "S01-1"})
     assert info.value.reason_code == "CodeInventedIn2031"
 
 
@@ -332,7 +355,7 @@ async def test_retry_after_seconds_replaces_the_backoff(server: ScriptedServer) 
     server.script.append(reply(200, CHARGE))
     sleep = RecordingSleep()
     async with make_client(server, sleep=sleep) as client:
-        await client.get_charge("S01-1-C1")
+        await client.invoke("GetCharge", path_params={"chargeId": "S01-1-C1"})
     assert sleep.delays == [7.0]
 
 
@@ -346,7 +369,7 @@ async def test_retry_after_http_date_is_measured_against_the_client_clock(
     ]
     sleep = RecordingSleep()
     async with make_client(server, sleep=sleep, clock=lambda: now) as client:
-        await client.get_charge("S01-1-C1")
+        await client.invoke("GetCharge", path_params={"chargeId": "S01-1-C1"})
     assert sleep.delays == [4.0]
 
 
@@ -359,7 +382,7 @@ async def test_slow_server_hits_the_deadline_and_no_attempt_starts_after_it(
     client = make_client(server, sleep=sleep)
     try:
         with pytest.raises(AmazonPayDeadlineExceeded) as info:
-            await client.get_charge("S01-1-C1", timeout=0.3)
+            await client.invoke("GetCharge", path_params={"chargeId": "S01-1-C1"}, timeout=0.3)
         assert isinstance(info.value.last_error, AmazonPayTimeoutError)
         assert info.value.operation == "get_charge"
         await asyncio.sleep(0.3)
@@ -376,7 +399,7 @@ async def test_backoff_that_would_outlive_the_deadline_is_not_slept(server: Scri
     policy = RetryPolicy(base_delay=120.0, max_delay=120.0)
     async with make_client(server, sleep=sleep, policy=policy) as client:
         with pytest.raises(AmazonPayDeadlineExceeded) as info:
-            await client.get_charge("S01-1-C1", timeout=30.0)
+            await client.invoke("GetCharge", path_params={"chargeId": "S01-1-C1"}, timeout=30.0)
     assert sleep.delays == []
     assert len(server.seen) == 1
     assert info.value.last_error is not None
@@ -390,7 +413,7 @@ async def test_absolute_monotonic_deadline_already_passed_sends_nothing(
     server.script = [reply(200, CHARGE)]
     async with make_client(server) as client:
         with pytest.raises(AmazonPayDeadlineExceeded):
-            await client.get_charge("S01-1-C1", deadline=0.0)
+            await client.invoke("GetCharge", path_params={"chargeId": "S01-1-C1"}, deadline=0.0)
     assert server.seen == []
 
 
@@ -400,7 +423,9 @@ async def test_connection_reset_mid_request_is_retried_with_the_same_key(
     server.script = [reset(), reply(201, CHARGE)]
     sleep = RecordingSleep()
     async with make_client(server, sleep=sleep) as client:
-        charge = await client.create_charge(charge_request(), idempotency_key="reset-key")
+        charge = await client.invoke(
+            "CreateCharge", body=charge_request(), idempotency_key="reset-key"
+        )
     assert charge.http_status == 201
     assert len(server.seen) == 2
     assert [s.headers["x-amz-pay-idempotency-key"] for s in server.seen] == ["reset-key"] * 2
@@ -419,7 +444,7 @@ async def test_connection_refused_is_retried_then_reported() -> None:
     sleep = RecordingSleep()
     async with make_client(f"http://127.0.0.1:{_closed_port()}", sleep=sleep) as client:
         with pytest.raises(AmazonPayConnectionError) as info:
-            await client.get_charge("S01-1-C1")
+            await client.invoke("GetCharge", path_params={"chargeId": "S01-1-C1"})
     assert info.value.attempts == 4
     assert info.value.http_status is None
     assert len(sleep.delays) == 3
@@ -430,9 +455,9 @@ async def test_invalid_idempotency_keys_are_refused_before_sending(server: Scrip
     async with make_client(server) as client:
         for key in ("", "x" * 33, "has space", "ümlaut"):
             with pytest.raises(AmazonPayRequestError):
-                await client.create_charge(charge_request(), idempotency_key=key)
+                await client.invoke("CreateCharge", body=charge_request(), idempotency_key=key)
         with pytest.raises(AmazonPayRequestError):
-            await client.get_charge("a/b")
+            await client.invoke("GetCharge", path_params={"chargeId": "a/b"})
     assert server.seen == []
 
 
@@ -440,7 +465,10 @@ async def test_concurrent_calls_are_bounded_per_merchant(server: ScriptedServer)
     release = asyncio.Event()
     server.script = [hang(release)]
     async with make_client(server, max_concurrency=2) as client:
-        calls = [asyncio.create_task(client.get_charge(f"C{i}")) for i in range(5)]
+        calls = [
+            asyncio.create_task(client.invoke("GetCharge", path_params={"chargeId": f"C{i}"}))
+            for i in range(5)
+        ]
         for _ in range(500):
             if server.in_flight == 2:
                 break
@@ -469,7 +497,7 @@ async def test_signing_runs_in_the_signing_executor(server: ScriptedServer) -> N
     account = MerchantAccount(public_key_id="AH1", private_key=KEY, endpoint=server.endpoint)
     try:
         async with AmazonPayClient(account, signing_executor=executor) as client:
-            await client.get_charge("C1")
+            await client.invoke("GetCharge", path_params={"chargeId": "C1"})
             button = await client.sign_button_payload({"storeId": "amzn1.store"})
         assert executor.calls == 2
         assert button.payload == '{"storeId":"amzn1.store"}'
@@ -484,7 +512,7 @@ async def test_attempt_hook_sees_every_attempt(server: ScriptedServer) -> None:
     client = make_client(server)
     client._on_attempt = events.append
     async with client:
-        await client.get_charge("C1")
+        await client.invoke("GetCharge", path_params={"chargeId": "C1"})
     assert [(e.attempt, e.http_status, e.reason_code, e.retry, e.delay) for e in events] == [
         (1, 500, "InternalServerError", True, 0.5),
         (2, 200, None, False, None),
@@ -500,7 +528,7 @@ async def test_logs_name_the_failure_but_never_a_secret(
     caplog.set_level(logging.DEBUG, logger="service.amazonpay")
     async with make_client(server) as client:
         with pytest.raises(AmazonPayError) as info:
-            await client.get_charge("C1")
+            await client.invoke("GetCharge", path_params={"chargeId": "C1"})
     text = caplog.text + repr(info.value) + str(info.value)
     assert "ServiceUnavailable" in caplog.text
     assert "r9" in caplog.text
@@ -514,4 +542,4 @@ async def test_closed_client_refuses_calls(server: ScriptedServer) -> None:
     client = make_client(server)
     await client.close()
     with pytest.raises(AmazonPayRequestError):
-        await client.get_charge("C1")
+        await client.invoke("GetCharge", path_params={"chargeId": "C1"})

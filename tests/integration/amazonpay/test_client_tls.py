@@ -16,7 +16,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from service.amazonpay import AmazonPayClient, AmazonPayConnectionError, MerchantAccount, PrivateKey
+from service.amazonpay import (
+    AmazonPayClient,
+    AmazonPayConnectionError,
+    MerchantAccount,
+    PrivateKey,
+    Refund,
+)
 
 from ._server import PRIVATE_KEY_FILE
 
@@ -80,12 +86,13 @@ async def _https_round_trip(tmp_path: Path, trusted: bool, loop_module: str) -> 
     try:
         async with AmazonPayClient(account) as client:
             if trusted:
-                refund = await client.get_refund("S01-1-R1")
+                refund = await client.invoke("GetRefund", path_params={"refundId": "S01-1-R1"})
+                assert isinstance(refund, Refund)
                 assert refund.refund_id == "S01-1-R1"
                 assert hosts == [f"127.0.0.1:{port}"]
             else:
                 with pytest.raises(AmazonPayConnectionError) as info:
-                    await client.get_refund("S01-1-R1")
+                    await client.invoke("GetRefund", path_params={"refundId": "S01-1-R1"})
                 assert not info.value.retryable
                 assert info.value.attempts == 1
                 assert hosts == []

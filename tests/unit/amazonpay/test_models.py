@@ -16,8 +16,6 @@ from service.amazonpay import (
     Charge,
     ChargePermission,
     CheckoutSession,
-    CreateChargeRequest,
-    MerchantMetadata,
     Price,
     Refund,
     format_timestamp,
@@ -136,23 +134,6 @@ def test_unreadable_timestamps_become_none(text: object) -> None:
 def test_compact_timestamp_round_trips(value: datetime) -> None:
     value = value.replace(microsecond=0, tzinfo=UTC)
     assert parse_timestamp(format_timestamp(value)) == value
-
-
-def test_request_models_serialise_to_camel_case_without_unset_fields() -> None:
-    body = CreateChargeRequest(
-        charge_permission_id="S01-5105180-3221187",
-        charge_amount=Price.of("14.00", "USD"),
-        capture_now=True,
-        merchant_metadata=MerchantMetadata(merchant_reference_id="order-1"),
-        extra={"newFlag": True},
-    ).to_json()
-    assert body == {
-        "newFlag": True,
-        "chargePermissionId": "S01-5105180-3221187",
-        "chargeAmount": {"amount": "14.00", "currencyCode": "USD"},
-        "captureNow": True,
-        "merchantMetadata": {"merchantReferenceId": "order-1"},
-    }
 
 
 def test_buyer_and_address_reprs_hide_personal_data() -> None:
