@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
+from ._errors import is_unavailable
 from ._records import Event, Position
 from ._repository import Repository
 
@@ -139,16 +140,14 @@ class EventHub:
             self._wake.clear()
             try:
                 batch = await self._repo.stable_events(self._position, limit=_BATCH, timeout=10)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except Exception as exc:
+                # The one reader of every stream must outlive anything a batch can throw; an
+                # unreachable or restarting ledger is expected, anything else is a bug.
                 failures += 1
-                if failures == 1:
+                if not (is_unavailable(exc) or isinstance(exc, asyncpg.PostgresError)):
+                    _log.exception("ledger event read failed unexpectedly")
+                elif failures == 1:
                     _log.warning("ledger event read failed", extra={"error": type(exc).__name__})
-                held_delay = min(0.1 * 2**failures, 5.0)
-                continue
-            except Exception:
-                # The one reader of every stream must outlive anything a batch can throw.
-                failures += 1
-                _log.exception("ledger event read failed unexpectedly")
                 held_delay = min(0.1 * 2**failures, 5.0)
                 continue
             failures = 0
