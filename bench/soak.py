@@ -728,7 +728,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     server_url = await asyncio.to_thread(postgres.start)
     database_url = await create_database(server_url, "soak")
     result: dict[str, Any] = {"machine": machine(), "options": vars(args).copy()}
-    result["options"]["output"] = str(args.output)
+    output = args.output.resolve()
+    # Relative to the repository when inside it: the report is kept there, this machine's paths not.
+    result["options"]["output"] = (
+        str(output.relative_to(REPO)) if output.is_relative_to(REPO) else str(output)
+    )
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         work = Path(tmp)
         LOGS.mkdir(parents=True, exist_ok=True)
@@ -815,18 +819,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         logs = {}
         for index, replica in enumerate(soak.replicas):
             with contextlib.suppress(OSError):
-                text = replica.log_file.read_text(errors="replace")
-                logs[f"replica_{index}"] = {
-                    "error_lines": sum('"level":"ERROR"' in line for line in text.splitlines()),
-                    "last_error": next(
-                        (
-                            line[:500]
-                            for line in reversed(text.splitlines())
-                            if '"level":"ERROR"' in line
-                        ),
-                        None,
-                    ),
-                }
+                logs[f"replica_{index}"] = _error_summary(
+                    replica.log_file.read_text(errors="replace")
+                )
     t = soak.tally
     result.update(
         {
@@ -919,6 +914,23 @@ def markdown(r: dict[str, Any]) -> str:
         lines += [f"- `{e[:300]}`" for e in r["internal_errors"]["examples"]]
         lines.append("")
     return "\n".join(lines)
+
+
+def _error_summary(text: str) -> dict[str, Any]:
+    """A replica's ERROR lines counted by logger and message. Tracebacks stay in the replica's log:
+    they name this machine's paths and would be noise in a report kept in the repository."""
+    by_message: Counter[str] = Counter()
+    for line in text.splitlines():
+        if '"level":"ERROR"' not in line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            by_message["(not JSON)"] += 1
+            continue
+        kind = f" ({entry['exc_type']})" if entry.get("exc_type") else ""
+        by_message[f"{entry.get('logger')}: {entry.get('msg')}{kind}"] += 1
+    return {"error_lines": sum(by_message.values()), "errors": dict(by_message.most_common())}
 
 
 def main(argv: list[str] | None = None) -> int:
