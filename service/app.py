@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from google.protobuf import descriptor_pool
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.instrumentation.grpc import filters as grpc_filters
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.metrics import MeterProvider
 
@@ -160,8 +161,12 @@ class Application:
             settings.grpc,
             servicers=build_servicers(request_path),
             interceptors=[
-                # Tracing first, so an authentication failure is traced too.
-                aio_server_interceptor(),  # type: ignore[no-untyped-call]
+                # Tracing first, so an authentication failure is traced too. Not WatchEvents: a
+                # span as long as a stream says nothing, and a stream the caller drops closes the
+                # instrumentation's generator in another context ("Failed to detach context").
+                aio_server_interceptor(  # type: ignore[no-untyped-call]
+                    filter_=grpc_filters.negate(grpc_filters.method_name("WatchEvents"))
+                ),
                 *([AuthInterceptor(security.callers)] if security.callers else []),
             ],
             credentials=security.server_credentials(),
