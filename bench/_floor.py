@@ -4,12 +4,13 @@ work the exactly-once path cannot skip, with none of the service's code.
 One CreateCharge must at least: receive and answer one unary gRPC call (grpc.aio), hand one RSA
 signature to a worker thread and take the answer back, send one HTTPS request and read the answer
 (aiohttp), and write to Postgres twice (asyncpg through a pool: the pending operation before the
-Amazon call, the outcome after it; DESIGN.md's exactly-once path). ``python -m bench`` measures
-each here, under uvloop like the service, in the same run as the service, and reports their sum
-beside the service's own figure, in signatures.
+Amazon call, the outcome after it; DESIGN.md's exactly-once path). A GetCharge served from the
+ledger must at least serve the gRPC call and read one row. ``python -m bench`` measures each part
+here, under uvloop like the service, in the same run as the service, and adds up each RPC's own
+floor from them (`bench.run.RPC_FLOORS`).
 
     python -m bench._floor grpc-server --port P      # a do-nothing unary gRPC server
-    python -m bench._floor clients --url U --database D --calls N   # prints JSON figures
+    python -m bench._floor clients --url U [--ca-file F] --database D --calls N   # JSON figures
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import ssl
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +30,7 @@ import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from bench._load import closed_loop
-from service.ledger import statement_probe
+from service.ledger import row_read_probe, statement_probe
 
 CONCURRENCY = 8
 
@@ -70,10 +72,14 @@ async def _per_call(call: Any, calls: int) -> float:
     return (_cpu() - started) / max(run.ok, 1) * 1000
 
 
-async def clients(url: str, headers: dict[str, str], database: str, calls: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"concurrency": CONCURRENCY, "calls": calls}
+async def clients(
+    url: str, headers: dict[str, str], database: str, calls: int, ca_file: str | None = None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"concurrency": CONCURRENCY, "calls": calls, "https": ca_file is not None}
+    tls = ssl.create_default_context(cafile=ca_file) if ca_file else None
+    connector = aiohttp.TCPConnector(ssl=tls) if tls is not None else aiohttp.TCPConnector()
 
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(connector=connector) as http:
 
         async def get(_i: int) -> None:
             async with http.get(url, headers=headers) as response:
@@ -89,6 +95,13 @@ async def clients(url: str, headers: dict[str, str], database: str, calls: int) 
             await write_row()
 
         out["asyncpg_statement_ms"] = round(await _per_call(write, calls), 4)
+
+    async with row_read_probe(database, pool_size=CONCURRENCY) as read_row:
+
+        async def read(_i: int) -> None:
+            await read_row()
+
+        out["asyncpg_read_ms"] = round(await _per_call(read, calls), 4)
 
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(max_workers=2) as executor:
@@ -107,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     server.add_argument("--port", type=int, required=True)
     client = sub.add_parser("clients")
     client.add_argument("--url", required=True)
+    client.add_argument("--ca-file", default=None, help="CA of an https:// URL")
     client.add_argument("--headers", required=True, help="JSON object of signed headers")
     client.add_argument("--database", required=True)
     client.add_argument("--calls", type=int, default=2000)
@@ -115,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         if a.command == "grpc-server":
             runner.run(grpc_server(a.port))
             return 0
-        figures = runner.run(clients(a.url, json.loads(a.headers), a.database, a.calls))
+        figures = runner.run(
+            clients(a.url, json.loads(a.headers), a.database, a.calls, ca_file=a.ca_file)
+        )
     print(json.dumps(figures), flush=True)
     return 0
 

@@ -61,18 +61,8 @@ class Checkout:
     charge_id: str
 
 
-async def checkout(
-    api: Stubs,
-    emulator: Emulator,
-    *,
-    intent: int = cs.PAYMENT_INTENT_CONFIRM,
-    amount: str = "1000.00",
-    card: str = "1111",
-    reference: str = "bench-order",
-    timeout: float = 30.0,
-    can_handle_pending: bool = False,
-) -> Checkout:
-    """Create, buyer sign-in, Update, buyer confirm, Complete: one purchase end to end."""
+async def create_session(api: Stubs, *, timeout: float = 30.0) -> str:
+    """CreateCheckoutSession with an idempotency key; the new session's id."""
     created = await api.sessions.CreateCheckoutSession(
         cs.CreateCheckoutSessionRequest(
             idempotency_key=key(),
@@ -80,8 +70,21 @@ async def checkout(
         ),
         timeout=timeout,
     )
-    session_id = created.checkout_session.checkout_session_id
-    await emulator.control("POST", f"checkoutSessions/{session_id}/signIn", {"card": card})
+    session_id: str = created.checkout_session.checkout_session_id
+    return session_id
+
+
+async def update_session(
+    api: Stubs,
+    session_id: str,
+    *,
+    intent: int = cs.PAYMENT_INTENT_CONFIRM,
+    amount: str = "1000.00",
+    reference: str = "bench-order",
+    timeout: float = 30.0,
+    can_handle_pending: bool = False,
+) -> None:
+    """UpdateCheckoutSession (no idempotency key) with the payment details."""
     details = cs.PaymentDetails(
         payment_intent=intent,  # type: ignore[arg-type]
         charge_amount=usd(amount),
@@ -97,7 +100,13 @@ async def checkout(
         ),
         timeout=timeout,
     )
-    await emulator.control("POST", f"checkoutSessions/{session_id}/confirm", {})
+
+
+async def complete_session(
+    api: Stubs, session_id: str, *, amount: str = "1000.00", timeout: float = 30.0
+) -> Checkout:
+    """CompleteCheckoutSession with an idempotency key (the service then reads the charge
+    permission and the charge into the ledger)."""
     complete = await api.sessions.CompleteCheckoutSession(
         cs.CompleteCheckoutSessionRequest(
             checkout_session_id=session_id,
@@ -111,3 +120,30 @@ async def checkout(
         complete.checkout_session.charge_permission_id,
         complete.checkout_session.charge_id,
     )
+
+
+async def checkout(
+    api: Stubs,
+    emulator: Emulator,
+    *,
+    intent: int = cs.PAYMENT_INTENT_CONFIRM,
+    amount: str = "1000.00",
+    card: str = "1111",
+    reference: str = "bench-order",
+    timeout: float = 30.0,
+    can_handle_pending: bool = False,
+) -> Checkout:
+    """Create, buyer sign-in, Update, buyer confirm, Complete: one purchase end to end."""
+    session_id = await create_session(api, timeout=timeout)
+    await emulator.control("POST", f"checkoutSessions/{session_id}/signIn", {"card": card})
+    await update_session(
+        api,
+        session_id,
+        intent=intent,
+        amount=amount,
+        reference=reference,
+        timeout=timeout,
+        can_handle_pending=can_handle_pending,
+    )
+    await emulator.control("POST", f"checkoutSessions/{session_id}/confirm", {})
+    return await complete_session(api, session_id, amount=amount, timeout=timeout)

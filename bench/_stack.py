@@ -120,6 +120,7 @@ def machine() -> dict[str, Any]:
         "cpu_model": model,
         "python": sys.version.split()[0],
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -150,14 +151,21 @@ async def drop_database(server_url: str, url: str) -> None:
 
 
 class Emulator:
-    """``python -m emulator`` on a free port, plus its control plane."""
+    """``python -m emulator`` on a free port, plus its control plane.
 
-    def __init__(self, workdir: Path, keys: Mapping[str, Path]) -> None:
+    With ``tls`` the API is also served over HTTPS (``api_url``, certificate signed by the CA in
+    ``ca_file``), as Amazon's is: the benchmark's service and Node SDK both call it there. The
+    control plane (``url``) stays plain HTTP."""
+
+    def __init__(self, workdir: Path, keys: Mapping[str, Path], *, tls: bool = False) -> None:
         self.workdir = workdir
         self.keys = dict(keys)
+        self.tls = tls
         self.child: EmulatorChild | None = None
         self.process: asyncio.subprocess.Process | None = None
         self.url = ""
+        self.api_url = ""
+        self.ca_file: str | None = None
         self._http: aiohttp.ClientSession | None = None
 
     @property
@@ -166,9 +174,18 @@ class Emulator:
         return self.process.pid
 
     async def start(self) -> None:
-        self.child = await launch(workdir=self.workdir, keys=self.keys, data_dir=self.workdir)
+        self.child = await launch(
+            workdir=self.workdir,
+            keys=self.keys,
+            data_dir=self.workdir,
+            extra_args=("--tls-port", "0") if self.tls else (),
+        )
         self.process = self.child.process
         self.url = self.child.url
+        self.api_url = self.url
+        if self.tls:
+            self.api_url = f"https://127.0.0.1:{self.child.ready['tls_port']}"
+            self.ca_file = str(self.child.ready["ca_file"])
         self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=8))
 
     async def stop(self) -> None:
@@ -219,6 +236,10 @@ class Service:
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
+
+    def pids(self) -> list[int]:
+        """The process started and its children: the workers when ``GRPC_WORKERS`` > 1."""
+        return [self.pid, *children_of(self.pid)] if self.running else []
 
     @property
     def running(self) -> bool:
@@ -284,7 +305,7 @@ def service_env(
         "DATABASE_URL": database_url,
         "AMAZON_PAY_PUBLIC_KEY_ID": KEY_ID,
         "AMAZON_PAY_PRIVATE_KEY_FILE": str(private_key),
-        "AMAZON_PAY_ENDPOINT": emulator.url,
+        "AMAZON_PAY_ENDPOINT": emulator.api_url,
         "AMAZON_PAY_REGION": "us",
         "AMAZON_PAY_STORE_ID": "amzn1.application-oa2-client.bench",
         "SHUTDOWN_GRACE_S": "2",
@@ -296,5 +317,7 @@ def service_env(
         "PYTHONFAULTHANDLER": "1",
         "PII_KEY_FILES": f"k1={pii_key}",
     }
+    if emulator.ca_file is not None:
+        env["AMAZON_PAY_CA_FILE"] = emulator.ca_file
     env.update(overrides)
     return env

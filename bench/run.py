@@ -4,12 +4,15 @@ Starts Postgres (``DATABASE_URL`` or the embedded server; a fresh database per r
 ``python -m service`` as separate processes, drives the service with a bounded ``grpc.aio`` load
 generator and writes ``bench/results/latest.{json,md,png}``.
 
-Scenarios: the full checkout flow; CreateCharge (capture_now) over a concurrency sweep; CreateCharge
-at half of the peak throughput (open loop); GetCharge of captured charges (served from the
-ledger); ListTransactions over 100k seeded objects. Reference figures from the same run: the CPU
-cost of one RSA-2048 PSS signature, the emulator's own capacity and latency when called
-directly with pre-signed requests, and the floor: what the libraries alone cost for the work no
-CreateCharge can skip (``bench/_floor.py``).
+Scenarios: the full checkout flow, and each of its RPCs on its own; CreateCharge (capture_now) over a
+concurrency sweep; CreateCharge at half of the peak throughput (open loop); CreateCharge at 16
+callers in alternating rounds with Amazon's official Node.js SDK calling the emulator directly
+(``bench/_node.py``); GetCharge of captured charges (served from the ledger); ListTransactions over
+100k seeded objects. Reference figures from the same run: the CPU cost of one RSA-2048 PSS
+signature, the emulator's own capacity and latency when called directly with pre-signed requests,
+and the floor: what the libraries alone cost for the work each RPC cannot skip
+(``bench/_floor.py``, ``RPC_FLOORS``). The emulator serves the API over HTTPS, as Amazon does; the
+service, the SDK and the floor all call it there.
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ import gc
 import json
 import os
 import random
+import ssl
 import statistics
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,8 +42,18 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from bench import _report
 from bench._floor import drive_grpc
-from bench._flows import Stubs, checkout, key, stubs_for, usd
+from bench._flows import (
+    Stubs,
+    checkout,
+    complete_session,
+    create_session,
+    key,
+    stubs_for,
+    update_session,
+    usd,
+)
 from bench._load import Run, closed_loop, open_loop, percentile
+from bench._node import NodeSdk, ensure_installed
 from bench._stack import (
     KEY_ID,
     REPO,
@@ -67,6 +81,42 @@ from service.ledger import EmbeddedPostgres, PiiKeyring, seed_object_copies
 RESULTS = REPO / "bench" / "results"
 CHARGES_PER_PERMISSION = 25  # the emulator's limit for a OneTime charge permission
 EMULATOR_PREFIX = "/sandbox/v2"
+SDK_CONCURRENCY = 16
+RPC_CONCURRENCY = 8  # the floor's concurrency: each RPC's own cost is measured like its floor
+
+
+@dataclass(frozen=True)
+class RpcFloor:
+    """The work an RPC cannot skip, counted in the floor's parts (``bench/_floor.py``)."""
+
+    amazon_calls: int = 0
+    """Signed HTTPS calls to Amazon: each one signature, one thread hand-off, one request."""
+    writes: int = 0
+    """Postgres statements that write (the operation row, the outcome, the objects)."""
+    reads: int = 0
+    """Postgres queries that read one row."""
+
+    def ms(self, floor: dict[str, Any], signature_ms: float) -> float:
+        per_call = floor["thread_hop_ms"] + signature_ms + floor["aiohttp_request_ms"]
+        return float(
+            floor["grpc_server_call_ms"]
+            + self.amazon_calls * per_call
+            + self.writes * floor["asyncpg_statement_ms"]
+            + self.reads * floor["asyncpg_read_ms"]
+        )
+
+
+RPC_FLOORS: dict[str, RpcFloor] = {
+    # Operation row, Amazon's answer, the outcome with the new object and its event.
+    "CreateCheckoutSession": RpcFloor(amazon_calls=1, writes=2),
+    # No idempotency key (the bench's checkout sends none): the call and the changed object.
+    "UpdateCheckoutSession": RpcFloor(amazon_calls=1, writes=1),
+    # Operation row, Complete, outcome; then the charge permission and the charge it produced
+    # are read from Amazon and recorded (one write for both at the least).
+    "CompleteCheckoutSession": RpcFloor(amazon_calls=3, writes=3),
+    "CreateCharge": RpcFloor(amazon_calls=1, writes=2),
+    "GetCharge (ledger)": RpcFloor(reads=1),
+}
 
 
 def log(message: str) -> None:
@@ -91,9 +141,13 @@ class Options:
     floor_calls: int
     output: Path
     chart: bool
+    workers: str
     profile_seconds: float = 0.0
     event_seconds: float = 6.0
     event_streams: int = 500
+    sdk_rounds: int = 5
+    sdk_seconds: float = 4.0
+    rpc_calls: int = 400
 
     @classmethod
     def parse(cls, argv: list[str] | None = None) -> Options:
@@ -107,6 +161,12 @@ class Options:
         p.add_argument("--seed-objects", type=int, default=100_000)
         p.add_argument("--output", type=Path, default=RESULTS, help="directory of the reports")
         p.add_argument("--no-chart", action="store_true", help="skip latest.png")
+        p.add_argument(
+            "--workers",
+            default="auto",
+            help="GRPC_WORKERS of the service under test (default auto: one per core, as the "
+            "production image; empty: the setting's default)",
+        )
         a = p.parse_args(argv)
         quick = bool(a.quick)
         levels = a.levels or ("1,8,32" if quick else "1,2,4,8,16,32,64")
@@ -124,8 +184,12 @@ class Options:
             floor_calls=1000 if quick else 4000,
             output=a.output,
             chart=not a.no_chart,
+            workers=a.workers,
             event_seconds=3.0 if quick else 10.0,
             event_streams=100 if quick else 500,
+            sdk_rounds=2 if quick else 5,
+            sdk_seconds=2.0 if quick else 4.0,
+            rpc_calls=100 if quick else 400,
         )
 
 
@@ -139,6 +203,7 @@ class Stack:
     emulator: Emulator
     service: Service
     private_key: Any
+    private_key_file: Path
     probe: CpuProbe
     embedded: EmbeddedPostgres | None
     workdir: Path
@@ -158,9 +223,11 @@ async def running_stack(
     *,
     service_command: tuple[str, ...] = ("-m", "service"),
     service_source: Path = REPO,
-    **env: str,
+    tls: bool = True,
+    env: dict[str, str] | None = None,
 ) -> Any:
-    """Postgres + fresh database, emulator, one service replica; everything stopped afterwards.
+    """Postgres + fresh database, emulator (its API over HTTPS with ``tls``), one service replica
+    (``GRPC_WORKERS`` processes when set in ``env``); everything stopped afterwards.
 
     ``service_source`` runs the service from another checkout (a git worktree of an earlier
     revision) with this one's virtualenv, so two revisions can be measured in one run."""
@@ -179,17 +246,17 @@ async def running_stack(
         private, public, private_key = write_key_pair(workdir / "keys")
         pii = workdir / "pii.key"
         PiiKeyring.generate_file(pii)
-        emulator = Emulator(workdir / "emulator", {KEY_ID: public})
+        emulator = Emulator(workdir / "emulator", {KEY_ID: public}, tls=tls)
         await emulator.start()
         service = Service(
-            service_env(database_url, emulator, private, pii, **env),
+            service_env(database_url, emulator, private, pii, **(env or {})),
             free_port(),
             REPO / ".data" / "bench-logs" / "service.log",
         )
         await service.start(command=service_command, cwd=service_source)
         await service.wait_serving()
         probe = CpuProbe()
-        probe.add("service", service.pid)
+        probe.add("service", service.pids)
         probe.add("emulator", emulator.pid)
         probe.add("load_generator", os.getpid())
         postmaster = _postmaster_pid(server_url, embedded_dir)
@@ -203,6 +270,7 @@ async def running_stack(
             emulator,
             service,
             private_key,
+            private,
             probe,
             embedded,
             workdir,
@@ -312,6 +380,161 @@ class Bench:
             out.append(figures)
             log(f"  checkout c={concurrency}: {_short(figures)}")
         self.results["checkout_flow"] = out
+
+    async def _buyer_steps(self, session_ids: list[str], step: str, body: dict[str, Any]) -> None:
+        """The buyer's part at the emulator (no service involved), 16 at a time."""
+        gate = asyncio.Semaphore(16)
+
+        async def one(session_id: str) -> None:
+            async with gate:
+                await self.s.emulator.control("POST", f"checkoutSessions/{session_id}/{step}", body)
+
+        await asyncio.gather(*(one(s) for s in session_ids))
+
+    async def scenario_rpc_costs(self) -> None:
+        """Each RPC of the checkout flow on its own, so that its service CPU can be set against
+        the floor of its own work (``RPC_FLOORS``): ``rpc_calls`` sessions are created, then
+        (buyer sign-in at the emulator, not measured) updated, then (buyer confirmation, not
+        measured) completed, each phase a closed loop at the floor's concurrency. The charge
+        permissions feed the CreateCharge scenarios."""
+        n = self.o.rpc_calls
+        log(f"scenario: the checkout flow's RPCs one at a time, {n} calls each")
+        sessions: list[str] = []
+        completed: list[str] = []
+
+        async def create(_i: int) -> None:
+            sessions.append(await create_session(self.api))
+
+        async def update(i: int) -> None:
+            await update_session(self.api, sessions[i], reference=f"bench-{i}")
+
+        async def complete(i: int) -> None:
+            done = await complete_session(self.api, sessions[i])
+            completed.append(done.charge_permission_id)
+
+        out: dict[str, Any] = {}
+        for rpc, call, before in (
+            ("CreateCheckoutSession", create, None),
+            ("UpdateCheckoutSession", update, ("signIn", {"card": "1111"})),
+            ("CompleteCheckoutSession", complete, ("confirm", {})),
+        ):
+            if before is not None:
+                await self._buyer_steps(sessions, *before)
+            calls = n if rpc == "CreateCheckoutSession" else len(sessions)
+            _, figures = await self.measure(
+                lambda f=call, k=calls: closed_loop(  # type: ignore[misc]
+                    f, concurrency=RPC_CONCURRENCY, max_calls=k, max_seconds=120
+                ),
+                rpc=rpc,
+                concurrency=RPC_CONCURRENCY,
+            )
+            out[rpc] = figures
+            log(f"  {rpc}: {_short(figures)}")
+        self.pool.add_permissions(completed)
+        self.results["rpc_costs"] = out
+
+    def _https(self, limit: int) -> aiohttp.TCPConnector:
+        """A connection pool to the emulator's HTTPS API, trusting its CA."""
+        tls = ssl.create_default_context(cafile=self.s.emulator.ca_file)
+        return aiohttp.TCPConnector(limit=limit, ssl=tls)
+
+    def _take(self, count: int) -> list[str]:
+        return [self.pool.take() for _ in range(min(count, self.pool.free))]
+
+    async def scenario_node_sdk(self) -> None:
+        """CreateCharge (captureNow) at 16 callers through the service, and through Amazon's
+        official Node.js SDK calling the same emulator directly over HTTPS (``bench/_node.py``),
+        in alternating rounds (the first side alternates too): the machine is shared, and both
+        sides are measured in the same stretches of time. Figures are the rounds' medians."""
+        versions = await asyncio.to_thread(ensure_installed)
+        rounds, seconds, c = self.o.sdk_rounds, self.o.sdk_seconds, SDK_CONCURRENCY
+        log(f"scenario: service vs {versions['sdk']} (node {versions['node']}), {rounds} rounds")
+        assert self.s.emulator.ca_file is not None
+        node = NodeSdk(
+            api_url=self.s.emulator.api_url,
+            ca_file=self.s.emulator.ca_file,
+            private_key=self.s.private_key_file,
+        )
+        await node.start()
+        self.s.probe.add("node_sdk", node.pid)
+        service_rounds: list[dict[str, Any]] = []
+        sdk_rounds: list[dict[str, Any]] = []
+        try:
+            await self.prepare_slots(800)
+            await closed_loop(self._create_charge, concurrency=c, max_calls=200, max_seconds=5)
+            warm = await node.run(self._take(300), concurrency=c, seconds=5)
+            known = [f["throughput_per_s"] for f in self.results.get("create_charge_sweep", [])]
+            best = max([warm.throughput, *known])
+            per_round = int(best * seconds * 1.5) + 100
+
+            async def service_round() -> None:
+                _, figures = await self.measure(
+                    lambda: closed_loop(
+                        self._create_charge,
+                        concurrency=c,
+                        max_calls=per_round,
+                        max_seconds=seconds,
+                    ),
+                    concurrency=c,
+                )
+                service_rounds.append(figures)
+
+            async def sdk_round() -> None:
+                slots = self._take(per_round)
+                run, figures = await self.measure(
+                    lambda: node.run(slots, concurrency=c, seconds=seconds), concurrency=c
+                )
+                figures.pop("service_cpu_ms_per_call", None)
+                figures["sdk_cpu_ms_per_call"] = round(
+                    figures["cpu_s"]["node_sdk"] / max(run.ok, 1) * 1000, 3
+                )
+                sdk_rounds.append(figures)
+
+            for n in range(rounds):
+                await self.prepare_slots(2 * per_round)
+                sides = (service_round, sdk_round) if n % 2 == 0 else (sdk_round, service_round)
+                for side in sides:
+                    await side()
+                log(
+                    f"  round {n + 1}: service {_short(service_rounds[-1])}; "
+                    f"SDK {_short(sdk_rounds[-1])}"
+                )
+        finally:
+            del self.s.probe.groups["node_sdk"]
+            await node.stop()
+        service = _median_rounds(service_rounds)
+        sdk = _median_rounds(sdk_rounds)
+        for merged, figures, group in (
+            (service, service_rounds, "service"),
+            (sdk, sdk_rounds, "node_sdk"),
+        ):
+            ok = sum(f["calls_ok"] for f in figures)
+            merged["cpu_ms_per_call"] = round(
+                sum(f["cpu_s"][group] for f in figures) / max(ok, 1) * 1000, 3
+            )
+            merged["emulator_cpu_ms_per_call"] = round(
+                sum(f["cpu_s"]["emulator"] for f in figures) / max(ok, 1) * 1000, 3
+            )
+        self.results["node_sdk_comparison"] = {
+            **versions,
+            "concurrency": c,
+            "rounds": rounds,
+            "seconds_per_round": seconds,
+            "service": service,
+            "node_sdk": sdk,
+            "throughput_ratio": round(service["throughput_per_s"] / sdk["throughput_per_s"], 3)
+            if sdk["throughput_per_s"]
+            else None,
+            "round_ratios": [
+                round(a["throughput_per_s"] / b["throughput_per_s"], 3)
+                if b["throughput_per_s"]
+                else None
+                for a, b in zip(service_rounds, sdk_rounds, strict=True)
+            ],
+        }
+        log(
+            f"  service / SDK throughput: {self.results['node_sdk_comparison']['throughput_ratio']}"
+        )
 
     # ---------------------------------------------------------------- CreateCharge
 
@@ -455,10 +678,10 @@ class Bench:
                 headers={"x-amz-pay-idempotency-key": uuid.uuid4().hex[:32]},
             )
             signed.append((body, headers))
-        url = self.s.emulator.url + charge_path
+        url = self.s.emulator.api_url + charge_path
         service_rounds: list[dict[str, Any]] = []
         emulator_rounds: list[dict[str, Any]] = []
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http:
+        async with aiohttp.ClientSession(connector=self._https(64)) as http:
 
             async def direct(i: int, offset: int) -> None:
                 body, headers = signed[offset + i]
@@ -501,7 +724,7 @@ class Bench:
     async def scenario_emulator(self) -> None:
         log("reference: emulator capacity with pre-signed requests")
         emulator = self.s.emulator
-        url = emulator.url
+        url = emulator.api_url
         charge_id = self.pool.captured[0]
         n = self.o.emulator_requests // 2
         get_path = f"{EMULATOR_PREFIX}/charges/{charge_id}"
@@ -525,9 +748,7 @@ class Bench:
             for _ in range(n)
         ]
         out: dict[str, Any] = {}
-        async with aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=64, force_close=False)
-        ) as http:
+        async with aiohttp.ClientSession(connector=self._https(64)) as http:
 
             async def send(method: str, path: str, body: bytes, headers: dict[str, str]) -> None:
                 async with http.request(
@@ -597,7 +818,9 @@ class Bench:
             "bench._floor",
             "clients",
             "--url",
-            self.s.emulator.url + path,
+            self.s.emulator.api_url + path,
+            "--ca-file",
+            str(self.s.emulator.ca_file),
             "--headers",
             json.dumps(headers),
             "--database",
@@ -613,17 +836,13 @@ class Bench:
         figures: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
         figures["grpc_server_call_ms"] = round(grpc_ms, 4)
         sig = self.results["signature"]["cpu_ms_per_signature"]
-        total = (
-            figures["grpc_server_call_ms"]
-            + figures["thread_hop_ms"]
-            + sig
-            + figures["aiohttp_request_ms"]
-            + 2 * figures["asyncpg_statement_ms"]
-        )
-        figures["create_charge_floor_ms"] = round(total, 4)
+        figures["rpcs"] = {name: round(f.ms(figures, sig), 4) for name, f in RPC_FLOORS.items()}
+        self.results["rpc_floor_parts"] = {name: asdict(f) for name, f in RPC_FLOORS.items()}
+        total = figures["rpcs"]["CreateCharge"]
+        figures["create_charge_floor_ms"] = total
         figures["create_charge_floor_vs_signature"] = round(total / sig, 2)
         self.results["floor"] = figures
-        log(f"  floor {total:.3f} ms = {total / sig:.2f} signatures: {figures}")
+        log(f"  CreateCharge floor {total:.3f} ms = {total / sig:.2f} signatures: {figures}")
 
     # ---------------------------------------------------------------- GetCharge
 
@@ -719,7 +938,9 @@ class Bench:
 
 def _median_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """Figures of alternating rounds: percentiles and rates are the rounds' medians."""
-    merged: dict[str, Any] = {"rounds": rounds, "target_rate_per_s": rounds[0]["target_rate_per_s"]}
+    merged: dict[str, Any] = {"rounds": rounds}
+    if "target_rate_per_s" in rounds[0]:
+        merged["target_rate_per_s"] = rounds[0]["target_rate_per_s"]
     for name in ("throughput_per_s", "p50_ms", "p95_ms", "p99_ms"):
         merged[name] = round(statistics.median(f[name] for f in rounds), 2)
     merged["calls_ok"] = sum(f["calls_ok"] for f in rounds)
@@ -754,42 +975,88 @@ def signature_cost(count: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ verdicts
 
 
+def _rpc_cpu(results: dict[str, Any]) -> dict[str, float]:
+    """Service CPU per call of each RPC in ``RPC_FLOORS``, measured like its floor: closed loop at
+    the floor's concurrency."""
+    out = {rpc: f["service_cpu_ms_per_call"] for rpc, f in results["rpc_costs"].items()}
+    for f in results["create_charge_sweep"]:
+        if f["concurrency"] == RPC_CONCURRENCY:
+            out["CreateCharge"] = f["service_cpu_ms_per_call"]
+    for f in results["get_charge"]["levels"]:
+        if f["concurrency"] == RPC_CONCURRENCY:
+            out["GetCharge (ledger)"] = f["service_cpu_ms_per_call"]
+    return out
+
+
+CPU_TARGET = 1.5
+P99_GAP_TARGET_MS = 5.0
+
+
 def verdicts(results: dict[str, Any]) -> dict[str, Any]:
     sig = results["signature"]["cpu_ms_per_signature"]
     half = results["create_charge_half_peak"]
     peak = results["create_charge_peak"]
     emulator = results["emulator"]
+    floor = results["floor"]
     per_charge = half["service_cpu_ms_per_call"]
-    ratio = per_charge / sig
+    floor_ms = floor["create_charge_floor_ms"]
     cpu = peak["cpu_s"]
     others = {k: v for k, v in cpu.items() if k != "service"}
-    bottleneck = all(cpu["service"] >= v for v in others.values())
     emulator_p99 = emulator["create_charge_at_half_peak_rate"]["p99_ms"]
     p99_gap = half["p99_ms"] - emulator_p99
     post_capacity = emulator["signed_post"]["throughput_per_s"]
-    floor = results.get("floor", {})
+    sdk = results["node_sdk_comparison"]
+    rpc_cpu = _rpc_cpu(results)
+    per_rpc = {
+        rpc: {
+            "service_cpu_ms_per_call": rpc_cpu[rpc],
+            "floor_ms": floor["rpcs"][rpc],
+            "ratio": round(rpc_cpu[rpc] / floor["rpcs"][rpc], 2),
+        }
+        for rpc in RPC_FLOORS
+        if rpc in rpc_cpu
+    }
     return {
-        "service_cpu_per_create_charge_vs_signature": {
+        "service_cpu_per_create_charge_vs_floor": {
             "service_cpu_ms_per_call": per_charge,
+            "floor_cpu_ms": floor_ms,
+            "ratio": round(per_charge / floor_ms, 2),
+            "target": f"<= {CPU_TARGET}",
+            "pass": per_charge / floor_ms <= CPU_TARGET,
             "signature_cpu_ms": sig,
-            "ratio": round(ratio, 2),
-            "target": "<= 2.0",
-            "pass": ratio <= 2.0,
-            "floor_cpu_ms": floor.get("create_charge_floor_ms"),
-            "floor_ratio": floor.get("create_charge_floor_vs_signature"),
+            "service_vs_signature": round(per_charge / sig, 2),
+            "floor_vs_signature": floor["create_charge_floor_vs_signature"],
         },
-        "service_is_the_bottleneck": {
-            "cpu_s_at_peak": cpu,
-            "cores_used_at_peak": peak["cores_used"],
-            "target": "service CPU >= emulator, Postgres and load generator CPU at peak",
-            "pass": bottleneck,
+        "throughput_vs_node_sdk": {
+            "service_per_s": sdk["service"]["throughput_per_s"],
+            "node_sdk_per_s": sdk["node_sdk"]["throughput_per_s"],
+            "ratio": sdk["throughput_ratio"],
+            "concurrency": sdk["concurrency"],
+            "target": ">= 1.0",
+            "pass": sdk["throughput_ratio"] is not None and sdk["throughput_ratio"] >= 1.0,
+        },
+        "p99_vs_node_sdk": {
+            "service_p99_ms": sdk["service"]["p99_ms"],
+            "node_sdk_p99_ms": sdk["node_sdk"]["p99_ms"],
+            "ratio": round(sdk["service"]["p99_ms"] / sdk["node_sdk"]["p99_ms"], 2)
+            if sdk["node_sdk"]["p99_ms"]
+            else None,
+            "target": "service p99 <= SDK p99",
+            "pass": sdk["service"]["p99_ms"] <= sdk["node_sdk"]["p99_ms"],
+        },
+        "per_rpc_cpu_vs_floor": {
+            "rpcs": per_rpc,
+            "concurrency": RPC_CONCURRENCY,
+            "target": f"each <= {CPU_TARGET}",
+            "pass": len(per_rpc) == len(RPC_FLOORS)
+            and all(r["ratio"] <= CPU_TARGET for r in per_rpc.values()),
         },
         "p99_at_half_peak_vs_emulator": {
             "service_p99_ms": half["p99_ms"],
             "emulator_p99_ms": emulator_p99,
             "gap_ms": round(p99_gap, 2),
-            "target": "gap <= 10 ms",
-            "pass": p99_gap <= 10.0,
+            "target": f"gap <= {P99_GAP_TARGET_MS:g} ms",
+            "pass": p99_gap <= P99_GAP_TARGET_MS,
         },
         "event_delivery_p99": {
             "p99_ms": results["event_delivery"]["p99_ms"],
@@ -798,6 +1065,12 @@ def verdicts(results: dict[str, Any]) -> dict[str, Any]:
             "target": "< 100 ms",
             "pass": results["event_delivery"]["events"] > 0
             and results["event_delivery"]["p99_ms"] < 100.0,
+        },
+        "service_is_the_bottleneck": {
+            "cpu_s_at_peak": cpu,
+            "cores_used_at_peak": peak["cores_used"],
+            "target": "service CPU >= emulator, Postgres and load generator CPU at peak",
+            "pass": all(cpu["service"] >= v for v in others.values()),
         },
         "throughput_vs_emulator_capacity": {
             "service_peak_create_charge_per_s": peak["throughput_per_s"],
@@ -818,7 +1091,8 @@ async def run_bench(options: Options) -> dict[str, Any]:
     results["signature"] = await asyncio.to_thread(signature_cost, options.signatures)
     log(f"  {results['signature']['cpu_ms_per_signature']} ms CPU per signed request")
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        async with running_stack(Path(tmp)) as stack:
+        workers = {"GRPC_WORKERS": options.workers} if options.workers else {}
+        async with running_stack(Path(tmp), env=workers) as stack:
             results["database"] = "DATABASE_URL" if stack.embedded is None else "embedded"
             # The load generator's own full collections would stall its clocks mid-measurement.
             gc.collect()
@@ -827,22 +1101,27 @@ async def run_bench(options: Options) -> dict[str, Any]:
                 bench = Bench(options, stack, stubs_for(channel, stack.service.target))
                 bench.results = results
                 await bench.scenario_checkout()
+                await bench.scenario_rpc_costs()
                 await bench.scenario_create_charge()
                 await bench.scenario_half_peak()
+                await bench.scenario_node_sdk()
                 await bench.scenario_event_delivery()
                 await bench.scenario_emulator()
                 await bench.scenario_floor()
                 await bench.scenario_get_charge()
                 await bench.scenario_list()
             results["peak_rss_mib"] = {
-                "service": round(peak_rss_mib(stack.service.pid), 1),
+                "service": round(sum(peak_rss_mib(pid) for pid in stack.service.pids()), 1),
+                "service_processes": len(stack.service.pids()),
                 "emulator": round(peak_rss_mib(stack.emulator.pid), 1),
                 "load_generator": round(peak_rss_mib(os.getpid()), 1),
             }
             results["charge_permissions_used"] = len(bench.pool.permissions)
     results["verdicts"] = verdicts(results)
     results["runtime_s"] = round(time.perf_counter() - started, 1)
+    results["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     results["options"] = {
+        "grpc_workers": options.workers or "1 (default)",
         "quick": options.quick,
         "levels": options.levels,
         "seconds_per_level": options.seconds,
@@ -856,17 +1135,24 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
     """One line of ``history.jsonl``: the targets' figures of a run, so the spread between runs
     on a shared machine stays visible next to whichever run is ``latest``."""
     v = results["verdicts"]
-    cpu = v["service_cpu_per_create_charge_vs_signature"]
+    cpu = v["service_cpu_per_create_charge_vs_floor"]
     p99 = v["p99_at_half_peak_vs_emulator"]
     return {
         "date": results["machine"]["date"],
         "cpu_model": results["machine"]["cpu_model"],
         "nproc": results["machine"]["nproc"],
+        "load_average": results["machine"].get("load_average"),
         "quick": results["options"]["quick"],
+        "grpc_workers": results["options"].get("grpc_workers"),
         "signature_ms": cpu["signature_cpu_ms"],
         "create_charge_cpu_ms_at_half_peak": cpu["service_cpu_ms_per_call"],
-        "cpu_ratio": cpu["ratio"],
-        "floor_ratio": cpu.get("floor_ratio"),
+        "floor_ms": cpu["floor_cpu_ms"],
+        "cpu_vs_floor": cpu["ratio"],
+        "per_rpc_cpu_vs_floor": {
+            k: r["ratio"] for k, r in v["per_rpc_cpu_vs_floor"]["rpcs"].items()
+        },
+        "throughput_vs_node_sdk": v["throughput_vs_node_sdk"]["ratio"],
+        "p99_vs_node_sdk": v["p99_vs_node_sdk"]["ratio"],
         "p99_ms_at_half_peak": p99["service_p99_ms"],
         "emulator_p99_ms": p99["emulator_p99_ms"],
         "p99_gap_ms": p99["gap_ms"],

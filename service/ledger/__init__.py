@@ -30,6 +30,7 @@ from ._tools import (
     audit_ledger,
     create_database,
     drop_database,
+    row_read_probe,
     seed_object_copies,
     statement_probe,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "migrate_database",
     "reencrypt_pii",
     "require_migrated",
+    "row_read_probe",
     "seed_object_copies",
     "statement_probe",
 ]

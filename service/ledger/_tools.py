@@ -18,6 +18,7 @@ __all__ = [
     "audit_ledger",
     "create_database",
     "drop_database",
+    "row_read_probe",
     "seed_object_copies",
     "statement_probe",
     "with_database",
@@ -205,5 +206,53 @@ async def statement_probe(
 
         yield write
         await pool.execute("DROP TABLE floor_probe_rows")
+    finally:
+        await pool.close()
+
+
+_PROBE_CHARGE = {
+    "chargeId": "S01-0000000-0000000-C000000",
+    "chargePermissionId": "S01-0000000-0000000",
+    "chargeAmount": {"amount": "1.00", "currencyCode": "USD"},
+    "captureAmount": {"amount": "1.00", "currencyCode": "USD"},
+    "refundedAmount": {"amount": "0.00", "currencyCode": "USD"},
+    "convertedAmount": None,
+    "conversionRate": None,
+    "softDescriptor": "AMZ*Bench",
+    "merchantMetadata": {"merchantReferenceId": None, "merchantStoreName": None},
+    "providerMetadata": {"providerReferenceId": None},
+    "statusDetails": {
+        "state": "Captured",
+        "reasonCode": None,
+        "reasonDescription": None,
+        "lastUpdatedTimestamp": "20260101T000000Z",
+    },
+    "creationTimestamp": "20260101T000000Z",
+    "expirationTimestamp": "20260131T000000Z",
+    "releaseEnvironment": "Sandbox",
+}
+
+
+@asynccontextmanager
+async def row_read_probe(
+    url: str, *, pool_size: int
+) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """A scratch table holding one charge-sized jsonb row and a call that reads it by primary key
+    through a pool of `pool_size` connections with the driver's defaults: the one query a
+    ledger-served GetCharge cannot skip, for the benchmark's floor."""
+    pool = await asyncpg.create_pool(url, min_size=pool_size, max_size=pool_size)
+    try:
+        await pool.execute("DROP TABLE IF EXISTS floor_probe_reads")
+        await pool.execute("CREATE TABLE floor_probe_reads (id bigint PRIMARY KEY, body jsonb)")
+        await pool.execute(
+            "INSERT INTO floor_probe_reads VALUES (1, $1::jsonb)", json.dumps(_PROBE_CHARGE)
+        )
+
+        async def read() -> None:
+            row = await pool.fetchrow("SELECT body FROM floor_probe_reads WHERE id = $1", 1)
+            assert row is not None
+
+        yield read
+        await pool.execute("DROP TABLE floor_probe_reads")
     finally:
         await pool.close()
