@@ -6,8 +6,8 @@ the service process, then writes ``bench/results/profile.md``: inclusive and sel
 and by area (gRPC, validation, signing, HTTP, SQL, JSON, logging, ...), with the service CPU per
 call measured from ``/proc`` during the same window.
 
-    .venv/bin/python -m bench.profile [--seconds 20] [--concurrency 16] [--no-compare]
-        [--compare-revisions REV,...]   # before/after: each revision's service, then this one
+    .venv/bin/python -m bench.profile [--seconds 20] [--concurrency 16] [--no-profile]
+        [--compare REV[+VAR=value],...]   # before/after: the variants side by side, in turns
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ import asyncio
 import contextlib
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ import grpc
 
 from bench._flows import stubs_for
 from bench._load import Run, closed_loop
-from bench._stack import REPO
+from bench._stack import REPO, Service, cpu_seconds, free_port
 from bench.run import RESULTS, Bench, Options, log, running_stack, signature_cost
 from payments.amazonpay.v1 import ledger_pb2
 
@@ -273,95 +275,149 @@ async def run_profile(seconds: float, concurrency: int, output: Path) -> list[st
 
 
 @contextlib.contextmanager
-def _worktree(revision: str) -> Iterator[Path]:
-    """A detached checkout of ``revision`` (with its generated stubs), removed afterwards."""
+def _tree(revision: str) -> Iterator[Path]:
+    """The files of ``revision`` (generated stubs included, they are committed) in a temporary
+    directory, from ``git archive``: no worktree is registered."""
     with tempfile.TemporaryDirectory(prefix="bench-rev-") as tmp:
-        path = Path(tmp) / "tree"
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", str(path), revision],
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", revision],
             cwd=REPO,
             check=True,
             capture_output=True,
         )
-        try:
-            yield path
-        finally:
-            subprocess.run(
-                ["git", "worktree", "remove", "--force", str(path)],
-                cwd=REPO,
-                check=False,
-                capture_output=True,
-            )
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        yield Path(tmp)
 
 
-async def _measure_variant(
-    name: str, source: Path, seconds: float, concurrency: int, options: Options
-) -> str:
-    with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp:
-        async with (
-            running_stack(Path(tmp), service_source=source) as stack,
-            grpc.aio.insecure_channel(stack.service.target) as channel,
-        ):
-            bench = Bench(options, stack, stubs_for(channel, stack.service.target))
-            await bench.prepare_slots(int(seconds * 800) + 200)
-            await closed_loop(bench._create_charge, concurrency=8, max_calls=100, max_seconds=5)
-            calls = bench.pool.free
-            _, f = await bench.measure(
-                lambda b=bench, n=calls: closed_loop(  # type: ignore[misc]
-                    b._create_charge,
-                    concurrency=concurrency,
-                    max_calls=n,
-                    max_seconds=seconds,
-                )
-            )
-            sig = signature_cost(300)["cpu_ms_per_signature"]
-            cpu = f.get("service_cpu_ms_per_call") or 0.0
-            row = (
-                f"| {name} | {f['throughput_per_s']} | {f['p50_ms']} | {f['p99_ms']} "
-                f"| {cpu} | {cpu / sig:.2f} | {f['cores_used']['service']} "
-                f"| {f['cores_used']['postgres']} |"
-            )
-            log(f"  {row}")
-            return row
+@dataclass
+class Variant:
+    """One service under comparison: a revision (``.``: this checkout) and extra settings."""
+
+    spec: str
+    name: str
+    source: Path
+    env: dict[str, str]
+    service: Service | None = None
+    bench: Bench | None = None
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+
+    @staticmethod
+    def parse(spec: str) -> tuple[str, dict[str, str]]:
+        """``REV[+VAR=value...]``, e.g. ``HEAD~3`` or ``.+GRPC_WORKERS=2``."""
+        revision, *settings = spec.split("+")
+        return revision, dict(item.split("=", 1) for item in settings)
 
 
-async def compare(seconds: float, concurrency: int, revisions: list[str]) -> list[str]:
-    """CreateCharge from each earlier revision's service, then from this checkout's, each on a
-    fresh stack in the same run (same emulator, Postgres and load generator code)."""
+def _short(revision: str) -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "--short", revision],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+async def compare(seconds: float, concurrency: int, specs: list[str], rounds: int) -> list[str]:
+    """CreateCharge through the service of each variant, all running side by side on ONE stack
+    (same emulator, Postgres and load generator) and driven in turn, round after round (the order
+    rotates): on a shared machine whose speed drifts, every variant is measured in the same
+    stretches of time. CPU per call is over all of a variant's rounds (every process of its
+    service); calls/s and p99 are the rounds' medians."""
     options = Options.parse(["--quick"])
+    with contextlib.ExitStack() as trees, tempfile.TemporaryDirectory(prefix="bench-cmp-") as tmp:
+        variants = []
+        for spec in specs:
+            revision, env = Variant.parse(spec)
+            if revision == ".":
+                name, source = "this checkout", REPO
+            else:
+                name, source = _short(revision), trees.enter_context(_tree(revision))
+            label = name + "".join(f" {k}={v}" for k, v in env.items())
+            variants.append(Variant(spec, label, source, env))
+        async with running_stack(Path(tmp)) as stack, contextlib.AsyncExitStack() as running:
+            for n, variant in enumerate(variants):
+                service = Service(
+                    {**stack.service.env, **variant.env},
+                    free_port(),
+                    REPO / ".data" / "bench-logs" / f"compare-{n}.log",
+                )
+                running.push_async_callback(service.terminate)
+                await service.start(cwd=variant.source)
+                await service.wait_serving()
+                channel = await running.enter_async_context(
+                    grpc.aio.insecure_channel(service.target)
+                )
+                variant.service = service
+                variant.bench = Bench(options, stack, stubs_for(channel, service.target))
+            first = variants[0].bench
+            assert first is not None
+            for variant in variants:
+                assert variant.bench is not None
+                variant.bench.pool = first.pool
+                await first.prepare_slots(400)
+                await closed_loop(
+                    variant.bench._create_charge,
+                    concurrency=concurrency,
+                    max_calls=200,
+                    max_seconds=5,
+                )
+            per_round = 0
+            for n in range(rounds):
+                order = variants[n % len(variants) :] + variants[: n % len(variants)]
+                best = max([f["throughput_per_s"] for v in variants for f in v.rounds] or [300])
+                per_round = int(best * seconds * 1.5) + 100
+                await first.prepare_slots(per_round * len(variants))
+                for variant in order:
+                    assert variant.bench is not None
+                    assert variant.service is not None
+                    pids = variant.service.pids
+                    before = sum(cpu_seconds(pid) for pid in pids())
+                    run = await closed_loop(
+                        variant.bench._create_charge,
+                        concurrency=concurrency,
+                        max_calls=per_round,
+                        max_seconds=seconds,
+                    )
+                    cpu = sum(cpu_seconds(pid) for pid in pids()) - before
+                    variant.rounds.append({**run.summary(), "cpu_s": cpu})
+                log(
+                    f"  round {n + 1}: "
+                    + "; ".join(
+                        f"{v.name} {v.rounds[-1]['throughput_per_s']}/s "
+                        f"{v.rounds[-1]['cpu_s'] / max(v.rounds[-1]['calls_ok'], 1) * 1000:.3f} ms"
+                        for v in variants
+                    )
+                )
+    sig = signature_cost(300)["cpu_ms_per_signature"]
     rows = []
-    for revision in revisions:
-        log(f"compare: revision {revision}")
-        short = (
-            await asyncio.to_thread(
-                subprocess.run,
-                ["git", "rev-parse", "--short", revision],
-                cwd=REPO,
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-        ).stdout.strip()
-        with _worktree(revision) as tree:
-            rows.append(await _measure_variant(short, tree, seconds, concurrency, options))
-    log("compare: this checkout")
-    rows.append(await _measure_variant("this checkout", REPO, seconds, concurrency, options))
+    baseline = None
+    for variant in variants:
+        ok = sum(f["calls_ok"] for f in variant.rounds)
+        cpu_ms = sum(f["cpu_s"] for f in variant.rounds) / max(ok, 1) * 1000
+        baseline = baseline or cpu_ms
+        rate = statistics.median(f["throughput_per_s"] for f in variant.rounds)
+        p99 = statistics.median(f["p99_ms"] for f in variant.rounds)
+        errors = sum(f["calls_failed"] for f in variant.rounds)
+        rows.append(
+            f"| {variant.name} | {rate:.1f} | {p99:.1f} | {cpu_ms:.3f} | "
+            f"{cpu_ms / baseline - 1:+.0%} | {cpu_ms / sig:.2f} | {errors} |"
+        )
     return [
-        f"### Before/after: CreateCharge, closed loop, {concurrency} callers, {seconds:.0f} s each",
+        f"### Before/after: CreateCharge, closed loop, {concurrency} callers, {rounds} alternating "
+        f"rounds of {seconds:g} s",
         "",
-        "Each row is a fresh stack running the service from that revision (a git worktree, this "
-        "checkout's virtualenv); x sig divides by one signature measured beside it.",
+        "Every variant's service ran side by side on one stack and was driven in turn (`python -m "
+        "bench.profile --compare ...`); CPU is every process of that service, per call over all "
+        "its rounds; calls/s and p99 are the medians of the rounds; x sig divides by one "
+        f"signature ({sig} ms) measured after the rounds.",
         "",
-        "| service | calls/s | p50 ms | p99 ms | svc CPU ms/call | x sig | svc cores "
-        "| Postgres cores |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| service | calls/s | p99 ms | CPU ms/call | vs first | x sig | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
         *rows,
         "",
     ]
 
-
-# The last revision before the second round of hot-path work (bench/results/profile.md).
-BEFORE = "e675112"
 
 MARKER = "<!-- everything below is generated by python -m bench.profile -->"
 
@@ -371,19 +427,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--output", type=Path, default=RESULTS)
-    p.add_argument("--no-compare", action="store_true", help="skip the before/after runs")
-    p.add_argument("--compare-seconds", type=float, default=10.0)
+    p.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
     p.add_argument(
-        "--compare-revisions",
-        default=BEFORE,
-        help="comma-separated git revisions to measure before this checkout",
+        "--compare",
+        default="",
+        help="comma-separated variants REV[+VAR=value...] (`.` is this checkout) to measure side "
+        "by side in alternating rounds, e.g. 3baf487,.,.+GRPC_WORKERS=2",
     )
+    p.add_argument("--compare-seconds", type=float, default=4.0)
+    p.add_argument("--compare-rounds", type=int, default=6)
     a = p.parse_args(argv)
     a.output.mkdir(parents=True, exist_ok=True)
-    lines = asyncio.run(run_profile(a.seconds, a.concurrency, a.output))
-    if not a.no_compare:
-        revisions = [r for r in a.compare_revisions.split(",") if r]
-        lines += asyncio.run(compare(a.compare_seconds, a.concurrency, revisions))
+    lines: list[str] = []
+    if not a.no_profile:
+        lines += asyncio.run(run_profile(a.seconds, a.concurrency, a.output))
+    specs = [v for v in a.compare.split(",") if v]
+    if specs:
+        lines += asyncio.run(compare(a.compare_seconds, a.concurrency, specs, a.compare_rounds))
     target = a.output / "profile.md"
     findings = ""
     if target.exists() and MARKER in target.read_text():

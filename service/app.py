@@ -46,7 +46,7 @@ from .ledger import (
     require_migrated,
 )
 from .security import Callers, load_security
-from .telemetry import Metrics
+from .telemetry import Metrics, tracing_enabled
 from .workers import IpnReceiver, Reconciler, ReconcilerSettings, SnsVerifier
 
 __all__ = ["Application", "pii_keyring"]
@@ -161,11 +161,19 @@ class Application:
             settings.grpc,
             servicers=build_servicers(request_path),
             interceptors=[
-                # Tracing first, so an authentication failure is traced too. Not WatchEvents: a
-                # span as long as a stream says nothing, and a stream the caller drops closes the
-                # instrumentation's generator in another context ("Failed to detach context").
-                aio_server_interceptor(  # type: ignore[no-untyped-call]
-                    filter_=grpc_filters.negate(grpc_filters.method_name("WatchEvents"))
+                # Tracing first, so an authentication failure is traced too; only when spans are
+                # recorded (an exporter is configured): otherwise it is pure cost on every call.
+                # Not WatchEvents: a span as long as a stream says nothing, and a stream the
+                # caller drops closes the instrumentation's generator in another context
+                # ("Failed to detach context").
+                *(
+                    [
+                        aio_server_interceptor(  # type: ignore[no-untyped-call]
+                            filter_=grpc_filters.negate(grpc_filters.method_name("WatchEvents"))
+                        )
+                    ]
+                    if tracing_enabled()
+                    else []
                 ),
                 *([AuthInterceptor(security.callers)] if security.callers else []),
             ],

@@ -5,8 +5,10 @@ before the line is written, whoever logged them: redaction is a property of the 
 discipline each call site has to remember. Lines logged inside a span carry its trace and span ids.
 
 Traces follow a call across gRPC server → Amazon HTTP call → SQL through the official
-instrumentation packages; W3C trace context from callers is honoured. Metrics are exported on the
-admin port's `/metrics` (Prometheus) and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, with OTLP.
+instrumentation packages when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; W3C trace context from callers
+is honoured. Without an exporter nothing on the hot path is instrumented: each RPC's log lines still
+carry a trace id (the caller's, or a fresh one) from `log_trace_ids`. Metrics are exported on the
+admin port's `/metrics` (Prometheus) and, with an exporter, with OTLP.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -33,8 +36,11 @@ __all__ = [
     "collect_amazon_request_ids",
     "configure_logging",
     "configure_telemetry",
+    "current_trace_ids",
     "instrument_libraries",
+    "log_trace_ids",
     "redact",
+    "tracing_enabled",
 ]
 
 REDACTED = "[redacted]"
@@ -77,6 +83,48 @@ def collect_amazon_request_ids(into: list[str]) -> Iterator[list[str]]:
         _request_ids.reset(token)
 
 
+def tracing_enabled() -> bool:
+    """A tracer provider that records spans is installed: an exporter was configured
+    (`configure_telemetry`) or a test installed one. Otherwise the hot path carries no tracing."""
+    return not isinstance(
+        trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider
+    )
+
+
+_log_ids: ContextVar[tuple[str, str] | None] = ContextVar("log_trace_ids", default=None)
+_HEX = frozenset("0123456789abcdef")
+
+
+def _caller_trace_id(traceparent: str | None) -> str | None:
+    """The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), if it is valid."""
+    if traceparent is None or len(traceparent) < 55 or traceparent[2] != "-":
+        return None
+    trace_id = traceparent[3:35]
+    if traceparent[:2] == "ff" or not _HEX.issuperset(trace_id) or trace_id == "0" * 32:
+        return None
+    return trace_id
+
+
+@contextmanager
+def log_trace_ids(traceparent: str | None) -> Iterator[None]:
+    """The trace and span ids of the log lines written inside the block when no tracer records
+    spans: the caller's trace id when `traceparent` names one, else a fresh one."""
+    trace_id = _caller_trace_id(traceparent) or f"{random.getrandbits(128):032x}"
+    token = _log_ids.set((trace_id, f"{random.getrandbits(64):016x}"))
+    try:
+        yield
+    finally:
+        _log_ids.reset(token)
+
+
+def current_trace_ids() -> tuple[str, str] | None:
+    """(trace id, span id) of the current span, else of the enclosing `log_trace_ids` block."""
+    span = trace.get_current_span().get_span_context()
+    if span.is_valid:
+        return format(span.trace_id, "032x"), format(span.span_id, "016x")
+    return _log_ids.get()
+
+
 _RESERVED = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
 
@@ -107,10 +155,9 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 payload[key] = REDACTED if _is_sensitive(key) else redact(value)
-        span = trace.get_current_span().get_span_context()
-        if span.is_valid:
-            payload["trace_id"] = format(span.trace_id, "032x")
-            payload["span_id"] = format(span.span_id, "016x")
+        ids = current_trace_ids()
+        if ids is not None:
+            payload["trace_id"], payload["span_id"] = ids
         if record.exc_info and record.exc_info[0] is not None:
             payload["exc_type"] = record.exc_info[0].__name__
             payload["exc"] = self.formatException(record.exc_info)
@@ -385,10 +432,11 @@ def configure_telemetry(service_name: str = "amazonpay-service") -> None:
     """Process-wide providers for a running service: the Prometheus reader always (served on the
     admin port); traces and OTLP export only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
-    Without an exporter spans are never recorded (sampler ALWAYS_OFF): recording spans nobody
-    exports cost about 40 % of the CPU of a CreateCharge (bench/results/profile.md). They still
-    get trace ids, which the JSON log lines carry, and callers' W3C trace context is propagated
-    to Amazon calls either way.
+    Without an exporter no tracer provider is installed, so `tracing_enabled()` is false and
+    nothing traces the hot path: no gRPC server interceptor, no library instrumentation, no-op
+    spans (recording spans nobody exports cost about 40 % of a CreateCharge; even unrecorded SDK
+    spans and the interceptor cost a few per cent: bench/results/profile.md). Log lines then carry
+    the ids of `log_trace_ids`.
     """
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
@@ -408,11 +456,4 @@ def configure_telemetry(service_name: str = "amazonpay-service") -> None:
         trace.set_tracer_provider(tracer_provider)
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
         instrument_libraries()
-    else:
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
-
-        # Spans that are never recorded (nearly free) but carry trace ids: every log line of an
-        # RPC names one, and a caller's trace id is kept and passed on to Amazon.
-        trace.set_tracer_provider(TracerProvider(resource=resource, sampler=ALWAYS_OFF))
     otel_metrics.set_meter_provider(SdkMeterProvider(resource=resource, metric_readers=readers))

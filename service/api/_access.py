@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
 
 import grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
-from opentelemetry import trace
 
-from service.telemetry import collect_amazon_request_ids
+from service.telemetry import (
+    collect_amazon_request_ids,
+    current_trace_ids,
+    log_trace_ids,
+    tracing_enabled,
+)
 
 from ._auth import current_caller
 
@@ -99,7 +104,7 @@ class RpcRecord:
         return time.perf_counter() - self.started
 
     def log(self) -> None:
-        span = trace.get_current_span().get_span_context()
+        ids = current_trace_ids()
         level = (
             logging.ERROR
             if self.code in _ERROR_CODES
@@ -119,14 +124,24 @@ class RpcRecord:
                 "object_ids": self.object_ids,
                 "amazon_request_ids": self.request_ids,
                 "duration_ms": round(self.elapsed_s() * 1000, 3),
-                "trace_id": format(span.trace_id, "032x") if span.is_valid else None,
+                "trace_id": ids[0] if ids is not None else None,
             },
         )
 
 
+def _traceparent(metadata: Iterable[Any] | None) -> str | None:
+    for key, value in metadata or ():
+        if key == "traceparent" and isinstance(value, str):
+            return value
+    return None
+
+
 @contextmanager
-def rpc_record(method: str) -> Iterator[RpcRecord]:
-    """Collects the Amazon request ids of every Amazon answer inside the block."""
+def rpc_record(method: str, metadata: Iterable[Any] | None = None) -> Iterator[RpcRecord]:
+    """Collects the Amazon request ids of every Amazon answer inside the block. Without a tracer
+    (no exporter), the block's log lines carry the caller's trace id from its `traceparent`
+    metadata, or a fresh one."""
     record = RpcRecord(method)
-    with collect_amazon_request_ids(record.request_ids):
+    ids = nullcontext() if tracing_enabled() else log_trace_ids(_traceparent(metadata))
+    with collect_amazon_request_ids(record.request_ids), ids:
         yield record

@@ -397,7 +397,11 @@ class RequestPath:
         # Amazon request ids are collected for unary RPCs only: a stream makes no Amazon calls,
         # and a context variable set in an async generator cannot be reset once it is finalized
         # elsewhere.
-        with rpc_record(method) if unary else nullcontext(RpcRecord(method)) as record:
+        with (
+            rpc_record(method, context.invocation_metadata())
+            if unary
+            else nullcontext(RpcRecord(method)) as record
+        ):
             record.request(request)
             try:
                 # Authorization first: a caller learns nothing about another merchant's requests.
