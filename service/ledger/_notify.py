@@ -4,7 +4,9 @@ Postgres LISTEN/NOTIFY only wakes the hub; what it delivers comes from one query
 every merchant, reading the stable events after the hub's own position (see `Position` and
 migration 0008). Each subscriber filters that batch in memory, so a thousand streams cost one query,
 not a thousand. Because the hub reads by position, a lost notification or a Postgres restart delays
-events but cannot lose them: after reconnecting, the hub simply reads on from where it was.
+events but cannot lose them: after reconnecting, the hub simply reads on from where it was. While
+no stream is subscribed the hub reads no events at all: once a second it moves its position to
+the frontier instead (one cheap query, not one read per commit on the hot path).
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class EventHub:
         self._conn: asyncpg.Connection | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
+        self._subscribed = asyncio.Event()
         self._position: Position = (0, 0)
         self.connected = asyncio.Event()
         self.stopping = False
@@ -134,6 +137,22 @@ class EventHub:
         held_delay = 0.0
         failures = 0
         while True:
+            if not self._subscribers:
+                self._subscribed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._subscribed.wait(), self._idle_poll_s)
+            if not self._subscribers:
+                try:
+                    frontier = await self._repo.event_frontier()
+                except Exception as exc:
+                    failures = self._read_failed(exc, failures)
+                    continue
+                failures = 0
+                # Only if still nobody subscribed: a stream that subscribes from now on replays
+                # the ledger up to a frontier taken after this one, so nothing falls in between.
+                if not self._subscribers:
+                    self._position = max(self._position, frontier)
+                continue
             wait = held_delay or self._idle_poll_s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
@@ -141,13 +160,7 @@ class EventHub:
             try:
                 batch = await self._repo.stable_events(self._position, limit=_BATCH, timeout=10)
             except Exception as exc:
-                # The one reader of every stream must outlive anything a batch can throw; an
-                # unreachable or restarting ledger is expected, anything else is a bug.
-                failures += 1
-                if not (is_unavailable(exc) or isinstance(exc, asyncpg.PostgresError)):
-                    _log.exception("ledger event read failed unexpectedly")
-                elif failures == 1:
-                    _log.warning("ledger event read failed", extra={"error": type(exc).__name__})
+                failures = self._read_failed(exc, failures)
                 held_delay = min(0.1 * 2**failures, 5.0)
                 continue
             failures = 0
@@ -162,6 +175,17 @@ class EventHub:
                 held_delay = min(held_delay * 2, _HELD_MAX_S) if held_delay else _HELD_FIRST_S
             else:
                 held_delay = 0.0
+
+    @staticmethod
+    def _read_failed(exc: Exception, failures: int) -> int:
+        """The one reader of every stream must outlive anything a read can throw; an
+        unreachable or restarting ledger is expected, anything else is a bug."""
+        failures += 1
+        if not (is_unavailable(exc) or isinstance(exc, asyncpg.PostgresError)):
+            _log.exception("ledger event read failed unexpectedly")
+        elif failures == 1:
+            _log.warning("ledger event read failed", extra={"error": type(exc).__name__})
+        return failures
 
     async def _watch(self) -> None:
         """Detect a lost listening connection and reconnect with backoff."""
@@ -199,6 +223,7 @@ class EventHub:
             raise StreamLimitReached(f"at most {self.max_subscribers} event streams per replica")
         subscription = Subscription(self, accept, self._capacity)
         self._subscribers.add(subscription)
+        self._subscribed.set()
         return subscription
 
     def close_subscribers(self) -> None:
