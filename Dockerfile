@@ -52,6 +52,7 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH \
     GRPC_LISTEN=0.0.0.0:50051 \
+    GRPC_WORKERS=auto \
     IPN_LISTEN=0.0.0.0:8081 \
     ADMIN_LISTEN=0.0.0.0:9464
 RUN groupadd --system --gid 10001 app \
@@ -60,6 +61,8 @@ RUN groupadd --system --gid 10001 app \
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 USER 10001:10001
+# GRPC_WORKERS=auto: one server process per CPU of the container's limit, sharing the ports
+# (docs/operations.md#scale).
 # 50051 gRPC, 8081 IPN receiver (HTTP, path /ipn), 9464 admin HTTP (Prometheus /metrics).
 EXPOSE 50051 8081 9464
 ENTRYPOINT ["python", "-m", "service"]

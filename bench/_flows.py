@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,15 +47,45 @@ class Stubs:
     ledger: Any
 
 
-def stubs_for(channel: grpc.aio.Channel, target: str) -> Stubs:
+class _RoundRobin:
+    """The same stub over several channels: each call goes out on the next one."""
+
+    def __init__(self, stubs: list[Any]) -> None:
+        self._next = itertools.cycle(stubs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(next(self._next), name)
+
+
+def stubs_for(channels: grpc.aio.Channel | Sequence[grpc.aio.Channel], target: str) -> Stubs:
+    """Stubs over one channel, or spread call by call over several (several connections, as
+    several client processes would open: `SO_REUSEPORT` spreads connections, not calls, over
+    the service's workers)."""
+    pool = [channels] if isinstance(channels, grpc.aio.Channel) else list(channels)
+
+    def each(stub: Any) -> Any:
+        return _RoundRobin([stub(channel) for channel in pool]) if len(pool) > 1 else stub(pool[0])
+
     return Stubs(
         target,
-        checkout_session_pb2_grpc.CheckoutSessionServiceStub(channel),
-        charge_permission_pb2_grpc.ChargePermissionServiceStub(channel),
-        charge_pb2_grpc.ChargeServiceStub(channel),
-        refund_pb2_grpc.RefundServiceStub(channel),
-        ledger_pb2_grpc.LedgerServiceStub(channel),
+        each(checkout_session_pb2_grpc.CheckoutSessionServiceStub),
+        each(charge_permission_pb2_grpc.ChargePermissionServiceStub),
+        each(charge_pb2_grpc.ChargeServiceStub),
+        each(refund_pb2_grpc.RefundServiceStub),
+        each(ledger_pb2_grpc.LedgerServiceStub),
     )
+
+
+@asynccontextmanager
+async def channels(target: str, count: int) -> AsyncIterator[list[grpc.aio.Channel]]:
+    """`count` insecure channels to `target`, each with its own connection."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(
+                grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+            )
+            for _ in range(count)
+        ]
 
 
 @dataclass

@@ -30,7 +30,7 @@ from typing import Any
 
 import grpc
 
-from bench._flows import stubs_for
+from bench._flows import channels, stubs_for
 from bench._load import Run, closed_loop
 from bench._stack import REPO, Service, cpu_seconds, free_port
 from bench.run import RESULTS, Bench, Options, log, running_stack, signature_cost
@@ -345,11 +345,9 @@ async def compare(seconds: float, concurrency: int, specs: list[str], rounds: in
                 running.push_async_callback(service.terminate)
                 await service.start(cwd=variant.source)
                 await service.wait_serving()
-                channel = await running.enter_async_context(
-                    grpc.aio.insecure_channel(service.target)
-                )
+                pool = await running.enter_async_context(channels(service.target, concurrency))
                 variant.service = service
-                variant.bench = Bench(options, stack, stubs_for(channel, service.target))
+                variant.bench = Bench(options, stack, stubs_for(pool, service.target))
             first = variants[0].bench
             assert first is not None
             for variant in variants:

@@ -44,6 +44,7 @@ from bench import _report
 from bench._floor import drive_grpc
 from bench._flows import (
     Stubs,
+    channels,
     checkout,
     complete_session,
     create_session,
@@ -142,6 +143,7 @@ class Options:
     output: Path
     chart: bool
     workers: str
+    channels: int
     profile_seconds: float = 0.0
     event_seconds: float = 6.0
     event_streams: int = 500
@@ -161,6 +163,13 @@ class Options:
         p.add_argument("--seed-objects", type=int, default=100_000)
         p.add_argument("--output", type=Path, default=RESULTS, help="directory of the reports")
         p.add_argument("--no-chart", action="store_true", help="skip latest.png")
+        p.add_argument(
+            "--channels",
+            type=int,
+            default=16,
+            help="gRPC channels (connections) the load generator spreads its calls over, as that "
+            "many client processes would",
+        )
         p.add_argument(
             "--workers",
             default="auto",
@@ -185,6 +194,7 @@ class Options:
             output=a.output,
             chart=not a.no_chart,
             workers=a.workers,
+            channels=a.channels,
             event_seconds=3.0 if quick else 10.0,
             event_streams=100 if quick else 500,
             sdk_rounds=2 if quick else 5,
@@ -1097,8 +1107,8 @@ async def run_bench(options: Options) -> dict[str, Any]:
             # The load generator's own full collections would stall its clocks mid-measurement.
             gc.collect()
             gc.freeze()
-            async with grpc.aio.insecure_channel(stack.service.target) as channel:
-                bench = Bench(options, stack, stubs_for(channel, stack.service.target))
+            async with channels(stack.service.target, options.channels) as pool:
+                bench = Bench(options, stack, stubs_for(pool, stack.service.target))
                 bench.results = results
                 await bench.scenario_checkout()
                 await bench.scenario_rpc_costs()
@@ -1122,6 +1132,7 @@ async def run_bench(options: Options) -> dict[str, Any]:
     results["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     results["options"] = {
         "grpc_workers": options.workers or "1 (default)",
+        "client_channels": options.channels,
         "quick": options.quick,
         "levels": options.levels,
         "seconds_per_level": options.seconds,

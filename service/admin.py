@@ -1,48 +1,80 @@
 """The admin port: Prometheus `/metrics`, and `/readyz` + `/livez` mirroring gRPC health for
 probes that cannot speak TLS gRPC. Kept off the gRPC port so callers never reach it and
-NetworkPolicy can open it to the monitoring namespace and the kubelet only."""
+NetworkPolicy can open it to the monitoring namespace and the kubelet only.
+
+With `GRPC_WORKERS` > 1 each worker serves these on a Unix socket of its own and the supervisor
+serves the admin port, answering from every worker (`service.supervisor`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-__all__ = ["AdminServer"]
+__all__ = ["AdminServer", "Check"]
+
+Check = Callable[[], Awaitable[bool]]
+"""An async yes/no: is the process ready, is it alive."""
+
+
+async def _yes() -> bool:
+    return True
+
+
+async def _own_metrics() -> bytes:
+    return generate_latest(REGISTRY)
 
 
 class AdminServer:
-    def __init__(self, ready: Callable[[], bool] = lambda: True) -> None:
+    def __init__(
+        self,
+        ready: Check = _yes,
+        *,
+        live: Check = _yes,
+        metrics: Callable[[], Awaitable[bytes]] = _own_metrics,
+    ) -> None:
         self._ready = ready
+        self._live = live
+        self._metrics_text = metrics
         self._runner: web.AppRunner | None = None
         self.port = 0
 
     async def _readyz(self, _request: web.Request) -> web.Response:
-        if self._ready():
+        if await self._ready():
             return web.Response(text="SERVING\n")
         return web.Response(status=503, text="NOT_SERVING\n")
 
     async def _livez(self, _request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
+        if await self._live():
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="not live\n")
 
     async def _metrics(self, _request: web.Request) -> web.Response:
-        body = generate_latest(REGISTRY)
+        body = await self._metrics_text()
         return web.Response(body=body, headers={"content-type": CONTENT_TYPE_LATEST})
 
-    async def start(self, host: str, port: int) -> int:
+    async def _setup(self) -> web.AppRunner:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/livez", self._livez)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        return self._runner
+
+    async def start(self, host: str, port: int) -> int:
+        site = web.TCPSite(await self._setup(), host, port)
         await site.start()
         server: Any = site._server
         self.port = int(server.sockets[0].getsockname()[1])
         return self.port
+
+    async def start_unix(self, path: Path) -> None:
+        """Serve on the Unix socket `path` (a worker's, for its supervisor)."""
+        await web.UnixSite(await self._setup(), str(path)).start()
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -14,6 +14,7 @@ import gc
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from google.protobuf import descriptor_pool
@@ -56,8 +57,17 @@ _tracer = trace.get_tracer(__name__)
 
 
 class Application:
-    def __init__(self, settings: Settings, *, meter_provider: MeterProvider | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        meter_provider: MeterProvider | None = None,
+        admin_socket: Path | None = None,
+    ) -> None:
+        """`admin_socket`: serve the admin endpoints on this Unix socket instead of
+        `ADMIN_LISTEN` (a worker of `service.supervisor`, whose supervisor owns the port)."""
         self.settings = settings
+        self._admin_socket = admin_socket
         self.metrics = Metrics(meter_provider)
         self.ledger: Ledger | None = None
         self.grpc: GrpcServer | None = None
@@ -270,15 +280,18 @@ class Application:
                 max_connections=workers.ipn_max_connections,
             )
             host, port = parse_listen_address("IPN_LISTEN", workers.ipn_listen)
-            bound = await self.ipn.start(host, port)
+            bound = await self.ipn.start(host, port, reuse_port=settings.grpc.workers > 1)
             _log.info("serving IPN", extra={"listen": workers.ipn_listen, "port": bound})
             if self._dev_amazon is not None:
                 from ._devstack import DevAmazonPay
 
                 assert isinstance(self._dev_amazon, DevAmazonPay)
                 await self._dev_amazon.subscribe_ipn(f"http://127.0.0.1:{bound}/ipn")
-        if workers.admin_listen is not None:
-            self.admin = AdminServer(ready=lambda: self.grpc is not None and self.grpc.serving)
+        if self._admin_socket is not None:
+            self.admin = AdminServer(ready=self._serving)
+            await self.admin.start_unix(self._admin_socket)
+        elif workers.admin_listen is not None:
+            self.admin = AdminServer(ready=self._serving)
             host, port = parse_listen_address("ADMIN_LISTEN", workers.admin_listen)
             bound = await self.admin.start(host, port)
             _log.info("serving admin", extra={"listen": workers.admin_listen, "port": bound})
@@ -296,6 +309,9 @@ class Application:
                 self.ipn,
             )
             self.reconciler.start()
+
+    async def _serving(self) -> bool:
+        return self.grpc is not None and self.grpc.serving
 
     async def _follow_database(self, interval_s: float = 2.0) -> None:
         """Readiness follows Postgres: NOT_SERVING while the ledger cannot be reached, so

@@ -10,6 +10,7 @@ Each setting is stated once, as a dataclass field made by `_setting` (variable, 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -32,6 +33,7 @@ __all__ = [
     "SecuritySettings",
     "Settings",
     "WorkerSettings",
+    "available_cpus",
     "load_settings",
     "parse_listen_address",
     "setting_variables",
@@ -227,6 +229,34 @@ def _key_files(name: str, value: str) -> tuple[tuple[str, Path], ...]:
     return tuple(pairs)
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on: its affinity mask, capped by a cgroup CPU limit (a
+    Kubernetes `limits.cpu`, rounded up) when there is one."""
+    count = len(os.sched_getaffinity(0))
+    limit = None
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]  # cgroup v2
+        if quota != "max":
+            limit = int(quota) / int(period)
+    except (OSError, ValueError):
+        try:
+            v1 = Path("/sys/fs/cgroup/cpu")
+            quota_us = int((v1 / "cpu.cfs_quota_us").read_text())
+            if quota_us > 0:
+                limit = quota_us / int((v1 / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            pass
+    if limit is not None:
+        count = min(count, max(1, math.ceil(limit)))
+    return max(1, count)
+
+
+def _workers(name: str, value: str) -> int:
+    if value.strip().lower() == "auto":
+        return available_cpus()
+    return _int_in(1, 64)(name, value)
+
+
 def _setting(env: str, parse: Callable[[str, str], T], default: D) -> T | D:
     """A field read from the variable `env` with `parse`; the field's default is the only default.
 
@@ -264,6 +294,11 @@ class GrpcSettings:
     shutdown_grace_s: float = _setting("SHUTDOWN_GRACE_S", _float_in(0, 600), 20.0)
     """On SIGTERM, in-flight calls get this long to finish; keep it below the
     pod's terminationGracePeriodSeconds."""
+
+    workers: int = _setting("GRPC_WORKERS", _workers, 1)
+    """Server processes sharing the gRPC (and IPN) port with SO_REUSEPORT, each with
+    its own event loop, pool and workers; `auto` is one per CPU of the container's limit (the
+    production image's setting). More than 1 needs DATABASE_URL and Amazon credentials."""
 
     @property
     def host_port(self) -> tuple[str, int]:

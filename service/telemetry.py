@@ -145,12 +145,18 @@ def redact(value: Any) -> Any:
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, static: Mapping[str, Any] | None = None) -> None:
+        """`static`: fields every line carries (a worker's index under `GRPC_WORKERS`)."""
+        super().__init__()
+        self._static = dict(static or {})
+
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
+            **self._static,
         }
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
@@ -170,7 +176,7 @@ _stderr_lock = threading.RLock()
 _NATIVE_LEVELS = {"E": "ERROR", "W": "WARNING", "I": "INFO", "D": "DEBUG", "F": "CRITICAL"}
 
 
-def route_native_stderr() -> None:
+def route_native_stderr(*, worker: int | None = None) -> None:
     """Keep stderr one JSON object per line although native code writes plain text to it.
 
     gRPC's C core (absl logging), the embedded Postgres server and anything else below Python
@@ -185,7 +191,7 @@ def route_native_stderr() -> None:
     os.close(write_end)
     stream = open(original, "w", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115
     sys.stderr = stream
-    formatter = JsonFormatter()
+    formatter = JsonFormatter({"worker": worker} if worker is not None else None)
 
     def forward() -> None:
         with open(read_end, "rb") as pipe:
@@ -214,10 +220,11 @@ def route_native_stderr() -> None:
     threading.Thread(target=forward, name="native-stderr", daemon=True).start()
 
 
-def configure_logging(level: str = "INFO") -> None:
+def configure_logging(level: str = "INFO", *, worker: int | None = None) -> None:
+    """JSON lines on stderr at `level`; a worker of `service.supervisor` names itself on each."""
     handler = logging.StreamHandler(sys.stderr)
     handler.lock = _stderr_lock
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter({"worker": worker} if worker is not None else None))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

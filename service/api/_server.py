@@ -78,7 +78,9 @@ def server_options(settings: GrpcSettings) -> list[tuple[str, Any]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.max_connection_age_ms", settings.max_connection_age_s * 1000),
         ("grpc.max_connection_age_grace_ms", int(settings.shutdown_grace_s * 1000)),
-        ("grpc.so_reuseport", 0),
+        # Shared only by this replica's own workers (GRPC_WORKERS); otherwise a second service
+        # started on the same port by mistake must fail to bind, not take half the calls.
+        ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
     ]
 
 

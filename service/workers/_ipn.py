@@ -129,7 +129,9 @@ class IpnReceiver:
         self._server: _GuardedServer | None = None
         self.port = 0
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
+        """Listen on `host:port`; with `reuse_port` the port is shared with the other workers of
+        this replica (`GRPC_WORKERS`), each answering the connections the kernel gives it."""
         self._server = _GuardedServer(
             self._dispatch,
             max_connections=self._max_connections,
@@ -142,7 +144,7 @@ class IpnReceiver:
         )
         self._runner = web.ServerRunner(self._server, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, reuse_port=reuse_port or None)
         await site.start()
         server: Any = site._server
         self.port = int(server.sockets[0].getsockname()[1])

@@ -5,6 +5,7 @@ grace periods, probes, security context, documented secrets, connection budget).
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 import shutil
@@ -467,6 +468,11 @@ def test_network_policy_admits_only_labelled_callers_and_needed_egress(
                 assert "169.254.0.0/16" in peer["ipBlock"].get("except", []), "metadata endpoint"
 
 
+def _cpus(quantity: str) -> float:
+    """A Kubernetes CPU quantity ("2", "1500m") in CPUs."""
+    return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
 def test_postgres_connections_fit_max_connections_at_full_scale(objects: list[Obj]) -> None:
     deployment, _, container = _server(objects)
     env = _effective_env(objects, container)
@@ -475,7 +481,11 @@ def test_postgres_connections_fit_max_connections_at_full_scale(objects: list[Ob
         hpa["metadata"]["annotations"]["amazonpay-grpc.payments/postgres-max-connections"]
     )
     surge = deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
-    per_replica = int(env["DATABASE_POOL_MAX"]) + 2  # + event hub LISTEN + instance lock
+    # Each worker process of a pod (GRPC_WORKERS; `auto` = one per CPU of the limit) has its pool.
+    workers = env.get("GRPC_WORKERS", "1")
+    if workers == "auto":
+        workers = str(math.ceil(_cpus(container["resources"]["limits"]["cpu"])))
+    per_replica = int(workers) * (int(env["DATABASE_POOL_MAX"]) + 2)  # + LISTEN + instance lock
     needed = (hpa["spec"]["maxReplicas"] + surge) * per_replica + 1 + 3
     assert needed <= max_connections, f"{needed} connections > max_connections {max_connections}"
 
