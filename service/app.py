@@ -134,7 +134,10 @@ class Application:
         calls = settings.amazon_calls
         self.merchants = await MerchantRegistry.from_settings(
             settings.merchants,
-            client_config=ClientConfig(retry=RetryPolicy(max_retries=calls.max_retries)),
+            client_config=ClientConfig(
+                retry=RetryPolicy(max_retries=calls.max_retries),
+                signing_threads=calls.signing_threads,
+            ),
             on_attempt=self.metrics.record_attempt,
             breaker=BreakerSettings(calls.circuit_failures, calls.circuit_open_s),
             max_concurrent=calls.max_concurrent,

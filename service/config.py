@@ -398,6 +398,11 @@ class AmazonCallSettings:
     max_retries: int = _setting("AMAZON_MAX_RETRIES", _int_in(0, 10), 3)
     """Retries of one call on 408/425/429/5xx/no answer (same key)."""
 
+    signing_threads: int = _setting("AMAZON_SIGNING_THREADS", _int_in(0, 64), 2)
+    """Threads computing the RSA signature of each Amazon call (the RSA operation releases the
+    GIL, so they use other cores); 0 signs on the event loop, cheapest when `GRPC_WORKERS` gives
+    every core a worker of its own (bench/results/profile.md)."""
+
 
 @dataclass(frozen=True)
 class PiiSettings:
