@@ -11,7 +11,7 @@ from grpc_reflection.v1alpha import reflection
 
 from service.config import GrpcSettings
 
-from ._malformed import MalformedRequests
+from ._malformed import GuardedRegistration
 from ._registry import ServiceStub, discover_services
 
 __all__ = ["LIVENESS_SERVICE", "GrpcServer", "build_server"]
@@ -98,11 +98,15 @@ def build_server(
     unknown = sorted(set(servicers) - known)
     if unknown:
         raise ValueError(f"servicers for services not in the protos: {unknown}")
-    # Innermost, so authentication still answers first for a caller sending garbage.
-    chain = [*(interceptors or []), MalformedRequests()]
-    server = grpc.aio.server(interceptors=chain, options=server_options(settings))
+    # No interceptor unless one is asked for: grpc then takes its fast path on every call.
+    server = grpc.aio.server(interceptors=interceptors or None, options=server_options(settings))
+    # Malformed requests are answered by the handlers themselves (after every interceptor, so
+    # authentication still answers first for a caller sending garbage).
+    registration: Any = GuardedRegistration(server)
     for service in services:
-        service.add_to_server(servicers.get(service.name) or service.default_servicer(), server)
+        service.add_to_server(
+            servicers.get(service.name) or service.default_servicer(), registration
+        )
     # grpc-stubs predates the asyncio health servicer that grpc's examples use.
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
