@@ -101,20 +101,22 @@ def build_server(
     # No interceptor unless one is asked for: grpc then takes its fast path on every call.
     server = grpc.aio.server(interceptors=interceptors or None, options=server_options(settings))
     # Malformed requests are answered by the handlers themselves (after every interceptor, so
-    # authentication still answers first for a caller sending garbage).
-    registration: Any = GuardedRegistration(server)
+    # authentication still answers first for a caller sending garbage); every method is found
+    # in one table.
+    registration: Any = GuardedRegistration()
     for service in services:
         service.add_to_server(
             servicers.get(service.name) or service.default_servicer(), registration
         )
     # grpc-stubs predates the asyncio health servicer that grpc's examples use.
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registration)
     reflection.enable_server_reflection(
         [s.full_name for s in services]
         + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
-        server,
+        registration,
     )
+    registration.register(server)
     return GrpcServer(
         server=server,
         health_servicer=health_servicer,
