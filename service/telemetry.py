@@ -23,15 +23,22 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
-from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+from opentelemetry.metrics import (
+    CallbackOptions,
+    Counter,
+    Histogram,
+    MeterProvider,
+    Observation,
+)
 
 __all__ = [
     "REDACTED",
     "JsonFormatter",
+    "LocalCounter",
     "Metrics",
     "collect_amazon_request_ids",
     "configure_logging",
@@ -232,121 +239,222 @@ def configure_logging(level: str = "INFO", *, worker: int | None = None) -> None
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+class LocalCounter:
+    """A counter kept in a dict (one addition per call) and read by an observable counter when
+    metrics are collected: it exports exactly what a synchronous OpenTelemetry counter would,
+    but the SDK's per-add work (attribute cleaning and hashing, locks: some 10 µs) runs only at
+    collection. For the counters added to on every RPC and every Amazon attempt."""
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[tuple[str, Any], ...], float] = {}
+
+    def add(self, amount: float, attributes: Mapping[str, Any] | None = None) -> None:
+        key = tuple(attributes.items()) if attributes else ()
+        self._values[key] = self._values.get(key, 0) + amount
+
+    def observe(self, _options: CallbackOptions) -> Iterable[Observation]:
+        # list() copies under the GIL: the OTLP reader's thread may collect while the loop adds.
+        return [Observation(value, dict(key)) for key, value in list(self._values.items())]
+
+
+class _Instrument(NamedTuple):
+    attribute: str
+    kind: str
+    """`counter`, `histogram` (OpenTelemetry's synchronous ones) or `local` (`LocalCounter`)."""
+    name: str
+    unit: str
+    description: str
+
+
+_INSTRUMENTS = (
+    _Instrument(
+        "rpc_duration",
+        "histogram",
+        "amazonpay.rpc.duration",
+        "s",
+        "gRPC call latency by method and status code",
+    ),
+    _Instrument(
+        "rpc_calls",
+        "local",
+        "amazonpay.rpc.calls",
+        "{call}",
+        "gRPC calls by method and status code (present from start-up, at zero)",
+    ),
+    _Instrument(
+        "amazon_calls",
+        "local",
+        "amazonpay.amazon.calls",
+        "{attempt}",
+        "HTTP attempts to Amazon Pay by operation, status and reasonCode",
+    ),
+    _Instrument(
+        "amazon_retries",
+        "counter",
+        "amazonpay.amazon.retries",
+        "{attempt}",
+        "Attempts to Amazon Pay that were followed by a retry",
+    ),
+    _Instrument(
+        "amazon_duration",
+        "histogram",
+        "amazonpay.amazon.duration",
+        "s",
+        "Duration of one HTTP attempt to Amazon Pay (signing included)",
+    ),
+    _Instrument(
+        "ipn_messages",
+        "counter",
+        "amazonpay.ipn.messages",
+        "{message}",
+        "IPN envelopes by outcome: received, verified, duplicate, rejected",
+    ),
+    _Instrument(
+        "reconciler_polls",
+        "counter",
+        "amazonpay.reconciler.polls",
+        "{poll}",
+        "Objects polled by the reconciler, by kind and outcome",
+    ),
+    _Instrument(
+        "redriven_operations",
+        "counter",
+        "amazonpay.operations.redriven",
+        "{operation}",
+        "Interrupted operations finished by a re-drive",
+    ),
+    _Instrument(
+        "quarantined_operations",
+        "counter",
+        "amazonpay.operations.quarantined",
+        "{operation}",
+        "Operations set aside (failed) because their request cannot be sent",
+    ),
+)
+
+
+class _Gauge(NamedTuple):
+    name: str
+    unit: str
+    description: str
+    observe: str
+    """Name of the `Metrics` method that observes it."""
+
+
+_GAUGES = (
+    _Gauge(
+        "amazonpay.ledger.oldest_pending_object_age",
+        "s",
+        "Age of the oldest non-final object still being polled",
+        "_observe_oldest_pending",
+    ),
+    _Gauge(
+        "amazonpay.ledger.owed_reads",
+        "{read}",
+        "Reads the reconciler owes (related objects of completed checkouts, refreshes), by state: "
+        "due (never failed) or failing (backing off after a failure)",
+        "_observe_owed_reads",
+    ),
+    _Gauge(
+        "amazonpay.circuit.state",
+        "",
+        "Circuit breaker per merchant: 0 closed, 1 half-open, 2 open",
+        "_observe_circuits",
+    ),
+    _Gauge(
+        "amazonpay.db.pool.connections",
+        "{connection}",
+        "Ledger connection pool: connections by state (idle, in_use)",
+        "_observe_pool",
+    ),
+)
+
+_BACKLOG_GAUGES = (
+    _Gauge(
+        "amazonpay.operations.pending",
+        "{operation}",
+        "Money-moving operations recorded but not finished (Amazon's answer not yet committed); "
+        "the reconciler re-drives them",
+        "pending_operations",
+    ),
+    _Gauge(
+        "amazonpay.operations.oldest_pending_age",
+        "s",
+        "Age of the oldest pending operation",
+        "oldest_pending_operation_age_s",
+    ),
+    _Gauge(
+        "amazonpay.ipn.backlog",
+        "{message}",
+        "IPNs received and verified whose follow-up read has not finished",
+        "unprocessed_ipns",
+    ),
+    _Gauge(
+        "amazonpay.ipn.oldest_unprocessed_age",
+        "s",
+        "Age of the oldest IPN whose follow-up read has not finished",
+        "oldest_unprocessed_ipn_age_s",
+    ),
+)
+"""Gauges of `Metrics.backlog`; `observe` names the `service.ledger.Backlog` attribute."""
+
+
 class Metrics:
-    """The service's instruments, created from one meter provider (the global one by default,
-    a test's in-memory provider in tests). Exporters are configured where the provider is made."""
+    """The service's instruments (tables above), created from one meter provider (the global one
+    by default, a test's in-memory provider in tests). Exporters are configured where the provider
+    is made."""
+
+    rpc_duration: Histogram
+    rpc_calls: LocalCounter
+    amazon_calls: LocalCounter
+    amazon_retries: Counter
+    amazon_duration: Histogram
+    ipn_messages: Counter
+    reconciler_polls: Counter
+    redriven_operations: Counter
+    quarantined_operations: Counter
 
     def __init__(self, meter_provider: MeterProvider | None = None) -> None:
         provider = meter_provider or otel_metrics.get_meter_provider()
         meter = provider.get_meter("amazonpay.service")
-        self.rpc_duration = meter.create_histogram(
-            "amazonpay.rpc.duration",
-            unit="s",
-            description="gRPC call latency by method and status code",
-        )
-        self.rpc_calls = meter.create_counter(
-            "amazonpay.rpc.calls",
-            unit="{call}",
-            description="gRPC calls by method and status code (present from start-up, at zero)",
-        )
-        self.amazon_calls = meter.create_counter(
-            "amazonpay.amazon.calls",
-            unit="{attempt}",
-            description="HTTP attempts to Amazon Pay by operation, status and reasonCode",
-        )
-        self.amazon_retries = meter.create_counter(
-            "amazonpay.amazon.retries",
-            unit="{attempt}",
-            description="Attempts to Amazon Pay that were followed by a retry",
-        )
-        self.amazon_duration = meter.create_histogram(
-            "amazonpay.amazon.duration",
-            unit="s",
-            description="Duration of one HTTP attempt to Amazon Pay (signing included)",
-        )
-        self.ipn_messages = meter.create_counter(
-            "amazonpay.ipn.messages",
-            unit="{message}",
-            description="IPN envelopes by outcome: received, verified, duplicate, rejected",
-        )
-        self.reconciler_polls = meter.create_counter(
-            "amazonpay.reconciler.polls",
-            unit="{poll}",
-            description="Objects polled by the reconciler, by kind and outcome",
-        )
-        self.redriven_operations = meter.create_counter(
-            "amazonpay.operations.redriven",
-            unit="{operation}",
-            description="Interrupted operations finished by a re-drive",
-        )
-        self.quarantined_operations = meter.create_counter(
-            "amazonpay.operations.quarantined",
-            unit="{operation}",
-            description="Operations set aside (failed) because their request cannot be sent",
-        )
+        for spec in _INSTRUMENTS:
+            if spec.kind == "histogram":
+                instrument: Any = meter.create_histogram(
+                    spec.name, unit=spec.unit, description=spec.description
+                )
+            elif spec.kind == "counter":
+                instrument = meter.create_counter(
+                    spec.name, unit=spec.unit, description=spec.description
+                )
+            else:
+                instrument = LocalCounter()
+                meter.create_observable_counter(
+                    spec.name,
+                    callbacks=[instrument.observe],
+                    unit=spec.unit,
+                    description=spec.description,
+                )
+            setattr(self, spec.attribute, instrument)
         self.oldest_pending_age_s = 0.0
-        meter.create_observable_gauge(
-            "amazonpay.ledger.oldest_pending_object_age",
-            callbacks=[self._observe_oldest_pending],
-            unit="s",
-            description="Age of the oldest non-final object still being polled",
-        )
         self.owed_reads: tuple[int, int] = (0, 0)
-        meter.create_observable_gauge(
-            "amazonpay.ledger.owed_reads",
-            callbacks=[self._observe_owed_reads],
-            unit="{read}",
-            description="Reads the reconciler owes (related objects of completed checkouts, "
-            "refreshes), by state: due (never failed) or failing (backing off after a failure)",
-        )
         self.circuit_states: dict[str, int] = {}
-        meter.create_observable_gauge(
-            "amazonpay.circuit.state",
-            callbacks=[self._observe_circuits],
-            description="Circuit breaker per merchant: 0 closed, 1 half-open, 2 open",
-        )
         self.backlog: Any = None
         """The last `service.ledger.Backlog` the reconciler read (None: zeros)."""
-        for name, unit, description, attribute in (
-            (
-                "amazonpay.operations.pending",
-                "{operation}",
-                "Money-moving operations recorded but not finished (Amazon's answer not yet "
-                "committed); the reconciler re-drives them",
-                "pending_operations",
-            ),
-            (
-                "amazonpay.operations.oldest_pending_age",
-                "s",
-                "Age of the oldest pending operation",
-                "oldest_pending_operation_age_s",
-            ),
-            (
-                "amazonpay.ipn.backlog",
-                "{message}",
-                "IPNs received and verified whose follow-up read has not finished",
-                "unprocessed_ipns",
-            ),
-            (
-                "amazonpay.ipn.oldest_unprocessed_age",
-                "s",
-                "Age of the oldest IPN whose follow-up read has not finished",
-                "oldest_unprocessed_ipn_age_s",
-            ),
-        ):
-            meter.create_observable_gauge(
-                name,
-                callbacks=[self._backlog_observer(attribute)],
-                unit=unit,
-                description=description,
-            )
         self.pool_sizes: Callable[[], tuple[int, int]] | None = None
-        meter.create_observable_gauge(
-            "amazonpay.db.pool.connections",
-            callbacks=[self._observe_pool],
-            unit="{connection}",
-            description="Ledger connection pool: connections by state (idle, in_use)",
-        )
+        for gauge in _GAUGES:
+            meter.create_observable_gauge(
+                gauge.name,
+                callbacks=[getattr(self, gauge.observe)],
+                unit=gauge.unit,
+                description=gauge.description,
+            )
+        for gauge in _BACKLOG_GAUGES:
+            meter.create_observable_gauge(
+                gauge.name,
+                callbacks=[self._backlog_observer(gauge.observe)],
+                unit=gauge.unit,
+                description=gauge.description,
+            )
         # Counters appear in /metrics only once added to: add zero so every documented series
         # (and the alerts on it) exists from start-up.
         for outcome in ("received", "verified", "duplicate", "rejected", "retry_later", "given_up"):
@@ -385,12 +493,14 @@ class Metrics:
 
     def record_attempt(self, attempt: Any) -> None:
         """`service.amazonpay` attempt hook: one HTTP attempt with its outcome."""
-        attributes = {
-            "operation": attempt.operation,
-            "http_status": str(attempt.http_status or attempt.error or "none"),
-            "reason_code": attempt.reason_code or "",
-        }
-        self.amazon_calls.add(1, attributes)
+        self.amazon_calls.add(
+            1,
+            {
+                "operation": attempt.operation,
+                "http_status": str(attempt.http_status or attempt.error or "none"),
+                "reason_code": attempt.reason_code or "",
+            },
+        )
         collected = _request_ids.get()
         if collected is not None and attempt.request_id and attempt.request_id not in collected:
             collected.append(attempt.request_id)
