@@ -203,9 +203,9 @@ def _walk(message: Message, prefix: str) -> Iterator[Violation]:
         if message.ByteSize():
             yield from _price_violations(prefix.rstrip("."), message)
         return
-    for field in descriptor.fields:
+    # Only the fields that are set (a default value breaks no rule), listed by protobuf itself.
+    for field, value in message.ListFields():
         path = f"{prefix}{field.name}"
-        value: Any = getattr(message, field.name)
         if field.type == FieldDescriptor.TYPE_MESSAGE:
             msg_type = field.message_type
             assert msg_type is not None
@@ -223,7 +223,7 @@ def _walk(message: Message, prefix: str) -> Iterator[Violation]:
                     yield Violation(path, f"must have at most {MAX_REPEATED} entries")
                 for index, item in enumerate(value):
                     yield from _walk(item, f"{path}[{index}].")
-            elif message.HasField(field.name):
+            else:
                 yield from _walk(value, f"{path}.")
         elif field.is_repeated and len(value) > MAX_REPEATED:
             yield Violation(path, f"must have at most {MAX_REPEATED} entries")
