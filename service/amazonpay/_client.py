@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import random
@@ -172,7 +171,11 @@ def _parse(row: Endpoint, response: HttpResponse) -> ApiObject:
         data = json.loads(response.body) if response.body else {}
     except ValueError:
         data = None
-    parsed = row.response.from_json(data) if isinstance(data, dict) else None
+    parsed = (
+        row.response.from_json(data, http_status=response.status, request_id=request_id)
+        if isinstance(data, dict)
+        else None
+    )
     if parsed is None:
         raise AmazonPayError(
             "answer body is not a JSON object",
@@ -180,7 +183,7 @@ def _parse(row: Endpoint, response: HttpResponse) -> ApiObject:
             request_id=request_id,
             operation=row.label,
         )
-    return dataclasses.replace(parsed, http_status=response.status, request_id=request_id)
+    return parsed
 
 
 def _check_idempotency_key(key: str) -> str:

@@ -228,8 +228,9 @@ class Model:
     _required: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
-    def from_json(cls, data: JSON) -> Self | None:
-        """Parse Amazon JSON; None if a required part (e.g. a Price's amount) is unusable."""
+    def from_json(cls, data: JSON, **extra: Any) -> Self | None:
+        """Parse Amazon JSON; None if a required part (e.g. a Price's amount) is unusable.
+        `extra`: fields that do not come from the JSON (an answer's HTTP status)."""
         values: dict[str, Any] = {}
         for name, keys, parse, required, default in _plan_of(cls):
             raw_value = None
@@ -243,7 +244,7 @@ class Model:
                     return None
                 parsed = default
             values[name] = parsed
-        return cls(raw=data, **values)
+        return cls(raw=data, **values, **extra)
 
     def to_json(self) -> dict[str, Any]:
         """camelCase JSON: ``raw`` with every known, set field written over it."""

@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from functools import partial
@@ -315,10 +315,8 @@ class Payments:
         """What to record of Amazon's answer to our call with `x-amz-pay-request-id` `request_id`."""
         if spec_kind is None:
             return []
-        record = record_of(spec_kind, body, merchant)
-        if record is None:
-            return []
-        return [replace(record, amazon_request_id=request_id or None)]
+        record = record_of(spec_kind, body, merchant, amazon_request_id=request_id or None)
+        return [] if record is None else [record]
 
     async def execute(
         self,

@@ -94,9 +94,15 @@ def _charge_permission_of(charge_id: str | None) -> str | None:
 
 
 def record_of(
-    kind_name: str, data: Mapping[str, Any], merchant: str, *, object_id: str | None = None
+    kind_name: str,
+    data: Mapping[str, Any],
+    merchant: str,
+    *,
+    object_id: str | None = None,
+    amazon_request_id: str | None = None,
 ) -> ObjectRecord | None:
-    """The ledger record for Amazon's JSON of one object; None when it names no id or state."""
+    """The ledger record for Amazon's JSON of one object (read from Amazon's answer with that
+    `x-amz-pay-request-id`); None when it names no id or state."""
     kind = KINDS[kind_name]
     oid = data.get(kind.id_field) or object_id
     state = kind.state(data)
@@ -127,4 +133,5 @@ def record_of(
         merchant_reference_id=_path(data, "merchantMetadata", "merchantReferenceId"),
         created_at=parse_timestamp(data.get("creationTimestamp")),
         amazon_expires_at=parse_timestamp(data.get("expirationTimestamp")),
+        amazon_request_id=amazon_request_id,
     )

@@ -196,7 +196,10 @@ class OperationQueries(ObjectQueries):
                 if row is None:
                     await self._vault.discard(conn, body)
         if row is not None:
-            return await self._open_operation(_operation(row)), True
+            created = _operation(row)
+            if not holds_pii(plain):
+                return created, True  # nothing was sealed: the stored request is the plain one
+            return await self._open_operation(created), True
         existing = await self.get_operation(merchant, operation, idempotency_key, timeout=timeout)
         assert existing is not None
         if existing.request_hash != request_hash:
