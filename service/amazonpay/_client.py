@@ -165,14 +165,15 @@ def _path_segments(row: Endpoint, params: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(segments)
 
 
-def _parse(row: Endpoint, response: HttpResponse) -> ApiObject:
+def _parse(row: Endpoint, response: HttpResponse, *, typed: bool = True) -> ApiObject:
     request_id = response.headers.get(_REQUEST_ID_HEADER)
     try:
         data = json.loads(response.body) if response.body else {}
     except ValueError:
         data = None
+    model = row.response if typed else ApiObject
     parsed = (
-        row.response.from_json(data, http_status=response.status, request_id=request_id)
+        model.from_json(data, http_status=response.status, request_id=request_id)
         if isinstance(data, dict)
         else None
     )
@@ -289,12 +290,15 @@ class AmazonPayClient:
         simulation_code: str | None = None,
         timeout: float | None = None,
         deadline: float | None = None,
+        typed: bool = True,
     ) -> ApiObject:
         """Send one operation of :data:`ENDPOINTS` (by name, e.g. ``"CaptureCharge"``) and
         return its typed answer (``http_status`` and ``request_id`` set).
 
         ``path_params`` fills the row's path template; a POST needs ``idempotency_key`` and only
         a POST may carry one; ``simulation_code`` only where the row takes one (sandbox only).
+        ``typed=False`` returns a plain :class:`ApiObject` holding the answer's JSON in ``raw``
+        (a caller that only stores the JSON skips building the typed model).
         """
         row = _endpoint(endpoint)
         segments = _path_segments(row, path_params or {})
@@ -324,7 +328,7 @@ class AmazonPayClient:
             timeout,
             deadline,
         )
-        return _parse(row, response)
+        return _parse(row, response, typed=typed)
 
     # --- button signature and raw access ---------------------------------------------------------
 

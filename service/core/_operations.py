@@ -174,6 +174,7 @@ def _send(
         idempotency_key=key if endpoint.takes_idempotency_key else None,
         simulation_code=call.simulation_code if endpoint.takes_simulation_code else None,
         deadline=deadline,
+        typed=False,  # the ledger stores Amazon's JSON as it came
     )
 
 
