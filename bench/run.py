@@ -1101,8 +1101,12 @@ async def run_bench(options: Options) -> dict[str, Any]:
     results["signature"] = await asyncio.to_thread(signature_cost, options.signatures)
     log(f"  {results['signature']['cpu_ms_per_signature']} ms CPU per signed request")
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        workers = {"GRPC_WORKERS": options.workers} if options.workers else {}
-        async with running_stack(Path(tmp), env=workers) as stack:
+        # As the production image runs: one JSON log line per RPC (INFO), GRPC_WORKERS=auto.
+        env = {
+            "LOG_LEVEL": "INFO",
+            **({"GRPC_WORKERS": options.workers} if options.workers else {}),
+        }
+        async with running_stack(Path(tmp), env=env) as stack:
             results["database"] = "DATABASE_URL" if stack.embedded is None else "embedded"
             # The load generator's own full collections would stall its clocks mid-measurement.
             gc.collect()
@@ -1132,6 +1136,7 @@ async def run_bench(options: Options) -> dict[str, Any]:
     results["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     results["options"] = {
         "grpc_workers": options.workers or "1 (default)",
+        "log_level": "INFO",
         "client_channels": options.channels,
         "quick": options.quick,
         "levels": options.levels,

@@ -13,6 +13,7 @@ admin port's `/metrics` (Prometheus) and, with an exporter, with OTLP.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -135,13 +136,19 @@ def current_trace_ids() -> tuple[str, str] | None:
 _RESERVED = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_sensitive(key: str) -> bool:
     normalized = key.lower().replace("_", "").replace("-", "")
     return normalized in _SENSITIVE_KEYS or normalized.endswith(("token", "secret", "password"))
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
 def redact(value: Any) -> Any:
     """Copy of `value` with sensitive keys' values replaced, at any depth."""
+    if type(value) in _PLAIN:  # most values of a log line: no walk, no ABC check
+        return value
     if isinstance(value, Mapping):
         return {
             str(k): (REDACTED if _is_sensitive(str(k)) else redact(v)) for k, v in value.items()
