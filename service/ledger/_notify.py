@@ -36,6 +36,15 @@ _HELD_FIRST_S = 0.002
 _HELD_MAX_S = 0.01
 
 
+async def _wait(event: asyncio.Event, timeout_s: float) -> None:
+    """Until `event` is set or `timeout_s` passed. `asyncio.timeout`, not `wait_for`: on 3.11
+    `wait_for` can swallow a cancellation that arrives as its wait ends, and the reader, which
+    waits many times a second, would then outlive `stop()`."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+
+
 class StreamLimitReached(Exception):
     """This replica already serves its maximum number of event streams."""
 
@@ -139,8 +148,7 @@ class EventHub:
         while True:
             if not self._subscribers:
                 self._subscribed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._subscribed.wait(), self._idle_poll_s)
+                await _wait(self._subscribed, self._idle_poll_s)
             if not self._subscribers:
                 try:
                     frontier = await self._repo.event_frontier()
@@ -153,9 +161,7 @@ class EventHub:
                 if not self._subscribers:
                     self._position = max(self._position, frontier)
                 continue
-            wait = held_delay or self._idle_poll_s
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+            await _wait(self._wake, held_delay or self._idle_poll_s)
             self._wake.clear()
             try:
                 batch = await self._repo.stable_events(self._position, limit=_BATCH, timeout=10)

@@ -203,3 +203,41 @@ async def test_a_failing_stream_filter_ends_that_stream_and_the_others_keep_flow
         assert delivered.object_id.endswith("R000001")
     finally:
         await hub.stop()
+
+
+class CountingRepository:
+    """The ledger's repository, counting the hub's event reads."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+        self.event_reads = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def stable_events(self, *args: object, **kwargs: object) -> object:
+        self.event_reads += 1
+        return await self._inner.stable_events(*args, **kwargs)  # type: ignore[attr-defined]
+
+
+async def test_a_hub_without_streams_reads_no_events_and_a_later_stream_misses_none(
+    ledger: Ledger, database_url: str
+) -> None:
+    repository = CountingRepository(ledger.repository)
+    hub = EventHub(database_url, repository, idle_poll_s=0.05)  # type: ignore[arg-type]
+    await hub.start()
+    try:
+        start = hub.position
+        await ledger.repository.record([refund(11), refund(12)], "api")
+        await asyncio.sleep(0.5)  # notifications arrived, the idle hub took the frontier twice
+        assert repository.event_reads == 0
+        assert hub.position > start  # it followed the frontier past those events
+        stream = hub.subscribe(lambda e: True)
+        await ledger.repository.record([refund(13)], "api")
+        event = await asyncio.wait_for(stream.get(), 5)
+        assert event is not None
+        assert event.object_id.endswith("R000013")
+        assert repository.event_reads >= 1
+        stream.close()
+    finally:
+        await hub.stop()

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.config import ConfigError, load_settings, parse_listen_address
+from service.config import ConfigError, available_cpus, load_settings, parse_listen_address
+from service.supervisor import Supervisor
 
 
 def test_defaults_need_no_environment() -> None:
@@ -161,3 +162,29 @@ def test_listen_address_round_trips(host: str, port: int) -> None:
 def test_listen_address_without_port_is_always_rejected(value: str) -> None:
     with pytest.raises(ConfigError):
         parse_listen_address("GRPC_LISTEN", value)
+
+
+def test_grpc_workers_auto_is_one_per_available_cpu_and_numbers_are_bounded() -> None:
+    assert load_settings({"GRPC_WORKERS": "auto"}).grpc.workers == available_cpus()
+    assert load_settings({"GRPC_WORKERS": "3"}).grpc.workers == 3
+    assert load_settings({}).grpc.workers == 1
+    for bad in ("0", "65", "many"):
+        with pytest.raises(ConfigError) as caught:
+            load_settings({"GRPC_WORKERS": bad})
+        assert caught.value.variable == "GRPC_WORKERS"
+
+
+def test_signing_threads_auto_signs_on_the_loop_only_when_every_cpu_has_a_worker() -> None:
+    calls = load_settings({}).amazon_calls
+    assert calls.signing_threads is None
+    assert calls.signing_threads_for(available_cpus()) == 0
+    assert calls.signing_threads_for(1) == (0 if available_cpus() == 1 else 2)
+    assert load_settings({"AMAZON_SIGNING_THREADS": "0"}).amazon_calls.signing_threads_for(1) == 0
+    assert load_settings({"AMAZON_SIGNING_THREADS": "4"}).amazon_calls.signing_threads_for(8) == 4
+
+
+def test_several_workers_need_a_database_url_and_credentials() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Supervisor(load_settings({"GRPC_WORKERS": "2"}))
+    assert caught.value.variable == "GRPC_WORKERS"
+    assert "DATABASE_URL" in caught.value.rule
