@@ -555,6 +555,7 @@ async def test_with_no_signing_threads_requests_are_signed_on_the_event_loop(
         charge = await client.invoke("CreateCharge", body=charge_request(), idempotency_key="k-0")
         signed = await client.sign_button_payload({"storeId": "amzn1.store"})
         threads = {t.name for t in threading.enumerate()} - before
+    assert isinstance(charge, Charge)
     assert charge.state == "Authorized"
     [seen] = server.seen
     assert seen.verified
