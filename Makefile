@@ -94,6 +94,8 @@ proto: $(STAMP)
 proto-check: $(STAMP)
 	$(PY) scripts/gen_protos.py --check
 
+# The report of bench/results/latest.md; also installs Amazon's Node.js SDK (bench/node_sdk,
+# `npm ci` from its lock file) for the comparison, so it needs node and npm.
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 
