@@ -239,6 +239,10 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "## At half of peak throughput (open loop, fixed rate)",
         "",
+        "Half of the sustained peak: the median of the sweep's three best levels "
+        f"({r.get('create_charge_sustained_peak_per_s', '-')}/s; the best level alone, "
+        f"{r['create_charge_peak']['throughput_per_s']}/s, is often a burst on this shared "
+        "machine). "
         f"{len(h.get('rounds', [])) or 1} alternating rounds of the service and of the emulator "
         "called directly with the same requests signed in advance, so both are measured in the "
         "same stretches of time on this shared machine; percentiles and rates are the medians of "

@@ -584,8 +584,13 @@ class Bench:
         self.results["create_charge_sweep"] = sweep
         peak = max(sweep, key=lambda f: f["throughput_per_s"])
         self.results["create_charge_peak"] = peak
-
-        self.half_rate = max(peak["throughput_per_s"] / 2, 1.0)
+        # "Half of peak" is half of the sustained peak: the median of the three best levels. On
+        # this shared machine the best level alone is often a burst the next minute cannot repeat,
+        # and half of it can already be near saturation.
+        ranked = sorted((f["throughput_per_s"] for f in sweep), reverse=True)
+        sustained = statistics.median(ranked[:3])
+        self.results["create_charge_sustained_peak_per_s"] = sustained
+        self.half_rate = max(sustained / 2, 1.0)
 
     # ---------------------------------------------------------------- event delivery
 
