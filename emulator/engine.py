@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import heapq
 import random
+import re
 import secrets
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from .clock import Clock, fmt
@@ -159,6 +160,50 @@ class Ctx:
 
 Notify = Callable[[str, str, str, str], None]
 """(objectType, objectId, chargePermissionId, merchantId) on every state change."""
+
+Answer = Callable[..., tuple[int, Obj]]
+"""An Engine method answering an operation: (engine, ctx, *path parameters[, body])."""
+_A = TypeVar("_A", bound=Answer)
+_PLACEHOLDER = re.compile(r"\{([A-Za-z]+)\}")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where the API answers one operation, declared on the Engine method that answers it."""
+
+    operation: str
+    """Amazon's name of the operation (``GetCharge``): what faults and simulations name."""
+    method: str
+    path: str
+    """Under the ``/v2`` prefix, placeholders named as in Amazon's reference (``{chargeId}``)."""
+    answer: Answer
+    path_params: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path_params", tuple(_PLACEHOLDER.findall(self.path)))
+
+    def __call__(
+        self, engine: Engine, ctx: Ctx, path_params: Mapping[str, str], body: Obj
+    ) -> tuple[int, Obj]:
+        """The answer: the path parameters in order, then the body (every verb but GET)."""
+        args: list[object] = [path_params[name] for name in self.path_params]
+        if self.method != "GET":
+            args.append(body)
+        return self.answer(engine, ctx, *args)
+
+
+ROUTES: list[Route] = []
+"""Every operation of the API, in the order the Engine declares them."""
+
+
+def route(operation: str, method: str, path: str) -> Callable[[_A], _A]:
+    """Declare the Engine method below as the answer to `operation` at `method` `path`."""
+
+    def declare(answer: _A) -> _A:
+        ROUTES.append(Route(operation=operation, method=method, path=path, answer=answer))
+        return answer
+
+    return declare
 
 
 def _public(obj: Obj) -> Obj:
@@ -419,6 +464,7 @@ class Engine:
 
     # ----------------------------------------------------------------- checkout sessions
 
+    @route("CreateCheckoutSession", "POST", "/checkoutSessions")
     def create_session(self, ctx: Ctx, raw: Obj) -> tuple[int, Obj]:
         body = check_object(normalize_aliases(raw), SESSION_CREATE_FIELDS, "")
         store_id = req_str(body, "storeId", "", 256)
@@ -587,11 +633,13 @@ class Engine:
             out["amount"] = price(amount, currency)
         return out
 
+    @route("GetCheckoutSession", "GET", "/checkoutSessions/{checkoutSessionId}")
     def get_session(self, ctx: Ctx, sid: str) -> tuple[int, Obj]:
         return 200, self.render_session(
             self._find("checkoutSessions", sid, ctx, "Checkout Session")
         )
 
+    @route("UpdateCheckoutSession", "PATCH", "/checkoutSessions/{checkoutSessionId}")
     def update_session(self, ctx: Ctx, sid: str, raw: Obj) -> tuple[int, Obj]:
         session = self._find("checkoutSessions", sid, ctx, "Checkout Session")
         body = check_object(normalize_aliases(raw), SESSION_UPDATE_FIELDS, "")
@@ -621,6 +669,7 @@ class Engine:
                 f"The Checkout Session is in state {state}; this operation is not allowed",
             )
 
+    @route("CompleteCheckoutSession", "POST", "/checkoutSessions/{checkoutSessionId}/complete")
     def complete_session(self, ctx: Ctx, sid: str, raw: Obj) -> tuple[int, Obj]:
         session = self._find("checkoutSessions", sid, ctx, "Checkout Session")
         body = check_object(raw, frozenset({"chargeAmount", "totalOrderAmount"}), "")
@@ -651,6 +700,7 @@ class Engine:
             session["paymentDetails"]["totalOrderAmount"] = price(*total)
         return self._finish_checkout(ctx, session)
 
+    @route("FinalizeCheckoutSession", "POST", "/checkoutSessions/{checkoutSessionId}/finalize")
     def finalize_session(self, ctx: Ctx, sid: str, raw: Obj) -> tuple[int, Obj]:
         """Buy Now: the merchant supplies amount and intent at the end instead of via Update."""
         session = self._find("checkoutSessions", sid, ctx, "Checkout Session")
@@ -1013,6 +1063,7 @@ class Engine:
     def _is_buy_now(session: Obj) -> bool:
         return bool(session["webCheckoutDetails"].get("checkoutMode") == "ProcessOrder")
 
+    @route("GetBuyer", "GET", "/buyers/{buyerToken}")
     def get_buyer(self, ctx: Ctx, token: str) -> tuple[int, Obj]:
         record = self.data["buyerTokens"].get(token)
         if (
@@ -1025,9 +1076,11 @@ class Engine:
 
     # ----------------------------------------------------------------- charge permissions
 
+    @route("GetChargePermission", "GET", "/chargePermissions/{chargePermissionId}")
     def get_cp(self, ctx: Ctx, cp_id: str) -> tuple[int, Obj]:
         return 200, self.render_cp(self._find("chargePermissions", cp_id, ctx, "Charge Permission"))
 
+    @route("UpdateChargePermission", "PATCH", "/chargePermissions/{chargePermissionId}")
     def update_cp(self, ctx: Ctx, cp_id: str, raw: Obj) -> tuple[int, Obj]:
         cp = self._find("chargePermissions", cp_id, ctx, "Charge Permission")
         body = check_object(raw, frozenset({"merchantMetadata", "recurringMetadata"}), "")
@@ -1057,6 +1110,7 @@ class Engine:
             cp["recurringMetadata"] = recurring
         return 200, self.render_cp(cp)
 
+    @route("CloseChargePermission", "DELETE", "/chargePermissions/{chargePermissionId}/close")
     def close_cp(self, ctx: Ctx, cp_id: str, raw: Obj) -> tuple[int, Obj]:
         cp = self._find("chargePermissions", cp_id, ctx, "Charge Permission")
         body = check_object(raw, frozenset({"closureReason", "cancelPendingCharges"}), "")
@@ -1076,6 +1130,7 @@ class Engine:
 
     # ----------------------------------------------------------------- charges
 
+    @route("CreateCharge", "POST", "/charges")
     def create_charge(self, ctx: Ctx, raw: Obj) -> tuple[int, Obj]:
         allowed = frozenset(
             {
@@ -1190,9 +1245,11 @@ class Engine:
             self._apply_authorization(charge, "Captured" if capture_now else "Authorized", now)
         return 201, self.render_charge(charge)
 
+    @route("GetCharge", "GET", "/charges/{chargeId}")
     def get_charge(self, ctx: Ctx, cid: str) -> tuple[int, Obj]:
         return 200, self.render_charge(self._find("charges", cid, ctx, "Charge"))
 
+    @route("CaptureCharge", "POST", "/charges/{chargeId}/capture")
     def capture_charge(self, ctx: Ctx, cid: str, raw: Obj) -> tuple[int, Obj]:
         charge = self._find("charges", cid, ctx, "Charge")
         body = check_object(raw, frozenset({"captureAmount", "softDescriptor"}), "")
@@ -1229,6 +1286,7 @@ class Engine:
             self._after_capture(charge, now)
         return 200, self.render_charge(charge)
 
+    @route("CancelCharge", "DELETE", "/charges/{chargeId}/cancel")
     def cancel_charge(self, ctx: Ctx, cid: str, raw: Obj) -> tuple[int, Obj]:
         charge = self._find("charges", cid, ctx, "Charge")
         body = check_object(raw, frozenset({"cancellationReason"}), "")
@@ -1244,6 +1302,7 @@ class Engine:
 
     # ----------------------------------------------------------------- refunds
 
+    @route("CreateRefund", "POST", "/refunds")
     def create_refund(self, ctx: Ctx, raw: Obj) -> tuple[int, Obj]:
         body = check_object(raw, frozenset({"chargeId", "refundAmount", "softDescriptor"}), "")
         cid = req_str(body, "chargeId", "", 64)
@@ -1293,11 +1352,13 @@ class Engine:
         self._schedule(now + self.pending_seconds, "refund_settle", rid, "Refunded")
         return 201, self.render_refund(refund)
 
+    @route("GetRefund", "GET", "/refunds/{refundId}")
     def get_refund(self, ctx: Ctx, rid: str) -> tuple[int, Obj]:
         return 200, self.render_refund(self._find("refunds", rid, ctx, "Refund"))
 
     # ----------------------------------------------------------------- delivery trackers
 
+    @route("CreateDeliveryTracker", "POST", "/deliveryTrackers")
     def create_delivery_tracker(self, ctx: Ctx, raw: Obj) -> tuple[int, Obj]:
         body = check_object(
             raw,
