@@ -17,10 +17,11 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple, NoReturn, TypeVar, cast
 
 import grpc
+from google.protobuf import descriptor_pool
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -59,6 +60,7 @@ from service.telemetry import Metrics
 from ._access import RpcRecord, rpc_record
 from ._convert import ENVELOPE_FIELDS, json_to_message, message_to_json
 from ._errors import RpcFailure, to_status
+from ._registry import PROTO_PACKAGE
 from ._scope import allowed_merchant, hide_buyer_pii, pii_allowed, scoped_idempotency_key
 from ._validation import Violation, validate
 
@@ -91,7 +93,6 @@ _EVENTS_PAGE = PageLimits(default=100, maximum=1000)
 class Mutation:
     response: type[Message]
     result_field: str
-    result_type: type[Message]
     path_field: str | None = None
     masked: bool = False
 
@@ -100,66 +101,55 @@ MUTATIONS: Mapping[str, Mutation] = {
     "CreateCheckoutSession": Mutation(
         response=checkout_session_pb2.CreateCheckoutSessionResponse,
         result_field="checkout_session",
-        result_type=checkout_session_pb2.CheckoutSession,
     ),
     "UpdateCheckoutSession": Mutation(
         response=checkout_session_pb2.UpdateCheckoutSessionResponse,
         result_field="checkout_session",
-        result_type=checkout_session_pb2.CheckoutSession,
         path_field="checkout_session_id",
         masked=True,
     ),
     "CompleteCheckoutSession": Mutation(
         response=checkout_session_pb2.CompleteCheckoutSessionResponse,
         result_field="checkout_session",
-        result_type=checkout_session_pb2.CheckoutSession,
         path_field="checkout_session_id",
     ),
     "FinalizeCheckoutSession": Mutation(
         response=checkout_session_pb2.FinalizeCheckoutSessionResponse,
         result_field="checkout_session",
-        result_type=checkout_session_pb2.CheckoutSession,
         path_field="checkout_session_id",
     ),
     "UpdateChargePermission": Mutation(
         response=charge_permission_pb2.UpdateChargePermissionResponse,
         result_field="charge_permission",
-        result_type=charge_permission_pb2.ChargePermission,
         path_field="charge_permission_id",
         masked=True,
     ),
     "CloseChargePermission": Mutation(
         response=charge_permission_pb2.CloseChargePermissionResponse,
         result_field="charge_permission",
-        result_type=charge_permission_pb2.ChargePermission,
         path_field="charge_permission_id",
     ),
     "CreateCharge": Mutation(
         response=charge_pb2.CreateChargeResponse,
         result_field="charge",
-        result_type=charge_pb2.Charge,
     ),
     "CaptureCharge": Mutation(
         response=charge_pb2.CaptureChargeResponse,
         result_field="charge",
-        result_type=charge_pb2.Charge,
         path_field="charge_id",
     ),
     "CancelCharge": Mutation(
         response=charge_pb2.CancelChargeResponse,
         result_field="charge",
-        result_type=charge_pb2.Charge,
         path_field="charge_id",
     ),
     "CreateRefund": Mutation(
         response=refund_pb2.CreateRefundResponse,
         result_field="refund",
-        result_type=refund_pb2.Refund,
     ),
     "CreateDeliveryTracker": Mutation(
         response=delivery_tracker_pb2.CreateDeliveryTrackerResponse,
         result_field="delivery_tracker",
-        result_type=delivery_tracker_pb2.DeliveryTracker,
     ),
 }
 
@@ -170,7 +160,6 @@ class Read:
     id_field: str
     response: type[Message]
     result_field: str
-    result_type: type[Message]
 
 
 READS: Mapping[str, Read] = {
@@ -179,30 +168,50 @@ READS: Mapping[str, Read] = {
         id_field="checkout_session_id",
         response=checkout_session_pb2.GetCheckoutSessionResponse,
         result_field="checkout_session",
-        result_type=checkout_session_pb2.CheckoutSession,
     ),
     "GetChargePermission": Read(
         kind="charge_permission",
         id_field="charge_permission_id",
         response=charge_permission_pb2.GetChargePermissionResponse,
         result_field="charge_permission",
-        result_type=charge_permission_pb2.ChargePermission,
     ),
     "GetCharge": Read(
         kind="charge",
         id_field="charge_id",
         response=charge_pb2.GetChargeResponse,
         result_field="charge",
-        result_type=charge_pb2.Charge,
     ),
     "GetRefund": Read(
         kind="refund",
         id_field="refund_id",
         response=refund_pb2.GetRefundResponse,
         result_field="refund",
-        result_type=refund_pb2.Refund,
     ),
 }
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """A read the ledger does not keep, always answered by Amazon."""
+
+    id_field: str
+    response: type[Message]
+    result_field: str
+
+
+FETCHES: Mapping[str, Fetch] = {
+    # Buyers are PII behind a 24-hour token: never stored.
+    "GetBuyer": Fetch(
+        id_field="buyer_token", response=buyer_pb2.GetBuyerResponse, result_field="buyer"
+    ),
+}
+
+ADDRESSED: Mapping[str, tuple[str, ...]] = {
+    **{name: (row.id_field,) for name, row in READS.items()},
+    **{name: (row.id_field,) for name, row in FETCHES.items()},
+    **{name: (row.path_field,) for name, row in MUTATIONS.items() if row.path_field},
+}
+"""The id each row's RPC addresses: required (`validate`), like `REQUIRED`'s fields."""
 
 _SOURCES: Mapping[int, Literal["auto", "ledger", "amazon"]] = {
     common_pb2.READ_SOURCE_UNSPECIFIED: "auto",
@@ -402,7 +411,7 @@ class RequestPath:
             try:
                 # Authorization first: a caller learns nothing about another merchant's requests.
                 allowed_merchant(self.payments.merchants, getattr(request, "merchant"))  # noqa: B009
-                violations = validate(method, request)
+                violations = validate(method, request, addressed=ADDRESSED.get(method, ()))
                 if violations:
                     raise RpcFailure(
                         grpc.StatusCode.INVALID_ARGUMENT,
@@ -525,6 +534,29 @@ class RequestPath:
 
         return await self.run(method, request, context, handler=handler)
 
+    async def fetch(
+        self, method: str, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
+    ) -> Resp:
+        spec = FETCHES[method]
+
+        async def handler(req: Req, deadline: float | None) -> Resp:
+            result = await self.payments.fetch(
+                getattr(req, "merchant"),  # noqa: B009
+                method,
+                getattr(req, spec.id_field),
+                deadline=deadline,
+            )
+            response = spec.response(
+                amazon_request_id=result.request_id or "",
+                served_from=common_pb2.DATA_ORIGIN_AMAZON,
+            )
+            getattr(response, "as_of").GetCurrentTime()  # noqa: B009
+            json_to_message(result.raw, getattr(response, spec.result_field))
+            # The table's row for `method` names the response type of the RPC.
+            return cast(Resp, response)
+
+        return await self.run(method, request, context, handler=handler)
+
 
 def _request_hash(request: Message) -> bytes:
     return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
@@ -535,352 +567,198 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Statu
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-class CheckoutSessionService(checkout_session_pb2_grpc.CheckoutSessionServiceServicer):
-    def __init__(self, path: RequestPath) -> None:
-        self._path = path
-
-    async def CreateCheckoutSession(
-        self,
-        request: checkout_session_pb2.CreateCheckoutSessionRequest,
-        context: grpc.aio.ServicerContext[
-            checkout_session_pb2.CreateCheckoutSessionRequest,
-            checkout_session_pb2.CreateCheckoutSessionResponse,
-        ],
-    ) -> checkout_session_pb2.CreateCheckoutSessionResponse:
-        return await self._path.mutate("CreateCheckoutSession", request, context)
-
-    async def GetCheckoutSession(
-        self,
-        request: checkout_session_pb2.GetCheckoutSessionRequest,
-        context: grpc.aio.ServicerContext[
-            checkout_session_pb2.GetCheckoutSessionRequest,
-            checkout_session_pb2.GetCheckoutSessionResponse,
-        ],
-    ) -> checkout_session_pb2.GetCheckoutSessionResponse:
-        return await self._path.read("GetCheckoutSession", request, context)
-
-    async def UpdateCheckoutSession(
-        self,
-        request: checkout_session_pb2.UpdateCheckoutSessionRequest,
-        context: grpc.aio.ServicerContext[
-            checkout_session_pb2.UpdateCheckoutSessionRequest,
-            checkout_session_pb2.UpdateCheckoutSessionResponse,
-        ],
-    ) -> checkout_session_pb2.UpdateCheckoutSessionResponse:
-        return await self._path.mutate("UpdateCheckoutSession", request, context)
-
-    async def CompleteCheckoutSession(
-        self,
-        request: checkout_session_pb2.CompleteCheckoutSessionRequest,
-        context: grpc.aio.ServicerContext[
-            checkout_session_pb2.CompleteCheckoutSessionRequest,
-            checkout_session_pb2.CompleteCheckoutSessionResponse,
-        ],
-    ) -> checkout_session_pb2.CompleteCheckoutSessionResponse:
-        return await self._path.mutate("CompleteCheckoutSession", request, context)
-
-    async def FinalizeCheckoutSession(
-        self,
-        request: checkout_session_pb2.FinalizeCheckoutSessionRequest,
-        context: grpc.aio.ServicerContext[
-            checkout_session_pb2.FinalizeCheckoutSessionRequest,
-            checkout_session_pb2.FinalizeCheckoutSessionResponse,
-        ],
-    ) -> checkout_session_pb2.FinalizeCheckoutSessionResponse:
-        return await self._path.mutate("FinalizeCheckoutSession", request, context)
+Servicer = TypeVar("Servicer", bound="_Servicer")
+_Context = grpc.aio.ServicerContext[Any, Any]
 
 
-class ChargePermissionService(charge_permission_pb2_grpc.ChargePermissionServiceServicer):
-    def __init__(self, path: RequestPath) -> None:
-        self._path = path
-
-    async def GetChargePermission(
-        self,
-        request: charge_permission_pb2.GetChargePermissionRequest,
-        context: grpc.aio.ServicerContext[
-            charge_permission_pb2.GetChargePermissionRequest,
-            charge_permission_pb2.GetChargePermissionResponse,
-        ],
-    ) -> charge_permission_pb2.GetChargePermissionResponse:
-        return await self._path.read("GetChargePermission", request, context)
-
-    async def UpdateChargePermission(
-        self,
-        request: charge_permission_pb2.UpdateChargePermissionRequest,
-        context: grpc.aio.ServicerContext[
-            charge_permission_pb2.UpdateChargePermissionRequest,
-            charge_permission_pb2.UpdateChargePermissionResponse,
-        ],
-    ) -> charge_permission_pb2.UpdateChargePermissionResponse:
-        return await self._path.mutate("UpdateChargePermission", request, context)
-
-    async def CloseChargePermission(
-        self,
-        request: charge_permission_pb2.CloseChargePermissionRequest,
-        context: grpc.aio.ServicerContext[
-            charge_permission_pb2.CloseChargePermissionRequest,
-            charge_permission_pb2.CloseChargePermissionResponse,
-        ],
-    ) -> charge_permission_pb2.CloseChargePermissionResponse:
-        return await self._path.mutate("CloseChargePermission", request, context)
-
-
-class ChargeService(charge_pb2_grpc.ChargeServiceServicer):
-    def __init__(self, path: RequestPath) -> None:
-        self._path = path
-
-    async def CreateCharge(
-        self,
-        request: charge_pb2.CreateChargeRequest,
-        context: grpc.aio.ServicerContext[
-            charge_pb2.CreateChargeRequest, charge_pb2.CreateChargeResponse
-        ],
-    ) -> charge_pb2.CreateChargeResponse:
-        return await self._path.mutate("CreateCharge", request, context)
-
-    async def GetCharge(
-        self,
-        request: charge_pb2.GetChargeRequest,
-        context: grpc.aio.ServicerContext[
-            charge_pb2.GetChargeRequest, charge_pb2.GetChargeResponse
-        ],
-    ) -> charge_pb2.GetChargeResponse:
-        return await self._path.read("GetCharge", request, context)
-
-    async def CaptureCharge(
-        self,
-        request: charge_pb2.CaptureChargeRequest,
-        context: grpc.aio.ServicerContext[
-            charge_pb2.CaptureChargeRequest, charge_pb2.CaptureChargeResponse
-        ],
-    ) -> charge_pb2.CaptureChargeResponse:
-        return await self._path.mutate("CaptureCharge", request, context)
-
-    async def CancelCharge(
-        self,
-        request: charge_pb2.CancelChargeRequest,
-        context: grpc.aio.ServicerContext[
-            charge_pb2.CancelChargeRequest, charge_pb2.CancelChargeResponse
-        ],
-    ) -> charge_pb2.CancelChargeResponse:
-        return await self._path.mutate("CancelCharge", request, context)
-
-
-class RefundService(refund_pb2_grpc.RefundServiceServicer):
-    def __init__(self, path: RequestPath) -> None:
-        self._path = path
-
-    async def CreateRefund(
-        self,
-        request: refund_pb2.CreateRefundRequest,
-        context: grpc.aio.ServicerContext[
-            refund_pb2.CreateRefundRequest, refund_pb2.CreateRefundResponse
-        ],
-    ) -> refund_pb2.CreateRefundResponse:
-        return await self._path.mutate("CreateRefund", request, context)
-
-    async def GetRefund(
-        self,
-        request: refund_pb2.GetRefundRequest,
-        context: grpc.aio.ServicerContext[
-            refund_pb2.GetRefundRequest, refund_pb2.GetRefundResponse
-        ],
-    ) -> refund_pb2.GetRefundResponse:
-        return await self._path.read("GetRefund", request, context)
-
-
-class DeliveryTrackerService(delivery_tracker_pb2_grpc.DeliveryTrackerServiceServicer):
-    def __init__(self, path: RequestPath) -> None:
-        self._path = path
-
-    async def CreateDeliveryTracker(
-        self,
-        request: delivery_tracker_pb2.CreateDeliveryTrackerRequest,
-        context: grpc.aio.ServicerContext[
-            delivery_tracker_pb2.CreateDeliveryTrackerRequest,
-            delivery_tracker_pb2.CreateDeliveryTrackerResponse,
-        ],
-    ) -> delivery_tracker_pb2.CreateDeliveryTrackerResponse:
-        return await self._path.mutate("CreateDeliveryTracker", request, context)
-
-
-class BuyerService(buyer_pb2_grpc.BuyerServiceServicer):
-    """Buyers are not kept in the ledger (PII, tokens expire in 24 h): always read from Amazon."""
+class _Servicer:
+    """Base of the servicers, each named after its proto service and defining every one of its
+    RPCs: a row of the tables above is one line, `Rpc = _row("Rpc")`; the rest are `_unary`
+    methods. Checked when the class is made, so no RPC falls through to the generated base
+    (which answers UNIMPLEMENTED) and no row line names another RPC."""
 
     def __init__(self, path: RequestPath) -> None:
         self._path = path
 
-    async def GetBuyer(
-        self,
-        request: buyer_pb2.GetBuyerRequest,
-        context: grpc.aio.ServicerContext[buyer_pb2.GetBuyerRequest, buyer_pb2.GetBuyerResponse],
-    ) -> buyer_pb2.GetBuyerResponse:
-        async def handler(
-            req: buyer_pb2.GetBuyerRequest, deadline: float | None
-        ) -> buyer_pb2.GetBuyerResponse:
-            buyer = await self._path.payments.get_buyer(
-                req.merchant, req.buyer_token, deadline=deadline
-            )
-            response = buyer_pb2.GetBuyerResponse(
-                amazon_request_id=buyer.request_id or "",
-                served_from=common_pb2.DATA_ORIGIN_AMAZON,
-            )
-            response.as_of.GetCurrentTime()
-            json_to_message(buyer.raw, response.buyer)
-            return response
-
-        return await self._path.run("GetBuyer", request, context, handler=handler)
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        service = descriptor_pool.Default().FindServiceByName(f"{PROTO_PACKAGE}.{cls.__name__}")
+        for rpc in service.methods:
+            method = vars(cls).get(rpc.name)
+            if getattr(method, "__name__", None) != rpc.name:
+                raise TypeError(f"{cls.__name__} does not define {rpc.name}")
 
 
-class ButtonService(button_pb2_grpc.ButtonServiceServicer):
-    def __init__(self, path: RequestPath) -> None:
-        self._path = path
+def _row(name: str) -> Callable[..., Awaitable[Any]]:
+    """The method of an RPC that is a `MUTATIONS`, `READS` or `FETCHES` row; the row names its
+    response type (Any here: `tests/unit/api/test_servicers.py` holds rows to the protos)."""
+    tables = (
+        (MUTATIONS, RequestPath.mutate),
+        (READS, RequestPath.read),
+        (FETCHES, RequestPath.fetch),
+    )
+    serve = next((serve for table, serve in tables if name in table), None)
+    if serve is None:
+        raise KeyError(f"{name} is not a MUTATIONS, READS or FETCHES row")
 
+    async def rpc(self: _Servicer, request: Message, context: _Context) -> Message:
+        return await serve(self._path, name, request, context)
+
+    rpc.__name__ = rpc.__qualname__ = name
+    return rpc
+
+
+def _unary(
+    work: Callable[[Servicer, Req, float | None], Awaitable[Resp]],
+) -> Callable[[Servicer, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]:
+    """An RPC method whose work is `work(self, request, deadline)`, run on the request path."""
+    name = work.__name__
+
+    async def rpc(
+        self: Servicer, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
+    ) -> Resp:
+        return await self._path.run(
+            name, request, context, handler=lambda req, deadline: work(self, req, deadline)
+        )
+
+    rpc.__name__, rpc.__qualname__, rpc.__doc__ = name, work.__qualname__, work.__doc__
+    return rpc
+
+
+class CheckoutSessionService(_Servicer, checkout_session_pb2_grpc.CheckoutSessionServiceServicer):
+    CreateCheckoutSession = _row("CreateCheckoutSession")
+    GetCheckoutSession = _row("GetCheckoutSession")
+    UpdateCheckoutSession = _row("UpdateCheckoutSession")
+    CompleteCheckoutSession = _row("CompleteCheckoutSession")
+    FinalizeCheckoutSession = _row("FinalizeCheckoutSession")
+
+
+class ChargePermissionService(
+    _Servicer, charge_permission_pb2_grpc.ChargePermissionServiceServicer
+):
+    GetChargePermission = _row("GetChargePermission")
+    UpdateChargePermission = _row("UpdateChargePermission")
+    CloseChargePermission = _row("CloseChargePermission")
+
+
+class ChargeService(_Servicer, charge_pb2_grpc.ChargeServiceServicer):
+    CreateCharge = _row("CreateCharge")
+    GetCharge = _row("GetCharge")
+    CaptureCharge = _row("CaptureCharge")
+    CancelCharge = _row("CancelCharge")
+
+
+class RefundService(_Servicer, refund_pb2_grpc.RefundServiceServicer):
+    CreateRefund = _row("CreateRefund")
+    GetRefund = _row("GetRefund")
+
+
+class DeliveryTrackerService(_Servicer, delivery_tracker_pb2_grpc.DeliveryTrackerServiceServicer):
+    CreateDeliveryTracker = _row("CreateDeliveryTracker")
+
+
+class BuyerService(_Servicer, buyer_pb2_grpc.BuyerServiceServicer):
+    GetBuyer = _row("GetBuyer")
+
+
+class ButtonService(_Servicer, button_pb2_grpc.ButtonServiceServicer):
+    @_unary
     async def SignButtonPayload(
-        self,
-        request: button_pb2.SignButtonPayloadRequest,
-        context: grpc.aio.ServicerContext[
-            button_pb2.SignButtonPayloadRequest, button_pb2.SignButtonPayloadResponse
-        ],
+        self, req: button_pb2.SignButtonPayloadRequest, deadline: float | None
     ) -> button_pb2.SignButtonPayloadResponse:
-        async def handler(
-            req: button_pb2.SignButtonPayloadRequest, deadline: float | None
-        ) -> button_pb2.SignButtonPayloadResponse:
-            try:
-                parsed = json.loads(req.payload)
-            except (ValueError, RecursionError):
-                parsed = None  # 5000 nested arrays exhaust the parser's stack, nothing else
-            if not isinstance(parsed, dict):
-                raise RpcFailure(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    "payload must be a JSON object",
-                    "VALIDATION_FAILED",
-                    violations=[Violation("payload", "must be a JSON object")],
-                )
-            merchant = self._path.payments.merchants.get(req.merchant)
-            signed = await merchant.client.sign_button_payload(req.payload)
-            return button_pb2.SignButtonPayloadResponse(
-                payload=signed.payload,
-                signature=signed.signature,
-                public_key_id=signed.public_key_id,
-                algorithm=signed.algorithm.value,
+        try:
+            parsed = json.loads(req.payload)
+        except (ValueError, RecursionError):
+            parsed = None  # 5000 nested arrays exhaust the parser's stack, nothing else
+        if not isinstance(parsed, dict):
+            raise RpcFailure(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "payload must be a JSON object",
+                "VALIDATION_FAILED",
+                violations=[Violation("payload", "must be a JSON object")],
             )
+        merchant = self._path.payments.merchants.get(req.merchant)
+        signed = await merchant.client.sign_button_payload(req.payload)
+        return button_pb2.SignButtonPayloadResponse(
+            payload=signed.payload,
+            signature=signed.signature,
+            public_key_id=signed.public_key_id,
+            algorithm=signed.algorithm.value,
+        )
 
-        return await self._path.run("SignButtonPayload", request, context, handler=handler)
 
-
-class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
+class LedgerService(_Servicer, ledger_pb2_grpc.LedgerServiceServicer):
     def __init__(self, path: RequestPath) -> None:
-        self._path = path
+        super().__init__(path)
         self._repo = path.repository
 
     def _merchant(self, alias: str) -> str:
         return self._path.payments.merchants.get(alias).alias
 
+    @_unary
     async def GetTransaction(
-        self,
-        request: ledger_pb2.GetTransactionRequest,
-        context: grpc.aio.ServicerContext[
-            ledger_pb2.GetTransactionRequest, ledger_pb2.GetTransactionResponse
-        ],
+        self, req: ledger_pb2.GetTransactionRequest, deadline: float | None
     ) -> ledger_pb2.GetTransactionResponse:
-        async def handler(
-            req: ledger_pb2.GetTransactionRequest, deadline: float | None
-        ) -> ledger_pb2.GetTransactionResponse:
-            merchant = self._merchant(req.merchant)
-            kind = KIND_NAME[req.kind]
-            obj = await self._repo.get_object(merchant, kind, req.object_id)
-            if obj is None:
-                raise RpcFailure(
-                    grpc.StatusCode.NOT_FOUND,
-                    f"{kind} {req.object_id} is not in the ledger",
-                    "NOT_IN_LEDGER",
-                )
-            events = await self._repo.object_events(merchant, kind, req.object_id)
-            return ledger_pb2.GetTransactionResponse(
-                transaction=transaction_of(obj), events=[event_of(e) for e in events]
+        merchant = self._merchant(req.merchant)
+        kind = KIND_NAME[req.kind]
+        obj = await self._repo.get_object(merchant, kind, req.object_id)
+        if obj is None:
+            raise RpcFailure(
+                grpc.StatusCode.NOT_FOUND,
+                f"{kind} {req.object_id} is not in the ledger",
+                "NOT_IN_LEDGER",
             )
+        events = await self._repo.object_events(merchant, kind, req.object_id)
+        return ledger_pb2.GetTransactionResponse(
+            transaction=transaction_of(obj), events=[event_of(e) for e in events]
+        )
 
-        return await self._path.run("GetTransaction", request, context, handler=handler)
-
+    @_unary
     async def ListTransactions(
-        self,
-        request: ledger_pb2.ListTransactionsRequest,
-        context: grpc.aio.ServicerContext[
-            ledger_pb2.ListTransactionsRequest, ledger_pb2.ListTransactionsResponse
-        ],
+        self, req: ledger_pb2.ListTransactionsRequest, deadline: float | None
     ) -> ledger_pb2.ListTransactionsResponse:
-        async def handler(
-            req: ledger_pb2.ListTransactionsRequest, deadline: float | None
-        ) -> ledger_pb2.ListTransactionsResponse:
-            where = ObjectFilter(
-                merchant=self._merchant(req.merchant),
-                kind=KIND_NAME.get(req.kind),
-                state=req.state or None,
-                charge_permission_id=req.charge_permission_id or None,
-                merchant_reference_id=req.merchant_reference_id or None,
-                created_after=(
-                    req.created_after.ToDatetime(tzinfo=UTC)
-                    if req.HasField("created_after")
-                    else None
-                ),
-                created_before=(
-                    req.created_before.ToDatetime(tzinfo=UTC)
-                    if req.HasField("created_before")
-                    else None
-                ),
-            )
-            page = await self._repo.list_objects(
-                where,
-                page_size=_TRANSACTIONS_PAGE.size(req.page_size),
-                page_token=req.page_token,
-            )
-            return ledger_pb2.ListTransactionsResponse(
-                transactions=[transaction_of(o) for o in page.items],
-                next_page_token=page.next_page_token,
-            )
+        where = ObjectFilter(
+            merchant=self._merchant(req.merchant),
+            kind=KIND_NAME.get(req.kind),
+            state=req.state or None,
+            charge_permission_id=req.charge_permission_id or None,
+            merchant_reference_id=req.merchant_reference_id or None,
+            created_after=_time(req, "created_after"),
+            created_before=_time(req, "created_before"),
+        )
+        page = await self._repo.list_objects(
+            where,
+            page_size=_TRANSACTIONS_PAGE.size(req.page_size),
+            page_token=req.page_token,
+        )
+        return ledger_pb2.ListTransactionsResponse(
+            transactions=[transaction_of(o) for o in page.items],
+            next_page_token=page.next_page_token,
+        )
 
-        return await self._path.run("ListTransactions", request, context, handler=handler)
-
+    @_unary
     async def ListEvents(
-        self,
-        request: ledger_pb2.ListEventsRequest,
-        context: grpc.aio.ServicerContext[
-            ledger_pb2.ListEventsRequest, ledger_pb2.ListEventsResponse
-        ],
+        self, req: ledger_pb2.ListEventsRequest, deadline: float | None
     ) -> ledger_pb2.ListEventsResponse:
-        async def handler(
-            req: ledger_pb2.ListEventsRequest, deadline: float | None
-        ) -> ledger_pb2.ListEventsResponse:
-            where = EventFilter(
-                merchant=self._merchant(req.merchant),
-                kind=KIND_NAME.get(req.kind),
-                object_id=req.object_id or None,
-                charge_permission_id=req.charge_permission_id or None,
-                source=SOURCE_NAME.get(req.source),
-                recorded_after=(
-                    req.occurred_after.ToDatetime(tzinfo=UTC)
-                    if req.HasField("occurred_after")
-                    else None
-                ),
-                recorded_before=(
-                    req.occurred_before.ToDatetime(tzinfo=UTC)
-                    if req.HasField("occurred_before")
-                    else None
-                ),
-                after_event_id=req.after_event_id,
-            )
-            page = await self._repo.list_events(
-                where,
-                page_size=_EVENTS_PAGE.size(req.page_size),
-                page_token=req.page_token,
-                settle_s=_settle_s(deadline),
-            )
-            return ledger_pb2.ListEventsResponse(
-                events=[event_of(e) for e in page.items], next_page_token=page.next_page_token
-            )
-
-        return await self._path.run("ListEvents", request, context, handler=handler)
+        where = EventFilter(
+            merchant=self._merchant(req.merchant),
+            kind=KIND_NAME.get(req.kind),
+            object_id=req.object_id or None,
+            charge_permission_id=req.charge_permission_id or None,
+            source=SOURCE_NAME.get(req.source),
+            recorded_after=_time(req, "occurred_after"),
+            recorded_before=_time(req, "occurred_before"),
+            after_event_id=req.after_event_id,
+        )
+        page = await self._repo.list_events(
+            where,
+            page_size=_EVENTS_PAGE.size(req.page_size),
+            page_token=req.page_token,
+            settle_s=_settle_s(deadline),
+        )
+        return ledger_pb2.ListEventsResponse(
+            events=[event_of(e) for e in page.items], next_page_token=page.next_page_token
+        )
 
     async def WatchEvents(
         self,
@@ -967,33 +845,33 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
             if not token:
                 return
 
+    @_unary
     async def EraseBuyerData(
-        self,
-        request: ledger_pb2.EraseBuyerDataRequest,
-        context: grpc.aio.ServicerContext[
-            ledger_pb2.EraseBuyerDataRequest, ledger_pb2.EraseBuyerDataResponse
-        ],
+        self, req: ledger_pb2.EraseBuyerDataRequest, deadline: float | None
     ) -> ledger_pb2.EraseBuyerDataResponse:
-        async def handler(
-            req: ledger_pb2.EraseBuyerDataRequest, deadline: float | None
-        ) -> ledger_pb2.EraseBuyerDataResponse:
-            result = await self._path.erasure.erase(
-                self._merchant(req.merchant),
-                charge_permission_id=req.charge_permission_id or None,
-                buyer_id=req.buyer_id or None,
-                idempotency_key=scoped_idempotency_key(req.idempotency_key) or None,
-                request_hash=_request_hash(req),
-                reason_given=bool(req.reason),
-            )
-            response = ledger_pb2.EraseBuyerDataResponse(
-                objects_erased=result.objects,
-                events_erased=result.events,
-                idempotent_replay=result.replayed,
-            )
-            response.erased_at.CopyFrom(_timestamp(result.erased_at))
-            return response
+        result = await self._path.erasure.erase(
+            self._merchant(req.merchant),
+            charge_permission_id=req.charge_permission_id or None,
+            buyer_id=req.buyer_id or None,
+            idempotency_key=scoped_idempotency_key(req.idempotency_key) or None,
+            request_hash=_request_hash(req),
+            reason_given=bool(req.reason),
+        )
+        response = ledger_pb2.EraseBuyerDataResponse(
+            objects_erased=result.objects,
+            events_erased=result.events,
+            idempotent_replay=result.replayed,
+        )
+        response.erased_at.CopyFrom(_timestamp(result.erased_at))
+        return response
 
-        return await self._path.run("EraseBuyerData", request, context, handler=handler)
+
+def _time(request: Message, field: str) -> datetime | None:
+    """A request's optional Timestamp field as an aware datetime (None when not set)."""
+    if not request.HasField(field):
+        return None
+    stamp: Timestamp = getattr(request, field)
+    return stamp.ToDatetime(tzinfo=UTC)
 
 
 def _settle_s(deadline: float | None) -> float:
@@ -1017,18 +895,18 @@ def _matches(where: EventFilter, event: Event) -> bool:
     )
 
 
+SERVICERS: tuple[type[_Servicer], ...] = (
+    CheckoutSessionService,
+    ChargePermissionService,
+    ChargeService,
+    RefundService,
+    DeliveryTrackerService,
+    BuyerService,
+    ButtonService,
+    LedgerService,
+)
+
+
 def build_servicers(path: RequestPath) -> dict[str, Any]:
     """Servicers by service name, for `build_server`."""
-    return {
-        cls.__name__: cls(path)
-        for cls in (
-            CheckoutSessionService,
-            ChargePermissionService,
-            ChargeService,
-            RefundService,
-            DeliveryTrackerService,
-            BuyerService,
-            ButtonService,
-            LedgerService,
-        )
-    }
+    return {cls.__name__: cls(path) for cls in SERVICERS}

@@ -8,7 +8,7 @@ once as `google.rpc.BadRequest` field violations.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, cast
@@ -110,23 +110,17 @@ _URL_FIELDS = frozenset(
     {"checkout_review_return_url", "checkout_result_return_url", "checkout_cancel_url"}
 )
 
-# Fields each RPC cannot do without (dotted paths). Idempotency keys are listed here too.
+# Fields each RPC cannot do without (dotted paths), besides the id its row in the servicers'
+# tables addresses (`ADDRESSED`: a read's id, a mutation's path id), which `validate` is given.
+# Idempotency keys are listed here too.
 REQUIRED: Mapping[str, tuple[str, ...]] = {
     "CreateCheckoutSession": ("idempotency_key",),
-    "GetCheckoutSession": ("checkout_session_id",),
-    "UpdateCheckoutSession": ("checkout_session_id",),
-    "CompleteCheckoutSession": ("checkout_session_id", "idempotency_key", "charge_amount"),
-    "FinalizeCheckoutSession": ("checkout_session_id", "idempotency_key", "charge_amount"),
-    "GetChargePermission": ("charge_permission_id",),
-    "UpdateChargePermission": ("charge_permission_id",),
-    "CloseChargePermission": ("charge_permission_id", "closure_reason"),
+    "CompleteCheckoutSession": ("idempotency_key", "charge_amount"),
+    "FinalizeCheckoutSession": ("idempotency_key", "charge_amount"),
+    "CloseChargePermission": ("closure_reason",),
     "CreateCharge": ("idempotency_key", "charge_permission_id", "charge_amount"),
-    "GetCharge": ("charge_id",),
-    "CaptureCharge": ("charge_id", "idempotency_key", "capture_amount"),
-    "CancelCharge": ("charge_id",),
+    "CaptureCharge": ("idempotency_key", "capture_amount"),
     "CreateRefund": ("idempotency_key", "charge_id", "refund_amount"),
-    "GetRefund": ("refund_id",),
-    "GetBuyer": ("buyer_token",),
     "CreateDeliveryTracker": ("delivery_details",),
     "SignButtonPayload": ("payload",),
     "GetTransaction": ("kind", "object_id"),
@@ -310,11 +304,12 @@ EXTRA_RULES: Mapping[str, tuple[Extra, ...]] = {
 }
 
 
-def validate(method: str, request: Message) -> list[Violation]:
-    """All violations of `request` for RPC `method` (empty when valid)."""
+def validate(method: str, request: Message, *, addressed: Sequence[str] = ()) -> list[Violation]:
+    """All violations of `request` for RPC `method` (empty when valid); `addressed` are the ids
+    the RPC's table row addresses, required before `REQUIRED`'s fields."""
     violations = [
         Violation(path, "is required")
-        for path in REQUIRED.get(method, ())
+        for path in (*addressed, *REQUIRED.get(method, ()))
         if not _present(request, path)
     ]
     violations.extend(_walk(request, ""))

@@ -689,15 +689,18 @@ class Payments:
             await _shielded(self._refresh_charge(merchant, obj.raw, record_source))
         return ReadResult(obj.raw, "amazon", datetime.now(UTC), obj.request_id or "")
 
-    async def get_buyer(
-        self, merchant_alias: str, buyer_token: str, *, deadline: float | None
+    async def fetch(
+        self, merchant_alias: str, operation: str, object_id: str, *, deadline: float | None
     ) -> ApiObject:
-        """GetBuyer, through the same breaker and admission control as every Amazon call."""
+        """A read the ledger does not keep (`operation` is an `ENDPOINTS` GET with one path
+        parameter, e.g. GetBuyer), through the same breaker and admission control as every
+        Amazon call."""
+        (parameter,) = ENDPOINTS[operation].path_params
         merchant = self.merchants.get(merchant_alias)
         async with merchant.admission:
             return await merchant.call(
                 lambda: merchant.client.invoke(
-                    "GetBuyer", path_params={"buyerToken": buyer_token}, deadline=deadline
+                    operation, path_params={parameter: object_id}, deadline=deadline
                 )
             )
 
