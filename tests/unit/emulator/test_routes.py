@@ -29,4 +29,3 @@ def test_the_emulator_answers_every_endpoint_of_the_service_where_it_sends_it() 
     emulated = {route.operation: (route.method, route.path) for route in ROUTES}
     sent = {name: (row.method, row.path) for name, row in ENDPOINTS.items()}
     assert emulated == sent
-
