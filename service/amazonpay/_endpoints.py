@@ -36,8 +36,9 @@ class Endpoint:
     """HTTP verb."""
     path: str
     """Template under the API prefix, e.g. ``/charges/{chargeId}/capture``."""
-    response: type[ApiObject]
-    """Model of a successful answer."""
+    response: type[ApiObject] = ApiObject
+    """Model of a successful answer (``ApiObject``, the JSON as it came, for one the service
+    passes through without reading its fields)."""
     replayed_by_key: bool = False
     """Amazon answers a repeat with the same idempotency key with its first answer."""
     takes_simulation_code: bool = False
