@@ -23,12 +23,12 @@ from typing import Any, Literal, NamedTuple, NoReturn, TypeVar, cast
 import grpc
 from google.protobuf import descriptor_pool
 from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from payments.amazonpay.v1 import (
     button_pb2,
     button_pb2_grpc,
-    buyer_pb2,
     buyer_pb2_grpc,
     charge_pb2,
     charge_pb2_grpc,
@@ -37,7 +37,6 @@ from payments.amazonpay.v1 import (
     checkout_session_pb2,
     checkout_session_pb2_grpc,
     common_pb2,
-    delivery_tracker_pb2,
     delivery_tracker_pb2_grpc,
     ledger_pb2,
     ledger_pb2_grpc,
@@ -60,7 +59,7 @@ from service.telemetry import Metrics
 from ._access import RpcRecord, rpc_record
 from ._convert import ENVELOPE_FIELDS, json_to_message, message_to_json
 from ._errors import RpcFailure, to_status
-from ._registry import PROTO_PACKAGE
+from ._registry import PROTO_PACKAGE, discover_services
 from ._scope import allowed_merchant, hide_buyer_pii, pii_allowed, scoped_idempotency_key
 from ._validation import Violation, validate
 
@@ -91,120 +90,85 @@ _EVENTS_PAGE = PageLimits(default=100, maximum=1000)
 
 @dataclass(frozen=True)
 class Mutation:
-    response: type[Message]
-    result_field: str
+    """An RPC that changes an object at Amazon, exactly once (`Payments.execute`)."""
+
     path_field: str | None = None
+    """The request field naming the object in Amazon's path."""
     masked: bool = False
+    """The request's `update_mask` limits what is sent."""
 
 
 MUTATIONS: Mapping[str, Mutation] = {
-    "CreateCheckoutSession": Mutation(
-        response=checkout_session_pb2.CreateCheckoutSessionResponse,
-        result_field="checkout_session",
-    ),
-    "UpdateCheckoutSession": Mutation(
-        response=checkout_session_pb2.UpdateCheckoutSessionResponse,
-        result_field="checkout_session",
-        path_field="checkout_session_id",
-        masked=True,
-    ),
-    "CompleteCheckoutSession": Mutation(
-        response=checkout_session_pb2.CompleteCheckoutSessionResponse,
-        result_field="checkout_session",
-        path_field="checkout_session_id",
-    ),
-    "FinalizeCheckoutSession": Mutation(
-        response=checkout_session_pb2.FinalizeCheckoutSessionResponse,
-        result_field="checkout_session",
-        path_field="checkout_session_id",
-    ),
-    "UpdateChargePermission": Mutation(
-        response=charge_permission_pb2.UpdateChargePermissionResponse,
-        result_field="charge_permission",
-        path_field="charge_permission_id",
-        masked=True,
-    ),
-    "CloseChargePermission": Mutation(
-        response=charge_permission_pb2.CloseChargePermissionResponse,
-        result_field="charge_permission",
-        path_field="charge_permission_id",
-    ),
-    "CreateCharge": Mutation(
-        response=charge_pb2.CreateChargeResponse,
-        result_field="charge",
-    ),
-    "CaptureCharge": Mutation(
-        response=charge_pb2.CaptureChargeResponse,
-        result_field="charge",
-        path_field="charge_id",
-    ),
-    "CancelCharge": Mutation(
-        response=charge_pb2.CancelChargeResponse,
-        result_field="charge",
-        path_field="charge_id",
-    ),
-    "CreateRefund": Mutation(
-        response=refund_pb2.CreateRefundResponse,
-        result_field="refund",
-    ),
-    "CreateDeliveryTracker": Mutation(
-        response=delivery_tracker_pb2.CreateDeliveryTrackerResponse,
-        result_field="delivery_tracker",
-    ),
+    "CreateCheckoutSession": Mutation(),
+    "UpdateCheckoutSession": Mutation(path_field="checkout_session_id", masked=True),
+    "CompleteCheckoutSession": Mutation(path_field="checkout_session_id"),
+    "FinalizeCheckoutSession": Mutation(path_field="checkout_session_id"),
+    "UpdateChargePermission": Mutation(path_field="charge_permission_id", masked=True),
+    "CloseChargePermission": Mutation(path_field="charge_permission_id"),
+    "CreateCharge": Mutation(),
+    "CaptureCharge": Mutation(path_field="charge_id"),
+    "CancelCharge": Mutation(path_field="charge_id"),
+    "CreateRefund": Mutation(),
+    "CreateDeliveryTracker": Mutation(),
 }
 
 
 @dataclass(frozen=True)
 class Read:
+    """An object the ledger keeps, read from it or from Amazon per `source` (`Payments.read`)."""
+
     kind: str
     id_field: str
-    response: type[Message]
-    result_field: str
 
 
 READS: Mapping[str, Read] = {
-    "GetCheckoutSession": Read(
-        kind="checkout_session",
-        id_field="checkout_session_id",
-        response=checkout_session_pb2.GetCheckoutSessionResponse,
-        result_field="checkout_session",
-    ),
-    "GetChargePermission": Read(
-        kind="charge_permission",
-        id_field="charge_permission_id",
-        response=charge_permission_pb2.GetChargePermissionResponse,
-        result_field="charge_permission",
-    ),
-    "GetCharge": Read(
-        kind="charge",
-        id_field="charge_id",
-        response=charge_pb2.GetChargeResponse,
-        result_field="charge",
-    ),
-    "GetRefund": Read(
-        kind="refund",
-        id_field="refund_id",
-        response=refund_pb2.GetRefundResponse,
-        result_field="refund",
-    ),
+    "GetCheckoutSession": Read(kind="checkout_session", id_field="checkout_session_id"),
+    "GetChargePermission": Read(kind="charge_permission", id_field="charge_permission_id"),
+    "GetCharge": Read(kind="charge", id_field="charge_id"),
+    "GetRefund": Read(kind="refund", id_field="refund_id"),
 }
 
 
 @dataclass(frozen=True)
 class Fetch:
-    """A read the ledger does not keep, always answered by Amazon."""
+    """A read the ledger does not keep, always answered by Amazon (`Payments.fetch`)."""
 
     id_field: str
+
+
+FETCHES: Mapping[str, Fetch] = {
+    "GetBuyer": Fetch(id_field="buyer_token"),  # PII behind a 24-hour token: never stored
+}
+
+
+class Answer(NamedTuple):
+    """How a row's RPC answers, as its proto says: the response type, and the response's field
+    holding Amazon's object (its one field of a message type of this package)."""
+
     response: type[Message]
     result_field: str
 
 
-FETCHES: Mapping[str, Fetch] = {
-    # Buyers are PII behind a 24-hour token: never stored.
-    "GetBuyer": Fetch(
-        id_field="buyer_token", response=buyer_pb2.GetBuyerResponse, result_field="buyer"
-    ),
-}
+def _answers() -> Mapping[str, Answer]:
+    pool = descriptor_pool.Default()
+    answers: dict[str, Answer] = {}
+    for service in discover_services():
+        for name in service.method_names:
+            if name in MUTATIONS or name in READS or name in FETCHES:
+                output = pool.FindMethodByName(f"{service.full_name}.{name}").output_type
+                objects = [
+                    f.name
+                    for f in output.fields
+                    if f.message_type is not None
+                    and f.message_type.full_name.startswith(f"{PROTO_PACKAGE}.")
+                ]
+                if len(objects) != 1:
+                    raise TypeError(f"{output.name} must hold exactly one object, has {objects}")
+                answers[name] = Answer(response=GetMessageClass(output), result_field=objects[0])
+    return answers
+
+
+ANSWERS: Mapping[str, Answer] = _answers()
 
 ADDRESSED: Mapping[str, tuple[str, ...]] = {
     **{name: (row.id_field,) for name, row in READS.items()},
@@ -495,10 +459,11 @@ class RequestPath:
                 request_hash=_request_hash(req),
                 deadline=deadline,
             )
-            response = spec.response(
+            answer = ANSWERS[method]
+            response = answer.response(
                 amazon_request_id=outcome.request_id, idempotent_replay=outcome.replayed
             )
-            json_to_message(outcome.body, getattr(response, spec.result_field))
+            json_to_message(outcome.body, getattr(response, answer.result_field))
             if "authorization_pending" in response.DESCRIPTOR.fields_by_name:
                 setattr(response, "authorization_pending", outcome.status == 202)  # noqa: B010
             # The table's row for `method` names the response type of the RPC.
@@ -519,7 +484,8 @@ class RequestPath:
                 source=_SOURCES.get(getattr(req, "source"), "auto"),  # noqa: B009
                 deadline=deadline,
             )
-            response = spec.response(
+            answer = ANSWERS[method]
+            response = answer.response(
                 amazon_request_id=result.request_id,
                 served_from=(
                     common_pb2.DATA_ORIGIN_AMAZON
@@ -528,7 +494,7 @@ class RequestPath:
                 ),
             )
             getattr(response, "as_of").CopyFrom(_timestamp(result.as_of))  # noqa: B009
-            json_to_message(result.body, getattr(response, spec.result_field))
+            json_to_message(result.body, getattr(response, answer.result_field))
             # The table's row for `method` names the response type of the RPC.
             return cast(Resp, response)
 
@@ -546,12 +512,13 @@ class RequestPath:
                 getattr(req, spec.id_field),
                 deadline=deadline,
             )
-            response = spec.response(
+            answer = ANSWERS[method]
+            response = answer.response(
                 amazon_request_id=result.request_id or "",
                 served_from=common_pb2.DATA_ORIGIN_AMAZON,
             )
             getattr(response, "as_of").GetCurrentTime()  # noqa: B009
-            json_to_message(result.raw, getattr(response, spec.result_field))
+            json_to_message(result.raw, getattr(response, answer.result_field))
             # The table's row for `method` names the response type of the RPC.
             return cast(Resp, response)
 

@@ -10,6 +10,7 @@ from google.protobuf.message_factory import GetMessageClass
 from service.api import PROTO_PACKAGE, discover_services
 from service.api._servicers import (
     ADDRESSED,
+    ANSWERS,
     FETCHES,
     MUTATIONS,
     READS,
@@ -30,11 +31,15 @@ def _rpc(name: str) -> MethodDescriptor:
 
 
 @pytest.mark.parametrize("name", [*MUTATIONS, *READS, *FETCHES])
-def test_each_row_names_its_rpcs_response_and_a_field_of_its_request(name: str) -> None:
-    row = MUTATIONS.get(name) or READS.get(name) or FETCHES[name]
+def test_each_row_answers_with_its_rpcs_response_and_addresses_a_field_of_its_request(
+    name: str,
+) -> None:
     rpc = _rpc(name)
-    assert row.response is GetMessageClass(rpc.output_type)
-    assert rpc.output_type.fields_by_name[row.result_field].message_type is not None
+    answer = ANSWERS[name]
+    assert answer.response is GetMessageClass(rpc.output_type)
+    result = rpc.output_type.fields_by_name[answer.result_field].message_type
+    assert result is not None
+    assert result.name == "".join(part.capitalize() for part in answer.result_field.split("_"))
     for field in ADDRESSED.get(name, ()):
         assert field in rpc.input_type.fields_by_name
 
