@@ -148,6 +148,12 @@ class Answer(NamedTuple):
     response: type[Message]
     result_field: str
 
+    def message(self, amazon_object: Mapping[str, Any], **fields: Any) -> Message:
+        """The response: `fields` set, and Amazon's object converted into its object field."""
+        response = self.response(**fields)
+        json_to_message(amazon_object, getattr(response, self.result_field))
+        return response
+
 
 def _answers() -> Mapping[str, Answer]:
     pool = descriptor_pool.Default()
@@ -419,110 +425,84 @@ class RequestPath:
         except LookupError:
             return value
 
-    async def mutate(
-        self, method: str, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
-    ) -> Resp:
+    async def mutate(self, method: str, req: Message, deadline: float | None) -> Message:
+        """A `MUTATIONS` row's work: the call to Amazon, exactly once."""
         spec = MUTATIONS[method]
-
-        async def handler(req: Req, deadline: float | None) -> Resp:
-            simulation = getattr(req, "sandbox_simulation_code", "")
-            if (
-                simulation
-                and not self.payments.merchants.get(
-                    getattr(req, "merchant")  # noqa: B009
-                ).is_sandbox
-            ):
-                raise RpcFailure(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    "sandbox_simulation_code is accepted only for sandbox merchants",
-                    "VALIDATION_FAILED",
-                    violations=[
-                        Violation("sandbox_simulation_code", "must be empty for a live merchant")
-                    ],
-                )
-            skip = set(ENVELOPE_FIELDS)
-            if spec.path_field:
-                skip.add(spec.path_field)
-            only = None
-            if spec.masked and getattr(req, "update_mask").paths:  # noqa: B009
-                only = {p.split(".")[0] for p in getattr(req, "update_mask").paths}  # noqa: B009
-            call = AmazonCall(
-                operation=method,
-                body=message_to_json(req, skip=skip, only=only),
-                path_id=getattr(req, spec.path_field) if spec.path_field else None,
-                simulation_code=getattr(req, "sandbox_simulation_code", "") or None,
+        merchant: str = getattr(req, "merchant")  # noqa: B009
+        simulation = getattr(req, "sandbox_simulation_code", "")
+        if simulation and not self.payments.merchants.get(merchant).is_sandbox:
+            raise RpcFailure(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "sandbox_simulation_code is accepted only for sandbox merchants",
+                "VALIDATION_FAILED",
+                violations=[
+                    Violation("sandbox_simulation_code", "must be empty for a live merchant")
+                ],
             )
-            outcome = await self.payments.execute(
-                getattr(req, "merchant"),  # noqa: B009
-                call,
-                idempotency_key=scoped_idempotency_key(getattr(req, "idempotency_key", "")) or None,
-                request_hash=_request_hash(req),
-                deadline=deadline,
-            )
-            answer = ANSWERS[method]
-            response = answer.response(
-                amazon_request_id=outcome.request_id, idempotent_replay=outcome.replayed
-            )
-            json_to_message(outcome.body, getattr(response, answer.result_field))
-            if "authorization_pending" in response.DESCRIPTOR.fields_by_name:
-                setattr(response, "authorization_pending", outcome.status == 202)  # noqa: B010
-            # The table's row for `method` names the response type of the RPC.
-            return cast(Resp, response)
+        skip = set(ENVELOPE_FIELDS)
+        if spec.path_field:
+            skip.add(spec.path_field)
+        only = None
+        mask = getattr(req, "update_mask", None)
+        if spec.masked and mask is not None and mask.paths:
+            only = {p.split(".")[0] for p in mask.paths}
+        call = AmazonCall(
+            operation=method,
+            body=message_to_json(req, skip=skip, only=only),
+            path_id=getattr(req, spec.path_field) if spec.path_field else None,
+            simulation_code=simulation or None,
+        )
+        outcome = await self.payments.execute(
+            merchant,
+            call,
+            idempotency_key=scoped_idempotency_key(getattr(req, "idempotency_key", "")) or None,
+            request_hash=_request_hash(req),
+            deadline=deadline,
+        )
+        response = ANSWERS[method].message(
+            outcome.body, amazon_request_id=outcome.request_id, idempotent_replay=outcome.replayed
+        )
+        if "authorization_pending" in response.DESCRIPTOR.fields_by_name:
+            setattr(response, "authorization_pending", outcome.status == 202)  # noqa: B010
+        return response
 
-        return await self.run(method, request, context, handler=handler)
-
-    async def read(
-        self, method: str, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
-    ) -> Resp:
+    async def read(self, method: str, req: Message, deadline: float | None) -> Message:
+        """A `READS` row's work: the ledger or Amazon, per the request's `source`."""
         spec = READS[method]
+        result = await self.payments.read(
+            getattr(req, "merchant"),  # noqa: B009
+            spec.kind,
+            getattr(req, spec.id_field),
+            source=_SOURCES.get(getattr(req, "source"), "auto"),  # noqa: B009
+            deadline=deadline,
+        )
+        response = ANSWERS[method].message(
+            result.body,
+            amazon_request_id=result.request_id,
+            served_from=(
+                common_pb2.DATA_ORIGIN_AMAZON
+                if result.origin == "amazon"
+                else common_pb2.DATA_ORIGIN_LEDGER
+            ),
+        )
+        getattr(response, "as_of").CopyFrom(_timestamp(result.as_of))  # noqa: B009
+        return response
 
-        async def handler(req: Req, deadline: float | None) -> Resp:
-            result = await self.payments.read(
-                getattr(req, "merchant"),  # noqa: B009
-                spec.kind,
-                getattr(req, spec.id_field),
-                source=_SOURCES.get(getattr(req, "source"), "auto"),  # noqa: B009
-                deadline=deadline,
-            )
-            answer = ANSWERS[method]
-            response = answer.response(
-                amazon_request_id=result.request_id,
-                served_from=(
-                    common_pb2.DATA_ORIGIN_AMAZON
-                    if result.origin == "amazon"
-                    else common_pb2.DATA_ORIGIN_LEDGER
-                ),
-            )
-            getattr(response, "as_of").CopyFrom(_timestamp(result.as_of))  # noqa: B009
-            json_to_message(result.body, getattr(response, answer.result_field))
-            # The table's row for `method` names the response type of the RPC.
-            return cast(Resp, response)
-
-        return await self.run(method, request, context, handler=handler)
-
-    async def fetch(
-        self, method: str, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
-    ) -> Resp:
-        spec = FETCHES[method]
-
-        async def handler(req: Req, deadline: float | None) -> Resp:
-            result = await self.payments.fetch(
-                getattr(req, "merchant"),  # noqa: B009
-                method,
-                getattr(req, spec.id_field),
-                deadline=deadline,
-            )
-            answer = ANSWERS[method]
-            response = answer.response(
-                amazon_request_id=result.request_id or "",
-                served_from=common_pb2.DATA_ORIGIN_AMAZON,
-            )
-            getattr(response, "as_of").GetCurrentTime()  # noqa: B009
-            json_to_message(result.raw, getattr(response, answer.result_field))
-            # The table's row for `method` names the response type of the RPC.
-            return cast(Resp, response)
-
-        return await self.run(method, request, context, handler=handler)
+    async def fetch(self, method: str, req: Message, deadline: float | None) -> Message:
+        """A `FETCHES` row's work: a read from Amazon the ledger does not keep."""
+        result = await self.payments.fetch(
+            getattr(req, "merchant"),  # noqa: B009
+            method,
+            getattr(req, FETCHES[method].id_field),
+            deadline=deadline,
+        )
+        response = ANSWERS[method].message(
+            result.raw,
+            amazon_request_id=result.request_id or "",
+            served_from=common_pb2.DATA_ORIGIN_AMAZON,
+        )
+        getattr(response, "as_of").GetCurrentTime()  # noqa: B009
+        return response
 
 
 def _request_hash(request: Message) -> bytes:
@@ -535,7 +515,6 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Statu
 
 
 Servicer = TypeVar("Servicer", bound="_Servicer")
-_Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class _Servicer:
@@ -557,22 +536,22 @@ class _Servicer:
 
 
 def _row(name: str) -> Callable[..., Awaitable[Any]]:
-    """The method of an RPC that is a `MUTATIONS`, `READS` or `FETCHES` row; the row names its
-    response type (Any here: `tests/unit/api/test_servicers.py` holds rows to the protos)."""
+    """The method of an RPC that is a `MUTATIONS`, `READS` or `FETCHES` row (typed Any: the
+    response type is the proto's, `ANSWERS`)."""
     tables = (
         (MUTATIONS, RequestPath.mutate),
         (READS, RequestPath.read),
         (FETCHES, RequestPath.fetch),
     )
-    serve = next((serve for table, serve in tables if name in table), None)
-    if serve is None:
+    work = next((work for table, work in tables if name in table), None)
+    if work is None:
         raise KeyError(f"{name} is not a MUTATIONS, READS or FETCHES row")
 
-    async def rpc(self: _Servicer, request: Message, context: _Context) -> Message:
-        return await serve(self._path, name, request, context)
+    async def row(self: _Servicer, req: Message, deadline: float | None) -> Message:
+        return await work(self._path, name, req, deadline)
 
-    rpc.__name__ = rpc.__qualname__ = name
-    return rpc
+    row.__name__ = row.__qualname__ = name
+    return _unary(row)
 
 
 def _unary(
