@@ -5,10 +5,11 @@ NetworkPolicy can open it to the monitoring namespace and the kubelet only."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from ._listen import listen
 
 __all__ = ["AdminServer"]
 
@@ -37,11 +38,7 @@ class AdminServer:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/livez", self._livez)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        server: Any = site._server
-        self.port = int(server.sockets[0].getsockname()[1])
+        self.port = await listen(self._runner, host, port)
         return self.port
 
     async def stop(self) -> None:

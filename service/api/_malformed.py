@@ -9,13 +9,14 @@ interceptors outside it, such as authentication, have run).
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from ._errors import RpcFailure, to_status
+from ._intercept import Continuation, Interceptor
 from ._validation import Violation
 
 __all__ = ["MalformedRequests"]
@@ -80,19 +81,9 @@ def _wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
     return single
 
 
-if TYPE_CHECKING:
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:
-    _Interceptor = grpc.aio.ServerInterceptor
-
-
-class MalformedRequests(_Interceptor):
+class MalformedRequests(Interceptor):
     async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_streaming:

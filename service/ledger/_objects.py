@@ -65,22 +65,26 @@ class StableEvents:
 
 
 @dataclass(frozen=True)
-class ObjectFilter:
+class _Filter:
+    """What every listing filters on: one merchant, optionally one kind and one charge
+    permission's objects (None: any)."""
+
     merchant: str
     kind: str | None = None
-    state: str | None = None
     charge_permission_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ObjectFilter(_Filter):
+    state: str | None = None
     merchant_reference_id: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
 
 
 @dataclass(frozen=True)
-class EventFilter:
-    merchant: str
-    kind: str | None = None
+class EventFilter(_Filter):
     object_id: str | None = None
-    charge_permission_id: str | None = None
     source: str | None = None
     recorded_after: datetime | None = None
     recorded_before: datetime | None = None

@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from opentelemetry import trace
 
+from service._listen import listen
 from service.amazonpay import AmazonPayError
 from service.core import KINDS, Overloaded, Payments
 from service.ledger import Repository
@@ -141,11 +142,7 @@ class IpnReceiver:
             lingering_time=0,
         )
         self._runner = web.ServerRunner(self._server, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        server: Any = site._server
-        self.port = int(server.sockets[0].getsockname()[1])
+        self.port = await listen(self._runner, host, port)
         return self.port
 
     def _refused(self, reason: str) -> None:
