@@ -1,6 +1,6 @@
 """Background work outside the request path: the IPN receiver and the reconciler."""
 
-from ._ipn import IPN_ATTEMPTS, OBJECT_TYPES, IpnReceiver, ipn_backoff_s
+from ._ipn import IPN_ATTEMPTS, OBJECT_TYPES, IpnReceiver, Notification, ipn_backoff_s
 from ._reconciler import PassResult, Reconciler, ReconcilerSettings
 from ._sns import SnsError, SnsVerifier, string_to_sign
 
@@ -8,6 +8,7 @@ __all__ = [
     "IPN_ATTEMPTS",
     "OBJECT_TYPES",
     "IpnReceiver",
+    "Notification",
     "PassResult",
     "Reconciler",
     "ReconcilerSettings",

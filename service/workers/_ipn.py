@@ -14,6 +14,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -47,6 +48,21 @@ OBJECT_TYPES: Mapping[str, str] = {
     kind.ipn_object_type: kind.name for kind in KINDS.values() if kind.ipn_object_type
 }
 """IPN `ObjectType` -> ledger kind, from core's table of kinds."""
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A stored notification's follow-up: the object to read and who it may belong to."""
+
+    notification_id: str
+    kind: str | None
+    """Ledger kind of the object (None: a type the ledger does not keep, marked done at once)."""
+    object_id: str
+    merchant: str | None = None
+    """The merchant that recorded the object or its charge permission, if known."""
+    charge_permission_id: str | None = None
+    amazon_merchant_id: str | None = None
+    """The notification's `MerchantID`."""
 
 
 class _GuardedServer(web.Server):
@@ -264,69 +280,51 @@ class IpnReceiver:
             return web.json_response({"status": "duplicate"})
         task = asyncio.create_task(
             self.process(
-                notification_id,
-                kind,
-                object_id,
-                merchant=merchant,
-                charge_permission_id=charge_permission_id,
-                amazon_merchant_id=amazon_merchant_id,
+                Notification(
+                    notification_id=notification_id,
+                    kind=kind,
+                    object_id=object_id,
+                    merchant=merchant,
+                    charge_permission_id=charge_permission_id,
+                    amazon_merchant_id=amazon_merchant_id,
+                )
             )
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return web.json_response({"status": "accepted"})
 
-    async def process(
-        self,
-        notification_id: str,
-        kind: str | None,
-        object_id: str,
-        *,
-        merchant: str | None = None,
-        charge_permission_id: str | None = None,
-        amazon_merchant_id: str | None = None,
-    ) -> bool:
+    async def process(self, notification: Notification) -> bool:
         """Read the object the notification names, for the merchant it belongs to, and record
         it; mark the notification done. A failure backs off (`IPN_ATTEMPTS`, then given up with
         an ERROR log and the `given_up` outcome). Returns whether it was processed."""
+        merchant = notification.merchant
         with _tracer.start_as_current_span(
             "ipn.process",
             attributes={
                 **({"amazonpay.merchant": merchant} if merchant else {}),
-                "amazonpay.object_kind": kind or "",
-                "amazonpay.object_id": object_id,
+                "amazonpay.object_kind": notification.kind or "",
+                "amazonpay.object_id": notification.object_id,
             },
         ):
-            return await self._process(
-                notification_id,
-                kind,
-                object_id,
-                merchant=merchant,
-                charge_permission_id=charge_permission_id,
-                amazon_merchant_id=amazon_merchant_id,
-            )
+            return await self._process(notification)
 
-    async def _process(
-        self,
-        notification_id: str,
-        kind: str | None,
-        object_id: str,
-        *,
-        merchant: str | None,
-        charge_permission_id: str | None,
-        amazon_merchant_id: str | None,
-    ) -> bool:
+    async def _process(self, notification: Notification) -> bool:
+        notification_id, kind = notification.notification_id, notification.kind
         if kind is None:
             await self._repo.mark_ipn_processed(notification_id)
             return True
         error: str | None = None
         try:
-            for alias in await self._merchants_for(
-                merchant, kind, object_id, charge_permission_id, amazon_merchant_id
-            ):
+            for alias in await self._merchants_for(notification, kind):
                 try:
                     await self._payments.read(
-                        alias, kind, object_id, source="amazon", deadline=None, record_source="ipn"
+                        alias,
+                        kind,
+                        notification.object_id,
+                        source="amazon",
+                        deadline=None,
+                        record_source="ipn",
                     )
                 except AmazonPayError as exc:
                     error = type(exc).__name__ + (f"/{exc.http_status}" if exc.http_status else "")
@@ -344,7 +342,12 @@ class IpnReceiver:
             max_attempts=IPN_ATTEMPTS,
             backoff_s=ipn_backoff_s,
         )
-        extra = {"kind": kind, "error": error, "attempts": tries, "merchant": merchant}
+        extra = {
+            "kind": kind,
+            "error": error,
+            "attempts": tries,
+            "merchant": notification.merchant,
+        }
         if tries >= IPN_ATTEMPTS:
             self._metrics.ipn_messages.add(1, {"outcome": "given_up"})
             _log.error("gave up an IPN whose object could not be read", extra=extra)
@@ -353,20 +356,15 @@ class IpnReceiver:
             _log.warning("IPN follow-up read failed; retried later", extra=extra)
         return False
 
-    async def _merchants_for(
-        self,
-        merchant: str | None,
-        kind: str,
-        object_id: str,
-        charge_permission_id: str | None,
-        amazon_merchant_id: str | None,
-    ) -> list[str]:
+    async def _merchants_for(self, notification: Notification, kind: str) -> list[str]:
         """Who to read the object as: the merchant that recorded it (or its charge permission),
         else the account earlier notifications with the same MerchantID were for, else every
         configured account in turn (Amazon answers 404 to the others)."""
-        known = merchant or await self._repo.merchant_of(kind, object_id, charge_permission_id)
-        if known is None and amazon_merchant_id is not None:
-            known = await self._repo.merchant_of_amazon_id(amazon_merchant_id)
+        known = notification.merchant or await self._repo.merchant_of(
+            kind, notification.object_id, notification.charge_permission_id
+        )
+        if known is None and notification.amazon_merchant_id is not None:
+            known = await self._repo.merchant_of_amazon_id(notification.amazon_merchant_id)
         if known is not None:
             return [known]
         registry = self._payments.merchants

@@ -30,7 +30,7 @@ from service.core import Payments
 from service.ledger import Repository, StoredObject, is_unavailable
 from service.telemetry import Metrics
 
-from ._ipn import OBJECT_TYPES, IpnReceiver
+from ._ipn import OBJECT_TYPES, IpnReceiver, Notification
 
 __all__ = ["PassResult", "Reconciler", "ReconcilerSettings"]
 
@@ -163,12 +163,14 @@ class Reconciler:
         )
         for row in pending:
             await self._ipn.process(
-                row["notification_id"],
-                OBJECT_TYPES.get(row["object_type"]),
-                row["object_id"],
-                merchant=row["merchant"],
-                charge_permission_id=row["charge_permission_id"],
-                amazon_merchant_id=row["amazon_merchant_id"],
+                Notification(
+                    notification_id=row["notification_id"],
+                    kind=OBJECT_TYPES.get(row["object_type"]),
+                    object_id=row["object_id"],
+                    merchant=row["merchant"],
+                    charge_permission_id=row["charge_permission_id"],
+                    amazon_merchant_id=row["amazon_merchant_id"],
+                )
             )
         return len(pending)
 
