@@ -258,38 +258,35 @@ class IpnReceiver:
         self._metrics.ipn_messages.add(1, {"outcome": "verified"})
         kind = OBJECT_TYPES.get(object_type)
         charge_permission_id = _text(message.get("ChargePermissionId"))
-        amazon_merchant_id = _text(message.get("MerchantID"))
-        merchant = None
-        if kind is not None:
-            merchant = await self._repo.merchant_of(kind, object_id, charge_permission_id)
+        notification = Notification(
+            notification_id=notification_id,
+            kind=kind,
+            object_id=object_id,
+            merchant=(
+                None
+                if kind is None
+                else await self._repo.merchant_of(kind, object_id, charge_permission_id)
+            ),
+            charge_permission_id=charge_permission_id,
+            amazon_merchant_id=_text(message.get("MerchantID")),
+        )
         fresh = await self._repo.record_ipn(
             notification_id=notification_id,
             message_id=envelope["MessageId"],
-            merchant=merchant,
+            merchant=notification.merchant,
             object_type=object_type,
             object_id=object_id,
             charge_permission_id=charge_permission_id,
             notification_type=str(message.get("NotificationType") or ""),
             topic_arn=envelope["TopicArn"],
             envelope=envelope,
-            amazon_merchant_id=amazon_merchant_id,
+            amazon_merchant_id=notification.amazon_merchant_id,
             retry_in_s=self._retry_in_s,
         )
         if not fresh:
             self._metrics.ipn_messages.add(1, {"outcome": "duplicate"})
             return web.json_response({"status": "duplicate"})
-        task = asyncio.create_task(
-            self.process(
-                Notification(
-                    notification_id=notification_id,
-                    kind=kind,
-                    object_id=object_id,
-                    merchant=merchant,
-                    charge_permission_id=charge_permission_id,
-                    amazon_merchant_id=amazon_merchant_id,
-                )
-            )
-        )
+        task = asyncio.create_task(self.process(notification))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return web.json_response({"status": "accepted"})
