@@ -145,6 +145,24 @@ _public_key_id = _matching(
 _alias = _matching(_ALIAS, "must be 1-63 lower-case letters, digits, '-' or '_'")
 
 
+def _one_of(*choices: str, fold: Callable[[str], str] = str.lower) -> Callable[[str, str], str]:
+    """One of `choices`, compared after `fold` (the stripped value's case)."""
+    wanted = f"{', '.join(choices[:-1])} or {choices[-1]}"
+
+    def parse(name: str, value: str) -> str:
+        choice = fold(value.strip())
+        if choice not in choices:
+            raise ConfigError(name, f"must be {wanted}, got {value!r}")
+        return choice
+
+    return parse
+
+
+_environment = _one_of("sandbox", "live")
+_log_level = _one_of("DEBUG", "INFO", "WARNING", "ERROR", fold=str.upper)
+_event_loop = _one_of("uvloop", "asyncio")
+
+
 def _region(name: str, value: str) -> str:
     region = REGION_ALIASES.get(value.strip().lower())
     if region is None:
@@ -152,13 +170,6 @@ def _region(name: str, value: str) -> str:
             name, f"must be one of {', '.join(sorted(REGION_ALIASES))}, got {value!r}"
         )
     return region
-
-
-def _environment(name: str, value: str) -> str:
-    lowered = value.strip().lower()
-    if lowered not in {"sandbox", "live"}:
-        raise ConfigError(name, f"must be sandbox or live, got {value!r}")
-    return lowered
 
 
 def _readable_file(name: str, value: str) -> Path:
@@ -179,20 +190,6 @@ def _endpoint(name: str, value: str) -> str:
     if not re.fullmatch(r"^https?://[^/\s]+(/[^\s]*)?$", stripped):
         raise ConfigError(name, f"must be an http:// or https:// URL, got {value!r}")
     return stripped
-
-
-def _log_level(name: str, value: str) -> str:
-    upper = value.strip().upper()
-    if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        raise ConfigError(name, f"must be DEBUG, INFO, WARNING or ERROR, got {value!r}")
-    return upper
-
-
-def _event_loop(name: str, value: str) -> str:
-    choice = value.strip().lower()
-    if choice not in {"uvloop", "asyncio"}:
-        raise ConfigError(name, f"must be uvloop or asyncio, got {value!r}")
-    return choice
 
 
 def _optional_listen(name: str, value: str) -> str | None:

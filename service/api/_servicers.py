@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple, NoReturn, TypeVar, cast
 
@@ -233,17 +233,11 @@ def _price(data: Any) -> common_pb2.Price | None:
     return None
 
 
-class _Total(NamedTuple):
-    """A running total Amazon keeps in an object's JSON, and the Transaction field it fills."""
-
-    field: str
-    json_key: str
-
-
-_TOTALS = (
-    _Total(field="captured_amount", json_key="captureAmount"),
-    _Total(field="refunded_amount", json_key="refundedAmount"),
-)
+_TOTALS: Mapping[str, str] = {
+    "captured_amount": "captureAmount",
+    "refunded_amount": "refundedAmount",
+}
+"""Transaction field -> the running total Amazon keeps in the object's JSON that fills it."""
 
 
 def transaction_of(obj: StoredObject) -> ledger_pb2.Transaction:
@@ -264,10 +258,10 @@ def transaction_of(obj: StoredObject) -> ledger_pb2.Transaction:
         tx.amount.CopyFrom(
             common_pb2.Price(amount=obj.amount, currency_code=obj.currency_code or "")
         )
-    for total in _TOTALS:
-        price = _price(obj.snapshot.get(total.json_key))
+    for total, json_key in _TOTALS.items():
+        price = _price(obj.snapshot.get(json_key))
         if price is not None:
-            getattr(tx, total.field).CopyFrom(price)
+            getattr(tx, total).CopyFrom(price)
     tx.created_at.CopyFrom(_timestamp(obj.created_at))
     if obj.buyer_data_erased_at is not None:
         tx.buyer_data_erased_at.CopyFrom(_timestamp(obj.buyer_data_erased_at))
@@ -319,22 +313,19 @@ class _Serving:
         return message
 
 
+@dataclass(eq=False)
 class RequestPath:
     """The path every RPC takes: authorize the merchant, validate, run, hide PII the caller may
     not see, map any failure to a rich status, and log one line."""
 
-    def __init__(
-        self,
-        payments: Payments,
-        repository: Repository,
-        hub: EventHub | None = None,
-        metrics: Metrics | None = None,
-    ) -> None:
-        self.payments = payments
-        self.repository = repository
-        self.hub = hub
-        self.metrics = metrics
-        self.erasure = BuyerDataErasure(repository)
+    payments: Payments
+    repository: Repository
+    hub: EventHub | None = None
+    metrics: Metrics | None = None
+    erasure: BuyerDataErasure = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.erasure = BuyerDataErasure(self.repository)
 
     async def run(
         self,
@@ -812,11 +803,11 @@ class LedgerService(_Servicer, ledger_pb2_grpc.LedgerServiceServicer):
         return response
 
 
-def _time(request: Message, field: str) -> datetime | None:
+def _time(request: Message, name: str) -> datetime | None:
     """A request's optional Timestamp field as an aware datetime (None when not set)."""
-    if not request.HasField(field):
+    if not request.HasField(name):
         return None
-    stamp: Timestamp = getattr(request, field)
+    stamp: Timestamp = getattr(request, name)
     return stamp.ToDatetime(tzinfo=UTC)
 
 
