@@ -14,7 +14,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from service.amazonpay import PrivateKey, RequestSigner
+from service.amazonpay import PrivateKey, RequestSigner, canonical_request
 
 HEADERS = {
     "accept": "application/json",
@@ -48,7 +48,16 @@ def load_key(path: Path | None) -> PrivateKey:
 
 
 def sign_once(signer: RequestSigner) -> str:
-    return signer.authorization("POST", "/sandbox/v2/charges", None, HEADERS, BODY)
+    return signer.authorization(
+        canonical_request(
+            method="POST",
+            uri="/sandbox/v2/charges",
+            query=None,
+            headers=HEADERS,
+            payload=BODY,
+            path_is_canonical=True,
+        )
+    )
 
 
 async def run(signer: RequestSigner, threads: int, requests: int) -> float:

@@ -28,7 +28,7 @@ from ._errors import (
 )
 from ._models import ApiObject, Model, format_timestamp
 from ._retry import Deadline, parse_retry_after
-from ._signing import Algorithm, RequestSigner, canonical_path
+from ._signing import Algorithm, RequestSigner, canonical_path, canonical_request
 from ._transport import AiohttpTransport, HttpRequest, HttpResponse, Transport
 
 __all__ = ["AmazonPayClient", "ApiResponse", "AttemptEvent", "ButtonSignature"]
@@ -415,7 +415,16 @@ class AmazonPayClient:
             await self._acquire_slot(dl, operation, attempt - 1, last_error)
             try:
                 headers = self._headers(idempotency_key, simulation_code)
-                pending = self._signer.prepare(method, path, None, headers, payload)
+                pending = self._signer.prepare(
+                    canonical_request(
+                        method=method,
+                        uri=path,
+                        query=None,
+                        headers=headers,
+                        payload=payload,
+                        path_is_canonical=True,
+                    )
+                )
                 headers["authorization"] = await loop.run_in_executor(self._executor, pending.sign)
                 attempt_timeout = self._config.attempt_timeout
                 bounded_by_deadline = False

@@ -371,40 +371,17 @@ class RequestSigner:
         """The algorithm every signature of this signer uses."""
         return self._algorithm
 
-    def authorization(
-        self,
-        method: str,
-        path: str,
-        query: QueryParams | None,
-        headers: Mapping[str, str],
-        payload: bytes | str,
-        *,
-        path_is_canonical: bool = True,
-    ) -> str:
-        """The ``authorization`` header value signing every header in ``headers``."""
-        return self.prepare(
-            method, path, query, headers, payload, path_is_canonical=path_is_canonical
-        ).sign()
+    def authorization(self, request: CanonicalRequest) -> str:
+        """The ``authorization`` header value of `request` (see :func:`canonical_request`)."""
+        return self.prepare(request).sign()
 
-    def prepare(
-        self,
-        method: str,
-        path: str,
-        query: QueryParams | None,
-        headers: Mapping[str, str],
-        payload: bytes | str,
-        *,
-        path_is_canonical: bool = True,
-    ) -> PendingAuthorization:
+    def prepare(self, request: CanonicalRequest) -> PendingAuthorization:
         """Everything of :meth:`authorization` but the RSA operation."""
-        canonical = canonical_request(
-            method, path, query, headers, payload, path_is_canonical=path_is_canonical
-        )
         return PendingAuthorization(
-            string_to_sign=canonical.string_to_sign(self._algorithm),
+            string_to_sign=request.string_to_sign(self._algorithm),
             prefix=(
                 f"{self._algorithm.value} PublicKeyId={self._public_key_id}, "
-                f"SignedHeaders={canonical.signed_headers}, Signature="
+                f"SignedHeaders={request.signed_headers}, Signature="
             ),
             key=self._key,
             algorithm=self._algorithm,
