@@ -48,16 +48,10 @@ def load_key(path: Path | None) -> PrivateKey:
 
 
 def sign_once(signer: RequestSigner) -> str:
-    return signer.authorization(
-        canonical_request(
-            method="POST",
-            uri="/sandbox/v2/charges",
-            query=None,
-            headers=HEADERS,
-            payload=BODY,
-            path_is_canonical=True,
-        )
+    canonical = canonical_request(
+        "POST", "/sandbox/v2/charges", None, HEADERS, BODY, path_is_canonical=True
     )
+    return signer.authorization(canonical)
 
 
 async def run(signer: RequestSigner, threads: int, requests: int) -> float:

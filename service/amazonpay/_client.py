@@ -415,16 +415,11 @@ class AmazonPayClient:
             await self._acquire_slot(dl, operation, attempt - 1, last_error)
             try:
                 headers = self._headers(idempotency_key, simulation_code)
-                pending = self._signer.prepare(
-                    canonical_request(
-                        method=method,
-                        uri=path,
-                        query=None,
-                        headers=headers,
-                        payload=payload,
-                        path_is_canonical=True,
-                    )
+                # Amazon's order: verb, path, query, headers, payload.
+                canonical = canonical_request(
+                    method, path, None, headers, payload, path_is_canonical=True
                 )
+                pending = self._signer.prepare(canonical)
                 headers["authorization"] = await loop.run_in_executor(self._executor, pending.sign)
                 attempt_timeout = self._config.attempt_timeout
                 bounded_by_deadline = False

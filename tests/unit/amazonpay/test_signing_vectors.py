@@ -128,12 +128,7 @@ def test_button_signature_verifies_over_the_readme_string_to_sign() -> None:
 
 def _charges_post(headers: dict[str, str]) -> CanonicalRequest:
     return canonical_request(
-        method="POST",
-        uri="/sandbox/v2/charges",
-        query=None,
-        headers=headers,
-        payload=b'{"a":1}',
-        path_is_canonical=True,
+        "POST", "/sandbox/v2/charges", None, headers, b'{"a":1}', path_is_canonical=True
     )
 
 
