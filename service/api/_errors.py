@@ -79,6 +79,13 @@ class RpcFailure(Exception):
     retry_after_s: float | None = None
     metadata: Mapping[str, str] | None = None
 
+    @classmethod
+    def invalid(
+        cls, message: str, *violations: Violation, reason: str = "VALIDATION_FAILED"
+    ) -> RpcFailure:
+        """INVALID_ARGUMENT, naming each field and the rule it broke (`BadRequest`)."""
+        return cls(grpc.StatusCode.INVALID_ARGUMENT, message, reason, violations=violations)
+
 
 def _pack(message: object) -> any_pb2.Any:
     packed = any_pb2.Any()
@@ -192,7 +199,7 @@ def _refusal(exc: BaseException) -> RpcFailure | None:
     if isinstance(exc, StoredFailure) and exc.reason_code == QUARANTINED:
         return RpcFailure(grpc.StatusCode.FAILED_PRECONDITION, exc.message, QUARANTINED)
     if isinstance(exc, AmazonPayRequestError):
-        return RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, exc.message, "VALIDATION_FAILED")
+        return RpcFailure.invalid(exc.message)
     if isinstance(exc, OperationConflict):
         return RpcFailure(
             grpc.StatusCode.ALREADY_EXISTS,
@@ -200,11 +207,10 @@ def _refusal(exc: BaseException) -> RpcFailure | None:
             "IDEMPOTENCY_KEY_REUSED",
         )
     if isinstance(exc, UnknownMerchant):
-        return RpcFailure(
-            grpc.StatusCode.INVALID_ARGUMENT,
+        return RpcFailure.invalid(
             str(exc),
-            "UNKNOWN_MERCHANT",
-            violations=[Violation("merchant", "must name a configured merchant account")],
+            Violation("merchant", "must name a configured merchant account"),
+            reason="UNKNOWN_MERCHANT",
         )
     if isinstance(exc, ObjectNotFound):
         return RpcFailure(grpc.StatusCode.NOT_FOUND, str(exc), "NOT_IN_LEDGER")
@@ -216,11 +222,8 @@ def _refusal(exc: BaseException) -> RpcFailure | None:
             "CHARGE_PERMISSION_OPEN",
         )
     if isinstance(exc, InvalidPageToken):
-        return RpcFailure(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            str(exc),
-            "INVALID_PAGE_TOKEN",
-            violations=[Violation("page_token", str(exc))],
+        return RpcFailure.invalid(
+            str(exc), Violation("page_token", str(exc)), reason="INVALID_PAGE_TOKEN"
         )
     if is_unavailable(exc):
         _log.warning("ledger unavailable", extra={"error": type(exc).__name__})

@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from contextlib import aclosing, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple, NoReturn, TypeVar, cast
+from typing import Any, Literal, NamedTuple, NoReturn, TypedDict, TypeVar, cast
 
 import grpc
 from google.protobuf import descriptor_pool
@@ -374,12 +374,10 @@ class RequestPath:
                 allowed_merchant(self.payments.merchants, getattr(request, "merchant"))  # noqa: B009
                 violations = validate(method, request, addressed=ADDRESSED.get(method, ()))
                 if violations:
-                    raise RpcFailure(
-                        grpc.StatusCode.INVALID_ARGUMENT,
+                    raise RpcFailure.invalid(
                         f"invalid {method} request: "
                         + "; ".join(f"{v.field} {v.description}" for v in violations[:5]),
-                        "VALIDATION_FAILED",
-                        violations=violations,
+                        *violations,
                     )
                 yield _Serving(record, _deadline(context))
             except Exception as exc:
@@ -422,13 +420,9 @@ class RequestPath:
         merchant: str = getattr(req, "merchant")  # noqa: B009
         simulation = getattr(req, "sandbox_simulation_code", "")
         if simulation and not self.payments.merchants.get(merchant).is_sandbox:
-            raise RpcFailure(
-                grpc.StatusCode.INVALID_ARGUMENT,
+            raise RpcFailure.invalid(
                 "sandbox_simulation_code is accepted only for sandbox merchants",
-                "VALIDATION_FAILED",
-                violations=[
-                    Violation("sandbox_simulation_code", "must be empty for a live merchant")
-                ],
+                Violation("sandbox_simulation_code", "must be empty for a live merchant"),
             )
         skip = set(ENVELOPE_FIELDS)
         if spec.path_field:
@@ -608,11 +602,8 @@ class ButtonService(_Servicer, button_pb2_grpc.ButtonServiceServicer):
         except (ValueError, RecursionError):
             parsed = None  # 5000 nested arrays exhaust the parser's stack, nothing else
         if not isinstance(parsed, dict):
-            raise RpcFailure(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "payload must be a JSON object",
-                "VALIDATION_FAILED",
-                violations=[Violation("payload", "must be a JSON object")],
+            raise RpcFailure.invalid(
+                "payload must be a JSON object", Violation("payload", "must be a JSON object")
             )
         merchant = self._path.payments.merchants.get(req.merchant)
         signed = await merchant.client.sign_button_payload(req.payload)
@@ -624,6 +615,14 @@ class ButtonService(_Servicer, button_pb2_grpc.ButtonServiceServicer):
         )
 
 
+class _Scope(TypedDict):
+    """What every listing of the ledger is filtered on first (`ledger.proto`)."""
+
+    merchant: str
+    kind: str | None
+    charge_permission_id: str | None
+
+
 class LedgerService(_Servicer, ledger_pb2_grpc.LedgerServiceServicer):
     def __init__(self, path: RequestPath) -> None:
         super().__init__(path)
@@ -631,6 +630,20 @@ class LedgerService(_Servicer, ledger_pb2_grpc.LedgerServiceServicer):
 
     def _merchant(self, alias: str) -> str:
         return self._path.payments.merchants.get(alias).alias
+
+    def _scope(
+        self,
+        req: (
+            ledger_pb2.ListTransactionsRequest
+            | ledger_pb2.ListEventsRequest
+            | ledger_pb2.WatchEventsRequest
+        ),
+    ) -> _Scope:
+        return _Scope(
+            merchant=self._merchant(req.merchant),
+            kind=KIND_NAME.get(req.kind),
+            charge_permission_id=req.charge_permission_id or None,
+        )
 
     @_unary
     async def GetTransaction(
@@ -655,10 +668,8 @@ class LedgerService(_Servicer, ledger_pb2_grpc.LedgerServiceServicer):
         self, req: ledger_pb2.ListTransactionsRequest, deadline: float | None
     ) -> ledger_pb2.ListTransactionsResponse:
         where = ObjectFilter(
-            merchant=self._merchant(req.merchant),
-            kind=KIND_NAME.get(req.kind),
+            **self._scope(req),
             state=req.state or None,
-            charge_permission_id=req.charge_permission_id or None,
             merchant_reference_id=req.merchant_reference_id or None,
             created_after=_time(req, "created_after"),
             created_before=_time(req, "created_before"),
@@ -678,10 +689,8 @@ class LedgerService(_Servicer, ledger_pb2_grpc.LedgerServiceServicer):
         self, req: ledger_pb2.ListEventsRequest, deadline: float | None
     ) -> ledger_pb2.ListEventsResponse:
         where = EventFilter(
-            merchant=self._merchant(req.merchant),
-            kind=KIND_NAME.get(req.kind),
+            **self._scope(req),
             object_id=req.object_id or None,
-            charge_permission_id=req.charge_permission_id or None,
             source=SOURCE_NAME.get(req.source),
             recorded_after=_time(req, "occurred_after"),
             recorded_before=_time(req, "occurred_before"),
@@ -723,12 +732,7 @@ class LedgerService(_Servicer, ledger_pb2_grpc.LedgerServiceServicer):
             raise RpcFailure(
                 grpc.StatusCode.UNAVAILABLE, "event stream not running", "LEDGER_UNAVAILABLE"
             )
-        where = EventFilter(
-            merchant=self._merchant(request.merchant),
-            kind=KIND_NAME.get(request.kind),
-            object_id=request.object_id or None,
-            charge_permission_id=request.charge_permission_id or None,
-        )
+        where = EventFilter(**self._scope(request), object_id=request.object_id or None)
         try:
             subscription = hub.subscribe(lambda event: _matches(where, event))
         except StreamLimitReached:
