@@ -30,21 +30,18 @@ from payments.amazonpay.v1 import (
     button_pb2,
     button_pb2_grpc,
     buyer_pb2_grpc,
-    charge_pb2,
     charge_pb2_grpc,
-    charge_permission_pb2,
     charge_permission_pb2_grpc,
-    checkout_session_pb2,
     checkout_session_pb2_grpc,
     common_pb2,
     delivery_tracker_pb2_grpc,
     ledger_pb2,
     ledger_pb2_grpc,
-    refund_pb2,
     refund_pb2_grpc,
 )
-from service.core import AmazonCall, BuyerDataErasure, Payments
+from service.core import KINDS, AmazonCall, BuyerDataErasure, Payments
 from service.ledger import (
+    EVENT_SOURCES,
     Event,
     EventFilter,
     EventHub,
@@ -191,25 +188,16 @@ _SOURCES: Mapping[int, Literal["auto", "ledger", "amazon"]] = {
 }
 
 KIND_ENUM: Mapping[str, int] = {
-    "checkout_session": ledger_pb2.OBJECT_KIND_CHECKOUT_SESSION,
-    "charge_permission": ledger_pb2.OBJECT_KIND_CHARGE_PERMISSION,
-    "charge": ledger_pb2.OBJECT_KIND_CHARGE,
-    "refund": ledger_pb2.OBJECT_KIND_REFUND,
+    kind: ledger_pb2.ObjectKind.Value(f"OBJECT_KIND_{kind.upper()}") for kind in KINDS
 }
+"""Core's kinds as `ObjectKind` values (the proto names each kind as core's table does)."""
 KIND_NAME: Mapping[int, str] = {v: k for k, v in KIND_ENUM.items()}
 SOURCE_ENUM: Mapping[str, int] = {
-    "api": ledger_pb2.EVENT_SOURCE_API,
-    "poll": ledger_pb2.EVENT_SOURCE_POLL,
-    "ipn": ledger_pb2.EVENT_SOURCE_IPN,
-    "recovery": ledger_pb2.EVENT_SOURCE_RECOVERY,
+    source: ledger_pb2.EventSource.Value(f"EVENT_SOURCE_{source.upper()}")
+    for source in EVENT_SOURCES
 }
+"""The ledger's event sources as `EventSource` values."""
 SOURCE_NAME: Mapping[int, str] = {v: k for k, v in SOURCE_ENUM.items()}
-_SNAPSHOT_TYPES: Mapping[str, type[Message]] = {
-    "checkout_session": checkout_session_pb2.CheckoutSession,
-    "charge_permission": charge_permission_pb2.ChargePermission,
-    "charge": charge_pb2.Charge,
-    "refund": refund_pb2.Refund,
-}
 
 
 def _deadline(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:

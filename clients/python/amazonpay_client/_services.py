@@ -77,19 +77,18 @@ _SOURCES: Mapping[str, int] = {
     "ledger": common_pb2.READ_SOURCE_LEDGER,
     "amazon": common_pb2.READ_SOURCE_AMAZON,
 }
-KINDS: Mapping[str, int] = {
-    "checkout_session": ledger_pb2.OBJECT_KIND_CHECKOUT_SESSION,
-    "charge_permission": ledger_pb2.OBJECT_KIND_CHARGE_PERMISSION,
-    "charge": ledger_pb2.OBJECT_KIND_CHARGE,
-    "refund": ledger_pb2.OBJECT_KIND_REFUND,
-}
+
+
+def _names(enum: str, prefix: str) -> Mapping[str, int]:
+    """A ledger.proto enum by lower-case name without its prefix (`charge` for
+    OBJECT_KIND_CHARGE), the unspecified value left out."""
+    values = ledger_pb2.DESCRIPTOR.enum_types_by_name[enum].values
+    return {v.name.removeprefix(prefix).lower(): v.number for v in values if v.number}
+
+
+KINDS: Mapping[str, int] = _names("ObjectKind", "OBJECT_KIND_")
 _KIND_NAMES: Mapping[int, str] = {v: k for k, v in KINDS.items()}
-_EVENT_SOURCES: Mapping[str, int] = {
-    "api": ledger_pb2.EVENT_SOURCE_API,
-    "poll": ledger_pb2.EVENT_SOURCE_POLL,
-    "ipn": ledger_pb2.EVENT_SOURCE_IPN,
-    "recovery": ledger_pb2.EVENT_SOURCE_RECOVERY,
-}
+_EVENT_SOURCES: Mapping[str, int] = _names("EventSource", "EVENT_SOURCE_")
 
 
 def price(amount: str, currency_code: str) -> Message:
