@@ -307,11 +307,11 @@ class AmazonPayClient:
             row.label,
             row.method,
             segments,
-            body,
-            idempotency_key,
-            simulation_code,
-            timeout,
-            deadline,
+            body=body,
+            idempotency_key=idempotency_key,
+            simulation_code=simulation_code,
+            timeout=timeout,
+            deadline=deadline,
         )
         return _parse(row, response)
 
@@ -354,7 +354,14 @@ class AmazonPayClient:
             key = _check_idempotency_key(key)
         segments = tuple(part for part in path.split("/") if part)
         response = await self._execute(
-            operation, method, segments, body, key, simulation_code, timeout, deadline
+            operation,
+            method,
+            segments,
+            body=body,
+            idempotency_key=key,
+            simulation_code=simulation_code,
+            timeout=timeout,
+            deadline=deadline,
         )
         return ApiResponse(
             status=response.status,
@@ -388,6 +395,7 @@ class AmazonPayClient:
         operation: str,
         method: str,
         segments: tuple[str, ...],
+        *,
         body: Body | None,
         idempotency_key: str | None,
         simulation_code: str | None,
@@ -400,7 +408,7 @@ class AmazonPayClient:
         path = canonical_path("/".join((self._prefix, *segments)))
         url = self._base_url + path
         payload = _encode_body(body)
-        dl = Deadline.resolve(timeout, deadline)
+        budget = Deadline.resolve(timeout, deadline)
         policy = self._config.retry
         loop = asyncio.get_running_loop()
         attempt = 0
@@ -408,11 +416,13 @@ class AmazonPayClient:
 
         while True:
             attempt += 1
-            if dl is not None and dl.expired():
+            if budget is not None and budget.expired():
                 raise self._deadline_error(operation, attempt - 1, last_error)
             started = time.monotonic()
             response: HttpResponse | None = None
-            await self._acquire_slot(dl, operation, attempt - 1, last_error)
+            await self._acquire_slot(
+                budget, operation=operation, attempts=attempt - 1, last_error=last_error
+            )
             try:
                 headers = self._headers(idempotency_key, simulation_code)
                 # Amazon's order: verb, path, query, headers, payload.
@@ -423,8 +433,8 @@ class AmazonPayClient:
                 headers["authorization"] = await loop.run_in_executor(self._executor, pending.sign)
                 attempt_timeout = self._config.attempt_timeout
                 bounded_by_deadline = False
-                if dl is not None:
-                    remaining = dl.remaining()
+                if budget is not None:
+                    remaining = budget.remaining()
                     if remaining <= 0:
                         raise self._deadline_error(operation, attempt - 1, last_error)
                     if attempt_timeout is None or remaining < attempt_timeout:
@@ -438,7 +448,7 @@ class AmazonPayClient:
                     exc.attempts = attempt
                     if bounded_by_deadline:
                         exc.cut_short = True
-                        self._emit(operation, attempt, None, exc, False, None, started)
+                        self._emit(operation, attempt, started, error=exc)
                         raise self._deadline_error(operation, attempt, exc) from exc
                     error: AmazonPayError = exc
                 except AmazonPayConnectionError as exc:
@@ -447,7 +457,7 @@ class AmazonPayClient:
                     error = exc
                 else:
                     if 200 <= response.status < 300:
-                        self._emit(operation, attempt, response, None, False, None, started)
+                        self._emit(operation, attempt, started, response=response)
                         logger.debug(
                             "amazonpay %s ok status=%d request_id=%s attempt=%d",
                             operation,
@@ -478,11 +488,11 @@ class AmazonPayClient:
             self._emit(
                 operation,
                 attempt,
-                response,
-                error,
-                will_retry,
-                delay,
                 started,
+                response=response,
+                error=error,
+                retry=will_retry,
+                delay=delay,
             )
             if not will_retry or delay is None:
                 logger.warning(
@@ -495,7 +505,7 @@ class AmazonPayClient:
                     error.retryable,
                 )
                 raise error
-            if dl is not None and delay >= dl.remaining():
+            if budget is not None and delay >= budget.remaining():
                 logger.warning(
                     "amazonpay %s gives up: backoff %.3fs exceeds the deadline (attempt=%d)",
                     operation,
@@ -516,16 +526,18 @@ class AmazonPayClient:
 
     async def _acquire_slot(
         self,
-        dl: Deadline | None,
+        budget: Deadline | None,
+        *,
         operation: str,
         attempts: int,
         last_error: AmazonPayError | None,
     ) -> None:
-        if dl is None:
+        """A connection slot, waiting no longer than the call's time budget."""
+        if budget is None:
             await self._slots.acquire()
             return
         try:
-            async with asyncio.timeout(max(dl.remaining(), 0.0)):
+            async with asyncio.timeout(max(budget.remaining(), 0.0)):
                 await self._slots.acquire()
         except TimeoutError:
             raise self._deadline_error(operation, attempts, last_error) from None
@@ -546,12 +558,14 @@ class AmazonPayClient:
         self,
         operation: str,
         attempt: int,
-        response: HttpResponse | None,
-        error: AmazonPayError | None,
-        retry: bool,
-        delay: float | None,
         started: float,
+        *,
+        response: HttpResponse | None = None,
+        error: AmazonPayError | None = None,
+        retry: bool = False,
+        delay: float | None = None,
     ) -> None:
+        """The attempt hook's event (`started`: the attempt's monotonic start)."""
         if self._on_attempt is None:
             return
         event = AttemptEvent(

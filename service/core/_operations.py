@@ -164,21 +164,21 @@ def _path_id(call: AmazonCall) -> str:
 
 
 def _send(
-    client: AmazonPayClient, call: AmazonCall, key: str | None, deadline: float | None
+    client: AmazonPayClient, call: AmazonCall, *, amazon_key: str | None, deadline: float | None
 ) -> Awaitable[ApiObject]:
     endpoint = ENDPOINTS[call.operation]
     return client.invoke(
         endpoint,
         path_params={name: _path_id(call) for name in endpoint.path_params},
         body=call.body,
-        idempotency_key=key if endpoint.takes_idempotency_key else None,
+        idempotency_key=amazon_key if endpoint.takes_idempotency_key else None,
         simulation_code=call.simulation_code if endpoint.takes_simulation_code else None,
         deadline=deadline,
     )
 
 
 def _get(
-    client: AmazonPayClient, kind: str, object_id: str, deadline: float | None
+    client: AmazonPayClient, kind: str, object_id: str, *, deadline: float | None
 ) -> Awaitable[ApiObject]:
     endpoint = ENDPOINTS[GETTERS[kind]]
     [param] = endpoint.path_params
@@ -310,6 +310,7 @@ class Payments:
         spec_kind: str | None,
         merchant: str,
         body: Mapping[str, Any],
+        *,
         request_id: str | None = None,
     ) -> list[ObjectRecord]:
         """What to record of Amazon's answer to our call with `x-amz-pay-request-id` `request_id`."""
@@ -346,7 +347,11 @@ class Payments:
             merchant.breaker.check()
             async with merchant.admission:
                 outcome = await self._execute(
-                    merchant, call, idempotency_key, request_hash, deadline
+                    merchant,
+                    call,
+                    idempotency_key=idempotency_key,
+                    request_hash=request_hash,
+                    deadline=deadline,
                 )
             spec = SPECS[call.operation]
             if spec.kind is not None:
@@ -360,6 +365,7 @@ class Payments:
         self,
         merchant: Merchant,
         call: AmazonCall,
+        *,
         idempotency_key: str | None,
         request_hash: bytes,
         deadline: float | None,
@@ -369,9 +375,11 @@ class Payments:
             # The caller did not make the call repeatable: a POST still needs a key at Amazon,
             # a fresh one (each such call is new).
             fresh = uuid.uuid4().hex if spec.amazon_key else None
-            obj = await self._invoke(merchant, call, fresh, deadline)
+            obj = await self._invoke(merchant, call, amazon_key=fresh, deadline=deadline)
             response = _response_of(obj)
-            records = self.records(spec.kind, merchant.alias, response["body"], obj.request_id)
+            records = self.records(
+                spec.kind, merchant.alias, response["body"], request_id=obj.request_id
+            )
             events = await _shielded(
                 self.repository.record(records, "api", timeout=_COMMIT_TIMEOUT_S)
             )
@@ -416,7 +424,7 @@ class Payments:
             spec = SPECS[op.operation]
             call = AmazonCall.from_json(op.request)
             key = op.amazon_idempotency_key if spec.amazon_key else None
-            obj = await self._invoke(merchant, call, key, deadline)
+            obj = await self._invoke(merchant, call, amazon_key=key, deadline=deadline)
         except AmazonPayError as exc:
             if _is_definitive(exc):
                 await _shielded(
@@ -435,7 +443,9 @@ class Payments:
             await self._quarantine(op, exc)
             raise
         response = _response_of(obj)
-        records = self.records(spec.kind, merchant.alias, response["body"], obj.request_id)
+        records = self.records(
+            spec.kind, merchant.alias, response["body"], request_id=obj.request_id
+        )
         done, events = await _shielded(
             self.repository.complete_operation(
                 op, response=response, records=records, source=source, timeout=_COMMIT_TIMEOUT_S
@@ -472,21 +482,28 @@ class Payments:
             self._on_quarantine(op.operation)
 
     async def _invoke(
-        self, merchant: Merchant, call: AmazonCall, key: str | None, deadline: float | None
+        self,
+        merchant: Merchant,
+        call: AmazonCall,
+        *,
+        amazon_key: str | None,
+        deadline: float | None,
     ) -> ApiObject:
         """Call Amazon. A call in `NOT_REPLAYED` repeated after Amazon applied it (an HTTP retry,
         a re-drive after a crash, a second caller) is refused as a state error: if the object
         shows the call's effect, the call succeeded and the object is the answer."""
         try:
-            return await merchant.call(lambda: _send(merchant.client, call, key, deadline))
+            return await merchant.call(
+                lambda: _send(merchant.client, call, amazon_key=amazon_key, deadline=deadline)
+            )
         except AmazonPayError as exc:
-            settled = await self._settle_refusal(merchant, call, exc, deadline)
+            settled = await self._settle_refusal(merchant, call, exc, deadline=deadline)
             if settled is None:
                 raise
             return settled
 
     async def _settle_refusal(
-        self, merchant: Merchant, call: AmazonCall, exc: AmazonPayError, deadline: float | None
+        self, merchant: Merchant, call: AmazonCall, exc: AmazonPayError, *, deadline: float | None
     ) -> ApiObject | None:
         """The object if it shows that `call` was applied; None if it does not (the refusal
         stands). A checkout session found Canceled is the caller's failure with Amazon's
@@ -497,7 +514,9 @@ class Payments:
             return None
         kind = rule[0]
         try:
-            current = await merchant.call(lambda: _get(merchant.client, kind, path_id, deadline))
+            current = await merchant.call(
+                lambda: _get(merchant.client, kind, path_id, deadline=deadline)
+            )
         except AmazonPayError:
             return None
         state = getattr(current, "state", None)
@@ -510,7 +529,9 @@ class Payments:
                 raise _canceled_failure(current.raw, exc)
             if state != "Completed":
                 return None
-            proven, pending = await self._completed_with(merchant, current.raw, call.body, deadline)
+            proven, pending = await self._completed_with(
+                merchant, current.raw, call.body, deadline=deadline
+            )
             if not proven:
                 return None
             _log.info(
@@ -526,6 +547,7 @@ class Payments:
         merchant: Merchant,
         session: Mapping[str, Any],
         body: Mapping[str, Any],
+        *,
         deadline: float | None,
     ) -> tuple[bool, bool]:
         """(proven, authorization pending). Proven: the Completed session was completed for the
@@ -544,7 +566,7 @@ class Payments:
         if isinstance(charge_id, str) and charge_id:
             try:
                 charge = await merchant.call(
-                    partial(_get, merchant.client, "charge", charge_id, deadline)
+                    partial(_get, merchant.client, "charge", charge_id, deadline=deadline)
                 )
                 witnesses.append(charge.raw.get("chargeAmount"))
                 pending = getattr(charge, "state", None) == "AuthorizationInitiated"
@@ -573,7 +595,9 @@ class Payments:
             # limit is the chargeAmount unless totalOrderAmount or allowOvercharge raised it.
             try:
                 permission = await merchant.call(
-                    partial(_get, merchant.client, "charge_permission", permission_id, deadline)
+                    partial(
+                        _get, merchant.client, "charge_permission", permission_id, deadline=deadline
+                    )
                 )
                 limits = permission.raw.get("limits")
                 if isinstance(limits, Mapping) and limits.get("amountLimit") is not None:
@@ -602,9 +626,11 @@ class Payments:
                     merchant.alias, kind, object_id, timeout=_COMMIT_TIMEOUT_S
                 ):
                     continue
-                obj = await merchant.call(partial(_get, merchant.client, kind, object_id, deadline))
+                obj = await merchant.call(
+                    partial(_get, merchant.client, kind, object_id, deadline=deadline)
+                )
                 await self.repository.record(
-                    self.records(kind, merchant.alias, obj.raw, obj.request_id),
+                    self.records(kind, merchant.alias, obj.raw, request_id=obj.request_id),
                     "api",
                     timeout=_COMMIT_TIMEOUT_S,
                 )
@@ -662,23 +688,27 @@ class Payments:
                 merchant.alias, kind, object_id, timeout=_deadline_left(deadline)
             )
             if stored is not None and (source == "ledger" or stored.is_final):
-                return ReadResult(stored.snapshot, "ledger", stored.updated_at)
+                return ReadResult(body=stored.snapshot, origin="ledger", as_of=stored.updated_at)
             if source == "ledger":
                 raise ObjectNotFound(f"{kind} {object_id} is not in the ledger")
         try:
             async with merchant.admission:
-                obj = await merchant.call(lambda: _get(merchant.client, kind, object_id, deadline))
+                obj = await merchant.call(
+                    lambda: _get(merchant.client, kind, object_id, deadline=deadline)
+                )
         except AmazonPayError as exc:
             if source == "auto" and (exc.http_status == 404 or exc.retryable):
                 stored = stored or await self.repository.get_object(
                     merchant.alias, kind, object_id, timeout=_COMMIT_TIMEOUT_S
                 )
                 if stored is not None:
-                    return ReadResult(stored.snapshot, "ledger", stored.updated_at)
+                    return ReadResult(
+                        body=stored.snapshot, origin="ledger", as_of=stored.updated_at
+                    )
             raise
         events = await _shielded(
             self.repository.record(
-                self.records(kind, merchant.alias, obj.raw, obj.request_id),
+                self.records(kind, merchant.alias, obj.raw, request_id=obj.request_id),
                 record_source,
                 timeout=_COMMIT_TIMEOUT_S,
             )
@@ -687,7 +717,9 @@ class Payments:
             # Whoever observes a refund settle (a caller's read, an IPN, a poll) refreshes its
             # charge, whose refundedAmount changed; the charge itself is final and not polled.
             await _shielded(self._refresh_charge(merchant, obj.raw, record_source))
-        return ReadResult(obj.raw, "amazon", datetime.now(UTC), obj.request_id or "")
+        return ReadResult(
+            body=obj.raw, origin="amazon", as_of=datetime.now(UTC), request_id=obj.request_id or ""
+        )
 
     async def fetch(
         self, merchant_alias: str, operation: str, object_id: str, *, deadline: float | None
@@ -712,10 +744,10 @@ class Payments:
             return
         try:
             obj = await merchant.call(
-                partial(_get, merchant.client, "charge", charge_id, time.monotonic() + 30)
+                partial(_get, merchant.client, "charge", charge_id, deadline=time.monotonic() + 30)
             )
             await self.repository.record(
-                self.records("charge", merchant.alias, obj.raw, obj.request_id),
+                self.records("charge", merchant.alias, obj.raw, request_id=obj.request_id),
                 source,
                 timeout=_COMMIT_TIMEOUT_S,
             )
