@@ -40,7 +40,7 @@ from service.amazonpay import (
     ApiObject,
     Endpoint,
 )
-from service.ledger import Event, ObjectRecord, Operation, Repository
+from service.ledger import Event, ObjectRecord, Operation, Repository, StoredObject
 
 from ._guard import CircuitOpen, Overloaded
 from ._merchants import Merchant, MerchantRegistry
@@ -660,66 +660,48 @@ class Payments:
                 "amazonpay.read_source": source,
             },
         ) as span:
-            result = await self._read(
-                merchant_alias,
-                kind,
-                object_id,
-                source=source,
-                deadline=deadline,
-                record_source=record_source,
-            )
-            span.set_attribute("amazonpay.served_from", result.origin)
-            return result
-
-    async def _read(
-        self,
-        merchant_alias: str,
-        kind: str,
-        object_id: str,
-        *,
-        source: Literal["auto", "ledger", "amazon"],
-        deadline: float | None,
-        record_source: str,
-    ) -> ReadResult:
-        merchant = self.merchants.get(merchant_alias)
-        stored = None
-        if source != "amazon":
-            stored = await self.repository.get_object(
-                merchant.alias, kind, object_id, timeout=_deadline_left(deadline)
-            )
-            if stored is not None and (source == "ledger" or stored.is_final):
-                return ReadResult(body=stored.snapshot, origin="ledger", as_of=stored.updated_at)
-            if source == "ledger":
-                raise ObjectNotFound(f"{kind} {object_id} is not in the ledger")
-        try:
-            async with merchant.admission:
-                obj = await merchant.call(
-                    lambda: _get(merchant.client, kind, object_id, deadline=deadline)
+            merchant = self.merchants.get(merchant_alias)
+            stored = None
+            if source != "amazon":
+                stored = await self.repository.get_object(
+                    merchant.alias, kind, object_id, timeout=_deadline_left(deadline)
                 )
-        except AmazonPayError as exc:
-            if source == "auto" and (exc.http_status == 404 or exc.retryable):
-                stored = stored or await self.repository.get_object(
-                    merchant.alias, kind, object_id, timeout=_COMMIT_TIMEOUT_S
-                )
-                if stored is not None:
-                    return ReadResult(
-                        body=stored.snapshot, origin="ledger", as_of=stored.updated_at
+                if stored is not None and (source == "ledger" or stored.is_final):
+                    return _from_ledger(stored, span)
+                if source == "ledger":
+                    raise ObjectNotFound(f"{kind} {object_id} is not in the ledger")
+            try:
+                async with merchant.admission:
+                    obj = await merchant.call(
+                        lambda: _get(merchant.client, kind, object_id, deadline=deadline)
                     )
-            raise
-        events = await _shielded(
-            self.repository.record(
-                self.records(kind, merchant.alias, obj.raw, request_id=obj.request_id),
-                record_source,
-                timeout=_COMMIT_TIMEOUT_S,
+            except AmazonPayError as exc:
+                if source == "auto" and (exc.http_status == 404 or exc.retryable):
+                    stored = stored or await self.repository.get_object(
+                        merchant.alias, kind, object_id, timeout=_COMMIT_TIMEOUT_S
+                    )
+                    if stored is not None:
+                        return _from_ledger(stored, span)
+                raise
+            events = await _shielded(
+                self.repository.record(
+                    self.records(kind, merchant.alias, obj.raw, request_id=obj.request_id),
+                    record_source,
+                    timeout=_COMMIT_TIMEOUT_S,
+                )
             )
-        )
-        if kind == "refund" and any(e.state in KINDS["refund"].final_states for e in events):
-            # Whoever observes a refund settle (a caller's read, an IPN, a poll) refreshes its
-            # charge, whose refundedAmount changed; the charge itself is final and not polled.
-            await _shielded(self._refresh_charge(merchant, obj.raw, record_source))
-        return ReadResult(
-            body=obj.raw, origin="amazon", as_of=datetime.now(UTC), request_id=obj.request_id or ""
-        )
+            if kind == "refund" and any(e.state in KINDS["refund"].final_states for e in events):
+                # Whoever observes a refund settle (a caller's read, an IPN, a poll) refreshes
+                # its charge, whose refundedAmount changed; the charge itself is final and not
+                # polled.
+                await _shielded(self._refresh_charge(merchant, obj.raw, record_source))
+            span.set_attribute("amazonpay.served_from", "amazon")
+            return ReadResult(
+                body=obj.raw,
+                origin="amazon",
+                as_of=datetime.now(UTC),
+                request_id=obj.request_id or "",
+            )
 
     async def fetch(
         self, merchant_alias: str, operation: str, object_id: str, *, deadline: float | None
@@ -843,6 +825,12 @@ class Payments:
                 "re-drove pending operations", extra={"claimed": len(ops), "finished": finished}
             )
         return finished
+
+
+def _from_ledger(stored: StoredObject, span: trace.Span) -> ReadResult:
+    """A read answered by the ledger: the object as last recorded."""
+    span.set_attribute("amazonpay.served_from", "ledger")
+    return ReadResult(body=stored.snapshot, origin="ledger", as_of=stored.updated_at)
 
 
 def _span_attributes(merchant: str, operation: str, object_id: str | None) -> dict[str, str]:
