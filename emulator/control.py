@@ -124,7 +124,7 @@ async def add_fault(request: web.Request, em: Emulator) -> web.StreamResponse:
     reason = body.get("reasonCode")
     fault = Fault(
         operation=str(operation),
-        count=count,
+        remaining=count,
         latency_ms=float(latency),
         status=status,
         reason_code=str(reason) if reason else None,

@@ -109,6 +109,14 @@ DEFAULT_ADDRESS: Obj = {
     "phoneNumber": "800-000-0000",
 }
 
+NAMES: dict[str, str] = {
+    "checkoutSessions": "Checkout Session",
+    "chargePermissions": "Charge Permission",
+    "charges": "Charge",
+    "refunds": "Refund",
+}
+"""Amazon's name of each kind of object the engine keeps, as its messages say it."""
+
 PENDING_CHARGE_STATES = frozenset({"AuthorizationInitiated", "Authorized", "CaptureInitiated"})
 WEB_CHECKOUT_FIELDS = frozenset(
     {"checkoutReviewReturnUrl", "checkoutResultReturnUrl", "checkoutCancelUrl", "checkoutMode"}
@@ -217,6 +225,16 @@ def _dec(value: Obj | None) -> Decimal:
 def _with_query(url: str, session_id: str) -> str:
     sep = "&" if "?" in url else "?"
     return f"{url}{sep}amazonCheckoutSessionId={quote(session_id)}"
+
+
+def _status(state: str, reason: str | None, at: float, *, described: str) -> Obj:
+    """`statusDetails` with at most one reason (`described`: its words, when there is one)."""
+    return {
+        "state": state,
+        "reasonCode": reason,
+        "reasonDescription": None if reason is None else described,
+        "lastUpdatedTimestamp": fmt(at),
+    }
 
 
 def normalize_aliases(body: Obj) -> Obj:
@@ -335,29 +353,14 @@ class Engine:
     # ----------------------------------------------------------------- state setters
 
     def _set_session_state(self, s: Obj, state: str, reason: str | None, at: float) -> None:
-        s["statusDetails"] = {
-            "state": state,
-            "reasonCode": reason,
-            "reasonDescription": None if reason is None else f"Checkout session {reason}",
-            "lastUpdatedTimestamp": fmt(at),
-        }
+        s["statusDetails"] = _status(state, reason, at, described=f"Checkout session {reason}")
 
     def _set_charge_state(self, c: Obj, state: str, reason: str | None, at: float) -> None:
-        c["statusDetails"] = {
-            "state": state,
-            "reasonCode": reason,
-            "reasonDescription": None if reason is None else f"Charge {state}: {reason}",
-            "lastUpdatedTimestamp": fmt(at),
-        }
+        c["statusDetails"] = _status(state, reason, at, described=f"Charge {state}: {reason}")
         self.notify("CHARGE", c["chargeId"], c["chargePermissionId"], c["_merchant"])
 
     def _set_refund_state(self, r: Obj, state: str, reason: str | None, at: float) -> None:
-        r["statusDetails"] = {
-            "state": state,
-            "reasonCode": reason,
-            "reasonDescription": None if reason is None else f"Refund {state}: {reason}",
-            "lastUpdatedTimestamp": fmt(at),
-        }
+        r["statusDetails"] = _status(state, reason, at, described=f"Refund {state}: {reason}")
         self.notify("REFUND", r["refundId"], r["_chargePermissionId"], r["_merchant"])
 
     def _set_cp_state(
@@ -373,10 +376,11 @@ class Engine:
 
     # ----------------------------------------------------------------- lookups
 
-    def _find(self, kind: str, oid: str, ctx: Ctx, label: str) -> Obj:
+    def _find(self, kind: str, oid: str, ctx: Ctx) -> Obj:
+        """The caller's object of `kind` (404, as for none, when it is another merchant's)."""
         obj: Obj | None = self.data[kind].get(oid)
         if obj is None or obj["_merchant"] != ctx.merchant_id or obj["_env"] != ctx.environment:
-            raise ApiError(404, "ResourceNotFound", f"{label} '{oid}' was not found")
+            raise ApiError(404, "ResourceNotFound", f"{NAMES[kind]} '{oid}' was not found")
         return obj
 
     def _new_cp_id(self, ctx: Ctx) -> str:
@@ -635,13 +639,11 @@ class Engine:
 
     @route("GetCheckoutSession", "GET", "/checkoutSessions/{checkoutSessionId}")
     def get_session(self, ctx: Ctx, sid: str) -> tuple[int, Obj]:
-        return 200, self.render_session(
-            self._find("checkoutSessions", sid, ctx, "Checkout Session")
-        )
+        return 200, self.render_session(self._find("checkoutSessions", sid, ctx))
 
     @route("UpdateCheckoutSession", "PATCH", "/checkoutSessions/{checkoutSessionId}")
     def update_session(self, ctx: Ctx, sid: str, raw: Obj) -> tuple[int, Obj]:
-        session = self._find("checkoutSessions", sid, ctx, "Checkout Session")
+        session = self._find("checkoutSessions", sid, ctx)
         body = check_object(normalize_aliases(raw), SESSION_UPDATE_FIELDS, "")
         self._require_open(session)
         if session["_confirmed"]:
@@ -671,7 +673,7 @@ class Engine:
 
     @route("CompleteCheckoutSession", "POST", "/checkoutSessions/{checkoutSessionId}/complete")
     def complete_session(self, ctx: Ctx, sid: str, raw: Obj) -> tuple[int, Obj]:
-        session = self._find("checkoutSessions", sid, ctx, "Checkout Session")
+        session = self._find("checkoutSessions", sid, ctx)
         body = check_object(raw, frozenset({"chargeAmount", "totalOrderAmount"}), "")
         if body.get("chargeAmount") is None:
             raise ApiError(400, "MissingParameterValue", "'chargeAmount' is required")
@@ -703,7 +705,7 @@ class Engine:
     @route("FinalizeCheckoutSession", "POST", "/checkoutSessions/{checkoutSessionId}/finalize")
     def finalize_session(self, ctx: Ctx, sid: str, raw: Obj) -> tuple[int, Obj]:
         """Buy Now: the merchant supplies amount and intent at the end instead of via Update."""
-        session = self._find("checkoutSessions", sid, ctx, "Checkout Session")
+        session = self._find("checkoutSessions", sid, ctx)
         allowed = frozenset(
             {
                 "shippingAddress",
@@ -1078,11 +1080,11 @@ class Engine:
 
     @route("GetChargePermission", "GET", "/chargePermissions/{chargePermissionId}")
     def get_cp(self, ctx: Ctx, cp_id: str) -> tuple[int, Obj]:
-        return 200, self.render_cp(self._find("chargePermissions", cp_id, ctx, "Charge Permission"))
+        return 200, self.render_cp(self._find("chargePermissions", cp_id, ctx))
 
     @route("UpdateChargePermission", "PATCH", "/chargePermissions/{chargePermissionId}")
     def update_cp(self, ctx: Ctx, cp_id: str, raw: Obj) -> tuple[int, Obj]:
-        cp = self._find("chargePermissions", cp_id, ctx, "Charge Permission")
+        cp = self._find("chargePermissions", cp_id, ctx)
         body = check_object(raw, frozenset({"merchantMetadata", "recurringMetadata"}), "")
         metadata = parse_merchant_metadata(body.get("merchantMetadata"))
         recurring = self._recurring(body.get("recurringMetadata"), ctx)
@@ -1112,7 +1114,7 @@ class Engine:
 
     @route("CloseChargePermission", "DELETE", "/chargePermissions/{chargePermissionId}/close")
     def close_cp(self, ctx: Ctx, cp_id: str, raw: Obj) -> tuple[int, Obj]:
-        cp = self._find("chargePermissions", cp_id, ctx, "Charge Permission")
+        cp = self._find("chargePermissions", cp_id, ctx)
         body = check_object(raw, frozenset({"closureReason", "cancelPendingCharges"}), "")
         reason = opt_str(body, "closureReason", "", REASON_MAX)
         cancel_pending = opt_bool(body, "cancelPendingCharges", "") or False
@@ -1165,7 +1167,7 @@ class Engine:
                 "InvalidParameterCombination",
                 "softDescriptor may only be set when captureNow is true",
             )
-        cp = self._find("chargePermissions", cp_id, ctx, "Charge Permission")
+        cp = self._find("chargePermissions", cp_id, ctx)
         if currency != cp["presentmentCurrency"]:
             raise ApiError(
                 400,
@@ -1247,11 +1249,11 @@ class Engine:
 
     @route("GetCharge", "GET", "/charges/{chargeId}")
     def get_charge(self, ctx: Ctx, cid: str) -> tuple[int, Obj]:
-        return 200, self.render_charge(self._find("charges", cid, ctx, "Charge"))
+        return 200, self.render_charge(self._find("charges", cid, ctx))
 
     @route("CaptureCharge", "POST", "/charges/{chargeId}/capture")
     def capture_charge(self, ctx: Ctx, cid: str, raw: Obj) -> tuple[int, Obj]:
-        charge = self._find("charges", cid, ctx, "Charge")
+        charge = self._find("charges", cid, ctx)
         body = check_object(raw, frozenset({"captureAmount", "softDescriptor"}), "")
         if body.get("captureAmount") is None:
             raise ApiError(400, "MissingParameterValue", "'captureAmount' is required")
@@ -1288,7 +1290,7 @@ class Engine:
 
     @route("CancelCharge", "DELETE", "/charges/{chargeId}/cancel")
     def cancel_charge(self, ctx: Ctx, cid: str, raw: Obj) -> tuple[int, Obj]:
-        charge = self._find("charges", cid, ctx, "Charge")
+        charge = self._find("charges", cid, ctx)
         body = check_object(raw, frozenset({"cancellationReason"}), "")
         reason = opt_str(body, "cancellationReason", "", REASON_MAX)
         state = charge["statusDetails"]["state"]
@@ -1310,7 +1312,7 @@ class Engine:
             raise ApiError(400, "MissingParameterValue", "'refundAmount' is required")
         amount, currency = parse_price(body["refundAmount"], "refundAmount")
         soft = opt_str(body, "softDescriptor", "", SOFT_DESCRIPTOR_MAX)
-        charge = self._find("charges", cid, ctx, "Charge")
+        charge = self._find("charges", cid, ctx)
         state = charge["statusDetails"]["state"]
         if state != "Captured":
             raise ApiError(422, "InvalidChargeStatus", f"The Charge is {state}; can't refund")
@@ -1354,7 +1356,7 @@ class Engine:
 
     @route("GetRefund", "GET", "/refunds/{refundId}")
     def get_refund(self, ctx: Ctx, rid: str) -> tuple[int, Obj]:
-        return 200, self.render_refund(self._find("refunds", rid, ctx, "Refund"))
+        return 200, self.render_refund(self._find("refunds", rid, ctx))
 
     # ----------------------------------------------------------------- delivery trackers
 
@@ -1380,7 +1382,7 @@ class Engine:
                 "Give either chargePermissionId or amazonOrderReferenceId, not both",
             )
         if cp_id:
-            self._find("chargePermissions", cp_id, ctx, "Charge Permission")
+            self._find("chargePermissions", cp_id, ctx)
         details = body.get("deliveryDetails")
         if not isinstance(details, list) or not details:
             raise ApiError(400, "MissingParameterValue", "'deliveryDetails' is required")

@@ -11,7 +11,7 @@ import html
 import json
 import os
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +47,10 @@ class EmulatorConfig:
 
 @dataclass
 class Fault:
+    """An injected failure of the next `remaining` calls of `operation` (None: every call)."""
+
     operation: str
-    count: int | None
+    remaining: int | None
     latency_ms: float = 0.0
     status: int | None = None
     reason_code: str | None = None
@@ -56,15 +58,13 @@ class Fault:
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def describe(self) -> Obj:
-        return {
-            "id": self.id,
-            "operation": self.operation,
-            "remaining": self.count,
-            "latencyMs": self.latency_ms,
-            "status": self.status,
-            "reasonCode": self.reason_code,
-            "drop": self.drop,
-        }
+        """The control API's view: every field, camelCase."""
+        return {_camel(f.name): getattr(self, f.name) for f in fields(self)}
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
 
 
 @dataclass
@@ -177,9 +177,9 @@ class Emulator:
     def take_fault(self, operation: str) -> Fault | None:
         for fault in self.faults:
             if fault.operation in (operation, "*"):
-                if fault.count is not None:
-                    fault.count -= 1
-                    if fault.count <= 0:
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
                         self.faults.remove(fault)
                 return fault
         return None
