@@ -24,12 +24,13 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from ._client import DEFAULT_TARGET, AmazonPayClient
 from ._demo import DEFAULT_EMULATOR_URL, run_demo
@@ -50,6 +51,9 @@ from ._format import (
 )
 from ._services import KINDS, price
 from ._transport import new_key
+
+T = TypeVar("T")
+Shown = TypeVar("Shown", bound=Message)
 
 __all__ = ["amain", "main"]
 
@@ -240,25 +244,52 @@ async def _get(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]) 
     print(key_values(flatten(to_dict(getattr(response, field)))), file=out)
 
 
-async def _list(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]) -> None:
-    found = []
-    async for tx in client.ledger.iter_transactions(
-        kind=args.kind,
-        state=args.state,
-        charge_permission_id=args.charge_permission_id,
-        merchant_reference_id=args.reference,
-        created_after=args.created_after,
-        created_before=args.created_before,
-        page_size=min(max(args.limit, 1), 500),
-    ):
-        found.append(tx)
-        if len(found) >= args.limit:
+def _scope(args: argparse.Namespace) -> dict[str, Any]:
+    """The filters every ledger listing takes from the command line."""
+    return {"kind": args.kind, "charge_permission_id": args.charge_permission_id}
+
+
+async def _first(items: AsyncIterator[T], limit: int) -> list[T]:
+    """At most `limit` items of a listing (no page after the one holding the last is read)."""
+    found: list[T] = []
+    async for item in items:
+        found.append(item)
+        if len(found) >= limit:
             break
+    return found
+
+
+def _print_found(
+    found: Sequence[Shown],
+    args: argparse.Namespace,
+    out: IO[str],
+    *,
+    noun: str,
+    columns: Sequence[str],
+    row: Callable[[Shown], Sequence[str]],
+) -> None:
     if args.json:
         print(to_json(found), file=out)
         return
-    print(table(TRANSACTION_COLUMNS, [transaction_row(t) for t in found]), file=out)
-    print(f"({len(found)} transaction{'s' if len(found) != 1 else ''})", file=out)
+    print(table(columns, [row(item) for item in found]), file=out)
+    print(f"({len(found)} {noun}{'s' if len(found) != 1 else ''})", file=out)
+
+
+async def _list(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]) -> None:
+    found = await _first(
+        client.ledger.iter_transactions(
+            **_scope(args),
+            state=args.state,
+            merchant_reference_id=args.reference,
+            created_after=args.created_after,
+            created_before=args.created_before,
+            page_size=min(max(args.limit, 1), 500),
+        ),
+        args.limit,
+    )
+    _print_found(
+        found, args, out, noun="transaction", columns=TRANSACTION_COLUMNS, row=transaction_row
+    )
 
 
 async def _show(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]) -> None:
@@ -272,23 +303,17 @@ async def _show(client: AmazonPayClient, args: argparse.Namespace, out: IO[str])
 
 
 async def _events(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]) -> None:
-    found = []
-    async for event in client.ledger.iter_events(
-        kind=args.kind,
-        object_id=args.object_id,
-        charge_permission_id=args.charge_permission_id,
-        source=args.source,
-        after_event_id=args.after_event_id or None,
-        page_size=min(max(args.limit, 1), 1000),
-    ):
-        found.append(event)
-        if len(found) >= args.limit:
-            break
-    if args.json:
-        print(to_json(found), file=out)
-        return
-    print(table(EVENT_COLUMNS, [event_row(e) for e in found]), file=out)
-    print(f"({len(found)} event{'s' if len(found) != 1 else ''})", file=out)
+    found = await _first(
+        client.ledger.iter_events(
+            **_scope(args),
+            object_id=args.object_id,
+            source=args.source,
+            after_event_id=args.after_event_id or None,
+            page_size=min(max(args.limit, 1), 1000),
+        ),
+        args.limit,
+    )
+    _print_found(found, args, out, noun="event", columns=EVENT_COLUMNS, row=event_row)
 
 
 async def _watch(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]) -> None:
@@ -296,10 +321,7 @@ async def _watch(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]
     if not args.json:
         print("watching ledger events (Ctrl-C to stop)...", file=out, flush=True)
     async for event in client.ledger.watch_events(
-        kind=args.kind,
-        object_id=args.object_id,
-        charge_permission_id=args.charge_permission_id,
-        after_event_id=args.after_event_id,
+        **_scope(args), object_id=args.object_id, after_event_id=args.after_event_id
     ):
         if args.json:
             print(json.dumps(to_dict(event), sort_keys=True), file=out, flush=True)

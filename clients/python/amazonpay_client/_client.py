@@ -85,12 +85,12 @@ class AmazonPayClient:
             channel,
             merchant=merchant,
             token=token,
-            retry=retry,
+            retry=retry or RetryPolicy(),
             on_retry=on_retry,
             read_timeout=read_timeout,
             write_timeout=write_timeout,
-            metadata=metadata,
-            rng=rng,
+            static_metadata=tuple(metadata),
+            rng=rng or random.Random(),  # jitter, not secrets
         )
         self.checkout_sessions = CheckoutSessionService(self._transport)
         self.charge_permissions = ChargePermissionService(self._transport)

@@ -10,6 +10,7 @@ process safe too.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -180,6 +181,14 @@ class _Rpc(Generic[Resp]):
     write: bool = False
 
 
+def _rpc(response: type[Resp], *, write: bool = False) -> _Rpc[Resp]:
+    """The RPC answering with `response`: `<Name>Response`, its request `<Name>Request` beside
+    it in the generated module."""
+    name = response.DESCRIPTOR.name.removesuffix("Response")
+    request = getattr(sys.modules[response.__module__], f"{name}Request")
+    return _Rpc(name, request, response, write=write)
+
+
 def _fields(arguments: Mapping[str, Any]) -> dict[str, Any]:
     """A method's `locals()` as request fields: `self` dropped, the options merged in."""
     fields = {k: v for k, v in arguments.items() if k not in ("self", "options", "__class__")}
@@ -188,13 +197,19 @@ def _fields(arguments: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class _Service:
+    """One gRPC service of the client, named by its generated stub class."""
+
+    _stub_class: Any
     _service: str = ""
     _stub: Any
 
-    _stub_class: Any
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_stub_class" in vars(cls):
+            cls._service = cls._stub_class.__name__.removesuffix("Stub")
 
     def __init__(self, transport: Transport) -> None:
-        self._t = transport
+        self._transport = transport
         self._stub = self._stub_class(transport.channel)
 
     def _method(self, rpc: str) -> str:
@@ -202,12 +217,12 @@ class _Service:
 
     async def _call(self, rpc: _Rpc[Resp], fields: dict[str, Any]) -> Resp:
         timeout = fields.pop("timeout", None)
-        fields["merchant"] = self._t.merchant_for(fields.get("merchant"))
+        fields["merchant"] = self._transport.merchant_for(fields.get("merchant"))
         if rpc.write and "idempotency_key" in rpc.request.DESCRIPTOR.fields_by_name:
             # One key per logical call, generated once here so every retry below re-sends it.
             fields["idempotency_key"] = fields.get("idempotency_key") or new_key()
         request = _request(rpc.request, fields)
-        result = await self._t.unary(
+        result = await self._transport.unary(
             self._method(rpc.name),
             getattr(self._stub, rpc.name),
             request,
@@ -239,12 +254,7 @@ class _ReadsById(_Service, Generic[GetResp]):
 class CheckoutSessionService(_ReadsById[checkout_session_pb2.GetCheckoutSessionResponse]):
     """Checkout Sessions: create, read, update, complete, finalize."""
 
-    _service = "CheckoutSessionService"
-    _get = _Rpc(
-        "GetCheckoutSession",
-        checkout_session_pb2.GetCheckoutSessionRequest,
-        checkout_session_pb2.GetCheckoutSessionResponse,
-    )
+    _get = _rpc(checkout_session_pb2.GetCheckoutSessionResponse)
     _id_field = "checkout_session_id"
 
     _stub_class = checkout_session_pb2_grpc.CheckoutSessionServiceStub
@@ -320,12 +330,7 @@ class CheckoutSessionService(_ReadsById[checkout_session_pb2.GetCheckoutSessionR
 class ChargePermissionService(_ReadsById[charge_permission_pb2.GetChargePermissionResponse]):
     """Charge Permissions: read, update metadata, close."""
 
-    _service = "ChargePermissionService"
-    _get = _Rpc(
-        "GetChargePermission",
-        charge_permission_pb2.GetChargePermissionRequest,
-        charge_permission_pb2.GetChargePermissionResponse,
-    )
+    _get = _rpc(charge_permission_pb2.GetChargePermissionResponse)
     _id_field = "charge_permission_id"
 
     _stub_class = charge_permission_pb2_grpc.ChargePermissionServiceStub
@@ -359,8 +364,7 @@ class ChargePermissionService(_ReadsById[charge_permission_pb2.GetChargePermissi
 class ChargeService(_ReadsById[charge_pb2.GetChargeResponse]):
     """Charges: authorize (and capture), read, capture, cancel."""
 
-    _service = "ChargeService"
-    _get = _Rpc("GetCharge", charge_pb2.GetChargeRequest, charge_pb2.GetChargeResponse)
+    _get = _rpc(charge_pb2.GetChargeResponse)
     _id_field = "charge_id"
 
     _stub_class = charge_pb2_grpc.ChargeServiceStub
@@ -410,8 +414,7 @@ class ChargeService(_ReadsById[charge_pb2.GetChargeResponse]):
 class RefundService(_ReadsById[refund_pb2.GetRefundResponse]):
     """Refunds of captured charges."""
 
-    _service = "RefundService"
-    _get = _Rpc("GetRefund", refund_pb2.GetRefundRequest, refund_pb2.GetRefundResponse)
+    _get = _rpc(refund_pb2.GetRefundResponse)
     _id_field = "refund_id"
 
     _stub_class = refund_pb2_grpc.RefundServiceStub
@@ -432,8 +435,7 @@ class RefundService(_ReadsById[refund_pb2.GetRefundResponse]):
 class BuyerService(_ReadsById[buyer_pb2.GetBuyerResponse]):
     """Buyer details by buyer token (always from Amazon; buyers are not kept in the ledger)."""
 
-    _service = "BuyerService"
-    _get = _Rpc("GetBuyer", buyer_pb2.GetBuyerRequest, buyer_pb2.GetBuyerResponse)
+    _get = _rpc(buyer_pb2.GetBuyerResponse)
     _id_field = "buyer_token"
 
     _stub_class = buyer_pb2_grpc.BuyerServiceStub
@@ -441,8 +443,6 @@ class BuyerService(_ReadsById[buyer_pb2.GetBuyerResponse]):
 
 class DeliveryTrackerService(_Service):
     """Delivery trackers (shipment notifications to the buyer)."""
-
-    _service = "DeliveryTrackerService"
 
     _stub_class = delivery_tracker_pb2_grpc.DeliveryTrackerServiceStub
 
@@ -462,8 +462,6 @@ class DeliveryTrackerService(_Service):
 
 class ButtonService(_Service):
     """Signs Amazon Pay button payloads (the private key stays in the service)."""
-
-    _service = "ButtonService"
 
     _stub_class = button_pb2_grpc.ButtonServiceStub
 
@@ -501,8 +499,6 @@ class _EventQuery(_ReadOptions, total=False):
 
 class LedgerService(_Service):
     """The service's own record: transactions, their history, and the live change feed."""
-
-    _service = "LedgerService"
 
     _stub_class = ledger_pb2_grpc.LedgerServiceStub
 
@@ -582,7 +578,7 @@ class LedgerService(_Service):
         """
         method = self._method("WatchEvents")
         base = {
-            "merchant": self._t.merchant_for(merchant),
+            "merchant": self._transport.merchant_for(merchant),
             "kind": kind_enum(kind),
             "object_id": object_id,
             "charge_permission_id": charge_permission_id,
@@ -591,7 +587,9 @@ class LedgerService(_Service):
         failures = 0
         while True:
             request = _request(ledger_pb2.WatchEventsRequest, {**base, "after_event_id": last})
-            call = self._stub.WatchEvents(request, timeout=timeout, metadata=self._t.metadata())
+            call = self._stub.WatchEvents(
+                request, timeout=timeout, metadata=self._transport.metadata()
+            )
             try:
                 async for message in call:
                     failures = 0
@@ -601,12 +599,12 @@ class LedgerService(_Service):
             except grpc.aio.AioRpcError as exc:
                 error = error_from_rpc(exc, method)
                 failures += 1
-                if not resume or not self._t.retry.should_retry(error, failures):
+                if not resume or not self._transport.retry.should_retry(error, failures):
                     raise error from exc
-                delay = self._t.retry.delay(error, failures, self._t.rng)
+                delay = self._transport.retry.delay(error, failures, self._transport.rng)
             finally:
                 call.cancel()
-            await self._t.notify_retry(RetryEvent(method, failures, error, delay, ""))
+            await self._transport.notify_retry(RetryEvent(method, failures, error, delay, ""))
             await asyncio.sleep(delay)
 
     async def erase_buyer_data(
@@ -621,67 +619,19 @@ class LedgerService(_Service):
         return await self._call(_ERASE_BUYER_DATA, _fields(locals()))
 
 
-def _write(name: str, request: Any, response: type[Resp]) -> _Rpc[Resp]:
-    return _Rpc(name, request, response, write=True)
-
-
-_CREATE_CHECKOUT_SESSION = _write(
-    "CreateCheckoutSession",
-    checkout_session_pb2.CreateCheckoutSessionRequest,
-    checkout_session_pb2.CreateCheckoutSessionResponse,
-)
-_UPDATE_CHECKOUT_SESSION = _write(
-    "UpdateCheckoutSession",
-    checkout_session_pb2.UpdateCheckoutSessionRequest,
-    checkout_session_pb2.UpdateCheckoutSessionResponse,
-)
-_COMPLETE_CHECKOUT_SESSION = _write(
-    "CompleteCheckoutSession",
-    checkout_session_pb2.CompleteCheckoutSessionRequest,
-    checkout_session_pb2.CompleteCheckoutSessionResponse,
-)
-_FINALIZE_CHECKOUT_SESSION = _write(
-    "FinalizeCheckoutSession",
-    checkout_session_pb2.FinalizeCheckoutSessionRequest,
-    checkout_session_pb2.FinalizeCheckoutSessionResponse,
-)
-_UPDATE_CHARGE_PERMISSION = _write(
-    "UpdateChargePermission",
-    charge_permission_pb2.UpdateChargePermissionRequest,
-    charge_permission_pb2.UpdateChargePermissionResponse,
-)
-_CLOSE_CHARGE_PERMISSION = _write(
-    "CloseChargePermission",
-    charge_permission_pb2.CloseChargePermissionRequest,
-    charge_permission_pb2.CloseChargePermissionResponse,
-)
-_CREATE_CHARGE = _write(
-    "CreateCharge", charge_pb2.CreateChargeRequest, charge_pb2.CreateChargeResponse
-)
-_CAPTURE_CHARGE = _write(
-    "CaptureCharge", charge_pb2.CaptureChargeRequest, charge_pb2.CaptureChargeResponse
-)
-_CANCEL_CHARGE = _write(
-    "CancelCharge", charge_pb2.CancelChargeRequest, charge_pb2.CancelChargeResponse
-)
-_CREATE_REFUND = _write(
-    "CreateRefund", refund_pb2.CreateRefundRequest, refund_pb2.CreateRefundResponse
-)
-_CREATE_DELIVERY_TRACKER = _write(
-    "CreateDeliveryTracker",
-    delivery_tracker_pb2.CreateDeliveryTrackerRequest,
-    delivery_tracker_pb2.CreateDeliveryTrackerResponse,
-)
-_ERASE_BUYER_DATA = _write(
-    "EraseBuyerData", ledger_pb2.EraseBuyerDataRequest, ledger_pb2.EraseBuyerDataResponse
-)
-_SIGN_BUTTON_PAYLOAD = _Rpc(
-    "SignButtonPayload", button_pb2.SignButtonPayloadRequest, button_pb2.SignButtonPayloadResponse
-)
-_GET_TRANSACTION = _Rpc(
-    "GetTransaction", ledger_pb2.GetTransactionRequest, ledger_pb2.GetTransactionResponse
-)
-_LIST_TRANSACTIONS = _Rpc(
-    "ListTransactions", ledger_pb2.ListTransactionsRequest, ledger_pb2.ListTransactionsResponse
-)
-_LIST_EVENTS = _Rpc("ListEvents", ledger_pb2.ListEventsRequest, ledger_pb2.ListEventsResponse)
+_CREATE_CHECKOUT_SESSION = _rpc(checkout_session_pb2.CreateCheckoutSessionResponse, write=True)
+_UPDATE_CHECKOUT_SESSION = _rpc(checkout_session_pb2.UpdateCheckoutSessionResponse, write=True)
+_COMPLETE_CHECKOUT_SESSION = _rpc(checkout_session_pb2.CompleteCheckoutSessionResponse, write=True)
+_FINALIZE_CHECKOUT_SESSION = _rpc(checkout_session_pb2.FinalizeCheckoutSessionResponse, write=True)
+_UPDATE_CHARGE_PERMISSION = _rpc(charge_permission_pb2.UpdateChargePermissionResponse, write=True)
+_CLOSE_CHARGE_PERMISSION = _rpc(charge_permission_pb2.CloseChargePermissionResponse, write=True)
+_CREATE_CHARGE = _rpc(charge_pb2.CreateChargeResponse, write=True)
+_CAPTURE_CHARGE = _rpc(charge_pb2.CaptureChargeResponse, write=True)
+_CANCEL_CHARGE = _rpc(charge_pb2.CancelChargeResponse, write=True)
+_CREATE_REFUND = _rpc(refund_pb2.CreateRefundResponse, write=True)
+_CREATE_DELIVERY_TRACKER = _rpc(delivery_tracker_pb2.CreateDeliveryTrackerResponse, write=True)
+_ERASE_BUYER_DATA = _rpc(ledger_pb2.EraseBuyerDataResponse, write=True)
+_SIGN_BUTTON_PAYLOAD = _rpc(button_pb2.SignButtonPayloadResponse)
+_GET_TRANSACTION = _rpc(ledger_pb2.GetTransactionResponse)
+_LIST_TRANSACTIONS = _rpc(ledger_pb2.ListTransactionsResponse)
+_LIST_EVENTS = _rpc(ledger_pb2.ListEventsResponse)
