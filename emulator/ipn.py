@@ -46,7 +46,7 @@ class IpnDispatcher:
         self.retry_base_seconds = retry_base_seconds
         self.base_url = "http://127.0.0.1"
         self.deliveries: list[Obj] = []
-        self._key, self.cert_pem = sns_signing_identity()
+        self._signing_key, self.cert_pem = sns_signing_identity()
         self._queue: asyncio.Queue[Obj] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -54,7 +54,7 @@ class IpnDispatcher:
 
     @property
     def signing_key(self) -> rsa.RSAPrivateKey:
-        return self._key
+        return self._signing_key
 
     def settings(self) -> Obj:
         return {
@@ -94,7 +94,7 @@ class IpnDispatcher:
         digest: hashes.HashAlgorithm = (
             hashes.SHA1() if self.signature_version == "1" else hashes.SHA256()  # noqa: S303
         )
-        signature = self._key.sign(sns_string_to_sign(env), padding.PKCS1v15(), digest)
+        signature = self._signing_key.sign(sns_string_to_sign(env), padding.PKCS1v15(), digest)
         env["Signature"] = base64.b64encode(signature).decode()
         return env
 

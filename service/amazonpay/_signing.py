@@ -357,13 +357,13 @@ class PendingAuthorization:
 class RequestSigner:
     """Signs requests and button payloads for one public key id."""
 
-    __slots__ = ("_algorithm", "_key", "_public_key_id")
+    __slots__ = ("_algorithm", "_private_key", "_public_key_id")
 
     def __init__(
         self, public_key_id: str, private_key: PrivateKey, algorithm: Algorithm = Algorithm.V2
     ) -> None:
         self._public_key_id = public_key_id
-        self._key = private_key
+        self._private_key = private_key
         self._algorithm = Algorithm.parse(algorithm)
 
     @property
@@ -383,13 +383,15 @@ class RequestSigner:
                 f"{self._algorithm.value} PublicKeyId={self._public_key_id}, "
                 f"SignedHeaders={request.signed_headers}, Signature="
             ),
-            key=self._key,
+            key=self._private_key,
             algorithm=self._algorithm,
         )
 
     def sign_button_payload(self, payload: str) -> str:
         """``generateButtonSignature``: base64 signature over the exact payload text."""
-        return self._key.sign(button_string_to_sign(payload, self._algorithm), self._algorithm)
+        return self._private_key.sign(
+            button_string_to_sign(payload, self._algorithm), self._algorithm
+        )
 
     def __repr__(self) -> str:
         return (
