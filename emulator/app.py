@@ -10,6 +10,7 @@ import json
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 
 from aiohttp import web
 
@@ -216,11 +217,20 @@ def _api_handler(
 
 
 OPERATIONS = frozenset(route.operation for route in ROUTES)
-PREFIXES: list[tuple[str, str | None]] = [
-    ("/sandbox/v2", "Sandbox"),
-    ("/live/v2", "Live"),
-    ("/v2", None),
-]
+
+
+class Prefix(NamedTuple):
+    """Where the API is mounted, and the environment that path selects (None: the key's)."""
+
+    path: str
+    environment: str | None
+
+
+PREFIXES = (
+    Prefix(path="/sandbox/v2", environment="Sandbox"),
+    Prefix(path="/live/v2", environment="Live"),
+    Prefix(path="/v2", environment=None),
+)
 
 
 _ROUTE_PATTERNS = [
@@ -235,9 +245,9 @@ async def _fallback(request: web.Request) -> web.StreamResponse:
     A catch-all route rather than a middleware keeps the per-request hot path lean.
     """
     path = request.path
-    for prefix, _ in PREFIXES:
-        if path.startswith(prefix + "/"):
-            tail = path[len(prefix) :]
+    for prefix in PREFIXES:
+        if path.startswith(prefix.path + "/"):
+            tail = path[len(prefix.path) :]
             if any(pattern.match(tail) for pattern in _ROUTE_PATTERNS):
                 return _json(
                     405, {"reasonCode": "UnsupportedOperation", "message": "Method not allowed"}
@@ -265,9 +275,11 @@ def create_app(config: EmulatorConfig | None = None) -> web.Application:
     em = Emulator(config or EmulatorConfig())
     app = web.Application(client_max_size=2 * 1024 * 1024)
     app[EMULATOR_KEY] = em
-    for prefix, env in PREFIXES:
+    for prefix in PREFIXES:
         for route in ROUTES:
-            app.router.add_route(route.method, prefix + route.path, _api_handler(route, env))
+            app.router.add_route(
+                route.method, prefix.path + route.path, _api_handler(route, prefix.environment)
+            )
     control.add_routes(app, operations=OPERATIONS)
     app.router.add_route("*", "/{tail:.*}", _fallback)
 

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
 from .clock import Clock, fmt
@@ -70,17 +70,24 @@ SIMULATIONS: dict[str, frozenset[str]] = {
     "CloseChargePermission": frozenset({"AmazonClosed"}),
 }
 
-# Sandbox wallet: last four digits -> (descriptor brand, behaviour)
-CARDS: dict[str, tuple[str, str]] = {
-    "1111": ("Visa", "success"),
-    "0005": ("AmericanExpress", "success"),
-    "4444": ("MasterCard", "success"),
-    "9424": ("Discover", "success"),
-    "0000": ("Visa", "success"),
-    "3064": ("Visa", "buyer_canceled"),
-    "3434": ("Visa", "declined"),
-    "0701": ("Visa", "pending_authorized"),
-    "4354": ("Visa", "pending_declined"),
+
+class Card(NamedTuple):
+    """A sandbox wallet card: the brand its descriptor shows and how authorizations go."""
+
+    brand: str
+    behaviour: str
+
+
+CARDS: dict[str, Card] = {  # by last four digits
+    "1111": Card("Visa", "success"),
+    "0005": Card("AmericanExpress", "success"),
+    "4444": Card("MasterCard", "success"),
+    "9424": Card("Discover", "success"),
+    "0000": Card("Visa", "success"),
+    "3064": Card("Visa", "buyer_canceled"),
+    "3434": Card("Visa", "declined"),
+    "0701": Card("Visa", "pending_authorized"),
+    "4354": Card("Visa", "pending_declined"),
 }
 
 CONSTRAINT_TEXT: dict[str, str] = {
@@ -796,7 +803,7 @@ class Engine:
         status = 200
         if pd["paymentIntent"] in ("Authorize", "AuthorizeWithCapture"):
             capture = pd["paymentIntent"] == "AuthorizeWithCapture"
-            behaviour = CARDS[session["_card"] or "1111"][1]
+            behaviour = CARDS[session["_card"] or "1111"].behaviour
             pending = sim == "AuthorizationInitiated" or (
                 bool(pd["canHandlePendingAuthorization"])
                 and behaviour in ("pending_authorized", "pending_declined")
@@ -991,7 +998,7 @@ class Engine:
             "phoneNumber": buyer_in.get("phoneNumber") or shipping.get("phoneNumber"),
             "primeMembershipTypes": buyer_in.get("primeMembershipTypes"),
         }
-        brand = CARDS[card][0]
+        brand = CARDS[card].brand
         session["buyer"] = buyer
         session["_card"] = card
         session["billingAddress"] = billing
@@ -1040,7 +1047,7 @@ class Engine:
                 f"The buyer can't confirm yet; open constraints: {', '.join(missing)}",
             )
         now = self.clock.now()
-        behaviour = CARDS[session["_card"]][1]
+        behaviour = CARDS[session["_card"]].behaviour
         can_pend = bool(session["paymentDetails"]["canHandlePendingAuthorization"])
         intent = session["paymentDetails"]["paymentIntent"]
         if behaviour.startswith("pending_") and not (can_pend and intent == "Authorize"):
@@ -1207,7 +1214,7 @@ class Engine:
                 "InvalidSandboxSimulationSpecified",
                 "CaptureInitiated simulation requires captureNow=true",
             )
-        behaviour = CARDS[cp["_card"]][1]
+        behaviour = CARDS[cp["_card"]].behaviour
         decline: str | None = None
         if sim in ("SoftDeclined", "HardDeclined", "AmazonRejected", "TransactionTimedOut"):
             decline = sim

@@ -204,14 +204,21 @@ _FOLLOW_UPS: Mapping[str, tuple[FollowUp, ...]] = {
 }
 
 
-NOT_REPLAYED: Mapping[str, tuple[str, frozenset[str]]] = {
-    spec.operation: (spec.kind, spec.endpoint.refusals_once_applied)
+class NotReplayed(NamedTuple):
+    """How a repeat of an operation Amazon does not replay is settled: by reading the object."""
+
+    kind: str
+    """Ledger kind of the object the operation changes."""
+    refusals: frozenset[str]
+    """The `reasonCode`s a repeat gets once Amazon applied the first call."""
+
+
+NOT_REPLAYED: Mapping[str, NotReplayed] = {
+    spec.operation: NotReplayed(kind=spec.kind, refusals=spec.endpoint.refusals_once_applied)
     for spec in SPECS.values()
     if spec.kind is not None and not spec.endpoint.replayed_by_key
 }
-"""Operations Amazon does not replay by idempotency key (read from `ENDPOINTS`): operation ->
-(kind of the object it changes, the refusals a repeat gets once Amazon applied it). Such a
-refusal is settled by reading the object."""
+"""Operations Amazon does not replay by idempotency key (read from `ENDPOINTS`)."""
 
 
 class ObjectNotFound(LookupError):
@@ -510,9 +517,9 @@ class Payments:
         reason."""
         rule = NOT_REPLAYED.get(call.operation)
         path_id = call.path_id
-        if rule is None or exc.reason_code not in rule[1] or not path_id:
+        if rule is None or exc.reason_code not in rule.refusals or not path_id:
             return None
-        kind = rule[0]
+        kind = rule.kind
         try:
             current = await merchant.call(
                 lambda: _get(merchant.client, kind, path_id, deadline=deadline)
