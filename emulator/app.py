@@ -101,7 +101,7 @@ def _parse_body(body: bytes, method: str) -> Obj:
     return parsed
 
 
-def _fingerprint(operation: str, request: web.Request, body: Obj, simulation: str | None) -> str:
+def _fingerprint(operation: str, request: web.Request, *, body: Obj, simulation: str | None) -> str:
     tail = "/".join(request.match_info.values())
     canon = json.dumps([operation, tail, body, simulation], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canon.encode()).hexdigest()
@@ -163,7 +163,7 @@ def _api_handler(
                     )
                 elif operation not in NOT_REPLAYED:
                     record_key = f"{key.merchant_id}|{env}|{idem}"
-                    fingerprint = _fingerprint(operation, request, body, simulation)
+                    fingerprint = _fingerprint(operation, request, body=body, simulation=simulation)
                     stored = em.idempotency.get(record_key)
                     if stored is not None:
                         if stored["fingerprint"] != fingerprint:
@@ -189,7 +189,7 @@ def _api_handler(
                 em.engine.tick()
             request_id = f"{_REQUEST_ID_PREFIX}{next(_REQUEST_COUNTER):012d}"
             try:
-                status, result = route(em.engine, ctx, request.match_info, body)
+                status, result = route(em.engine, ctx, path_params=request.match_info, body=body)
                 payload = json.dumps(result)
             except ApiError as exc:
                 status, payload = exc.status, json.dumps(exc.body())

@@ -161,10 +161,10 @@ async def ipn_envelope(request: web.Request, em: Emulator) -> web.StreamResponse
     if not isinstance(fields["objectType"], str) or not isinstance(fields["objectId"], str):
         raise ApiError(400, "MissingParameterValue", "objectType and objectId are required")
     envelope = em.ipn.envelope(
-        str(fields["merchantId"] or em.config.merchant_id),
-        fields["objectType"],
-        fields["objectId"],
-        str(fields["chargePermissionId"] or fields["objectId"]),
+        merchant_id=str(fields["merchantId"] or em.config.merchant_id),
+        object_type=fields["objectType"],
+        object_id=fields["objectId"],
+        cp_id=str(fields["chargePermissionId"] or fields["objectId"]),
     )
     return _json(200, envelope)
 

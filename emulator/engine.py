@@ -198,7 +198,7 @@ class Route:
         object.__setattr__(self, "path_params", tuple(_PLACEHOLDER.findall(self.path)))
 
     def __call__(
-        self, engine: Engine, ctx: Ctx, path_params: Mapping[str, str], body: Obj
+        self, engine: Engine, ctx: Ctx, *, path_params: Mapping[str, str], body: Obj
     ) -> tuple[int, Obj]:
         """The answer: the path parameters in order, then the body (every verb but GET)."""
         args: list[object] = [path_params[name] for name in self.path_params]
@@ -809,7 +809,13 @@ class Engine:
                 and behaviour in ("pending_authorized", "pending_declined")
             )
             charge = self._new_charge(
-                ctx, cp, amount, currency, now, pd["softDescriptor"], session["merchantMetadata"]
+                ctx,
+                cp,
+                amount=amount,
+                currency=currency,
+                now=now,
+                soft_descriptor=pd["softDescriptor"],
+                merchant_metadata=session["merchantMetadata"],
             )
             if pending:
                 outcome = (
@@ -884,6 +890,7 @@ class Engine:
         self,
         ctx: Ctx,
         cp: Obj,
+        *,
         amount: Decimal,
         currency: str,
         now: float,
@@ -1234,7 +1241,16 @@ class Engine:
             "chargeInitiator": initiator,
             "channel": channel,
         }
-        charge = self._new_charge(ctx, cp, amount, currency, now, soft, metadata, extra)
+        charge = self._new_charge(
+            ctx,
+            cp,
+            amount=amount,
+            currency=currency,
+            now=now,
+            soft_descriptor=soft,
+            merchant_metadata=metadata,
+            extra=extra,
+        )
         if pending:
             if decline is not None:
                 outcome = f"Declined:{decline}"

@@ -66,7 +66,7 @@ class IpnDispatcher:
             "signingCertUrl": f"{self.base_url}/_emulator/sns/cert.pem",
         }
 
-    def envelope(self, merchant_id: str, object_type: str, object_id: str, cp_id: str) -> Obj:
+    def envelope(self, *, merchant_id: str, object_type: str, object_id: str, cp_id: str) -> Obj:
         message = {
             "MerchantID": merchant_id,
             "ObjectType": object_type,
@@ -102,7 +102,9 @@ class IpnDispatcher:
         """Called synchronously by the engine; only records and enqueues, never waits."""
         if not self.subscriptions:
             return
-        envelope = self.envelope(merchant_id, object_type, object_id, cp_id)
+        envelope = self.envelope(
+            merchant_id=merchant_id, object_type=object_type, object_id=object_id, cp_id=cp_id
+        )
         for url in self.subscriptions:
             record: Obj = {
                 "id": len(self.deliveries) + 1,

@@ -110,7 +110,12 @@ class Emulator:
             public_key = signing.load_public_key(pem)
         except ValueError as exc:
             raise ApiError(400, "InvalidParameterValue", f"publicKeyPem: {exc}") from exc
-        key = Key(key_id, pem, merchant_id or self.config.merchant_id, public_key)
+        key = Key(
+            key_id=key_id,
+            pem=pem,
+            merchant_id=merchant_id or self.config.merchant_id,
+            public_key=public_key,
+        )
         self.keys[key_id] = key
         self.dirty = True
         return key

@@ -126,9 +126,9 @@ class SignedClient:
         signed = sign_headers(
             self.private_key,
             self.public_key_id,
-            method,
-            full_path,
-            raw,
+            method=method,
+            path=full_path,
+            body=raw,
             headers=headers,
             region=self.region,
         )

@@ -86,7 +86,9 @@ def _str(_: str, value: str) -> str:
 N = TypeVar("N", int, float)
 
 
-def _number_in(convert: Callable[[str], N], kind: str, low: N, high: N) -> Callable[[str, str], N]:
+def _number_in(
+    convert: Callable[[str], N], kind: str, *, low: N, high: N
+) -> Callable[[str, str], N]:
     def parse(name: str, value: str) -> N:
         try:
             number = convert(value.strip())
@@ -100,11 +102,11 @@ def _number_in(convert: Callable[[str], N], kind: str, low: N, high: N) -> Calla
 
 
 def _int_in(low: int, high: int) -> Callable[[str, str], int]:
-    return _number_in(int, "an integer", low, high)
+    return _number_in(int, "an integer", low=low, high=high)
 
 
 def _float_in(low: float, high: float) -> Callable[[str, str], float]:
-    return _number_in(float, "a number", low, high)
+    return _number_in(float, "a number", low=low, high=high)
 
 
 def _bool(name: str, value: str) -> bool:

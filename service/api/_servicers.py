@@ -402,7 +402,7 @@ class RequestPath:
         except LookupError:
             return value
 
-    async def mutate(self, method: str, req: Message, deadline: float | None) -> Message:
+    async def mutate(self, method: str, req: Message, *, deadline: float | None) -> Message:
         """A `MUTATIONS` row's work: the call to Amazon, exactly once."""
         spec = MUTATIONS[method]
         merchant: str = getattr(req, "merchant")  # noqa: B009
@@ -439,7 +439,7 @@ class RequestPath:
             setattr(response, "authorization_pending", outcome.status == 202)  # noqa: B010
         return response
 
-    async def read(self, method: str, req: Message, deadline: float | None) -> Message:
+    async def read(self, method: str, req: Message, *, deadline: float | None) -> Message:
         """A `READS` row's work: the ledger or Amazon, per the request's `source`."""
         spec = READS[method]
         result = await self.payments.read(
@@ -461,7 +461,7 @@ class RequestPath:
         getattr(response, "as_of").CopyFrom(_timestamp(result.as_of))  # noqa: B009
         return response
 
-    async def fetch(self, method: str, req: Message, deadline: float | None) -> Message:
+    async def fetch(self, method: str, req: Message, *, deadline: float | None) -> Message:
         """A `FETCHES` row's work: a read from Amazon the ledger does not keep."""
         result = await self.payments.fetch(
             getattr(req, "merchant"),  # noqa: B009
@@ -521,7 +521,7 @@ def _row(name: str) -> Callable[..., Awaitable[Any]]:
         raise KeyError(f"{name} is not a MUTATIONS, READS or FETCHES row")
 
     async def row(self: _Servicer, req: Message, deadline: float | None) -> Message:
-        return await work(self._path, name, req, deadline)
+        return await work(self._path, name, req, deadline=deadline)
 
     row.__name__ = row.__qualname__ = name
     return _unary(row)

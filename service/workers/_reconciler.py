@@ -144,7 +144,9 @@ class Reconciler:
         self._metrics.owed_reads = await self._repo.owed_read_counts()
         self._metrics.backlog = await self._repo.backlog()
         await self._retention()
-        return PassResult(redriven, ipn_retried, len(objects), changed)
+        return PassResult(
+            redriven=redriven, ipn_retried=ipn_retried, polled=len(objects), changed=changed
+        )
 
     async def _retention(self) -> None:
         days = self._settings.pii_retention_days

@@ -255,7 +255,7 @@ async def test_every_rpc_logs_one_json_line_with_ids_request_ids_and_trace_id_an
             dev.emulator_url,
             sid,
             "signIn",
-            {"card": "1111", "buyer": {"name": buyer_name, "email": buyer_email}},
+            body={"card": "1111", "buyer": {"name": buyer_name, "email": buyer_email}},
         )
         updated = await client.checkout_sessions.update(
             sid,

@@ -196,7 +196,7 @@ async def _write_objects(app: Application, writer: int, rounds: int, rng: random
         records = list({r.object_id: r for r in records}.values())
         records.sort(key=lambda r: r.object_id)  # one lock order: writers never deadlock
         async with app.ledger.pool.acquire() as conn, conn.transaction():
-            await repo._record(conn, records, "api", None)
+            await repo._record(conn, records, "api", timeout=None)
             await asyncio.sleep(rng.uniform(0, 0.02))
 
 

@@ -375,7 +375,7 @@ async def _order(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]
     print(table(EVENT_COLUMNS, [event_row(e) for e in history]), file=out)
 
 
-def _confirm(args: argparse.Namespace, what: str, key: str, out: IO[str]) -> bool:
+def _confirm(args: argparse.Namespace, out: IO[str], *, what: str, key: str) -> bool:
     target = f"{args.target} (merchant {args.merchant or 'default'})"
     print(f"About to {what} at {target}.", file=out)
     print(f"idempotency key: {key}", file=out)
@@ -396,7 +396,7 @@ async def _money_move(client: AmazonPayClient, args: argparse.Namespace, out: IO
     else:
         verb = "CAPTURE" if args.command == "capture" else "REFUND"
         what = f"{verb} {args.amount} {args.currency} of charge {args.charge_id}"
-    if not _confirm(args, what, key, out):
+    if not _confirm(args, out, what=what, key=key):
         print("nothing was sent", file=out)
         return EXIT_USAGE
     response: Any

@@ -604,7 +604,11 @@ class LedgerService(_Service):
                 delay = self._transport.retry.delay(error, failures, self._transport.rng)
             finally:
                 call.cancel()
-            await self._transport.notify_retry(RetryEvent(method, failures, error, delay, ""))
+            await self._transport.notify_retry(
+                RetryEvent(
+                    method=method, attempt=failures, error=error, delay=delay, idempotency_key=""
+                )
+            )
             await asyncio.sleep(delay)
 
     async def erase_buyer_data(

@@ -163,5 +163,9 @@ class Transport:
                 delay = self.retry.delay(error, attempt, self.rng)
                 if deadline is not None and loop.time() + delay >= deadline:
                     raise error from exc
-            await self.notify_retry(RetryEvent(method, attempt, error, delay, key))
+            await self.notify_retry(
+                RetryEvent(
+                    method=method, attempt=attempt, error=error, delay=delay, idempotency_key=key
+                )
+            )
             await asyncio.sleep(delay)

@@ -105,7 +105,7 @@ async def test_an_object_whose_writer_took_its_transaction_id_early_keeps_its_ev
     async with ledger.pool.acquire() as conn, conn.transaction():
         await conn.fetchval("SELECT pg_current_xact_id()")
         await repo.record([refund(1, "Refunded")], "ipn")  # a younger transaction, committed
-        await repo._record(conn, [refund(1, "Declined")], "poll", None)
+        await repo._record(conn, [refund(1, "Declined")], "poll", timeout=None)
     page = await repo.list_events(EventFilter(merchant="default"), page_size=10)
     assert [e.state for e in page.items] == ["Pending", "Refunded", "Declined"]
 
