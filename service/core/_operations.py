@@ -148,13 +148,8 @@ SPECS: Mapping[str, Spec] = {
     )
 }
 
-GETTERS: Mapping[str, str] = {
-    "checkout_session": "GetCheckoutSession",
-    "charge_permission": "GetChargePermission",
-    "charge": "GetCharge",
-    "refund": "GetRefund",
-}
-"""Ledger kind -> the `ENDPOINTS` row that reads one object of it."""
+GETTERS: Mapping[str, str] = {kind.name: kind.getter for kind in KINDS.values()}
+"""Ledger kind -> the `ENDPOINTS` row that reads one object of it (from `KINDS`)."""
 
 
 def _path_id(call: AmazonCall) -> str:

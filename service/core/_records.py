@@ -36,6 +36,8 @@ class Kind:
     """States after which Amazon never changes the object again (no more polling)."""
     amount_path: tuple[str, ...]
     """Where the object's headline amount is."""
+    getter: str
+    """The `ENDPOINTS` row that reads one object of this kind (`GetCharge`)."""
     ipn_object_type: str | None = None
     """`ObjectType` of an IPN about this kind (Amazon sends none about checkout sessions)."""
 
@@ -60,12 +62,14 @@ KINDS: Mapping[str, Kind] = {
             id_field="checkoutSessionId",
             final_states=frozenset({"Completed", "Canceled"}),
             amount_path=("paymentDetails", "chargeAmount"),
+            getter="GetCheckoutSession",
         ),
         Kind(
             name="charge_permission",
             id_field="chargePermissionId",
             final_states=frozenset({"Closed"}),
             amount_path=("limits", "amountLimit"),
+            getter="GetChargePermission",
             ipn_object_type="CHARGE_PERMISSION",
         ),
         Kind(
@@ -73,6 +77,7 @@ KINDS: Mapping[str, Kind] = {
             id_field="chargeId",
             final_states=frozenset({"Captured", "Canceled", "Declined"}),
             amount_path=("chargeAmount",),
+            getter="GetCharge",
             ipn_object_type="CHARGE",
         ),
         Kind(
@@ -80,6 +85,7 @@ KINDS: Mapping[str, Kind] = {
             id_field="refundId",
             final_states=frozenset({"Refunded", "Declined"}),
             amount_path=("refundAmount",),
+            getter="GetRefund",
             ipn_object_type="REFUND",
         ),
     )

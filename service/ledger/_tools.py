@@ -49,12 +49,11 @@ async def drop_database(server_url: str, url: str) -> None:
         await admin.close()
 
 
-_ID_FIELD = {
-    "checkout_session": "checkoutSessionId",
-    "charge_permission": "chargePermissionId",
-    "charge": "chargeId",
-    "refund": "refundId",
-}
+def id_field(kind: str) -> str:
+    """The JSON field holding the id of an object of ledger kind `kind`: its name in camelCase
+    with `Id` (`charge_permission` -> `chargePermissionId`), as Amazon names every one."""
+    head, *rest = kind.split("_")
+    return head + "".join(part.capitalize() for part in rest) + "Id"
 
 
 async def seed_object_copies(url: str, count: int) -> tuple[int, int]:
@@ -90,7 +89,7 @@ async def seed_object_copies(url: str, count: int) -> tuple[int, int]:
                 """,
                 t["kind"],
                 per_kind,
-                _ID_FIELD[t["kind"]],
+                id_field(t["kind"]),
                 index,
                 t["object_id"],
             )

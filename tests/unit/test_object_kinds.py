@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import get_args
 
 from payments.amazonpay.v1 import ledger_pb2
+from service.amazonpay import ENDPOINTS
 from service.api import _servicers
 from service.core import GETTERS, KINDS
 from service.ledger import EVENT_SOURCES, OBJECT_KINDS
+from service.ledger._tools import id_field
 from service.workers import OBJECT_TYPES
 
 NAMES = ("checkout_session", "charge_permission", "charge", "refund")
@@ -64,6 +66,13 @@ def test_api_maps_every_event_source_of_the_ledger() -> None:
 
 def test_every_kind_can_be_read_from_amazon() -> None:
     assert set(GETTERS) == set(KINDS)
+    assert all(kind.getter in ENDPOINTS for kind in KINDS.values())
+
+
+def test_the_ledger_tools_name_every_kinds_id_field_as_core_does() -> None:
+    assert {name: id_field(name) for name in KINDS} == {
+        name: kind.id_field for name, kind in KINDS.items()
+    }
 
 
 def test_ipn_object_types_come_from_the_table() -> None:
