@@ -808,14 +808,12 @@ class Engine:
                 bool(pd["canHandlePendingAuthorization"])
                 and behaviour in ("pending_authorized", "pending_declined")
             )
+            fields = {
+                "softDescriptor": pd["softDescriptor"],
+                "merchantMetadata": session["merchantMetadata"],
+            }
             charge = self._new_charge(
-                ctx,
-                cp,
-                amount=amount,
-                currency=currency,
-                now=now,
-                soft_descriptor=pd["softDescriptor"],
-                merchant_metadata=session["merchantMetadata"],
+                ctx, cp, amount=amount, currency=currency, now=now, fields=fields
             )
             if pending:
                 outcome = (
@@ -894,10 +892,10 @@ class Engine:
         amount: Decimal,
         currency: str,
         now: float,
-        soft_descriptor: str | None,
-        merchant_metadata: Obj | None,
-        extra: Obj | None = None,
+        fields: Obj,
     ) -> Obj:
+        """A new charge of `amount` on `cp`; `fields` are the ones its request gave
+        (softDescriptor, merchantMetadata, ...)."""
         cid = self._new_child_id(cp["chargePermissionId"], "C", "charges")
         ledger, rate = self._conversion(currency, cp["_region"])
         charge: Obj = {
@@ -908,8 +906,8 @@ class Engine:
             "refundedAmount": price(Decimal(0), currency),
             "convertedAmount": money(amount * rate, ledger),
             "conversionRate": str(rate),
-            "softDescriptor": soft_descriptor,
-            "merchantMetadata": merchant_metadata,
+            "softDescriptor": None,
+            "merchantMetadata": None,
             "providerMetadata": {"providerReferenceId": None},
             "platformId": None,
             "channel": None,
@@ -923,8 +921,7 @@ class Engine:
             "_authorizedAt": None,
             "_created": now,
         }
-        if extra:
-            charge.update(extra)
+        charge.update(fields)
         self.data["charges"][cid] = charge
         cp["_charges"].append(cid)
         return charge
@@ -1235,22 +1232,15 @@ class Engine:
                     cp, "NonChargeable", [("PaymentMethodInvalid", "Hard decline")], now
                 )
             raise ApiError(422, decline, f"The authorization was declined ({decline})")
-        extra = {
+        fields = {
+            "softDescriptor": soft,
+            "merchantMetadata": metadata,
             "providerMetadata": provider or {"providerReferenceId": None},
             "platformId": platform,
             "chargeInitiator": initiator,
             "channel": channel,
         }
-        charge = self._new_charge(
-            ctx,
-            cp,
-            amount=amount,
-            currency=currency,
-            now=now,
-            soft_descriptor=soft,
-            merchant_metadata=metadata,
-            extra=extra,
-        )
+        charge = self._new_charge(ctx, cp, amount=amount, currency=currency, now=now, fields=fields)
         if pending:
             if decline is not None:
                 outcome = f"Declined:{decline}"
