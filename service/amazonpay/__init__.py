@@ -93,7 +93,14 @@ from ._signing import (
     string_to_sign,
     verify_signature,
 )
-from ._transport import AiohttpTransport, HttpRequest, HttpResponse, Transport
+from ._transport import (
+    AiohttpTransport,
+    HttpRequest,
+    HttpResponse,
+    MockHandler,
+    MockTransport,
+    Transport,
+)
 
 __all__ = [
     "DEFAULT_RETRYABLE_STATUSES",
@@ -131,6 +138,8 @@ __all__ = [
     "Limits",
     "MerchantAccount",
     "MerchantMetadata",
+    "MockHandler",
+    "MockTransport",
     "Model",
     "PaymentDetails",
     "PaymentPreference",

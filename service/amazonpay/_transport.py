@@ -3,6 +3,8 @@
 ``Transport`` is deliberately tiny (send one prepared request, get status, headers and body) so
 tests or other stacks can swap it. Implementations raise :class:`AmazonPayConnectionError` (or
 its :class:`AmazonPayTimeoutError` subclass) when no HTTP answer arrives; they never retry.
+:class:`MockTransport` answers from a function instead of the network (httpx's ``MockTransport``
+is the model): the client still signs, retries and maps errors.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -19,7 +21,14 @@ from yarl import URL
 
 from ._errors import AmazonPayConnectionError, AmazonPayRequestError, AmazonPayTimeoutError
 
-__all__ = ["AiohttpTransport", "HttpRequest", "HttpResponse", "Transport"]
+__all__ = [
+    "AiohttpTransport",
+    "HttpRequest",
+    "HttpResponse",
+    "MockHandler",
+    "MockTransport",
+    "Transport",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,3 +157,41 @@ class AiohttpTransport(Transport):
             await session.close()
             # Let SSL transports finish their shutdown before the loop may close.
             await asyncio.sleep(0)
+
+
+MockHandler = Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]
+"""What :class:`MockTransport` asks for each answer: a function or a coroutine function."""
+
+
+class MockTransport(Transport):
+    """Answers every request with ``handler(request)`` instead of sending it.
+
+    ``request`` is exactly what the network would get: the signed headers (``authorization``,
+    ``x-amz-pay-idempotency-key`` ...), the encoded URL and the body. The handler returns an
+    :class:`HttpResponse` (``HttpResponse.build`` makes one), or raises
+    :class:`AmazonPayConnectionError` to play a request that got no answer. An asynchronous
+    handler is bounded by the attempt's timeout like a real request: one that takes longer ends
+    in :class:`AmazonPayTimeoutError`.
+
+    Example::
+
+        def amazon(request: HttpRequest) -> HttpResponse:
+            return HttpResponse.build(200, {"x-amz-pay-request-id": "r-1"}, b'{"chargeId": ...}')
+
+        client = AmazonPayClient(account, transport=MockTransport(amazon))
+    """
+
+    def __init__(self, handler: MockHandler) -> None:
+        self._handler = handler
+
+    async def send(self, request: HttpRequest, *, timeout: float | None) -> HttpResponse:
+        answer = self._handler(request)
+        if isinstance(answer, HttpResponse):
+            return answer
+        try:
+            async with asyncio.timeout(timeout):
+                return await answer
+        except TimeoutError as exc:
+            raise AmazonPayTimeoutError(
+                f"no complete answer within {timeout:.3f}s" if timeout else "request timed out"
+            ) from exc
