@@ -404,61 +404,43 @@ async def test_a_complete_refused_for_a_session_completed_for_another_amount_sta
     assert (await operation(ledger, "CompleteCheckoutSession")).status == "failed"
 
 
+CLOSE = AmazonCall("CloseChargePermission", body={"closureReason": "done"}, path_id=PERMISSION)
+CANCEL = AmazonCall("CancelCharge", body={"cancellationReason": "oops"}, path_id=CHARGE)
+UPDATE = AmazonCall(
+    "UpdateChargePermission",
+    body={"merchantMetadata": {"merchantReferenceId": "order-7"}},
+    path_id=PERMISSION,
+)
+CLOSED_ALREADY = "InvalidChargePermissionStatus"
+
+
+def _referenced(reference: str) -> dict[str, Any]:
+    return permission("Chargeable", merchantMetadata={"merchantReferenceId": reference})
+
+
 @pytest.mark.parametrize(
     ("call", "reason", "current", "settled"),
     [
-        (
-            AmazonCall("CloseChargePermission", body={"closureReason": "done"}, path_id=PERMISSION),
-            "InvalidChargePermissionStatus",
-            permission("Closed"),
-            True,
+        pytest.param(CLOSE, CLOSED_ALREADY, permission("Closed"), True, id="close-closed"),
+        pytest.param(CLOSE, CLOSED_ALREADY, permission("NonChargeable"), False, id="close-open"),
+        pytest.param(CANCEL, "InvalidChargeStatus", charge("Canceled"), True, id="cancel-canceled"),
+        pytest.param(
+            CANCEL, "InvalidChargeStatus", charge("Captured"), False, id="cancel-captured"
         ),
-        (
-            AmazonCall("CloseChargePermission", body={"closureReason": "done"}, path_id=PERMISSION),
-            "InvalidChargePermissionStatus",
-            permission("NonChargeable"),
-            False,
-        ),
-        (
-            AmazonCall("CancelCharge", body={"cancellationReason": "oops"}, path_id=CHARGE),
-            "InvalidChargeStatus",
-            charge("Canceled"),
-            True,
-        ),
-        (
-            AmazonCall("CancelCharge", body={"cancellationReason": "oops"}, path_id=CHARGE),
-            "InvalidChargeStatus",
-            charge("Captured"),
-            False,
-        ),
-        (
-            AmazonCall(
-                "UpdateChargePermission",
-                body={"merchantMetadata": {"merchantReferenceId": "order-7"}},
-                path_id=PERMISSION,
-            ),
+        pytest.param(
+            UPDATE,
             "ChargePermissionNotModifiable",
-            permission("Chargeable", merchantMetadata={"merchantReferenceId": "order-7"}),
+            _referenced("order-7"),
             True,
+            id="update-carried",
         ),
-        (
-            AmazonCall(
-                "UpdateChargePermission",
-                body={"merchantMetadata": {"merchantReferenceId": "order-7"}},
-                path_id=PERMISSION,
-            ),
+        pytest.param(
+            UPDATE,
             "ChargePermissionNotModifiable",
-            permission("Chargeable", merchantMetadata={"merchantReferenceId": "order-6"}),
+            _referenced("order-6"),
             False,
+            id="update-other",
         ),
-    ],
-    ids=[
-        "close-closed",
-        "close-open",
-        "cancel-canceled",
-        "cancel-captured",
-        "update-carried",
-        "update-other",
     ],
 )
 async def test_a_state_refusal_of_a_repeat_succeeds_only_if_the_object_shows_the_call_applied(
