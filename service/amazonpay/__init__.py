@@ -77,6 +77,12 @@ from ._models import (
     parse_timestamp,
 )
 from ._retry import DEFAULT_RETRYABLE_STATUSES, Deadline, RetryPolicy, parse_retry_after
+from ._settlement_report import (
+    SettlementLine,
+    SettlementReportError,
+    SettlementReportHeader,
+    parse_settlement_report,
+)
 from ._signing import (
     Algorithm,
     AuthorizationHeader,
@@ -142,6 +148,9 @@ __all__ = [
     "Region",
     "RequestSigner",
     "RetryPolicy",
+    "SettlementLine",
+    "SettlementReportError",
+    "SettlementReportHeader",
     "StatusDetails",
     "StatusReason",
     "Transport",
@@ -156,6 +165,7 @@ __all__ = [
     "normalize_amount",
     "parse_authorization_header",
     "parse_retry_after",
+    "parse_settlement_report",
     "parse_timestamp",
     "string_to_sign",
     "verify_signature",
