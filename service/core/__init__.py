@@ -21,6 +21,7 @@ from ._records import KINDS, Kind, record_of
 from ._settlement import (
     REPORT_TYPES,
     RULES,
+    SETTLEMENT_OUTCOMES,
     MatchRule,
     PeriodSummary,
     RunSummary,
@@ -38,6 +39,7 @@ __all__ = [
     "QUARANTINED",
     "REPORT_TYPES",
     "RULES",
+    "SETTLEMENT_OUTCOMES",
     "SPECS",
     "Admission",
     "AmazonCall",

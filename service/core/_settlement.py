@@ -46,6 +46,7 @@ from service.amazonpay import (
     parse_timestamp,
 )
 from service.ledger import (
+    LINE_OUTCOMES,
     Disbursement,
     LedgerEntry,
     MissRecord,
@@ -60,6 +61,7 @@ from ._merchants import Merchant, MerchantRegistry
 __all__ = [
     "REPORT_TYPES",
     "RULES",
+    "SETTLEMENT_OUTCOMES",
     "MatchRule",
     "PeriodSummary",
     "RunSummary",
@@ -70,6 +72,9 @@ __all__ = [
 ]
 
 _log = logging.getLogger("service.core.settlement")
+
+SETTLEMENT_OUTCOMES = (*LINE_OUTCOMES, "missing_at_amazon")
+"""Every outcome: those of report lines, and ledger objects no line names."""
 
 REPORT_TYPES: Mapping[bool, str] = {
     True: "_GET_FLAT_FILE_OFFAMAZONPAYMENTS_SANDBOX_SETTLEMENT_DATA_",

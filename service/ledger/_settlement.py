@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 
 from ._objects import InvalidPageToken, Page, _decode_token, _encode_token
-from ._records import Conn, QueryBase
+from ._records import Conn, QueryBase, StoredObject, _stored
 
 __all__ = [
     "FINDING_KIND",
@@ -225,6 +225,8 @@ class SettlementCounts:
     totals: Sequence[tuple[str, Decimal, Decimal, Decimal]]
     """(currency, amount, fee, net)."""
     misses: int
+    disbursed: Decimal | None = None
+    """Sum of the settlement's disbursements (None: none known)."""
 
 
 @dataclass(frozen=True)
@@ -373,7 +375,8 @@ def _position(token: str, filters: Sequence[object], keys: Sequence[str]) -> lis
     for key, value in zip(keys, values, strict=True):
         if key in ("n",) and not (type(value) is int and 0 <= value < 2**31):
             raise InvalidPageToken("page_token is not a token this service issued")
-        if key not in ("n",) and not (isinstance(value, str) and 0 < len(value) <= 256):
+        shortest = 0 if key == "o" else 1  # a line's keyset has no object id
+        if key not in ("n",) and not (isinstance(value, str) and shortest <= len(value) <= 256):
             raise InvalidPageToken("page_token is not a token this service issued")
     if "t" in keys:
         try:
@@ -656,37 +659,103 @@ class SettlementQueries(QueryBase):
             token = _encode_token({"t": end, "r": last.report_id}, filters)
         return Page(items, token)
 
-    async def settlement_counts(self, merchant: str, report: StoredReport) -> SettlementCounts:
-        """Outcome counts and per-currency totals of a report's lines, and the misses its
-        reconciliation found."""
+    async def settlement_counts(
+        self, merchant: str, reports: Sequence[StoredReport]
+    ) -> dict[str, SettlementCounts]:
+        """By report id: its lines by outcome, its totals per currency, the open misses its
+        reconciliation found and what was disbursed for it (one query each for all reports)."""
+        settlements = sorted({r.settlement_id for r in reports if r.settlement_id})
+        detected = sorted({r.settlement_id or r.report_id for r in reports})
         outcome_rows = await self._pool.fetch(
             """
-            SELECT outcome, count(*) AS lines FROM settlement_lines
-            WHERE merchant = $1 AND report_id = $2 GROUP BY outcome
+            SELECT settlement_id, outcome, count(*) AS lines FROM settlement_lines
+            WHERE merchant = $1 AND settlement_id = ANY($2::text[])
+            GROUP BY settlement_id, outcome
             """,
             merchant,
-            report.report_id,
+            settlements,
         )
         total_rows = await self._pool.fetch(
             """
-            SELECT currency_code, sum(amount) AS amount, sum(fee) AS fee, sum(net) AS net
-            FROM settlement_lines WHERE merchant = $1 AND report_id = $2
-            GROUP BY currency_code ORDER BY currency_code
+            SELECT settlement_id, currency_code, sum(amount) AS amount, sum(fee) AS fee,
+                sum(net) AS net
+            FROM settlement_lines WHERE merchant = $1 AND settlement_id = ANY($2::text[])
+            GROUP BY settlement_id, currency_code ORDER BY settlement_id, currency_code
             """,
             merchant,
-            report.report_id,
+            settlements,
         )
-        misses = await self._pool.fetchval(
-            "SELECT count(*) FROM settlement_misses WHERE merchant = $1 AND detected_in = $2"
-            " AND resolved_at IS NULL",
+        miss_rows = await self._pool.fetch(
+            """
+            SELECT detected_in, count(*) AS misses FROM settlement_misses
+            WHERE merchant = $1 AND detected_in = ANY($2::text[]) AND resolved_at IS NULL
+            GROUP BY detected_in
+            """,
             merchant,
-            report.settlement_id or report.report_id,
+            detected,
         )
-        return SettlementCounts(
-            outcomes={r["outcome"]: int(r["lines"]) for r in outcome_rows},
-            totals=[(r["currency_code"], r["amount"], r["fee"], r["net"]) for r in total_rows],
-            misses=int(misses or 0),
+        paid_rows = await self._pool.fetch(
+            """
+            SELECT settlement_id, sum(amount) AS amount FROM disbursements
+            WHERE merchant = $1 AND settlement_id = ANY($2::text[]) GROUP BY settlement_id
+            """,
+            merchant,
+            settlements,
         )
+        outcomes: dict[str, dict[str, int]] = {}
+        for row in outcome_rows:
+            outcomes.setdefault(row["settlement_id"], {})[row["outcome"]] = int(row["lines"])
+        totals: dict[str, list[tuple[str, Decimal, Decimal, Decimal]]] = {}
+        for row in total_rows:
+            totals.setdefault(row["settlement_id"], []).append(
+                (row["currency_code"], row["amount"], row["fee"], row["net"])
+            )
+        misses = {r["detected_in"]: int(r["misses"]) for r in miss_rows}
+        paid = {r["settlement_id"]: r["amount"] for r in paid_rows}
+        return {
+            r.report_id: SettlementCounts(
+                outcomes=outcomes.get(r.settlement_id or "", {}),
+                totals=totals.get(r.settlement_id or "", []),
+                misses=misses.get(r.settlement_id or r.report_id, 0),
+                disbursed=paid.get(r.settlement_id or ""),
+            )
+            for r in reports
+        }
+
+    async def list_disputes(
+        self,
+        merchant: str,
+        *,
+        charge_id: str | None,
+        state: str | None,
+        page_size: int,
+        page_token: str = "",
+    ) -> Page[StoredObject]:
+        """The ledger's disputes, newest first, keyset-paginated on (created_at, id)."""
+        filters = ["disputes", merchant, charge_id, state]
+        after = _position(page_token, filters, ("t", "i")) if page_token else None
+        rows = await self._pool.fetch(
+            """
+            SELECT * FROM objects
+            WHERE merchant = $1 AND kind = 'dispute'
+              AND ($2::text IS NULL OR charge_id = $2) AND ($3::text IS NULL OR state = $3)
+              AND ($4::timestamptz IS NULL OR (created_at, object_id) < ($4, $5))
+            ORDER BY created_at DESC, object_id DESC
+            LIMIT $6
+            """,
+            merchant,
+            charge_id,
+            state,
+            after[0] if after else None,
+            after[1] if after else None,
+            page_size + 1,
+        )
+        items = await self._open_objects([_stored(r) for r in rows[:page_size]])
+        token = ""
+        if len(rows) > page_size:
+            last = items[-1]
+            token = _encode_token({"t": last.created_at.isoformat(), "i": last.object_id}, filters)
+        return Page(items, token)
 
     # ------------------------------------------------------------------ lines
 
