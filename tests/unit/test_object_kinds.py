@@ -23,7 +23,7 @@ def _camel_plural(name: str) -> str:
 def test_core_table_is_the_kinds_in_ledger_order() -> None:
     assert tuple(KINDS) == NAMES
     assert tuple(OBJECT_KINDS) == NAMES
-    assert EVENT_KINDS == (*NAMES, "settlement_line")
+    assert tuple(EVENT_KINDS) == (*NAMES, "settlement_line")
 
 
 def test_proto_object_kind_enum_has_one_value_per_kind_of_event() -> None:

@@ -381,9 +381,9 @@ def test_get_requests_have_read_source_and_responses_say_where_from() -> None:
 
 def test_amazon_responses_carry_request_id() -> None:
     for rpc in all_rpcs():
-        if (
-            rpc in {"SignButtonPayload", *LEDGER_ONLY_READS}
-            or request_of(rpc).file in (ledger_pb2.DESCRIPTOR, settlement_pb2.DESCRIPTOR)
+        if rpc in {"SignButtonPayload", *LEDGER_ONLY_READS} or request_of(rpc).file in (
+            ledger_pb2.DESCRIPTOR,
+            settlement_pb2.DESCRIPTOR,
         ):
             continue
         response = request_of(rpc).file.message_types_by_name[f"{rpc}Response"]
