@@ -47,7 +47,9 @@ def test_rows_derive_their_metric_label_and_path_parameters() -> None:
 
 def test_what_amazon_does_not_replay_is_read_from_the_table() -> None:
     assert set(NOT_REPLAYED) == {
-        name for name, row in ENDPOINTS.items() if row.method != "GET" and not row.replayed_by_key
+        name
+        for name, row in ENDPOINTS.items()
+        if name in SPECS and row.method != "GET" and not row.replayed_by_key
     }
     for name, (_kind, refusals) in NOT_REPLAYED.items():
         assert refusals == ENDPOINTS[name].refusals_once_applied
