@@ -597,12 +597,17 @@ def _token(position: list[Any], filters: Obj) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _untoken(value: str) -> tuple[list[Any], Obj]:
+def _untoken(value: str, keys: frozenset[str]) -> tuple[list[Any], Obj]:
+    """The position and filters (page size included) a `nextToken` carries: Amazon asks for the
+    token alone on the next call."""
     try:
         data = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-        return list(data["p"]), dict(data["f"])
+        position, filters = list(data["p"]), dict(data["f"])
     except (ValueError, KeyError, TypeError, binascii.Error):
-        raise ApiError(400, "InvalidParameterValue", "'nextToken' is invalid") from None
+        position, filters = [], {}
+    if not position or set(filters) != keys:
+        raise ApiError(400, "InvalidParameterValue", "'nextToken' is invalid")
+    return position, filters
 
 
 def get_reports(engine: Engine, ctx: Ctx) -> tuple[int, Obj]:
@@ -622,10 +627,11 @@ def get_reports(engine: Engine, ctx: Ctx) -> tuple[int, Obj]:
             }
         ),
     )
-    size = _page_size(params, 10)
     after: list[Any] | None = None
     if "nextToken" in params:
-        after, filters = _untoken(params["nextToken"])
+        after, filters = _untoken(
+            params["nextToken"], frozenset({"types", "statuses", "since", "until", "size"})
+        )
     else:
         types = _list_param(params, "reportTypes", REPORT_TYPES)
         statuses = _list_param(params, "processingStatuses", PROCESSING_STATUSES)
@@ -642,7 +648,9 @@ def get_reports(engine: Engine, ctx: Ctx) -> tuple[int, Obj]:
             "statuses": sorted(statuses) if statuses is not None else None,
             "since": since,
             "until": until,
+            "size": _page_size(params, 10),
         }
+    size = int(filters["size"])
     state = _s(engine)
     matching = []
     for report in state["reports"].values():
@@ -885,10 +893,9 @@ def get_disbursements(engine: Engine, ctx: Ctx) -> tuple[int, Obj]:
     """Disbursements whose `transactionTime` lies in [startTime, endTime], oldest first."""
     close_due(engine, engine.clock.now())
     params = _query(ctx, frozenset({"startTime", "endTime", "pageSize", "nextToken"}))
-    size = _page_size(params, MAX_PAGE_SIZE)
     after: int | None = None
     if "nextToken" in params:
-        position, filters = _untoken(params["nextToken"])
+        position, filters = _untoken(params["nextToken"], frozenset({"start", "end", "size"}))
         after = int(position[0])
     else:
         for name in ("startTime", "endTime"):
@@ -897,7 +904,9 @@ def get_disbursements(engine: Engine, ctx: Ctx) -> tuple[int, Obj]:
         filters = {
             "start": parse_time(params["startTime"], "startTime"),
             "end": parse_time(params["endTime"], "endTime"),
+            "size": _page_size(params, MAX_PAGE_SIZE),
         }
+    size = int(filters["size"])
     found = [
         (index, d)
         for index, d in enumerate(_s(engine)["disbursements"])
