@@ -447,15 +447,19 @@ def _settle(engine: Engine, book: str, start: float, end: float, txs: list[Obj])
 
 
 def close_due(engine: Engine, now: float) -> int:
-    """Settle every period that ended by `now` (the engine's tick hook); run due schedules."""
+    """Settle every period that ended by `now` (the engine's tick hook), then run the report
+    schedules that are due (their reports see the settlements just made)."""
+    return _close_periods(engine, now) + _run_schedules(engine, now)
+
+
+def _close_periods(engine: Engine, now: float) -> int:
     state = _s(engine)
     period = period_seconds(engine)
-    done = _run_schedules(engine, now)
     if state["nextBoundary"] is None:
         earliest = min((tx["posted"] for tx in _transactions(engine, state)), default=now)
         state["nextBoundary"] = (math.floor(earliest / period) + 1) * period
     if now < state["nextBoundary"]:
-        return done
+        return 0
     last = math.floor(now / period) * period
     groups: dict[tuple[float, str], list[Obj]] = {}
     for tx in _transactions(engine, state):
@@ -465,9 +469,8 @@ def close_due(engine: Engine, now: float) -> int:
     for (boundary, book), txs in sorted(groups.items()):
         start = max(float(state["openSince"].get(book, boundary - period)), boundary - period)
         _settle(engine, book, start, boundary, txs)
-        done += 1
     state["nextBoundary"] = last + period
-    return done
+    return len(groups)
 
 
 def close_now(engine: Engine, merchant: str, env: str) -> Obj:
@@ -843,7 +846,7 @@ def create_schedule(engine: Engine, ctx: Ctx, raw: Obj) -> tuple[int, Obj]:
         "_merchant": ctx.merchant_id,
         "_env": ctx.environment,
         "_next": next_time,
-        "_last": now,
+        "_last": next_time - SCHEDULE_FREQUENCIES[frequency],
     }
     return 201, {"reportScheduleId": schedule_id}
 
