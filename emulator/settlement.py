@@ -13,7 +13,7 @@ so it is persisted, reset and scoped (merchant, environment) like every other ob
 The signed API rows (`API_ROUTES`) have the shape of `app.API_ROUTES`; `add_routes` mounts the
 control plane (`/_emulator/settlement…`, `/_emulator/disputes…`) and the pre-signed document
 downloads. Amazon's pages: amazon-pay-api-v2/reports.html, amazon-pay-reports/*.html,
-amazon-pay-api-v2/dispute.html (see FIDELITY.md §9).
+amazon-pay-api-v2/dispute.html (see FIDELITY.md §6).
 """
 
 from __future__ import annotations
