@@ -238,7 +238,7 @@ def parse_time(value: str, name: str) -> float:
 # ------------------------------------------------------------------------------- transactions
 
 
-def _fee(amount: Decimal, currency: str) -> tuple[Decimal, Decimal]:
+def capture_fee(amount: Decimal, currency: str) -> tuple[Decimal, Decimal]:
     """(percentage fee, fixed fee) of a capture, both negative: the documented fee rule."""
     quantum = Decimal(1) if currency in ZERO_DECIMAL_CURRENCIES else Decimal("0.01")
     percentage = (amount * PERCENTAGE_FEE).quantize(quantum, rounding=ROUND_HALF_UP)
@@ -270,7 +270,7 @@ def _transaction(
     description: str,
 ) -> Obj:
     currency = charge["chargeAmount"]["currencyCode"]
-    percentage, fixed = _fee(amount, currency) if kind == "Capture" else (Decimal(0), Decimal(0))
+    percentage, fixed = capture_fee(amount, currency) if kind == "Capture" else (Decimal(0), Decimal(0))
     reference = _reference(engine, charge)
     return {
         "key": f"{kind}:{tx_id}",
