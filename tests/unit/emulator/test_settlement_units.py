@@ -28,7 +28,6 @@ from emulator.validation import ApiError
 def test_the_capture_fee_is_percentage_half_up_plus_a_fixed_fee_per_currency(
     amount: str, currency: str, percentage: str, fixed: str
 ) -> None:
-    from emulator.settlement import _fee
 
     assert capture_fee(Decimal(amount), currency) == (Decimal(percentage), Decimal(fixed))
 
