@@ -270,7 +270,9 @@ def _transaction(
     description: str,
 ) -> Obj:
     currency = charge["chargeAmount"]["currencyCode"]
-    percentage, fixed = capture_fee(amount, currency) if kind == "Capture" else (Decimal(0), Decimal(0))
+    percentage, fixed = (
+        capture_fee(amount, currency) if kind == "Capture" else (Decimal(0), Decimal(0))
+    )
     reference = _reference(engine, charge)
     return {
         "key": f"{kind}:{tx_id}",
@@ -1066,9 +1068,8 @@ def update_dispute(engine: Engine, dispute_id: str, raw: Obj) -> Obj:
 
 Handler = Callable[[Engine, Ctx, Mapping[str, str], Obj], tuple[int, Obj]]
 
-API_ROUTES: list[tuple[str, str, str, Handler]] = [
+_ROWS: list[tuple[str, str, str, Handler]] = [
     ("GET", "/reports", "GetReports", lambda e, c, m, b: get_reports(e, c)),
-    ("GET", "/reports/", "GetReports", lambda e, c, m, b: get_reports(e, c)),
     ("GET", "/reports/{id}", "GetReportById", lambda e, c, m, b: get_report(e, c, m["id"])),
     ("POST", "/reports", "CreateReport", lambda e, c, m, b: create_report(e, c, b)),
     (
@@ -1078,7 +1079,6 @@ API_ROUTES: list[tuple[str, str, str, Handler]] = [
         lambda e, c, m, b: get_report_document(e, c, m["id"]),
     ),
     ("GET", "/report-schedules", "GetReportSchedules", lambda e, c, m, b: get_schedules(e, c)),
-    ("GET", "/report-schedules/", "GetReportSchedules", lambda e, c, m, b: get_schedules(e, c)),
     (
         "GET",
         "/report-schedules/{id}",
@@ -1098,8 +1098,15 @@ API_ROUTES: list[tuple[str, str, str, Handler]] = [
         lambda e, c, m, b: cancel_schedule(e, c, m["id"]),
     ),
     ("GET", "/disbursements", "GetDisbursements", lambda e, c, m, b: get_disbursements(e, c)),
-    ("GET", "/disbursements/", "GetDisbursements", lambda e, c, m, b: get_disbursements(e, c)),
     ("GET", "/disputes/{id}", "GetDispute", lambda e, c, m, b: get_dispute(e, c, m["id"])),
+]
+API_ROUTES: list[tuple[str, str, str, Handler]] = [
+    *_ROWS,
+    *(
+        (method, f"{path}/", operation, handler)
+        for method, path, operation, handler in _ROWS
+        if method == "GET" and "{" not in path
+    ),
 ]
 """Signed API rows, in `app.API_ROUTES`' shape. The list paths also answer with a trailing slash:
 the Java SDK sends `/v2/reports/?…`."""
