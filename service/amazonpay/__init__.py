@@ -37,6 +37,21 @@ Example::
             print(exc.http_status, exc.reason_code, exc.request_id)
         else:
             print(capture.http_status, capture.raw["statusDetails"], capture.request_id)
+
+Settlement reports are listed with a query, fetched from their pre-signed URL and parsed while
+they stream::
+
+    reports = await client.invoke(
+        "GetReports",
+        query={"reportTypes": "_GET_FLAT_FILE_OFFAMAZONPAYMENTS_SANDBOX_SETTLEMENT_DATA_"},
+    )
+    for report in reports.reports:
+        document = await client.invoke(
+            "GetReportDocument", path_params={"reportDocumentId": report.report_document_id}
+        )
+        header, lines = await parse_settlement_report(client.stream_report_document(document.url))
+        async for line in lines:
+            print(line.transaction_type, line.amazon_transaction_id, line.amount, line.currency)
 """
 
 from ._client import AmazonPayClient, ApiResponse, AttemptEvent, ButtonSignature
@@ -59,6 +74,11 @@ from ._models import (
     Constraint,
     DeliveryDetail,
     DeliveryTracker,
+    Disbursement,
+    DisbursementList,
+    Dispute,
+    DisputeStatusDetails,
+    Evidence,
     Frequency,
     Limits,
     MerchantMetadata,
@@ -69,6 +89,11 @@ from ._models import (
     ProviderMetadata,
     RecurringMetadata,
     Refund,
+    Report,
+    ReportDocument,
+    ReportList,
+    ReportSchedule,
+    ReportScheduleList,
     StatusDetails,
     StatusReason,
     WebCheckoutDetails,
@@ -78,9 +103,12 @@ from ._models import (
 )
 from ._retry import DEFAULT_RETRYABLE_STATUSES, Deadline, RetryPolicy, parse_retry_after
 from ._settlement_report import (
+    BODY_COLUMNS,
+    HEADER_COLUMNS,
     SettlementLine,
     SettlementReportError,
     SettlementReportHeader,
+    format_settlement_report,
     parse_settlement_report,
 )
 from ._signing import (
@@ -102,8 +130,10 @@ from ._signing import (
 from ._transport import AiohttpTransport, HttpRequest, HttpResponse, Transport
 
 __all__ = [
+    "BODY_COLUMNS",
     "DEFAULT_RETRYABLE_STATUSES",
     "ENDPOINTS",
+    "HEADER_COLUMNS",
     "SDK_VERSION",
     "Address",
     "AiohttpTransport",
@@ -129,8 +159,13 @@ __all__ = [
     "Deadline",
     "DeliveryDetail",
     "DeliveryTracker",
+    "Disbursement",
+    "DisbursementList",
+    "Dispute",
+    "DisputeStatusDetails",
     "Endpoint",
     "Environment",
+    "Evidence",
     "Frequency",
     "HttpRequest",
     "HttpResponse",
@@ -146,6 +181,11 @@ __all__ = [
     "RecurringMetadata",
     "Refund",
     "Region",
+    "Report",
+    "ReportDocument",
+    "ReportList",
+    "ReportSchedule",
+    "ReportScheduleList",
     "RequestSigner",
     "RetryPolicy",
     "SettlementLine",
@@ -161,6 +201,7 @@ __all__ = [
     "canonical_request",
     "canonical_uri",
     "encode_rfc3986",
+    "format_settlement_report",
     "format_timestamp",
     "normalize_amount",
     "parse_authorization_header",
