@@ -506,9 +506,7 @@ class Settlements:
         url = document.raw.get("url")
         if not isinstance(url, str) or not url:
             raise LookupError(f"report document {report.report_document_id} has no url")
-        header, lines = await parse_settlement_report(
-            merchant.client.stream_report_document(url)  # type: ignore[attr-defined]
-        )
+        header, lines = await parse_settlement_report(merchant.client.stream_report_document(url))
         return await self.reconcile_lines(
             merchant.alias, report.report_id, header, lines, trigger=trigger, leased=leased
         )
