@@ -330,6 +330,10 @@ Observer = Callable[[Mapping[str, int], Mapping[str, int]], None]
 """Told, after each batch, the lines it recorded and the findings it wrote, by outcome."""
 
 
+_NO_DOCUMENT = frozenset({"FAILED", "CANCELLED"})
+"""Report processing states that never get a document (an empty period is CANCELLED)."""
+
+
 def _query_time(moment: datetime) -> str:
     """ISO 8601 in UTC, as the Reports and Disbursements APIs take their time filters."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -417,37 +421,46 @@ class Settlements:
     async def _fetch_reports(
         self, merchant: Merchant, since: datetime
     ) -> tuple[int, datetime | None]:
+        """Settlement reports created since `since`; returns (new ones, where the next fetch
+        starts: the newest creation time, or the oldest report still in progress)."""
         listed = await self._pages(
             merchant,
             "GetReports",
             {
                 "reportTypes": REPORT_TYPES[merchant.is_sandbox],
-                "processingStatuses": "COMPLETED",
                 "createdSince": _query_time(since),
                 "pageSize": str(self.settings.page_size),
             },
             "reports",
         )
         records = []
+        waiting: list[datetime] = []
         for report in listed:
             report_id = report.get("reportId")
-            if not isinstance(report_id, str) or not report_id:
+            status = report.get("processingStatus")
+            if not isinstance(report_id, str) or not report_id or status in _NO_DOCUMENT:
                 continue
             document = report.get("reportDocumentId")
+            created = parse_timestamp(report.get("createdTime"))
+            if status != "COMPLETED" and created is not None:
+                waiting.append(created)  # listed again until it has its document
             records.append(
                 ReportRecord(
                     merchant=merchant.alias,
                     report_id=report_id,
                     report_type=str(report.get("reportType") or REPORT_TYPES[merchant.is_sandbox]),
                     report_document_id=document if isinstance(document, str) else None,
-                    amazon_created_at=parse_timestamp(report.get("createdTime")),
+                    amazon_created_at=created,
                     snapshot=dict(report),
-                    data_start=parse_timestamp(report.get("dataStartTime")),
-                    data_end=parse_timestamp(report.get("dataEndTime")),
+                    data_start=parse_timestamp(
+                        report.get("dataStartTime") or report.get("startTime")
+                    ),
+                    data_end=parse_timestamp(report.get("dataEndTime") or report.get("endTime")),
                 )
             )
-        created = [r.amazon_created_at for r in records if r.amazon_created_at]
-        return await self.repository.add_reports(records), max(created, default=None)
+        created_times = [r.amazon_created_at for r in records if r.amazon_created_at]
+        resume = min(waiting) if waiting else max(created_times, default=None)
+        return await self.repository.add_reports(records), resume
 
     async def _fetch_disbursements(
         self, merchant: Merchant, since: datetime, *, until: datetime | None
@@ -713,6 +726,8 @@ class Settlements:
             reports = await self.repository.reports_in_period(merchant.alias, start=start, end=end)
         summary = PeriodSummary(merchant=merchant.alias)
         for report in reports:
+            if report.report_document_id is None:
+                continue  # Amazon is still producing it: listed as pending
             run = await self.reconcile_report(merchant, report, trigger="request", leased=False)
             summary.runs.append(run)
         summary.misses_found = await self.check_misses(merchant.alias)

@@ -487,6 +487,7 @@ class SettlementQueries(QueryBase):
             FROM (
                 SELECT merchant, report_id FROM settlement_reports
                 WHERE status IN ('pending', 'reconciling') AND due_at <= now()
+                  AND report_document_id IS NOT NULL
                   AND (lease_expires_at IS NULL OR lease_expires_at < now())
                 ORDER BY due_at, amazon_created_at NULLS LAST, report_id
                 LIMIT 1
