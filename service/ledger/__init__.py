@@ -52,6 +52,7 @@ from ._tools import (
     audit_ledger,
     create_database,
     drop_database,
+    seed_captured_charges,
     seed_object_copies,
     statement_probe,
 )
@@ -113,6 +114,7 @@ __all__ = [
     "migrate_database",
     "reencrypt_pii",
     "require_migrated",
+    "seed_captured_charges",
     "seed_object_copies",
     "statement_probe",
 ]
