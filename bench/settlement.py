@@ -30,7 +30,14 @@ from typing import Any
 
 from aiohttp import web
 
-from bench._stack import REPO, create_database, drop_database, free_port, peak_rss_mib
+from bench._stack import (
+    REPO,
+    create_database,
+    drop_database,
+    free_port,
+    machine,
+    peak_rss_mib,
+)
 from emulator.launch import write_key_pair
 from service.amazonpay import (
     SettlementLine,
@@ -273,14 +280,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--server-url", default="")
     parser.add_argument("--document-url", default="")
     parser.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES}")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="also write the section to this file"
+    )
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(asyncio.run(_child(args.server_url, args.document_url, args.lines))))
         return 0
     sizes = (args.lines,) if args.lines else (QUICK_SIZES if args.quick else SIZES)
     result = asyncio.run(_standalone(sizes if len(sizes) > 1 else (sizes[0] // 10, sizes[0])))
-    print(markdown(result))
+    section = markdown(result)
+    print(section)
+    if args.output is not None:
+        machine = _machine()
+        args.output.write_text(
+            f"# Settlement benchmark\n\n{machine}; `python -m bench.settlement`.\n{section}"
+        )
     return 0
+
+
+def _machine() -> str:
+    info = machine()
+    return f"{info.get('date', '')}, {info.get('cpu_model', '')}, {info.get('nproc', '')} cores"
 
 
 if __name__ == "__main__":

@@ -771,12 +771,11 @@ class SettlementQueries(QueryBase):
         charges a chargeback line names by charge id."""
         rows = await self._pool.fetch(
             """
-            SELECT kind, object_id, state, amount, currency_code, charge_permission_id, charge_id,
-                snapshot->'captureAmount' AS capture_amount,
-                snapshot->'statusDetails'->>'lastUpdatedTimestamp' AS last_updated, created_at
-            FROM objects
-            WHERE merchant = $1 AND (kind, object_id) IN
-                (SELECT * FROM unnest($2::text[], $3::text[]))
+            SELECT o.kind, o.object_id, o.state, o.amount, o.currency_code,
+                o.charge_permission_id, o.charge_id, o.snapshot->'captureAmount' AS capture_amount,
+                o.snapshot->'statusDetails'->>'lastUpdatedTimestamp' AS last_updated, o.created_at
+            FROM unnest($2::text[], $3::text[]) AS k(kind, object_id)
+            JOIN objects o ON o.merchant = $1 AND o.kind = k.kind AND o.object_id = k.object_id
             UNION ALL
             SELECT kind, object_id, state, amount, currency_code, charge_permission_id, charge_id,
                 NULL, snapshot->'statusDetails'->>'lastUpdatedTimestamp', created_at
@@ -809,8 +808,8 @@ class SettlementQueries(QueryBase):
     ) -> LinesWritten:
         """Record a batch of matched lines of ONE settlement; each line once, each change once.
 
-        Under the settlement's transaction lock: lines not recorded yet are inserted; recorded
-        lines whose outcome (or matched object) differs are updated; the findings get their
+        Under the settlement's transaction lock: lines not recorded yet are inserted; lines
+        recorded before whose outcome (or matched object) differs are updated; the findings get their
         events; open misses a matched line settles are resolved. A concurrent or repeated batch
         waits for the lock, then finds nothing left to write.
         """
@@ -826,26 +825,46 @@ class SettlementQueries(QueryBase):
                 _SETTLEMENT_LOCK_CLASS,
                 f"{merchant}/{settlement_id}",
             )
-            existing = {
-                row["line_number"]: row
+            # Insert first: the arbiter index answers which lines are new, however stale the
+            # table's statistics (a report's own lines fill it while they are written).
+            inserted = {
+                row["line_number"]
                 for row in await conn.fetch(
-                    """
-                    SELECT line_number, outcome, ledger_kind, ledger_object_id, expected_amount,
-                        expected_currency
-                    FROM settlement_lines
-                    WHERE merchant = $1 AND settlement_id = $2 AND line_number = ANY($3::int[])
-                    """,
+                    f"""
+                    INSERT INTO settlement_lines (merchant, {_LINE_COLUMNS})
+                    SELECT $1, {_LINE_COLUMNS} FROM {_UNNEST_LINES}
+                    ON CONFLICT (merchant, settlement_id, line_number) DO NOTHING
+                    RETURNING line_number
+                    """,  # noqa: S608 - fixed column lists; values are parameters
                     merchant,
-                    settlement_id,
-                    [r.line_number for r in lines],
+                    *_line_arrays(lines),
                 )
             }
-            new = [r for r in lines if r.line_number not in existing]
+            new = [r for r in lines if r.line_number in inserted]
+            known = [r for r in lines if r.line_number not in inserted]
+            existing = {
+                row["line_number"]: row
+                for row in (
+                    await conn.fetch(
+                        """
+                        SELECT line_number, outcome, ledger_kind, ledger_object_id,
+                            expected_amount, expected_currency
+                        FROM settlement_lines
+                        WHERE merchant = $1 AND settlement_id = $2
+                          AND line_number = ANY($3::int[])
+                        """,
+                        merchant,
+                        settlement_id,
+                        [r.line_number for r in known],
+                    )
+                    if known
+                    else []
+                )
+            }
             changed = [
                 (r, str(existing[r.line_number]["outcome"]))
-                for r in lines
-                if r.line_number in existing
-                and (
+                for r in known
+                if (
                     existing[r.line_number]["outcome"],
                     existing[r.line_number]["ledger_kind"],
                     existing[r.line_number]["ledger_object_id"],
@@ -860,16 +879,6 @@ class SettlementQueries(QueryBase):
                     r.expected_currency,
                 )
             ]
-            if new:
-                await conn.execute(
-                    f"""
-                    INSERT INTO settlement_lines (merchant, {_LINE_COLUMNS})
-                    SELECT $1, {_LINE_COLUMNS} FROM {_UNNEST_LINES}
-                    ON CONFLICT (merchant, settlement_id, line_number) DO NOTHING
-                    """,  # noqa: S608 - fixed column lists; values are parameters
-                    merchant,
-                    *_line_arrays(new),
-                )
             if changed:
                 await conn.execute(
                     f"""
