@@ -541,6 +541,7 @@ class Settlements:
         summary = RunSummary(merchant=merchant, report_id=report_id)
         batch: list[SettlementLine] = []
         renew_at = time.monotonic() + self.settings.lease_s / 3
+        error: str | None = None
         try:
             async for line in lines:
                 if summary.settlement_id is None:
@@ -570,22 +571,17 @@ class Settlements:
                 line_count=summary.lines_seen,
             )
         except BaseException as exc:
+            error = type(exc).__name__
+            raise
+        finally:
             await repo.finish_run(
                 run_id,
                 settlement_id=summary.settlement_id,
                 lines_seen=summary.lines_seen,
                 lines_recorded=summary.lines_recorded,
                 outcomes_changed=summary.outcomes_changed,
-                error=type(exc).__name__,
+                error=error,
             )
-            raise
-        await repo.finish_run(
-            run_id,
-            settlement_id=summary.settlement_id,
-            lines_seen=summary.lines_seen,
-            lines_recorded=summary.lines_recorded,
-            outcomes_changed=summary.outcomes_changed,
-        )
         return summary
 
     async def _write_batch(

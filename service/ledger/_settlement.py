@@ -13,11 +13,11 @@ Write rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -284,86 +284,51 @@ class SettlementRun:
     error: str | None
 
 
+R = TypeVar("R")
+
+
+def _from_row(cls: type[R], row: asyncpg.Record) -> R:
+    """A record dataclass from a row holding (at least) its fields."""
+    return cls(**{f.name: row[f.name] for f in fields(cls) if f.name in row})  # type: ignore[arg-type]
+
+
 def _report(row: asyncpg.Record) -> StoredReport:
-    return StoredReport(
-        merchant=row["merchant"],
-        report_id=row["report_id"],
-        report_type=row["report_type"],
-        report_document_id=row["report_document_id"],
-        amazon_created_at=row["amazon_created_at"],
-        settlement_id=row["settlement_id"],
-        seller_id=row["seller_id"],
-        settlement_start=row["settlement_start"],
-        settlement_end=row["settlement_end"],
-        status=row["status"],
-        line_count=row["line_count"],
-        attempts=row["attempts"],
-        last_error=row["last_error"],
-        snapshot=row["snapshot"],
-        first_seen_at=row["first_seen_at"],
-        reconciled_at=row["reconciled_at"],
-        updated_at=row["updated_at"],
-    )
+    return _from_row(StoredReport, row)
 
 
 def _line(row: asyncpg.Record) -> SettlementLineRecord:
-    return SettlementLineRecord(
-        merchant=row["merchant"],
-        settlement_id=row["settlement_id"],
-        line_number=row["line_number"],
-        report_id=row["report_id"],
-        posted_at=row["posted_at"],
-        transaction_type=row["transaction_type"],
-        amazon_transaction_id=row["amazon_transaction_id"],
-        seller_reference_id=row["seller_reference_id"],
-        amount=row["amount"],
-        fee=row["fee"],
-        net=row["net"],
-        currency_code=row["currency_code"],
-        outcome=row["outcome"],
-        match_rule=row["match_rule"],
-        ledger_kind=row["ledger_kind"],
-        ledger_object_id=row["ledger_object_id"],
-        charge_permission_id=row["charge_permission_id"],
-        expected_amount=row["expected_amount"],
-        expected_currency=row["expected_currency"],
-        raw=row["raw"],
-        recorded_at=row["recorded_at"],
-        outcome_changed_at=row["outcome_changed_at"],
-    )
+    return _from_row(SettlementLineRecord, row)
 
 
 def _miss(row: asyncpg.Record) -> MissRecord:
-    return MissRecord(
-        merchant=row["merchant"],
-        ledger_kind=row["ledger_kind"],
-        ledger_object_id=row["ledger_object_id"],
-        charge_permission_id=row["charge_permission_id"],
-        transaction_type=row["transaction_type"],
-        expected_amount=row["expected_amount"],
-        expected_currency=row["expected_currency"],
-        occurred_at=row["occurred_at"],
-        settle_by=row["settle_by"],
-        detected_in=row["detected_in"],
-        detected_at=row["detected_at"],
-        settled_in=row["settled_in"],
-        settled_line=row["settled_line"],
-        resolved_at=row["resolved_at"],
-    )
+    return _from_row(MissRecord, row)
 
 
 def _disbursement(row: asyncpg.Record) -> Disbursement:
-    return Disbursement(
-        merchant=row["merchant"],
-        disbursement_id=row["disbursement_id"],
-        settlement_id=row["settlement_id"],
-        seller_id=row["seller_id"],
-        amount=row["amount"],
-        currency_code=row["currency_code"],
-        transaction_time=row["transaction_time"],
-        snapshot=row["snapshot"],
-        first_seen_at=row["first_seen_at"],
-    )
+    return _from_row(Disbursement, row)
+
+
+def _entries(rows: Sequence[asyncpg.Record]) -> list[LedgerEntry]:
+    return [_from_row(LedgerEntry, r) for r in rows]
+
+
+# Missing times sort as the latest (a report not read yet) or the earliest (a disbursement
+# without a time) instant, so every keyset position is a real timestamp.
+_LATEST = datetime.max.replace(tzinfo=UTC)
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+def _page(
+    rows: Sequence[asyncpg.Record],
+    page_size: int,
+    convert: Callable[[asyncpg.Record], R],
+    position: Callable[[R], dict[str, Any]],
+    filters: Sequence[object],
+) -> Page[R]:
+    """The first `page_size` of `rows` (one more was asked for) and the next page's token."""
+    items = [convert(r) for r in rows[:page_size]]
+    token = _encode_token(position(items[-1]), filters) if len(rows) > page_size else ""
+    return Page(items, token)
 
 
 def _position(token: str, filters: Sequence[object], keys: Sequence[str]) -> list[Any] | None:
@@ -640,8 +605,8 @@ class SettlementQueries(QueryBase):
               AND ($3::timestamptz IS NULL OR settlement_end >= $3)
               AND ($4::timestamptz IS NULL OR settlement_end < $4)
               AND ($5::timestamptz IS NULL
-                   OR (coalesce(settlement_end, 'infinity'), report_id) < ($5, $6))
-            ORDER BY coalesce(settlement_end, 'infinity') DESC, report_id DESC
+                   OR (coalesce(settlement_end, $8), report_id) < ($5, $6))
+            ORDER BY coalesce(settlement_end, $8) DESC, report_id DESC
             LIMIT $7
             """,
             merchant,
@@ -651,14 +616,15 @@ class SettlementQueries(QueryBase):
             after[0] if after else None,
             after[1] if after else None,
             page_size + 1,
+            _LATEST,
         )
-        items = [_report(r) for r in rows[:page_size]]
-        token = ""
-        if len(rows) > page_size:
-            last = items[-1]
-            end = last.settlement_end.isoformat() if last.settlement_end else "infinity"
-            token = _encode_token({"t": end, "r": last.report_id}, filters)
-        return Page(items, token)
+        return _page(
+            rows,
+            page_size,
+            _report,
+            lambda r: {"t": (r.settlement_end or _LATEST).isoformat(), "r": r.report_id},
+            filters,
+        )
 
     async def settlement_counts(
         self, merchant: str, reports: Sequence[StoredReport]
@@ -787,21 +753,7 @@ class SettlementQueries(QueryBase):
             [i for _, i in keys],
             list(disputed_charges),
         )
-        return [
-            LedgerEntry(
-                kind=r["kind"],
-                object_id=r["object_id"],
-                state=r["state"],
-                amount=r["amount"],
-                currency_code=r["currency_code"],
-                charge_permission_id=r["charge_permission_id"],
-                charge_id=r["charge_id"],
-                capture_amount=r["capture_amount"],
-                last_updated=r["last_updated"],
-                created_at=r["created_at"],
-            )
-            for r in rows
-        ]
+        return _entries(rows)
 
     async def record_lines(
         self, merchant: str, lines: Sequence[SettlementLineRecord]
@@ -1000,11 +952,7 @@ class SettlementQueries(QueryBase):
             after[0] if after else 0,
             page_size + 1,
         )
-        items = [_line(r) for r in rows[:page_size]]
-        token = ""
-        if len(rows) > page_size:
-            token = _encode_token({"n": items[-1].line_number}, filters)
-        return Page(items, token)
+        return _page(rows, page_size, _line, lambda r: {"n": r.line_number}, filters)
 
     async def unmatched_lines(
         self,
@@ -1129,21 +1077,7 @@ class SettlementQueries(QueryBase):
             after[2] if after else None,
             limit,
         )
-        return [
-            LedgerEntry(
-                kind=r["kind"],
-                object_id=r["object_id"],
-                state=r["state"],
-                amount=r["amount"],
-                currency_code=r["currency_code"],
-                charge_permission_id=r["charge_permission_id"],
-                charge_id=r["charge_id"],
-                capture_amount=r["capture_amount"],
-                last_updated=r["last_updated"],
-                created_at=r["created_at"],
-            )
-            for r in rows
-        ]
+        return _entries(rows)
 
     async def record_misses(self, merchant: str, misses: Sequence[MissRecord]) -> list[MissRecord]:
         """Record misses (each object once) and their finding events; the ones new here."""
@@ -1235,8 +1169,8 @@ class SettlementQueries(QueryBase):
               AND ($3::timestamptz IS NULL OR transaction_time >= $3)
               AND ($4::timestamptz IS NULL OR transaction_time < $4)
               AND ($5::timestamptz IS NULL OR
-                   (coalesce(transaction_time, '-infinity'), disbursement_id) < ($5, $6))
-            ORDER BY coalesce(transaction_time, '-infinity') DESC, disbursement_id DESC
+                   (coalesce(transaction_time, $8), disbursement_id) < ($5, $6))
+            ORDER BY coalesce(transaction_time, $8) DESC, disbursement_id DESC
             LIMIT $7
             """,
             merchant,
@@ -1246,14 +1180,15 @@ class SettlementQueries(QueryBase):
             after[0] if after else None,
             after[1] if after else None,
             page_size + 1,
+            _EARLIEST,
         )
-        items = [_disbursement(r) for r in rows[:page_size]]
-        token = ""
-        if len(rows) > page_size:
-            last = items[-1]
-            at = last.transaction_time.isoformat() if last.transaction_time else "-infinity"
-            token = _encode_token({"t": at, "d": last.disbursement_id}, filters)
-        return Page(items, token)
+        return _page(
+            rows,
+            page_size,
+            _disbursement,
+            lambda d: {"t": (d.transaction_time or _EARLIEST).isoformat(), "d": d.disbursement_id},
+            filters,
+        )
 
     # ------------------------------------------------------------------ cursors and runs
 
@@ -1356,7 +1291,7 @@ class SettlementQueries(QueryBase):
             merchant,
             report_id,
         )
-        return [SettlementRun(**dict(r)) for r in rows]
+        return [_from_row(SettlementRun, r) for r in rows]
 
     async def settlement_backlog(self) -> tuple[int, float]:
         """Reports waiting to be reconciled, and the age in seconds of the oldest."""

@@ -27,10 +27,11 @@ from opentelemetry import trace
 
 from service.amazonpay import AmazonPayError
 from service.core import Payments
-from service.ledger import Repository, StoredObject, is_unavailable
+from service.ledger import Repository, StoredObject
 from service.telemetry import Metrics
 
 from ._ipn import OBJECT_TYPES, IpnReceiver
+from ._loop import repeat
 
 __all__ = ["PassResult", "Reconciler", "ReconcilerSettings"]
 
@@ -94,25 +95,13 @@ class Reconciler:
             self._task = None
 
     async def _run(self) -> None:
-        pause = self._settings.interval_s
-        while True:
-            try:
-                await self.run_once()
-                pause = self._settings.interval_s
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not is_unavailable(exc):
-                    _log.exception("reconciler pass failed")
-                else:
-                    # Postgres is restarting or unreachable: readiness already says so; back off
-                    # instead of logging an error every interval.
-                    pause = min(max(pause * 2, self._settings.interval_s), 30.0)
-                    _log.warning(
-                        "reconciler pass skipped: ledger unreachable",
-                        extra={"error": type(exc).__name__, "retry_in_s": pause},
-                    )
-            await asyncio.sleep(pause)
+        await repeat(
+            self.run_once,
+            interval_s=self._settings.interval_s,
+            max_backoff_s=30.0,
+            log=_log,
+            what="reconciler",
+        )
 
     async def run_once(self) -> PassResult:
         """One pass as one trace: every read, re-drive and SQL statement of it is a child."""

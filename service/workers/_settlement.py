@@ -25,8 +25,9 @@ from opentelemetry import trace
 
 from service.amazonpay import AmazonPayError
 from service.core import Overloaded, Settlements
-from service.ledger import is_unavailable
 from service.telemetry import Metrics
+
+from ._loop import repeat
 
 __all__ = ["SettlementPass", "SettlementWorker"]
 
@@ -61,23 +62,13 @@ class SettlementWorker:
             self._task = None
 
     async def _run(self) -> None:
-        pause = self._interval_s
-        while True:
-            try:
-                await self.run_once()
-                pause = self._interval_s
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not is_unavailable(exc):
-                    _log.exception("settlement pass failed")
-                else:
-                    pause = min(max(pause * 2, self._interval_s), 300.0)
-                    _log.warning(
-                        "settlement pass skipped: ledger unreachable",
-                        extra={"error": type(exc).__name__, "retry_in_s": pause},
-                    )
-            await asyncio.sleep(pause)
+        await repeat(
+            self.run_once,
+            interval_s=self._interval_s,
+            max_backoff_s=300.0,
+            log=_log,
+            what="settlement",
+        )
 
     async def run_once(self) -> SettlementPass:
         """One pass as one trace."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, Literal, Unpack
 
@@ -59,6 +59,19 @@ def outcome_name(outcome: int) -> str:
     return _OUTCOME_NAMES.get(outcome, "")
 
 
+async def _every(page: Callable[[str], Awaitable[Any]], field: str) -> AsyncIterator[Any]:
+    """Every item of a paginated listing: `page(token)` answers one page whose `field` holds
+    the items, following next_page_token."""
+    token = ""
+    while True:
+        answer = await page(token)
+        for item in getattr(answer, field):
+            yield item
+        token = answer.next_page_token
+        if not token:
+            return
+
+
 def _status(status: str | int | None) -> int:
     if status is None or isinstance(status, int):
         return status or 0
@@ -97,14 +110,11 @@ class DisputeService(_ReadsById[dispute_pb2.GetDisputeResponse]):
         **options: Unpack[_ReadOptions],
     ) -> AsyncIterator[dispute_pb2.Dispute]:
         """Every matching dispute, following next_page_token."""
-        token = ""
-        while True:
-            page = await self.list(charge_id=charge_id, state=state, page_token=token, **options)
-            for dispute in page.disputes:
-                yield dispute
-            token = page.next_page_token
-            if not token:
-                return
+        async for dispute in _every(
+            lambda token: self.list(charge_id=charge_id, state=state, page_token=token, **options),
+            "disputes",
+        ):
+            yield dispute
 
 
 class _Period(_ReadOptions, total=False):
@@ -164,14 +174,11 @@ class SettlementService(_Service):
         **options: Unpack[_ReadOptions],
     ) -> AsyncIterator[settlement_pb2.SettlementLine]:
         """Every line of a settlement (optionally of one outcome), in line order."""
-        token = ""
-        while True:
-            page = await self.get(settlement_id, outcome=outcome, page_token=token, **options)
-            for line in page.lines:
-                yield line
-            token = page.next_page_token
-            if not token:
-                return
+        async for line in _every(
+            lambda token: self.get(settlement_id, outcome=outcome, page_token=token, **options),
+            "lines",
+        ):
+            yield line
 
     async def list_disbursements(
         self,
@@ -198,14 +205,10 @@ class SettlementService(_Service):
         self, *, outcome: Outcome | str | int | None = None, **query: Unpack[_Period]
     ) -> AsyncIterator[settlement_pb2.SettlementLine]:
         """Every unmatched line and miss, following next_page_token."""
-        token = ""
-        while True:
-            page = await self.list_unmatched(outcome=outcome, page_token=token, **query)
-            for line in page.lines:
-                yield line
-            token = page.next_page_token
-            if not token:
-                return
+        async for line in _every(
+            lambda token: self.list_unmatched(outcome=outcome, page_token=token, **query), "lines"
+        ):
+            yield line
 
     async def reconcile(
         self,
