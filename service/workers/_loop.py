@@ -1,42 +1,76 @@
-"""The loop every background worker runs: a pass, a pause, and a quiet back-off while the
-ledger cannot be reached."""
+"""What every background worker shares: a task that runs a pass, pauses, and backs off quietly
+while the ledger cannot be reached; each pass one trace."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+from opentelemetry import trace
 
 from service.ledger import is_unavailable
 
-__all__ = ["repeat"]
+__all__ = ["Worker"]
+
+_tracer = trace.get_tracer(__name__)
+
+P = TypeVar("P")
 
 
-async def repeat(
-    run_once: Callable[[], Awaitable[object]],
-    *,
-    interval_s: float,
-    max_backoff_s: float,
-    log: logging.Logger,
-    what: str,
-) -> None:
-    """Run `run_once` every `interval_s` until cancelled. A failure is logged with its traceback;
-    Postgres restarting or unreachable is a warning and doubles the pause up to `max_backoff_s`
-    (readiness already says so; an error every interval would tell nobody anything)."""
-    pause = interval_s
-    while True:
-        try:
-            await run_once()
-            pause = interval_s
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if not is_unavailable(exc):
-                log.exception(f"{what} pass failed")
-            else:
-                pause = min(max(pause * 2, interval_s), max_backoff_s)
-                log.warning(
-                    f"{what} pass skipped: ledger unreachable",
-                    extra={"error": type(exc).__name__, "retry_in_s": pause},
-                )
-        await asyncio.sleep(pause)
+class Worker(Generic[P]):
+    """Subclasses set `name`, `interval_s`, `max_backoff_s` and `log`, and implement `_pass`,
+    which returns a dataclass of counts (its fields become the pass span's attributes)."""
+
+    name: str
+    interval_s: float
+    max_backoff_s: float
+    log: logging.Logger
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _pass(self) -> P:
+        raise NotImplementedError
+
+    async def run_once(self) -> P:
+        """One pass as one trace: every Amazon call and SQL statement of it is a child."""
+        with _tracer.start_as_current_span(
+            f"{self.name}.pass", kind=trace.SpanKind.INTERNAL
+        ) as span:
+            result = await self._pass()
+            counts: dict[str, Any] = dataclasses.asdict(result)  # type: ignore[call-overload]
+            span.set_attributes({f"{self.name}.{k}": v for k, v in counts.items()})
+            return result
+
+    async def _run(self) -> None:
+        """Postgres restarting or unreachable is a warning and doubles the pause up to
+        `max_backoff_s` (readiness already says so); any other failure is logged with its
+        traceback and the next pass comes as usual."""
+        pause = self.interval_s
+        while True:
+            try:
+                await self.run_once()
+                pause = self.interval_s
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    self.log.exception(f"{self.name} pass failed")
+                else:
+                    pause = min(max(pause * 2, self.interval_s), self.max_backoff_s)
+                    self.log.warning(
+                        f"{self.name} pass skipped: ledger unreachable",
+                        extra={"error": type(exc).__name__, "retry_in_s": pause},
+                    )
+            await asyncio.sleep(pause)

@@ -16,8 +16,6 @@ whoever writes it (the ledger's per-settlement lock).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -27,7 +25,7 @@ from service.amazonpay import AmazonPayError
 from service.core import Overloaded, Settlements
 from service.telemetry import Metrics
 
-from ._loop import repeat
+from ._loop import Worker
 
 __all__ = ["SettlementPass", "SettlementWorker"]
 
@@ -44,45 +42,15 @@ class SettlementPass:
     misses_found: int
 
 
-class SettlementWorker:
+class SettlementWorker(Worker[SettlementPass]):
+    name = "settlement"
+    max_backoff_s = 300.0
+    log = _log
+
     def __init__(self, settlements: Settlements, metrics: Metrics, *, interval_s: float) -> None:
         self._settlements = settlements
         self._metrics = metrics
-        self._interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="settlement")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        await repeat(
-            self.run_once,
-            interval_s=self._interval_s,
-            max_backoff_s=300.0,
-            log=_log,
-            what="settlement",
-        )
-
-    async def run_once(self) -> SettlementPass:
-        """One pass as one trace."""
-        with _tracer.start_as_current_span("settlement.pass", kind=trace.SpanKind.INTERNAL) as span:
-            result = await self._pass()
-            span.set_attributes(
-                {
-                    "settlement.reports_found": result.reports_found,
-                    "settlement.reports_reconciled": result.reports_reconciled,
-                    "settlement.lines_recorded": result.lines_recorded,
-                    "settlement.misses_found": result.misses_found,
-                }
-            )
-            return result
+        self.interval_s = interval_s
 
     async def _pass(self) -> SettlementPass:
         settlements = self._settlements
