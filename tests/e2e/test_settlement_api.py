@@ -8,14 +8,16 @@ way from the emulator's reports is tests/e2e/test_settlement.py."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from payments.amazonpay.v1 import (
@@ -242,7 +244,7 @@ async def test_unmatched_lines_and_misses_are_listed_newest_first(
 async def test_bad_requests_are_refused_naming_the_field(
     app: Application, api: Api, call: str, field: str
 ) -> None:
-    requests = {
+    requests: dict[str, tuple[Callable[..., Any], Message]] = {
         "GetSettlement": (api.settlements.GetSettlement, S.GetSettlementRequest()),
         "ReconcileSettlementPeriod": (
             api.settlements.ReconcileSettlementPeriod,
