@@ -41,10 +41,8 @@ Example::
 Settlement reports are listed with a query, fetched from their pre-signed URL and parsed while
 they stream::
 
-    reports = await client.invoke(
-        "GetReports",
-        query={"reportTypes": "_GET_FLAT_FILE_OFFAMAZONPAYMENTS_SANDBOX_SETTLEMENT_DATA_"},
-    )
+    report_type = SETTLEMENT_REPORT_TYPES[account.effective_environment]
+    reports = await client.invoke("GetReports", query={"reportTypes": report_type})
     for report in reports.reports:
         document = await client.invoke(
             "GetReportDocument", path_params={"reportDocumentId": report.report_document_id}
@@ -105,6 +103,7 @@ from ._retry import DEFAULT_RETRYABLE_STATUSES, Deadline, RetryPolicy, parse_ret
 from ._settlement_report import (
     BODY_COLUMNS,
     HEADER_COLUMNS,
+    SETTLEMENT_REPORT_TYPES,
     SettlementLine,
     SettlementReportError,
     SettlementReportHeader,
@@ -135,6 +134,7 @@ __all__ = [
     "ENDPOINTS",
     "HEADER_COLUMNS",
     "SDK_VERSION",
+    "SETTLEMENT_REPORT_TYPES",
     "Address",
     "AiohttpTransport",
     "Algorithm",

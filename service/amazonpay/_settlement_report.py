@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
+from ._config import Environment
 from ._errors import AmazonPayError
 
 __all__ = [
@@ -48,12 +49,20 @@ __all__ = [
     "MAX_FIELD_CHARS",
     "MAX_LINE_BYTES",
     "REQUIRED_BODY_COLUMNS",
+    "SETTLEMENT_REPORT_TYPES",
     "SettlementLine",
     "SettlementReportError",
     "SettlementReportHeader",
     "format_settlement_report",
     "parse_settlement_report",
 ]
+
+SETTLEMENT_REPORT_TYPES: Mapping[Environment, str] = {
+    Environment.SANDBOX: "_GET_FLAT_FILE_OFFAMAZONPAYMENTS_SANDBOX_SETTLEMENT_DATA_",
+    Environment.LIVE: "_GET_FLAT_FILE_OFFAMAZONPAYMENTS_SETTLEMENT_DATA_",
+}
+"""The settlement report's ``reportType`` per environment (Get Reports' ``reportTypes``): one is
+created with each settlement (amazon-pay-api-v2/reports.html, Enum ReportTypes)."""
 
 HEADER_COLUMNS: tuple[str, ...] = ("SellerId", "SettlementStartDate", "SettlementEndDate")
 """The header's columns, every one required, in the order the formatter writes them."""

@@ -13,8 +13,9 @@ from emulator import RunningEmulator
 from emulator.engine import DAY
 from emulator.settlement import BODY_COLUMNS as EMULATOR_BODY_COLUMNS
 from emulator.settlement import HEADER_COLUMNS as EMULATOR_HEADER_COLUMNS
+from emulator.settlement import LIVE_SETTLEMENT
 from emulator.testing import SignedClient
-from service.amazonpay import BODY_COLUMNS, HEADER_COLUMNS
+from service.amazonpay import BODY_COLUMNS, HEADER_COLUMNS, SETTLEMENT_REPORT_TYPES, Environment
 
 from ._flows import advance, purchase, usd
 
@@ -57,9 +58,13 @@ async def _rows(client: SignedClient, emu: RunningEmulator, doc_id: str) -> list
     return [dict(zip(names, json.loads("[" + line + "]"), strict=True)) for line in lines[3:]]
 
 
-def test_the_emulator_writes_the_columns_the_service_reads() -> None:
+def test_the_emulator_writes_the_columns_and_report_types_the_service_reads() -> None:
     assert EMULATOR_HEADER_COLUMNS == HEADER_COLUMNS
     assert EMULATOR_BODY_COLUMNS == BODY_COLUMNS
+    assert SETTLEMENT_REPORT_TYPES == {
+        Environment.SANDBOX: SANDBOX_SETTLEMENT,
+        Environment.LIVE: LIVE_SETTLEMENT,
+    }
 
 
 async def test_periods_close_on_the_emulator_clock_and_settle_each_transaction_once(
