@@ -19,7 +19,6 @@ from ._operations import (
 )
 from ._records import KINDS, Kind, record_of
 from ._settlement import (
-    REPORT_TYPES,
     RULES,
     SETTLEMENT_OUTCOMES,
     MatchRule,
@@ -37,7 +36,6 @@ __all__ = [
     "KINDS",
     "OWED_READ_ATTEMPTS",
     "QUARANTINED",
-    "REPORT_TYPES",
     "RULES",
     "SETTLEMENT_OUTCOMES",
     "SPECS",

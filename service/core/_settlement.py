@@ -40,6 +40,7 @@ from functools import partial
 from typing import Any
 
 from service.amazonpay import (
+    SETTLEMENT_REPORT_TYPES,
     SettlementLine,
     SettlementReportHeader,
     parse_settlement_report,
@@ -59,7 +60,6 @@ from service.ledger import (
 from ._merchants import Merchant, MerchantRegistry
 
 __all__ = [
-    "REPORT_TYPES",
     "RULES",
     "SETTLEMENT_OUTCOMES",
     "MatchRule",
@@ -75,12 +75,6 @@ _log = logging.getLogger("service.core.settlement")
 
 SETTLEMENT_OUTCOMES = (*LINE_OUTCOMES, "missing_at_amazon")
 """Every outcome: those of report lines, and ledger objects no line names."""
-
-REPORT_TYPES: Mapping[bool, str] = {
-    True: "_GET_FLAT_FILE_OFFAMAZONPAYMENTS_SANDBOX_SETTLEMENT_DATA_",
-    False: "_GET_FLAT_FILE_OFFAMAZONPAYMENTS_SETTLEMENT_DATA_",
-}
-"""Settlement report type by `is_sandbox` (Amazon's sandbox has only the sandbox report)."""
 
 
 @dataclass(frozen=True)
@@ -423,11 +417,12 @@ class Settlements:
     ) -> tuple[int, datetime | None]:
         """Settlement reports created since `since`; returns (new ones, where the next fetch
         starts: the newest creation time, or the oldest report still in progress)."""
+        report_type = SETTLEMENT_REPORT_TYPES[merchant.account.effective_environment]
         listed = await self._pages(
             merchant,
             "GetReports",
             {
-                "reportTypes": REPORT_TYPES[merchant.is_sandbox],
+                "reportTypes": report_type,
                 "createdSince": _query_time(since),
                 "pageSize": str(self.settings.page_size),
             },
@@ -448,7 +443,7 @@ class Settlements:
                 ReportRecord(
                     merchant=merchant.alias,
                     report_id=report_id,
-                    report_type=str(report.get("reportType") or REPORT_TYPES[merchant.is_sandbox]),
+                    report_type=str(report.get("reportType") or report_type),
                     report_document_id=document if isinstance(document, str) else None,
                     amazon_created_at=created,
                     snapshot=dict(report),
