@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
-from . import control, signing
+from . import control, settlement, signing
 from .clock import Clock, parse_pay_date
 from .engine import SIMULATIONS, Ctx, Engine
 from .state import EMULATOR_KEY, JSON_TYPE, Emulator, EmulatorConfig, Key
@@ -182,6 +182,9 @@ def _api_handler(
                 region=normalize_region(request.headers.get("x-amz-pay-region")),
                 simulation=simulation,
                 base_url=f"{request.scheme}://{request.host}",
+                query=tuple(request.rel_url.query.items())
+                if request.rel_url.raw_query_string
+                else (),
             )
             if em.engine.data["timers"]:
                 em.engine.tick()
@@ -287,7 +290,9 @@ API_ROUTES: list[tuple[str, str, str, Handler]] = [
         lambda e, c, m, b: e.create_delivery_tracker(c, b),
     ),
 ]
-OPERATIONS = frozenset(op for _, _, op, _ in API_ROUTES)
+ALL_ROUTES = [*API_ROUTES, *settlement.API_ROUTES]
+"""The API's routes: these and the settlement module's (reports, disbursements, disputes)."""
+OPERATIONS = frozenset(op for _, _, op, _ in ALL_ROUTES)
 PREFIXES: list[tuple[str, str | None]] = [
     ("/sandbox/v2", "Sandbox"),
     ("/live/v2", "Live"),
@@ -297,7 +302,7 @@ PREFIXES: list[tuple[str, str | None]] = [
 
 _ROUTE_PATTERNS = [
     (method, re.compile("^" + re.sub(r"\\{id\\}", "[^/]+", re.escape(path)) + "$"))
-    for method, path, _, _ in API_ROUTES
+    for method, path, _, _ in ALL_ROUTES
 ]
 
 
@@ -338,9 +343,11 @@ def create_app(config: EmulatorConfig | None = None) -> web.Application:
     app = web.Application(client_max_size=2 * 1024 * 1024)
     app[EMULATOR_KEY] = em
     for prefix, env in PREFIXES:
-        for method, path, operation, handler in API_ROUTES:
+        for method, path, operation, handler in ALL_ROUTES:
             app.router.add_route(method, prefix + path, _api_handler(operation, handler, env))
     control.add_routes(app, operations=OPERATIONS)
+    settlement.add_routes(app)
+    em.engine.tick_hooks.append(lambda now: settlement.close_due(em.engine, now))
     app.router.add_route("*", "/{tail:.*}", _fallback)
 
     ticker_key = web.AppKey("ticker", asyncio.Task[None])

@@ -155,6 +155,8 @@ class Ctx:
     region: str = "na"
     simulation: str | None = None
     base_url: str = "http://127.0.0.1"
+    query: tuple[tuple[str, str], ...] = ()
+    """The request's query parameters, in the order sent (reports and disbursements use them)."""
 
 
 Notify = Callable[[str, str, str, str], None]
@@ -192,11 +194,15 @@ class Engine:
         notify: Notify | None = None,
         pending_seconds: float = 30.0,
         singular_aliases: bool = False,
+        settlement_period_seconds: float = DAY,
     ) -> None:
         self.clock = clock
         self.notify: Notify = notify or (lambda *_: None)
         self.pending_seconds = pending_seconds
         self.singular_aliases = singular_aliases
+        self.settlement_period_seconds = settlement_period_seconds
+        self.tick_hooks: list[Callable[[float], int]] = []
+        """Run after the due timers on every `tick` with the clock's time (settlement periods)."""
         self.data: Obj = {}
         self.reset()
 
@@ -212,6 +218,7 @@ class Engine:
             "deliveryTrackers": [],
             "timers": [],
             "seq": 0,
+            "settlement": {},
         }
 
     def load(self, data: Obj) -> None:
@@ -238,6 +245,8 @@ class Engine:
             due, _, action, target, arg = heapq.heappop(timers)
             getattr(self, f"_timer_{action}")(float(due), target, arg)
             done += 1
+        for hook in self.tick_hooks:
+            done += hook(now)
         return done
 
     def _timer_session_expire(self, due: float, sid: str, _: str) -> None:

@@ -29,6 +29,11 @@ __all__ = [
     "Constraint",
     "DeliveryDetail",
     "DeliveryTracker",
+    "Disbursement",
+    "DisbursementList",
+    "Dispute",
+    "DisputeStatusDetails",
+    "Evidence",
     "Frequency",
     "Limits",
     "MerchantMetadata",
@@ -39,6 +44,11 @@ __all__ = [
     "ProviderMetadata",
     "RecurringMetadata",
     "Refund",
+    "Report",
+    "ReportDocument",
+    "ReportList",
+    "ReportSchedule",
+    "ReportScheduleList",
     "StatusDetails",
     "StatusReason",
     "WebCheckoutDetails",
@@ -51,6 +61,7 @@ JSON = Mapping[str, Any]
 _Parser = Callable[[Any], Any]
 
 _AMOUNT = re.compile(r"^[0-9]+(\.[0-9]+)?$")
+_SIGNED_AMOUNT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 _COMPACT_TS = re.compile(r"^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(?:\.(\d{1,9}))?Z$")
 
 
@@ -672,3 +683,158 @@ class DeliveryTracker(ApiObject):
     delivery_details: tuple[DeliveryDetail, ...] = field(
         default=(), metadata=_j("deliveryDetails", _nested_tuple(DeliveryDetail))
     )
+
+
+# --- reports, disbursements and disputes -----------------------------------------------------
+
+
+def _signed_amount_from_json(value: Any) -> str | None:
+    """A decimal string that may be negative (a disbursement can be), else None."""
+    text = _as_str(value)
+    if text is None or isinstance(value, bool):
+        return None
+    text = text.strip()
+    return text if _SIGNED_AMOUNT.fullmatch(text) else None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Report(ApiObject):
+    """A report Amazon generated or was asked to generate (Create Report answers its id only)."""
+
+    report_id: str | None = field(default=None, metadata=_j("reportId"))
+    report_type: str | None = field(default=None, metadata=_j("reportType"))
+    """E.g. ``_GET_FLAT_FILE_OFFAMAZONPAYMENTS_SANDBOX_SETTLEMENT_DATA_``."""
+    start_time: datetime | None = field(default=None, metadata=_j("startTime", parse_timestamp))
+    end_time: datetime | None = field(default=None, metadata=_j("endTime", parse_timestamp))
+    created_time: datetime | None = field(default=None, metadata=_j("createdTime", parse_timestamp))
+    processing_status: str | None = field(default=None, metadata=_j("processingStatus"))
+    """``IN_PROGRESS``, ``COMPLETED``, ``FAILED`` or ``CANCELLED``."""
+    processing_start_time: datetime | None = field(
+        default=None, metadata=_j("processingStartTime", parse_timestamp)
+    )
+    processing_end_time: datetime | None = field(
+        default=None, metadata=_j("processingEndTime", parse_timestamp)
+    )
+    report_document_id: str | None = field(default=None, metadata=_j("reportDocumentId"))
+    """Set once the report is ``COMPLETED``: Get Report Document names its download URL."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReportList(ApiObject):
+    """A page of Get Reports; ``next_token`` asks for the next page (alone, no other filter)."""
+
+    reports: tuple[Report, ...] = field(default=(), metadata=_j("reports", _nested_tuple(Report)))
+    next_token: str | None = field(default=None, metadata=_j("nextToken"))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReportDocument(ApiObject):
+    """Where a report's content is: a pre-signed URL valid for 30 seconds, fetched unsigned."""
+
+    report_document_id: str | None = field(default=None, metadata=_j("reportDocumentId"))
+    url: str | None = field(default=None, metadata=_j("url"))
+    compression_algorithm: str | None = field(default=None, metadata=_j("compressionAlgorithm"))
+    """Always ``N/A`` today (the content is not compressed)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReportSchedule(ApiObject):
+    """A schedule creating reports of one type (Create Report Schedule answers its id only)."""
+
+    report_schedule_id: str | None = field(default=None, metadata=_j("reportScheduleId"))
+    report_type: str | None = field(default=None, metadata=_j("reportType"))
+    schedule_frequency: str | None = field(default=None, metadata=_j("scheduleFrequency"))
+    """An ISO 8601 period: ``PT5M`` … ``P1D`` … ``P30D``."""
+    next_report_creation_time: datetime | None = field(
+        default=None, metadata=_j("nextReportCreationTime", parse_timestamp)
+    )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReportScheduleList(ApiObject):
+    """Get Report Schedules."""
+
+    report_schedules: tuple[ReportSchedule, ...] = field(
+        default=(), metadata=_j("reportSchedules", _nested_tuple(ReportSchedule))
+    )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Disbursement(ApiObject):
+    """A payout of one settlement to the merchant's bank account."""
+
+    seller_id: str | None = field(default=None, metadata=_j("sellerId"))
+    settlement_id: str | None = field(default=None, metadata=_j("settlementId"))
+    amazon_disbursement_reference_id: str | None = field(
+        default=None, metadata=_j("amazonDisbursementReferenceId")
+    )
+    """The identifier on the bank statement."""
+    amount: str | None = field(default=None, metadata=_j("amount", _signed_amount_from_json))
+    """Decimal string, e.g. ``"1000.50"``."""
+    currency_code: str | None = field(default=None, metadata=_j("currencyCode"))
+    transaction_time: datetime | None = field(
+        default=None, metadata=_j("transactionTime", parse_timestamp)
+    )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DisbursementList(ApiObject):
+    """A page of Get Disbursements."""
+
+    disbursements: tuple[Disbursement, ...] = field(
+        default=(), metadata=_j("disbursements", _nested_tuple(Disbursement))
+    )
+    next_token: str | None = field(default=None, metadata=_j("nextToken"))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DisputeStatusDetails(Model):
+    """State of a dispute: ``UnderReview``, ``ActionRequired``, ``Resolved`` or ``Closed``."""
+
+    state: str | None = field(default=None, metadata=_j("state"))
+    reason_code: str | None = field(default=None, metadata=_j("reasonCode"))
+    reason_description: str | None = field(default=None, metadata=_j("reasonDescription"))
+    resolution: str | None = field(default=None, metadata=_j("resolution"))
+    """``BuyerWon``, ``MerchantWon`` or ``NoFault`` once Resolved or Closed."""
+    last_updated_timestamp: datetime | None = field(
+        default=None, metadata=_j("lastUpdatedTimestamp", parse_timestamp)
+    )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Evidence(Model):
+    """Evidence the merchant submitted for a dispute."""
+
+    evidence_type: str | None = field(default=None, metadata=_j("evidenceType"))
+    file_id: str | None = field(default=None, metadata=_j("fileId"))
+    evidence_text: str | None = field(default=None, metadata=_j("evidenceText"))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Dispute(ApiObject):
+    """A buyer's chargeback on a charge (Get Dispute; IPN ``ObjectType`` ``CHARGEBACK``)."""
+
+    dispute_id: str | None = field(default=None, metadata=_j("disputeId"))
+    charge_id: str | None = field(default=None, metadata=_j("chargeId"))
+    dispute_type: str | None = field(default=None, metadata=_j("disputeType"))
+    dispute_amount: Price | None = field(default=None, metadata=_j("disputeAmount", _nested(Price)))
+    filing_reason: str | None = field(default=None, metadata=_j("filingReason"))
+    status_details: DisputeStatusDetails | None = field(
+        default=None, metadata=_j("statusDetails", _nested(DisputeStatusDetails))
+    )
+    merchant_evidences: tuple[Evidence, ...] = field(
+        default=(), metadata=_j("merchantEvidences", _nested_tuple(Evidence))
+    )
+    merchant_response_deadline: datetime | None = field(
+        default=None, metadata=_j("merchantResponseDeadline", parse_timestamp)
+    )
+    resolution_authority: str | None = field(default=None, metadata=_j("resolutionAuthority"))
+    creation_timestamp: datetime | None = field(
+        default=None, metadata=_j("creationTimestamp", parse_timestamp)
+    )
+    release_environment: str | None = field(default=None, metadata=_j("releaseEnvironment"))
+
+    @property
+    def state(self) -> str | None:
+        """Shortcut for ``status_details.state``."""
+        return self.status_details.state if self.status_details else None

@@ -38,12 +38,13 @@ from payments.amazonpay.v1 import (
     common_pb2,
     delivery_tracker_pb2,
     delivery_tracker_pb2_grpc,
+    dispute_pb2,
     ledger_pb2,
     ledger_pb2_grpc,
     refund_pb2,
     refund_pb2_grpc,
 )
-from service.core import AmazonCall, BuyerDataErasure, Payments
+from service.core import AmazonCall, BuyerDataErasure, Payments, Settlements
 from service.ledger import (
     Event,
     EventFilter,
@@ -202,6 +203,13 @@ READS: Mapping[str, Read] = {
         result_field="refund",
         result_type=refund_pb2.Refund,
     ),
+    "GetDispute": Read(
+        kind="dispute",
+        id_field="dispute_id",
+        response=dispute_pb2.GetDisputeResponse,
+        result_field="dispute",
+        result_type=dispute_pb2.Dispute,
+    ),
 }
 
 _SOURCES: Mapping[int, Literal["auto", "ledger", "amazon"]] = {
@@ -216,13 +224,21 @@ KIND_ENUM: Mapping[str, int] = {
     "charge_permission": ledger_pb2.OBJECT_KIND_CHARGE_PERMISSION,
     "charge": ledger_pb2.OBJECT_KIND_CHARGE,
     "refund": ledger_pb2.OBJECT_KIND_REFUND,
+    "dispute": ledger_pb2.OBJECT_KIND_DISPUTE,
 }
 KIND_NAME: Mapping[int, str] = {v: k for k, v in KIND_ENUM.items()}
+EVENT_KIND_ENUM: Mapping[str, int] = {
+    **KIND_ENUM,
+    "settlement_line": ledger_pb2.OBJECT_KIND_SETTLEMENT_LINE,
+}
+"""Kinds of events: the object kinds and settlement findings (which have no Transaction)."""
+EVENT_KIND_NAME: Mapping[int, str] = {v: k for k, v in EVENT_KIND_ENUM.items()}
 SOURCE_ENUM: Mapping[str, int] = {
     "api": ledger_pb2.EVENT_SOURCE_API,
     "poll": ledger_pb2.EVENT_SOURCE_POLL,
     "ipn": ledger_pb2.EVENT_SOURCE_IPN,
     "recovery": ledger_pb2.EVENT_SOURCE_RECOVERY,
+    "settlement": ledger_pb2.EVENT_SOURCE_SETTLEMENT,
 }
 SOURCE_NAME: Mapping[int, str] = {v: k for k, v in SOURCE_ENUM.items()}
 _SNAPSHOT_TYPES: Mapping[str, type[Message]] = {
@@ -230,6 +246,7 @@ _SNAPSHOT_TYPES: Mapping[str, type[Message]] = {
     "charge_permission": charge_permission_pb2.ChargePermission,
     "charge": charge_pb2.Charge,
     "refund": refund_pb2.Refund,
+    "dispute": dispute_pb2.Dispute,
 }
 
 
@@ -302,7 +319,7 @@ def transaction_of(obj: StoredObject) -> ledger_pb2.Transaction:
 def event_of(event: Event) -> ledger_pb2.LedgerEvent:
     message = ledger_pb2.LedgerEvent(
         event_id=event.event_id,
-        kind=cast(Any, KIND_ENUM[event.kind]),
+        kind=cast(Any, EVENT_KIND_ENUM[event.kind]),
         object_id=event.object_id,
         merchant=event.merchant,
         charge_permission_id=event.charge_permission_id or "",
@@ -350,12 +367,15 @@ class RequestPath:
         repository: Repository,
         hub: EventHub | None = None,
         metrics: Metrics | None = None,
+        settlements: Settlements | None = None,
     ) -> None:
         self.payments = payments
         self.repository = repository
         self.hub = hub
         self.metrics = metrics
         self.erasure = BuyerDataErasure(repository)
+        self.settlements = settlements
+        """Reconciliation on request (the worker's, so both use the same settings)."""
 
     async def run(
         self,
@@ -854,7 +874,7 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
         ) -> ledger_pb2.ListEventsResponse:
             where = EventFilter(
                 merchant=self._merchant(req.merchant),
-                kind=KIND_NAME.get(req.kind),
+                kind=EVENT_KIND_NAME.get(req.kind),
                 object_id=req.object_id or None,
                 charge_permission_id=req.charge_permission_id or None,
                 source=SOURCE_NAME.get(req.source),
@@ -910,7 +930,7 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
             )
         where = EventFilter(
             merchant=self._merchant(request.merchant),
-            kind=KIND_NAME.get(request.kind),
+            kind=EVENT_KIND_NAME.get(request.kind),
             object_id=request.object_id or None,
             charge_permission_id=request.charge_permission_id or None,
         )
@@ -1019,6 +1039,8 @@ def _matches(where: EventFilter, event: Event) -> bool:
 
 def build_servicers(path: RequestPath) -> dict[str, Any]:
     """Servicers by service name, for `build_server`."""
+    from ._settlement import DisputeService, SettlementService  # they build on this module
+
     return {
         cls.__name__: cls(path)
         for cls in (
@@ -1030,5 +1052,7 @@ def build_servicers(path: RequestPath) -> dict[str, Any]:
             BuyerService,
             ButtonService,
             LedgerService,
+            DisputeService,
+            SettlementService,
         )
     }

@@ -153,6 +153,7 @@ GETTERS: Mapping[str, str] = {
     "charge_permission": "GetChargePermission",
     "charge": "GetCharge",
     "refund": "GetRefund",
+    "dispute": "GetDispute",
 }
 """Ledger kind -> the `ENDPOINTS` row that reads one object of it."""
 

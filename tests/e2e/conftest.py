@@ -98,6 +98,7 @@ def service_env(
         "ADMIN_LISTEN": "127.0.0.1:0",
         "IPN_EXTRA_CERT_HOSTS": urlsplit(emulator.url).netloc,
         "RECONCILER_ENABLED": "0",
+        "SETTLEMENT_ENABLED": "0",
         "PII_KEY_FILES": f"k1={pii_key}",
     }
 

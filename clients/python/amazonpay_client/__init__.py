@@ -31,6 +31,7 @@ from ._errors import (
 )
 from ._retry import RetryEvent, RetryPolicy
 from ._services import kind_enum, kind_name, price
+from ._settlement import outcome_enum, outcome_name
 from ._transport import DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT, new_key
 
 __version__ = "0.1.0"
@@ -66,5 +67,7 @@ __all__ = [
     "kind_enum",
     "kind_name",
     "new_key",
+    "outcome_enum",
+    "outcome_name",
     "price",
 ]

@@ -65,8 +65,10 @@ Message = Any
 MessageLike = Message | Mapping[str, Any]
 """A generated message or a dict of its fields."""
 Source = Literal["auto", "ledger", "amazon"]
-Kind = Literal["checkout_session", "charge_permission", "charge", "refund"]
-EventSourceName = Literal["api", "poll", "ipn", "recovery"]
+Kind = Literal[
+    "checkout_session", "charge_permission", "charge", "refund", "dispute", "settlement_line"
+]
+EventSourceName = Literal["api", "poll", "ipn", "recovery", "settlement"]
 Resp = TypeVar("Resp", bound=_ProtoMessage)
 GetResp = TypeVar("GetResp", bound=_ProtoMessage)
 
@@ -82,6 +84,8 @@ KINDS: Mapping[str, int] = {
     "charge_permission": ledger_pb2.OBJECT_KIND_CHARGE_PERMISSION,
     "charge": ledger_pb2.OBJECT_KIND_CHARGE,
     "refund": ledger_pb2.OBJECT_KIND_REFUND,
+    "dispute": ledger_pb2.OBJECT_KIND_DISPUTE,
+    "settlement_line": ledger_pb2.OBJECT_KIND_SETTLEMENT_LINE,
 }
 _KIND_NAMES: Mapping[int, str] = {v: k for k, v in KINDS.items()}
 _EVENT_SOURCES: Mapping[str, int] = {
@@ -89,6 +93,7 @@ _EVENT_SOURCES: Mapping[str, int] = {
     "poll": ledger_pb2.EVENT_SOURCE_POLL,
     "ipn": ledger_pb2.EVENT_SOURCE_IPN,
     "recovery": ledger_pb2.EVENT_SOURCE_RECOVERY,
+    "settlement": ledger_pb2.EVENT_SOURCE_SETTLEMENT,
 }
 
 
