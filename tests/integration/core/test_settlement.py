@@ -68,7 +68,7 @@ def settlements_for(
 
 async def findings(ledger: Ledger) -> list[Event]:
     page = await ledger.repository.list_events(
-        EventFilter(merchant=MERCHANT, kind="settlement_line"), page_size=1000, settle_s=0
+        EventFilter(merchant=MERCHANT, kind="settlement_line"), page_size=1000, settle_s=10
     )
     return page.items
 
