@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 
@@ -33,14 +32,14 @@ def usd(amount: str) -> common_pb2.Price:
 
 @dataclass
 class Stubs:
-    """grpc.aio stubs (typed Any: the generated stubs are typed for the synchronous API)."""
+    """grpc.aio stubs (the generated stubs' asynchronous types: their calls are awaitable)."""
 
     target: str
-    sessions: Any
-    permissions: Any
-    charges: Any
-    refunds: Any
-    ledger: Any
+    sessions: checkout_session_pb2_grpc.CheckoutSessionServiceAsyncStub
+    permissions: charge_permission_pb2_grpc.ChargePermissionServiceAsyncStub
+    charges: charge_pb2_grpc.ChargeServiceAsyncStub
+    refunds: refund_pb2_grpc.RefundServiceAsyncStub
+    ledger: ledger_pb2_grpc.LedgerServiceAsyncStub
 
 
 def stubs_for(channel: grpc.aio.Channel, target: str) -> Stubs:

@@ -14,9 +14,10 @@ from typing import NamedTuple
 
 from aiohttp import web
 
-from . import control, signing
+from . import control, settlement, signing
 from .clock import Clock, parse_pay_date
-from .engine import ROUTES, SIMULATIONS, Ctx, Route
+from .engine import ROUTES, SIMULATIONS
+from .routing import Ctx, Route
 from .state import EMULATOR_KEY, JSON_TYPE, Emulator, EmulatorConfig, Key
 from .state import json_response as _json
 from .validation import ApiError, Obj, normalize_region
@@ -184,6 +185,9 @@ def _api_handler(
                 region=normalize_region(request.headers.get("x-amz-pay-region")),
                 simulation=simulation,
                 base_url=f"{request.scheme}://{request.host}",
+                query=tuple(request.rel_url.query.items())
+                if request.rel_url.raw_query_string
+                else (),
             )
             if em.engine.data["timers"]:
                 em.engine.tick()
@@ -233,9 +237,18 @@ PREFIXES = (
 )
 
 
+def _paths(route: Route) -> tuple[str, ...]:
+    """Where a route is mounted: its path, and a listing's (a GET without placeholders) also
+    with a trailing slash, which the Java SDK sends (`/v2/reports/?…`)."""
+    if route.method == "GET" and not route.path_params:
+        return route.path, route.path + "/"
+    return (route.path,)
+
+
 _ROUTE_PATTERNS = [
-    re.compile("^" + re.sub(r"\\{[A-Za-z]+\\}", "[^/]+", re.escape(route.path)) + "$")
+    re.compile("^" + re.sub(r"\\{[A-Za-z]+\\}", "[^/]+", re.escape(path)) + "$")
     for route in ROUTES
+    for path in _paths(route)
 ]
 
 
@@ -277,10 +290,12 @@ def create_app(config: EmulatorConfig | None = None) -> web.Application:
     app[EMULATOR_KEY] = em
     for prefix in PREFIXES:
         for route in ROUTES:
-            app.router.add_route(
-                route.method, prefix.path + route.path, _api_handler(route, prefix.environment)
-            )
+            for path in _paths(route):
+                app.router.add_route(
+                    route.method, prefix.path + path, _api_handler(route, prefix.environment)
+                )
     control.add_routes(app, operations=OPERATIONS)
+    em.engine.tick_hooks.append(lambda now: settlement.close_due(em.engine, now))
     app.router.add_route("*", "/{tail:.*}", _fallback)
 
     ticker_key = web.AppKey("ticker", asyncio.Task[None])

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import heapq
 import random
-import re
 import secrets
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
-from .clock import Clock, fmt
+from .clock import DAY, Clock, fmt
+from .routing import Ctx, Route, route, routes_of
+from .settlement import SettlementApi
 from .validation import (
     CONVERSION_TO_EUR,
     REASON_MAX,
@@ -39,7 +39,6 @@ from .validation import (
     req_str,
 )
 
-DAY = 86_400.0
 SESSION_TTL = DAY
 SESSION_RETENTION = 30 * DAY
 BUYER_RETENTION = 30 * DAY
@@ -162,63 +161,8 @@ SINGULAR_ALIASES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Ctx:
-    """Who is calling and where: merchant, environment (Sandbox/Live), region, simulation."""
-
-    merchant_id: str
-    environment: str = "Sandbox"
-    region: str = "na"
-    simulation: str | None = None
-    base_url: str = "http://127.0.0.1"
-
-
 Notify = Callable[[str, str, str, str], None]
 """(objectType, objectId, chargePermissionId, merchantId) on every state change."""
-
-Answer = Callable[..., tuple[int, Obj]]
-"""An Engine method answering an operation: (engine, ctx, *path parameters[, body])."""
-_A = TypeVar("_A", bound=Answer)
-_PLACEHOLDER = re.compile(r"\{([A-Za-z]+)\}")
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """Where the API answers one operation, declared on the Engine method that answers it."""
-
-    operation: str
-    """Amazon's name of the operation (``GetCharge``): what faults and simulations name."""
-    method: str
-    path: str
-    """Under the ``/v2`` prefix, placeholders named as in Amazon's reference (``{chargeId}``)."""
-    answer: Answer
-    path_params: tuple[str, ...] = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "path_params", tuple(_PLACEHOLDER.findall(self.path)))
-
-    def __call__(
-        self, engine: Engine, ctx: Ctx, *, path_params: Mapping[str, str], body: Obj
-    ) -> tuple[int, Obj]:
-        """The answer: the path parameters in order, then the body (every verb but GET)."""
-        args: list[object] = [path_params[name] for name in self.path_params]
-        if self.method != "GET":
-            args.append(body)
-        return self.answer(engine, ctx, *args)
-
-
-ROUTES: list[Route] = []
-"""Every operation of the API, in the order the Engine declares them."""
-
-
-def route(operation: str, method: str, path: str) -> Callable[[_A], _A]:
-    """Declare the Engine method below as the answer to `operation` at `method` `path`."""
-
-    def declare(answer: _A) -> _A:
-        ROUTES.append(Route(operation=operation, method=method, path=path, answer=answer))
-        return answer
-
-    return declare
 
 
 def _public(obj: Obj) -> Obj:
@@ -255,18 +199,25 @@ def normalize_aliases(body: Obj) -> Obj:
     return out
 
 
-class Engine:
+class Engine(SettlementApi):
+    """Amazon Pay's objects and their life cycles; each API operation is a method declared with
+    `@route` (the settlement operations come with `SettlementApi`)."""
+
     def __init__(
         self,
         clock: Clock,
         notify: Notify | None = None,
         pending_seconds: float = 30.0,
         singular_aliases: bool = False,
+        settlement_period_seconds: float = DAY,
     ) -> None:
         self.clock = clock
         self.notify: Notify = notify or (lambda *_: None)
         self.pending_seconds = pending_seconds
         self.singular_aliases = singular_aliases
+        self.settlement_period_seconds = settlement_period_seconds
+        self.tick_hooks: list[Callable[[float], int]] = []
+        """Run after the due timers on every `tick` with the clock's time (settlement periods)."""
         self.data: Obj = {}
         self.reset()
 
@@ -282,6 +233,7 @@ class Engine:
             "deliveryTrackers": [],
             "timers": [],
             "seq": 0,
+            "settlement": {},
         }
 
     def load(self, data: Obj) -> None:
@@ -308,6 +260,8 @@ class Engine:
             due, _, action, target, arg = heapq.heappop(timers)
             getattr(self, f"_timer_{action}")(float(due), target, arg)
             done += 1
+        for hook in self.tick_hooks:
+            done += hook(now)
         return done
 
     def _timer_session_expire(self, due: float, sid: str, _: str) -> None:
@@ -1426,3 +1380,7 @@ class Engine:
         if isinstance(coll, list):
             return list(coll)
         raise KeyError(kind)
+
+
+ROUTES: tuple[Route, ...] = routes_of(Engine)
+"""Every operation of the API: the settlement mixin's, then the Engine's, in declaration order."""

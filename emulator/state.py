@@ -43,6 +43,8 @@ class EmulatorConfig:
     ipn_retry_base_seconds: float = 0.5
     ipn_max_attempts: int = 6
     persist_interval: float = 0.5
+    settlement_period_seconds: float = 86_400.0
+    """Length of a settlement period on the emulator clock (periods end at multiples of it)."""
 
 
 @dataclass
@@ -93,6 +95,7 @@ class Emulator:
             notify=self.ipn.notify,
             pending_seconds=config.pending_seconds,
             singular_aliases=config.singular_aliases,
+            settlement_period_seconds=config.settlement_period_seconds,
         )
         self.keys: dict[str, Key] = {}
         self.idempotency: dict[str, Obj] = {}

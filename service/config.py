@@ -441,6 +441,23 @@ class WorkerSettings:
     reconciler_poll_max_s: float = _setting("RECONCILER_POLL_MAX_S", _float_in(0.01, 86400), 3600.0)
     """Longest delay between polls of a pending object."""
 
+    settlement_enabled: bool = _setting("SETTLEMENT_ENABLED", _bool, True)
+    """Run the settlement worker (fetch settlement reports and disbursements,
+    reconcile them) in this replica."""
+
+    settlement_interval_s: float = _setting("SETTLEMENT_INTERVAL_S", _float_in(0.01, 86400), 300.0)
+    """Pause between settlement passes."""
+
+    settlement_window_hours: float = _setting(
+        "SETTLEMENT_WINDOW_HOURS", _float_in(0.01, 8760), 72.0
+    )
+    """A ledger capture or refund no settlement names this long after it
+    happened (counted on Amazon's settlement periods) is reported missing at Amazon."""
+
+    settlement_lookback_days: int = _setting("SETTLEMENT_LOOKBACK_DAYS", _int_in(1, 365), 30)
+    """How far back the first fetch of settlement reports and disbursements
+    reaches."""
+
     admin_listen: str | None = _setting("ADMIN_LISTEN", _optional_listen, "127.0.0.1:9464")
     """Host:port of the admin HTTP server (Prometheus `/metrics`); `off`
     disables it."""

@@ -230,6 +230,32 @@ class Metrics:
             unit="{operation}",
             description="Operations set aside (failed) because their request cannot be sent",
         )
+        self.settlement_lines = meter.create_counter(
+            "amazonpay.settlement.lines",
+            unit="{line}",
+            description="Settlement report lines recorded, by outcome (missing_at_amazon: ledger "
+            "captures and refunds found unsettled)",
+        )
+        self.settlement_mismatches = meter.create_counter(
+            "amazonpay.settlement.mismatches",
+            unit="{line}",
+            description="Settlement findings written as ledger events, by outcome: lines that "
+            "did not match, changed outcomes, captures never settled (matched: one resolved)",
+        )
+        self.settlement_backlog: tuple[int, float] = (0, 0.0)
+        """(reports waiting to be reconciled, age in seconds of the oldest), per pass."""
+        meter.create_observable_gauge(
+            "amazonpay.settlement.reports_pending",
+            callbacks=[lambda _options: [Observation(self.settlement_backlog[0])]],
+            unit="{report}",
+            description="Settlement reports listed by Amazon and not reconciled yet",
+        )
+        meter.create_observable_gauge(
+            "amazonpay.settlement.oldest_pending_report_age",
+            callbacks=[lambda _options: [Observation(self.settlement_backlog[1])]],
+            unit="s",
+            description="Age of the oldest settlement report not reconciled yet",
+        )
         self.oldest_pending_age_s = 0.0
         meter.create_observable_gauge(
             "amazonpay.ledger.oldest_pending_object_age",
@@ -307,6 +333,19 @@ class Metrics:
         """Start `amazonpay.rpc.calls` of every RPC at zero (OK), so ratios exist from start-up."""
         for method in methods:
             self.rpc_calls.add(0, {"rpc": method, "code": "OK"})
+
+    def known_settlement_outcomes(self, outcomes: Iterable[str]) -> None:
+        """Start the settlement counters of every outcome at zero (the alerts read them)."""
+        for outcome in outcomes:
+            self.settlement_lines.add(0, {"outcome": outcome})
+            self.settlement_mismatches.add(0, {"outcome": outcome})
+
+    def record_settlement(self, recorded: Mapping[str, int], findings: Mapping[str, int]) -> None:
+        """`service.core.Settlements` observer: lines recorded and findings written, by outcome."""
+        for outcome, lines in recorded.items():
+            self.settlement_lines.add(lines, {"outcome": outcome})
+        for outcome, count in findings.items():
+            self.settlement_mismatches.add(count, {"outcome": outcome})
 
     def known_merchants(self, aliases: Iterable[str]) -> None:
         """Every configured merchant's breaker is closed (0) until it changes."""

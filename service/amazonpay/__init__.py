@@ -37,6 +37,19 @@ Example::
             print(exc.http_status, exc.reason_code, exc.request_id)
         else:
             print(capture.http_status, capture.raw["statusDetails"], capture.request_id)
+
+Settlement reports are listed with a query, fetched from their pre-signed URL and parsed while
+they stream::
+
+    report_type = SETTLEMENT_REPORT_TYPES[account.effective_environment]
+    reports = await client.invoke("GetReports", query={"reportTypes": report_type})
+    for report in reports.reports:
+        document = await client.invoke(
+            "GetReportDocument", path_params={"reportDocumentId": report.report_document_id}
+        )
+        header, lines = await parse_settlement_report(client.stream_report_document(document.url))
+        async for line in lines:
+            print(line.transaction_type, line.amazon_transaction_id, line.amount, line.currency)
 """
 
 from ._client import AmazonPayClient, ApiResponse, AttemptEvent, ButtonSignature
@@ -59,6 +72,11 @@ from ._models import (
     Constraint,
     DeliveryDetail,
     DeliveryTracker,
+    Disbursement,
+    DisbursementList,
+    Dispute,
+    DisputeStatusDetails,
+    Evidence,
     Frequency,
     Limits,
     MerchantMetadata,
@@ -69,6 +87,11 @@ from ._models import (
     ProviderMetadata,
     RecurringMetadata,
     Refund,
+    Report,
+    ReportDocument,
+    ReportList,
+    ReportSchedule,
+    ReportScheduleList,
     StatusDetails,
     StatusReason,
     WebCheckoutDetails,
@@ -77,6 +100,16 @@ from ._models import (
     parse_timestamp,
 )
 from ._retry import DEFAULT_RETRYABLE_STATUSES, Deadline, RetryPolicy, parse_retry_after
+from ._settlement_report import (
+    BODY_COLUMNS,
+    HEADER_COLUMNS,
+    SETTLEMENT_REPORT_TYPES,
+    SettlementLine,
+    SettlementReportError,
+    SettlementReportHeader,
+    format_settlement_report,
+    parse_settlement_report,
+)
 from ._signing import (
     Algorithm,
     AuthorizationHeader,
@@ -93,12 +126,22 @@ from ._signing import (
     string_to_sign,
     verify_signature,
 )
-from ._transport import AiohttpTransport, HttpRequest, HttpResponse, Transport
+from ._transport import (
+    AiohttpTransport,
+    HttpRequest,
+    HttpResponse,
+    MockHandler,
+    MockTransport,
+    Transport,
+)
 
 __all__ = [
+    "BODY_COLUMNS",
     "DEFAULT_RETRYABLE_STATUSES",
     "ENDPOINTS",
+    "HEADER_COLUMNS",
     "SDK_VERSION",
+    "SETTLEMENT_REPORT_TYPES",
     "Address",
     "AiohttpTransport",
     "Algorithm",
@@ -123,14 +166,21 @@ __all__ = [
     "Deadline",
     "DeliveryDetail",
     "DeliveryTracker",
+    "Disbursement",
+    "DisbursementList",
+    "Dispute",
+    "DisputeStatusDetails",
     "Endpoint",
     "Environment",
+    "Evidence",
     "Frequency",
     "HttpRequest",
     "HttpResponse",
     "Limits",
     "MerchantAccount",
     "MerchantMetadata",
+    "MockHandler",
+    "MockTransport",
     "Model",
     "PaymentDetails",
     "PaymentPreference",
@@ -140,8 +190,16 @@ __all__ = [
     "RecurringMetadata",
     "Refund",
     "Region",
+    "Report",
+    "ReportDocument",
+    "ReportList",
+    "ReportSchedule",
+    "ReportScheduleList",
     "RequestSigner",
     "RetryPolicy",
+    "SettlementLine",
+    "SettlementReportError",
+    "SettlementReportHeader",
     "StatusDetails",
     "StatusReason",
     "Transport",
@@ -152,10 +210,12 @@ __all__ = [
     "canonical_request",
     "canonical_uri",
     "encode_rfc3986",
+    "format_settlement_report",
     "format_timestamp",
     "normalize_amount",
     "parse_authorization_header",
     "parse_retry_after",
+    "parse_settlement_report",
     "parse_timestamp",
     "string_to_sign",
     "verify_signature",

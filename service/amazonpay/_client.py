@@ -10,7 +10,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +28,7 @@ from ._errors import (
 )
 from ._models import ApiObject, Model, format_timestamp
 from ._retry import Deadline, parse_retry_after
-from ._signing import Algorithm, RequestSigner, canonical_path, canonical_request
+from ._signing import Algorithm, RequestSigner, canonical_path, canonical_query, canonical_request
 from ._transport import AiohttpTransport, HttpRequest, HttpResponse, Transport
 
 __all__ = ["AmazonPayClient", "ApiResponse", "AttemptEvent", "ButtonSignature"]
@@ -39,6 +39,9 @@ logger = logging.getLogger("service.amazonpay")
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _SIMULATION_CODE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _PATH_SEGMENT = re.compile(r"[\x21-\x7e]+")
+_QUERY_VALUE = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,2048}")
+_DOCUMENT_URL = re.compile(r"https?://[^\s/?#@]+/[^\s]*", re.ASCII)
+_MAX_DOCUMENT_URL = 8192
 _REQUEST_ID_HEADER = "x-amz-pay-request-id"
 
 Body = Mapping[str, Any]
@@ -165,6 +168,24 @@ def _path_segments(row: Endpoint, params: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(segments)
 
 
+def _query_pairs(row: Endpoint, query: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    """The row's query parameters, checked: names the row documents, short printable values."""
+    if not query:
+        return ()
+    unknown = sorted(set(query) - row.query)
+    if unknown:
+        raise AmazonPayRequestError(
+            f"{row.name} has no query parameter {unknown[0]}", operation=row.label
+        )
+    for name, value in query.items():
+        if not isinstance(value, str) or not _QUERY_VALUE.fullmatch(value):
+            raise AmazonPayRequestError(
+                f"query parameter {name} must be 1-2048 characters without control characters",
+                operation=row.label,
+            )
+    return tuple(sorted(query.items()))
+
+
 def _parse(row: Endpoint, response: HttpResponse) -> ApiObject:
     request_id = response.headers.get(_REQUEST_ID_HEADER)
     try:
@@ -278,15 +299,19 @@ class AmazonPayClient:
         simulation_code: str | None = None,
         timeout: float | None = None,
         deadline: float | None = None,
+        query: Mapping[str, str] | None = None,
     ) -> ApiObject:
         """Send one operation of :data:`ENDPOINTS` (by name, e.g. ``"CaptureCharge"``) and
         return its typed answer (``http_status`` and ``request_id`` set).
 
-        ``path_params`` fills the row's path template; a POST needs ``idempotency_key`` and only
-        a POST may carry one; ``simulation_code`` only where the row takes one (sandbox only).
+        ``path_params`` fills the row's path template; ``query`` takes the row's query
+        parameters (sent and signed as Amazon's canonical query: encoded, sorted); a POST needs
+        ``idempotency_key`` and only a POST may carry one; ``simulation_code`` only where the
+        row takes one (sandbox only).
         """
         row = _endpoint(endpoint)
         segments = _path_segments(row, path_params or {})
+        query_pairs = _query_pairs(row, query)
         if row.takes_idempotency_key:
             if idempotency_key is None:
                 raise AmazonPayRequestError(
@@ -312,8 +337,52 @@ class AmazonPayClient:
             simulation_code=simulation_code,
             timeout=timeout,
             deadline=deadline,
+            query=query_pairs,
         )
         return _parse(row, response)
+
+    async def stream_report_document(
+        self, url: str, *, chunk_size: int = 65536
+    ) -> AsyncIterator[bytes]:
+        """The content of a report document, in pieces of at most ``chunk_size`` bytes.
+
+        ``url`` is the ``url`` of Get Report Document: a pre-signed URL valid for 30 seconds,
+        fetched with an unsigned GET (none of Amazon's API headers) and never read whole into
+        memory. Failures are :class:`AmazonPayError` s (an expired URL: HTTP 403); nothing is
+        retried, since a new URL is needed: call Get Report Document again. The URL carries its
+        own credentials and is never logged or put into an error.
+        """
+        if self._closed:
+            raise AmazonPayRequestError("client is closed", operation="stream_report_document")
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise AmazonPayRequestError("chunk_size must be a positive integer")
+        request = HttpRequest(
+            method="GET",
+            url=self._document_url(url),
+            headers={"accept": "*/*", "user-agent": self._config.user_agent},
+        )
+        async for chunk in self._transport.stream(
+            request, chunk_size=chunk_size, read_timeout=self._config.attempt_timeout
+        ):
+            yield chunk
+
+    def _document_url(self, url: str) -> str:
+        """An absolute http(s) URL without user info; https unless the account's own endpoint
+        is plain http (an emulator)."""
+        if (
+            not isinstance(url, str)
+            or len(url) > _MAX_DOCUMENT_URL
+            or not _DOCUMENT_URL.fullmatch(url)
+        ):
+            raise AmazonPayRequestError(
+                "report document url must be an absolute http(s) URL",
+                operation="stream_report_document",
+            )
+        if url.startswith("http://") and not self._base_url.startswith("http://"):
+            raise AmazonPayRequestError(
+                "report document url must use https", operation="stream_report_document"
+            )
+        return url
 
     # --- button signature and raw access ---------------------------------------------------------
 
@@ -401,12 +470,15 @@ class AmazonPayClient:
         simulation_code: str | None,
         timeout: float | None,
         deadline: float | None,
+        query: Sequence[tuple[str, str]] = (),
     ) -> HttpResponse:
         if self._closed:
             raise AmazonPayRequestError("client is closed", operation=operation)
         simulation_code = self._check_simulation_code(simulation_code)
         path = canonical_path("/".join((self._prefix, *segments)))
         url = self._base_url + path
+        if query:
+            url += "?" + canonical_query(query)
         payload = _encode_body(body)
         budget = Deadline.resolve(timeout, deadline)
         policy = self._config.retry
@@ -427,7 +499,7 @@ class AmazonPayClient:
                 headers = self._headers(idempotency_key, simulation_code)
                 # Amazon's order: verb, path, query, headers, payload.
                 canonical = canonical_request(
-                    method, path, None, headers, payload, path_is_canonical=True
+                    method, path, query or None, headers, payload, path_is_canonical=True
                 )
                 pending = self._signer.prepare(canonical)
                 headers["authorization"] = await loop.run_in_executor(self._executor, pending.sign)

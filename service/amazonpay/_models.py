@@ -29,6 +29,11 @@ __all__ = [
     "Constraint",
     "DeliveryDetail",
     "DeliveryTracker",
+    "Disbursement",
+    "DisbursementList",
+    "Dispute",
+    "DisputeStatusDetails",
+    "Evidence",
     "Frequency",
     "Limits",
     "MerchantMetadata",
@@ -39,6 +44,11 @@ __all__ = [
     "ProviderMetadata",
     "RecurringMetadata",
     "Refund",
+    "Report",
+    "ReportDocument",
+    "ReportList",
+    "ReportSchedule",
+    "ReportScheduleList",
     "StatusDetails",
     "StatusReason",
     "WebCheckoutDetails",
@@ -51,6 +61,7 @@ JSON = Mapping[str, Any]
 _Parser = Callable[[Any], Any]
 
 _AMOUNT = re.compile(r"^[0-9]+(\.[0-9]+)?$")
+_SIGNED_AMOUNT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 _COMPACT_TS = re.compile(r"^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(?:\.(\d{1,9}))?Z$")
 
 
@@ -605,3 +616,142 @@ class DeliveryTracker(ApiObject):
     delivery_details: tuple[DeliveryDetail, ...] = _json(
         "deliveryDetails", _nested_tuple(DeliveryDetail), default=()
     )
+
+
+# --- reports, disbursements and disputes -----------------------------------------------------
+
+
+def _signed_amount_from_json(value: Any) -> str | None:
+    """A decimal string that may be negative (a disbursement can be), else None."""
+    text = _as_str(value)
+    if text is None or isinstance(value, bool):
+        return None
+    text = text.strip()
+    return text if _SIGNED_AMOUNT.fullmatch(text) else None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Report(ApiObject):
+    """A report Amazon generated or was asked to generate (Create Report answers its id only)."""
+
+    report_id: str | None = _json("reportId")
+    report_type: str | None = _json("reportType")
+    """E.g. ``_GET_FLAT_FILE_OFFAMAZONPAYMENTS_SANDBOX_SETTLEMENT_DATA_``."""
+    start_time: datetime | None = _json("startTime", parse_timestamp)
+    end_time: datetime | None = _json("endTime", parse_timestamp)
+    created_time: datetime | None = _json("createdTime", parse_timestamp)
+    processing_status: str | None = _json("processingStatus")
+    """``IN_PROGRESS``, ``COMPLETED``, ``FAILED`` or ``CANCELLED``."""
+    processing_start_time: datetime | None = _json("processingStartTime", parse_timestamp)
+    processing_end_time: datetime | None = _json("processingEndTime", parse_timestamp)
+    report_document_id: str | None = _json("reportDocumentId")
+    """Set once the report is ``COMPLETED``: Get Report Document names its download URL."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReportList(ApiObject):
+    """A page of Get Reports; ``next_token`` asks for the next page (alone, no other filter)."""
+
+    reports: tuple[Report, ...] = _json("reports", _nested_tuple(Report), default=())
+    next_token: str | None = _json("nextToken")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReportDocument(ApiObject):
+    """Where a report's content is: a pre-signed URL valid for 30 seconds, fetched unsigned."""
+
+    report_document_id: str | None = _json("reportDocumentId")
+    url: str | None = _json("url")
+    compression_algorithm: str | None = _json("compressionAlgorithm")
+    """Always ``N/A`` today (the content is not compressed)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReportSchedule(ApiObject):
+    """A schedule creating reports of one type (Create Report Schedule answers its id only)."""
+
+    report_schedule_id: str | None = _json("reportScheduleId")
+    report_type: str | None = _json("reportType")
+    schedule_frequency: str | None = _json("scheduleFrequency")
+    """An ISO 8601 period: ``PT5M`` … ``P1D`` … ``P30D``."""
+    next_report_creation_time: datetime | None = _json("nextReportCreationTime", parse_timestamp)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReportScheduleList(ApiObject):
+    """Get Report Schedules."""
+
+    report_schedules: tuple[ReportSchedule, ...] = _json(
+        "reportSchedules", _nested_tuple(ReportSchedule), default=()
+    )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Disbursement(ApiObject):
+    """A payout of one settlement to the merchant's bank account."""
+
+    seller_id: str | None = _json("sellerId")
+    settlement_id: str | None = _json("settlementId")
+    amazon_disbursement_reference_id: str | None = _json("amazonDisbursementReferenceId")
+    """The identifier on the bank statement."""
+    amount: str | None = _json("amount", _signed_amount_from_json)
+    """Decimal string, e.g. ``"1000.50"``."""
+    currency_code: str | None = _json("currencyCode")
+    transaction_time: datetime | None = _json("transactionTime", parse_timestamp)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DisbursementList(ApiObject):
+    """A page of Get Disbursements."""
+
+    disbursements: tuple[Disbursement, ...] = _json(
+        "disbursements", _nested_tuple(Disbursement), default=()
+    )
+    next_token: str | None = _json("nextToken")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DisputeStatusDetails(Model):
+    """State of a dispute: ``UnderReview``, ``ActionRequired``, ``Resolved`` or ``Closed``."""
+
+    state: str | None = _json("state")
+    reason_code: str | None = _json("reasonCode")
+    reason_description: str | None = _json("reasonDescription")
+    resolution: str | None = _json("resolution")
+    """``BuyerWon``, ``MerchantWon`` or ``NoFault`` once Resolved or Closed."""
+    last_updated_timestamp: datetime | None = _json("lastUpdatedTimestamp", parse_timestamp)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Evidence(Model):
+    """Evidence the merchant submitted for a dispute."""
+
+    evidence_type: str | None = _json("evidenceType")
+    file_id: str | None = _json("fileId")
+    evidence_text: str | None = _json("evidenceText")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Dispute(ApiObject):
+    """A buyer's chargeback on a charge (Get Dispute; IPN ``ObjectType`` ``CHARGEBACK``)."""
+
+    dispute_id: str | None = _json("disputeId")
+    charge_id: str | None = _json("chargeId")
+    dispute_type: str | None = _json("disputeType")
+    dispute_amount: Price | None = _json("disputeAmount", _nested(Price))
+    filing_reason: str | None = _json("filingReason")
+    status_details: DisputeStatusDetails | None = _json(
+        "statusDetails", _nested(DisputeStatusDetails)
+    )
+    merchant_evidences: tuple[Evidence, ...] = _json(
+        "merchantEvidences", _nested_tuple(Evidence), default=()
+    )
+    merchant_response_deadline: datetime | None = _json("merchantResponseDeadline", parse_timestamp)
+    resolution_authority: str | None = _json("resolutionAuthority")
+    creation_timestamp: datetime | None = _json("creationTimestamp", parse_timestamp)
+    release_environment: str | None = _json("releaseEnvironment")
+
+    @property
+    def state(self) -> str | None:
+        """Shortcut for ``status_details.state``."""
+        return self.status_details.state if self.status_details else None

@@ -39,7 +39,7 @@ from payments.amazonpay.v1 import (
     ledger_pb2_grpc,
     refund_pb2_grpc,
 )
-from service.core import KINDS, AmazonCall, BuyerDataErasure, Payments
+from service.core import KINDS, AmazonCall, BuyerDataErasure, Payments, Settlements
 from service.ledger import (
     EVENT_SOURCES,
     Event,
@@ -123,6 +123,7 @@ READS: Mapping[str, Read] = {
     "GetChargePermission": Read(kind="charge_permission", id_field="charge_permission_id"),
     "GetCharge": Read(kind="charge", id_field="charge_id"),
     "GetRefund": Read(kind="refund", id_field="refund_id"),
+    "GetDispute": Read(kind="dispute", id_field="dispute_id"),
 }
 
 
@@ -192,6 +193,12 @@ KIND_ENUM: Mapping[str, int] = {
 }
 """Core's kinds as `ObjectKind` values (the proto names each kind as core's table does)."""
 KIND_NAME: Mapping[int, str] = {v: k for k, v in KIND_ENUM.items()}
+EVENT_KIND_ENUM: Mapping[str, int] = {
+    **KIND_ENUM,
+    "settlement_line": ledger_pb2.OBJECT_KIND_SETTLEMENT_LINE,
+}
+"""Kinds of events: the object kinds and settlement findings (which have no Transaction)."""
+EVENT_KIND_NAME: Mapping[int, str] = {v: k for k, v in EVENT_KIND_ENUM.items()}
 SOURCE_ENUM: Mapping[str, int] = {
     source: ledger_pb2.EventSource.Value(f"EVENT_SOURCE_{source.upper()}")
     for source in EVENT_SOURCES
@@ -263,7 +270,7 @@ def transaction_of(obj: StoredObject) -> ledger_pb2.Transaction:
 def event_of(event: Event) -> ledger_pb2.LedgerEvent:
     message = ledger_pb2.LedgerEvent(
         event_id=event.event_id,
-        kind=cast(Any, KIND_ENUM[event.kind]),
+        kind=cast(Any, EVENT_KIND_ENUM[event.kind]),
         object_id=event.object_id,
         merchant=event.merchant,
         charge_permission_id=event.charge_permission_id or "",
@@ -310,6 +317,8 @@ class RequestPath:
     repository: Repository
     hub: EventHub | None = None
     metrics: Metrics | None = None
+    settlements: Settlements | None = None
+    """Reconciliation on request (the worker's, so both use the same settings)."""
     erasure: BuyerDataErasure = field(init=False)
 
     def __post_init__(self) -> None:
@@ -498,6 +507,11 @@ class _Servicer:
 
     def __init__(self, path: RequestPath) -> None:
         self._path = path
+        self._repo = path.repository
+
+    def _merchant(self, alias: str) -> str:
+        """The configured alias of a request's `merchant` (what the ledger files it under)."""
+        return self._path.payments.merchants.get(alias).alias
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -612,13 +626,6 @@ class _Scope(TypedDict):
 
 
 class LedgerService(_Servicer, ledger_pb2_grpc.LedgerServiceServicer):
-    def __init__(self, path: RequestPath) -> None:
-        super().__init__(path)
-        self._repo = path.repository
-
-    def _merchant(self, alias: str) -> str:
-        return self._path.payments.merchants.get(alias).alias
-
     def _scope(
         self,
         req: (
@@ -626,10 +633,12 @@ class LedgerService(_Servicer, ledger_pb2_grpc.LedgerServiceServicer):
             | ledger_pb2.ListEventsRequest
             | ledger_pb2.WatchEventsRequest
         ),
+        kinds: Mapping[int, str] = KIND_NAME,
     ) -> _Scope:
+        """The request's scope; events name their kind from `kinds` (`EVENT_KIND_NAME`)."""
         return _Scope(
             merchant=self._merchant(req.merchant),
-            kind=KIND_NAME.get(req.kind),
+            kind=kinds.get(req.kind),
             charge_permission_id=req.charge_permission_id or None,
         )
 
@@ -677,7 +686,7 @@ class LedgerService(_Servicer, ledger_pb2_grpc.LedgerServiceServicer):
         self, req: ledger_pb2.ListEventsRequest, deadline: float | None
     ) -> ledger_pb2.ListEventsResponse:
         where = EventFilter(
-            **self._scope(req),
+            **self._scope(req, kinds=EVENT_KIND_NAME),
             object_id=req.object_id or None,
             source=SOURCE_NAME.get(req.source),
             recorded_after=_time(req, "occurred_after"),
@@ -720,7 +729,9 @@ class LedgerService(_Servicer, ledger_pb2_grpc.LedgerServiceServicer):
             raise RpcFailure(
                 grpc.StatusCode.UNAVAILABLE, "event stream not running", "LEDGER_UNAVAILABLE"
             )
-        where = EventFilter(**self._scope(request), object_id=request.object_id or None)
+        where = EventFilter(
+            **self._scope(request, kinds=EVENT_KIND_NAME), object_id=request.object_id or None
+        )
         try:
             subscription = hub.subscribe(lambda event: _matches(where, event))
         except StreamLimitReached:
@@ -824,6 +835,10 @@ def _matches(where: EventFilter, event: Event) -> bool:
     )
 
 
+# The settlement and dispute servicers build on this module, so they come in once it is complete
+# (the package imports this module first).
+from ._settlement import DisputeService, SettlementService  # noqa: E402
+
 SERVICERS: tuple[type[_Servicer], ...] = (
     CheckoutSessionService,
     ChargePermissionService,
@@ -833,6 +848,8 @@ SERVICERS: tuple[type[_Servicer], ...] = (
     BuyerService,
     ButtonService,
     LedgerService,
+    DisputeService,
+    SettlementService,
 )
 
 

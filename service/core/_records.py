@@ -29,7 +29,7 @@ class Kind:
     """How to read one kind of Amazon object."""
 
     name: str
-    """Ledger kind: checkout_session, charge_permission, charge, refund."""
+    """Ledger kind: checkout_session, charge_permission, charge, refund, dispute."""
     id_field: str
     """JSON field holding the object's id."""
     final_states: frozenset[str]
@@ -88,8 +88,20 @@ KINDS: Mapping[str, Kind] = {
             getter="GetRefund",
             ipn_object_type="REFUND",
         ),
+        Kind(
+            name="dispute",
+            id_field="disputeId",
+            final_states=frozenset({"Resolved", "Closed"}),
+            amount_path=("disputeAmount",),
+            getter="GetDispute",
+            ipn_object_type="CHARGEBACK",
+        ),
     )
 }
+
+
+_NAMES_A_CHARGE = frozenset({"charge", "refund", "checkout_session", "dispute"})
+"""Kinds whose `chargeId` the ledger keeps (a charge: its own id)."""
 
 
 def _charge_permission_of(charge_id: str | None) -> str | None:
@@ -127,7 +139,7 @@ def record_of(
         snapshot=dict(data),
         checkout_session_id=oid if kind_name == "checkout_session" else None,
         charge_permission_id=charge_permission_id,
-        charge_id=charge_id if kind_name in ("charge", "refund", "checkout_session") else None,
+        charge_id=charge_id if kind_name in _NAMES_A_CHARGE else None,
         amount=str(amount) if amount is not None else None,
         currency_code=currency if isinstance(currency, str) else None,
         merchant_reference_id=_path(data, "merchantMetadata", "merchantReferenceId"),

@@ -18,6 +18,7 @@ __all__ = [
     "audit_ledger",
     "create_database",
     "drop_database",
+    "seed_captured_charges",
     "seed_object_copies",
     "statement_probe",
     "with_database",
@@ -47,6 +48,44 @@ async def drop_database(server_url: str, url: str) -> None:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+async def seed_captured_charges(
+    url: str, *, merchant: str, count: int, id_prefix: str, captured_at: str
+) -> int:
+    """`count` captured charges (ids `id_prefix` + 6 digits from 000001, capture amount
+    `10 + n % 50` USD, `captured_at` an Amazon timestamp) for the settlement benchmark, in one
+    statement; returns how many rows were inserted."""
+    conn = await asyncpg.connect(url)
+    try:
+        status: str = await conn.execute(
+            """
+            INSERT INTO objects (merchant, kind, object_id, charge_permission_id, charge_id,
+                state, is_final, amount, currency_code, snapshot, created_at)
+            SELECT $1, 'charge', c.id, split_part(c.id, '-C', 1), c.id, 'Captured', true,
+                c.amount, 'USD',
+                jsonb_build_object('chargeId', c.id,
+                    'chargeAmount', jsonb_build_object('amount', c.amount::text,
+                        'currencyCode', 'USD'),
+                    'captureAmount', jsonb_build_object('amount', c.amount::text,
+                        'currencyCode', 'USD'),
+                    'statusDetails', jsonb_build_object('state', 'Captured',
+                        'lastUpdatedTimestamp', $4::text)),
+                now()
+            FROM generate_series(1, $2::int) g,
+                LATERAL (SELECT $3::text || lpad(g::text, 6, '0') AS id,
+                    (10 + g % 50)::numeric(12, 2) AS amount) c
+            ON CONFLICT DO NOTHING
+            """,
+            merchant,
+            count,
+            id_prefix,
+            captured_at,
+        )
+        await conn.execute("ANALYZE objects")
+        return int(status.split()[-1])
+    finally:
+        await conn.close()
 
 
 def id_field(kind: str) -> str:

@@ -59,7 +59,7 @@ MAX_DEPTH = 3
 
 # ------------------------------------------------------------------------------ strategies
 
-_unicode = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
+_unicode = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
 _huge = st.builds(
     lambda ch, n: ch * n,
     st.sampled_from(["a", "é", "\u4e2d", "\U0001f4b3", "\x00", "-"]),

@@ -13,11 +13,11 @@ from payments.amazonpay.v1 import ledger_pb2
 from service.amazonpay import ENDPOINTS
 from service.api import _servicers
 from service.core import GETTERS, KINDS
-from service.ledger import EVENT_SOURCES, OBJECT_KINDS
+from service.ledger import EVENT_KINDS, EVENT_SOURCES, OBJECT_KINDS
 from service.ledger._tools import id_field
 from service.workers import OBJECT_TYPES
 
-NAMES = ("checkout_session", "charge_permission", "charge", "refund")
+NAMES = ("checkout_session", "charge_permission", "charge", "refund", "dispute")
 
 
 def _camel_plural(name: str) -> str:
@@ -25,18 +25,22 @@ def _camel_plural(name: str) -> str:
     return head + "".join(part.capitalize() for part in rest) + "s"
 
 
-def test_core_table_is_the_four_kinds_in_ledger_order() -> None:
+def test_core_table_is_the_kinds_in_ledger_order() -> None:
     assert tuple(KINDS) == NAMES
     assert tuple(OBJECT_KINDS) == NAMES
+    assert tuple(EVENT_KINDS) == (*NAMES, "settlement_line")
 
 
-def test_proto_object_kind_enum_has_one_value_per_kind() -> None:
+def test_proto_object_kind_enum_has_one_value_per_kind_of_event() -> None:
     values = {
         value.name.removeprefix("OBJECT_KIND_").lower()
         for value in ledger_pb2.DESCRIPTOR.enum_types_by_name["ObjectKind"].values
         if value.number != 0
     }
-    assert values == set(KINDS)
+    assert values == set(EVENT_KINDS)
+    assert dict(_servicers.EVENT_KIND_ENUM) == {
+        name: ledger_pb2.ObjectKind.Value(f"OBJECT_KIND_{name.upper()}") for name in EVENT_KINDS
+    }
 
 
 def test_api_maps_every_kind_to_its_enum_value_and_back() -> None:
@@ -80,6 +84,7 @@ def test_ipn_object_types_come_from_the_table() -> None:
         "CHARGE_PERMISSION": "charge_permission",
         "CHARGE": "charge",
         "REFUND": "refund",
+        "CHARGEBACK": "dispute",
     }
     assert all(KINDS[kind].ipn_object_type == ipn for ipn, kind in OBJECT_TYPES.items())
 
@@ -87,12 +92,13 @@ def test_ipn_object_types_come_from_the_table() -> None:
 def test_emulator_control_plane_lists_every_kind() -> None:
     from emulator.control import KINDS as EMULATOR_KINDS
 
-    assert {_camel_plural(name) for name in KINDS} <= set(EMULATOR_KINDS)
+    # Disputes live in the emulator's settlement state, listed by its own `/_emulator/disputes`.
+    assert {_camel_plural(name) for name in KINDS} <= {*EMULATOR_KINDS, "disputes"}
 
 
 def test_the_python_client_names_every_kind_as_the_service_does() -> None:
     from amazonpay_client import _services as client
 
-    assert dict(client.KINDS) == dict(_servicers.KIND_ENUM)
-    assert get_args(client.Kind) == tuple(KINDS)
+    assert dict(client.KINDS) == dict(_servicers.EVENT_KIND_ENUM)
+    assert get_args(client.Kind) == tuple(EVENT_KINDS)
     assert dict(client._EVENT_SOURCES) == dict(_servicers.SOURCE_ENUM)

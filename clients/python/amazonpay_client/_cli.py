@@ -8,6 +8,7 @@ Examples:
     python -m amazonpay_client ledger events --charge-permission-id S01-1234567-1234567
     python -m amazonpay_client ledger watch --kind charge --after-event-id 1200
     python -m amazonpay_client refund S01-...-C000001 5.00 USD   # asks first; prints its key
+    python -m amazonpay_client reconcile --from 2026-03-01T00:00Z --to 2026-03-08T00:00Z
     python -m amazonpay_client demo                        # a whole purchase against `make run`
 Money-moving commands (capture, cancel, refund) show what they will do and ask for "yes" (or
 take --yes); each prints its idempotency key first: after a failure or a timeout, repeat the
@@ -49,6 +50,7 @@ from ._format import (
     transaction_row,
     transaction_summary,
 )
+from ._reconcile import add_reconcile_command, reconcile
 from ._services import KINDS, price
 from ._transport import new_key
 
@@ -62,7 +64,7 @@ EXIT_RPC_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-_OBJECTS = ("checkout-session", "charge-permission", "charge", "refund", "buyer")
+_OBJECTS = ("checkout-session", "charge-permission", "charge", "refund", "dispute", "buyer")
 _KIND_CHOICES = tuple(k.replace("_", "-") for k in KINDS)
 
 
@@ -185,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--amount", type=_amount, default="50.00", help="order amount in USD (%(default)s)"
     )
+    add_reconcile_command(commands, common, _when)
     return parser
 
 
@@ -231,6 +234,7 @@ async def _get(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]) 
         "charge-permission": (client.charge_permissions, "charge_permission"),
         "charge": (client.charges, "charge"),
         "refund": (client.refunds, "refund"),
+        "dispute": (client.disputes, "dispute"),
         "buyer": (client.buyers, "buyer"),
     }
     service, field = services[args.object]
@@ -463,7 +467,7 @@ async def amain(
         print(f"error: {exc}", file=err)
         return EXIT_USAGE
     handlers = {"list": _list, "show": _show, "events": _events, "watch": _watch}
-    commands = {"get": _get, "order": _order, "demo": _demo}
+    commands = {"get": _get, "order": _order, "demo": _demo, "reconcile": reconcile}
     async with client:
         try:
             if args.command in ("capture", "cancel", "refund"):

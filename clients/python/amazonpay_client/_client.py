@@ -20,6 +20,7 @@ from ._services import (
     LedgerService,
     RefundService,
 )
+from ._settlement import DisputeService, SettlementService
 from ._transport import (
     DEFAULT_READ_TIMEOUT,
     DEFAULT_WRITE_TIMEOUT,
@@ -100,6 +101,8 @@ class AmazonPayClient:
         self.delivery_trackers = DeliveryTrackerService(self._transport)
         self.buttons = ButtonService(self._transport)
         self.ledger = LedgerService(self._transport)
+        self.disputes = DisputeService(self._transport)
+        self.settlements = SettlementService(self._transport)
 
     @property
     def retry_policy(self) -> RetryPolicy:

@@ -66,8 +66,10 @@ Message = Any
 MessageLike = Message | Mapping[str, Any]
 """A generated message or a dict of its fields."""
 Source = Literal["auto", "ledger", "amazon"]
-Kind = Literal["checkout_session", "charge_permission", "charge", "refund"]
-EventSourceName = Literal["api", "poll", "ipn", "recovery"]
+Kind = Literal[
+    "checkout_session", "charge_permission", "charge", "refund", "dispute", "settlement_line"
+]
+EventSourceName = Literal["api", "poll", "ipn", "recovery", "settlement"]
 Resp = TypeVar("Resp", bound=_ProtoMessage)
 GetResp = TypeVar("GetResp", bound=_ProtoMessage)
 
