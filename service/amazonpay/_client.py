@@ -335,8 +335,7 @@ class AmazonPayClient:
             body=body,
             idempotency_key=idempotency_key,
             simulation_code=simulation_code,
-            timeout=timeout,
-            deadline=deadline,
+            budget=Deadline.resolve(timeout, deadline),
             query=query_pairs,
         )
         return _parse(row, response)
@@ -429,8 +428,7 @@ class AmazonPayClient:
             body=body,
             idempotency_key=key,
             simulation_code=simulation_code,
-            timeout=timeout,
-            deadline=deadline,
+            budget=Deadline.resolve(timeout, deadline),
         )
         return ApiResponse(
             status=response.status,
@@ -468,10 +466,11 @@ class AmazonPayClient:
         body: Body | None,
         idempotency_key: str | None,
         simulation_code: str | None,
-        timeout: float | None,
-        deadline: float | None,
+        budget: Deadline | None,
         query: Sequence[tuple[str, str]] = (),
     ) -> HttpResponse:
+        """One call with its retries, each attempt and pause within `budget` (the caller's
+        timeout and deadline, resolved when the call was made)."""
         if self._closed:
             raise AmazonPayRequestError("client is closed", operation=operation)
         simulation_code = self._check_simulation_code(simulation_code)
@@ -480,7 +479,6 @@ class AmazonPayClient:
         if query:
             url += "?" + canonical_query(query)
         payload = _encode_body(body)
-        budget = Deadline.resolve(timeout, deadline)
         policy = self._config.retry
         loop = asyncio.get_running_loop()
         attempt = 0

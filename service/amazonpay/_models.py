@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Self
 
@@ -97,25 +97,30 @@ def normalize_amount(value: object, *, allow_float: bool = False) -> str:
     return text
 
 
+def datetime_of(parts: Sequence[str | None], zone: tzinfo) -> datetime:
+    """The date-time a pattern matched as year, month, day, hour, minute, second and the digits
+    of a fraction of a second (None: none), in `zone`; ValueError for no calendar date-time."""
+    year, month, day, hour, minute, second, fraction = (part or "0" for part in parts)
+    return datetime(
+        year=int(year),
+        month=int(month),
+        day=int(day),
+        hour=int(hour),
+        minute=int(minute),
+        second=int(second),
+        microsecond=int(fraction.ljust(6, "0")[:6]),
+        tzinfo=zone,
+    )
+
+
 def parse_timestamp(value: object) -> datetime | None:
     """Aware UTC datetime from ``20191015T204313Z`` or ISO 8601; None when absent/unreadable."""
     if not isinstance(value, str) or not value:
         return None
     match = _COMPACT_TS.match(value)
     if match:
-        year, month, day, hour, minute, second, fraction = match.groups()
-        micro = int((fraction or "0").ljust(6, "0")[:6])
         try:
-            return datetime(
-                int(year),
-                int(month),
-                int(day),
-                int(hour),
-                int(minute),
-                int(second),
-                micro,
-                tzinfo=UTC,
-            )
+            return datetime_of(match.groups(), UTC)
         except ValueError:
             return None
     text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value

@@ -42,6 +42,7 @@ from decimal import Decimal
 
 from ._config import Environment
 from ._errors import AmazonPayError
+from ._models import datetime_of
 
 __all__ = [
     "BODY_COLUMNS",
@@ -321,7 +322,7 @@ def _datetime(value: str, number: int, column: str) -> datetime:
             line=number,
             column=column,
         )
-    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    *fields, offset = match.groups()
     if offset == "Z":
         zone: timezone = UTC
     else:
@@ -334,16 +335,7 @@ def _datetime(value: str, number: int, column: str) -> datetime:
         delta = timedelta(hours=hours, minutes=minutes)
         zone = timezone(-delta if offset[0] == "-" else delta)
     try:
-        parsed = datetime(
-            int(year),
-            int(month),
-            int(day),
-            int(hour),
-            int(minute),
-            int(second),
-            int((fraction or "0").ljust(6, "0")[:6]),
-            tzinfo=zone,
-        )
+        parsed = datetime_of(fields, zone)
     except ValueError:
         raise SettlementReportError(
             f"{value[:40]!r} is not a calendar date-time", line=number, column=column

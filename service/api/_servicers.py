@@ -46,6 +46,7 @@ from service.ledger import (
     EventFilter,
     EventHub,
     ObjectFilter,
+    Page,
     Position,
     Repository,
     StoredObject,
@@ -79,6 +80,24 @@ class PageLimits(NamedTuple):
 
     def size(self, requested: int) -> int:
         return min(requested or self.default, self.maximum)
+
+    def of(self, request: Any) -> _Paging:
+        """The page a listing request asks for: its size (clamped) and its page token."""
+        return _Paging(page_size=self.size(request.page_size), page_token=request.page_token)
+
+
+class _Paging(TypedDict):
+    page_size: int
+    page_token: str
+
+
+def _listing(response: Callable[..., Resp], page: Page[Any], **field: Callable[[Any], Any]) -> Resp:
+    """A listing's response: the page's items, each converted, in its one repeated `field`
+    (`events=event_of`), and the page's next token."""
+    ((name, convert),) = field.items()
+    return response(
+        **{name: [convert(item) for item in page.items]}, next_page_token=page.next_page_token
+    )
 
 
 _TRANSACTIONS_PAGE = PageLimits(default=50, maximum=500)
@@ -671,15 +690,8 @@ class LedgerService(_Servicer, ledger_pb2_grpc.LedgerServiceServicer):
             created_after=_time(req, "created_after"),
             created_before=_time(req, "created_before"),
         )
-        page = await self._repo.list_objects(
-            where,
-            page_size=_TRANSACTIONS_PAGE.size(req.page_size),
-            page_token=req.page_token,
-        )
-        return ledger_pb2.ListTransactionsResponse(
-            transactions=[transaction_of(o) for o in page.items],
-            next_page_token=page.next_page_token,
-        )
+        page = await self._repo.list_objects(where, **_TRANSACTIONS_PAGE.of(req))
+        return _listing(ledger_pb2.ListTransactionsResponse, page, transactions=transaction_of)
 
     @_unary
     async def ListEvents(
@@ -695,13 +707,10 @@ class LedgerService(_Servicer, ledger_pb2_grpc.LedgerServiceServicer):
         )
         page = await self._repo.list_events(
             where,
-            page_size=_EVENTS_PAGE.size(req.page_size),
-            page_token=req.page_token,
+            **_EVENTS_PAGE.of(req),
             settle_s=_settle_s(deadline),
         )
-        return ledger_pb2.ListEventsResponse(
-            events=[event_of(e) for e in page.items], next_page_token=page.next_page_token
-        )
+        return _listing(ledger_pb2.ListEventsResponse, page, events=event_of)
 
     async def WatchEvents(
         self,

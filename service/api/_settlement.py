@@ -24,12 +24,13 @@ from service.ledger import (
     MissRecord,
     SettlementCounts,
     SettlementLineRecord,
+    StoredObject,
     StoredReport,
 )
 
 from ._convert import json_to_message
 from ._errors import RpcFailure
-from ._servicers import PageLimits, _row, _Servicer, _time, _timestamp, _unary
+from ._servicers import PageLimits, _listing, _row, _Servicer, _time, _timestamp, _unary
 
 __all__ = ["DisputeService", "SettlementService"]
 
@@ -106,6 +107,10 @@ def settlement_of(report: StoredReport, counts: SettlementCounts) -> settlement_
     return message
 
 
+def dispute_of(stored: StoredObject) -> dispute_pb2.Dispute:
+    return json_to_message(stored.snapshot, dispute_pb2.Dispute())
+
+
 def disbursement_of(item: Disbursement) -> settlement_pb2.Disbursement:
     message = settlement_pb2.Disbursement(
         merchant=item.merchant,
@@ -134,13 +139,9 @@ class DisputeService(_Servicer, dispute_pb2_grpc.DisputeServiceServicer):
             self._merchant(req.merchant),
             charge_id=req.charge_id or None,
             state=req.state or None,
-            page_size=_SETTLEMENTS_PAGE.size(req.page_size),
-            page_token=req.page_token,
+            **_SETTLEMENTS_PAGE.of(req),
         )
-        return dispute_pb2.ListDisputesResponse(
-            disputes=[json_to_message(o.snapshot, dispute_pb2.Dispute()) for o in page.items],
-            next_page_token=page.next_page_token,
-        )
+        return _listing(dispute_pb2.ListDisputesResponse, page, disputes=dispute_of)
 
 
 class SettlementService(_Servicer, settlement_pb2_grpc.SettlementServiceServicer):
@@ -185,8 +186,7 @@ class SettlementService(_Servicer, settlement_pb2_grpc.SettlementServiceServicer
             status=STATUS_NAME.get(req.status),
             ended_after=_time(req, "ended_after"),
             ended_before=_time(req, "ended_before"),
-            page_size=_SETTLEMENTS_PAGE.size(req.page_size),
-            page_token=req.page_token,
+            **_SETTLEMENTS_PAGE.of(req),
         )
         return settlement_pb2.ListSettlementsResponse(
             settlements=await self._summaries(merchant, page.items),
@@ -212,8 +212,7 @@ class SettlementService(_Servicer, settlement_pb2_grpc.SettlementServiceServicer
                 merchant,
                 report.settlement_id,
                 outcome=OUTCOME_NAME.get(req.outcome),
-                page_size=_LINES_PAGE.size(req.page_size),
-                page_token=req.page_token,
+                **_LINES_PAGE.of(req),
             )
             response.lines.extend(line_of(r) for r in page.items)
             response.next_page_token = page.next_page_token
@@ -229,12 +228,10 @@ class SettlementService(_Servicer, settlement_pb2_grpc.SettlementServiceServicer
             settlement_id=req.settlement_id or None,
             after_time=_time(req, "created_after"),
             before_time=_time(req, "created_before"),
-            page_size=_SETTLEMENTS_PAGE.size(req.page_size),
-            page_token=req.page_token,
+            **_SETTLEMENTS_PAGE.of(req),
         )
-        return settlement_pb2.ListDisbursementsResponse(
-            disbursements=[disbursement_of(d) for d in page.items],
-            next_page_token=page.next_page_token,
+        return _listing(
+            settlement_pb2.ListDisbursementsResponse, page, disbursements=disbursement_of
         )
 
     @_unary
@@ -246,13 +243,9 @@ class SettlementService(_Servicer, settlement_pb2_grpc.SettlementServiceServicer
             outcome=OUTCOME_NAME.get(req.outcome),
             posted_after=_time(req, "created_after"),
             posted_before=_time(req, "created_before"),
-            page_size=_LINES_PAGE.size(req.page_size),
-            page_token=req.page_token,
+            **_LINES_PAGE.of(req),
         )
-        return settlement_pb2.ListUnmatchedLinesResponse(
-            lines=[line_of(item) for item in page.items],
-            next_page_token=page.next_page_token,
-        )
+        return _listing(settlement_pb2.ListUnmatchedLinesResponse, page, lines=line_of)
 
     @_unary
     async def ReconcileSettlementPeriod(

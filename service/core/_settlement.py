@@ -33,7 +33,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import partial
@@ -333,24 +333,18 @@ def _query_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@dataclass(eq=False)
 class Settlements:
     """Fetches settlement reports and disbursements and reconciles them; shared by the worker
     (on its schedule) and the API (ReconcileSettlementPeriod)."""
 
-    def __init__(
-        self,
-        merchants: MerchantRegistry,
-        repository: Repository,
-        settings: SettlementSettings,
-        *,
-        owner: str,
-        observe: Observer | None = None,
-    ) -> None:
-        self.merchants = merchants
-        self.repository = repository
-        self.settings = settings
-        self.owner = owner
-        self._observe = observe
+    merchants: MerchantRegistry
+    repository: Repository
+    settings: SettlementSettings
+    _: KW_ONLY
+    owner: str
+    """Who holds the leases taken here (the replica's instance id)."""
+    observe: Observer | None = None
 
     # ------------------------------------------------------------------ fetching
 
@@ -597,8 +591,8 @@ class Settlements:
         summary.outcomes_changed += len(written.changed)
         summary.recorded.update(recorded)
         summary.findings.update(findings)
-        if self._observe is not None and (recorded or findings):
-            self._observe(recorded, findings)
+        if self.observe is not None and (recorded or findings):
+            self.observe(recorded, findings)
 
     async def check_misses(self, merchant: str) -> int:
         """Record the ledger captures and refunds no settlement named within the window (see
@@ -643,8 +637,8 @@ class Settlements:
                 )
             recorded = await self.repository.record_misses(merchant, misses)
             found += len(recorded)
-            if recorded and self._observe is not None:
-                self._observe(
+            if recorded and self.observe is not None:
+                self.observe(
                     {"missing_at_amazon": len(recorded)}, {"missing_at_amazon": len(recorded)}
                 )
         return found

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from opentelemetry import trace
 
@@ -21,14 +21,23 @@ P = TypeVar("P")
 
 
 class Worker(Generic[P]):
-    """Subclasses set `name`, `interval_s`, `max_backoff_s` and `log`, and implement `_pass`,
-    which returns a dataclass of counts (its fields become the pass span's attributes)."""
+    """Subclasses give their `name` and `max_backoff_s` in the class statement
+    (``class Reconciler(Worker[PassResult], name="reconciler", max_backoff_s=30.0)``), set
+    `interval_s`, and implement `_pass`, which returns a dataclass of counts (its fields become
+    the pass span's attributes)."""
 
-    name: str
+    name: ClassVar[str]
+    """The task's name, the span's prefix and the logger's (`service.workers.<name>`)."""
+    max_backoff_s: ClassVar[float]
+    """The longest pause while the ledger cannot be reached."""
+    log: ClassVar[logging.Logger]
     interval_s: float
-    max_backoff_s: float
-    log: logging.Logger
     _task: asyncio.Task[None] | None = None
+
+    def __init_subclass__(cls, *, name: str, max_backoff_s: float, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.name, cls.max_backoff_s = name, max_backoff_s
+        cls.log = logging.getLogger(f"service.workers.{name}")
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=self.name)

@@ -64,11 +64,7 @@ class PassResult:
     changed: int
 
 
-class Reconciler(Worker[PassResult]):
-    name = "reconciler"
-    max_backoff_s = 30.0
-    log = _log
-
+class Reconciler(Worker[PassResult], name="reconciler", max_backoff_s=30.0):
     def __init__(
         self,
         payments: Payments,

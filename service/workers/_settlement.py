@@ -42,11 +42,7 @@ class SettlementPass:
     misses_found: int
 
 
-class SettlementWorker(Worker[SettlementPass]):
-    name = "settlement"
-    max_backoff_s = 300.0
-    log = _log
-
+class SettlementWorker(Worker[SettlementPass], name="settlement", max_backoff_s=300.0):
     def __init__(self, settlements: Settlements, metrics: Metrics, *, interval_s: float) -> None:
         self._settlements = settlements
         self._metrics = metrics
