@@ -32,19 +32,10 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote
 
+from . import validation
 from .clock import DAY, Clock, fmt, fmt_iso_ms, parse_pay_date
 from .routing import Ctx, route
-from .validation import (
-    ZERO_DECIMAL_CURRENCIES,
-    ApiError,
-    Obj,
-    check_object,
-    money,
-    opt_bool,
-    opt_str,
-    price,
-    req_str,
-)
+from .validation import ApiError, Obj, check_object, money, opt_str, price, quantum, req_str
 
 SANDBOX_SETTLEMENT = "_GET_FLAT_FILE_OFFAMAZONPAYMENTS_SANDBOX_SETTLEMENT_DATA_"
 LIVE_SETTLEMENT = "_GET_FLAT_FILE_OFFAMAZONPAYMENTS_SETTLEMENT_DATA_"
@@ -236,8 +227,7 @@ def parse_time(value: str, name: str) -> float:
 
 def capture_fee(amount: Decimal, currency: str) -> tuple[Decimal, Decimal]:
     """(percentage fee, fixed fee) of a capture, both negative: the documented fee rule."""
-    quantum = Decimal(1) if currency in ZERO_DECIMAL_CURRENCIES else Decimal("0.01")
-    percentage = (amount * PERCENTAGE_FEE).quantize(quantum, rounding=ROUND_HALF_UP)
+    percentage = (amount * PERCENTAGE_FEE).quantize(quantum(currency), rounding=ROUND_HALF_UP)
     return -percentage, -FIXED_FEES.get(currency, DEFAULT_FIXED_FEE)
 
 
@@ -324,33 +314,29 @@ def _transactions(engine: SettlementApi, state: Obj) -> list[Obj]:
                 )
             )
     for dispute in state["disputes"].values():
-        charge = charges[dispute["chargeId"]]
-        amount = Decimal(dispute["disputeAmount"]["amount"])
         did = dispute["disputeId"]
-        if f"Chargeback:{did}" not in settled:
-            found.append(
-                _transaction(
-                    engine,
-                    charge,
-                    kind="Chargeback",
-                    tx_id=did,
-                    posted=float(dispute["_created"]),
-                    amount=-amount,
-                    description=f"Chargeback: {dispute['filingReason']}",
-                )
+        amount = Decimal(dispute["disputeAmount"]["amount"])
+        # The chargeback takes the amount back; a reversal (MerchantWon) returns it.
+        moves = [
+            ("Chargeback", dispute["_created"], -amount, f"Chargeback: {dispute['filingReason']}")
+        ]
+        if dispute.get("_reversedAt") is not None:
+            moves.append(
+                ("Adjustment", dispute["_reversedAt"], amount, "Chargeback reversed: MerchantWon")
             )
-        if dispute.get("_reversedAt") is not None and f"Adjustment:{did}" not in settled:
-            found.append(
-                _transaction(
-                    engine,
-                    charge,
-                    kind="Adjustment",
-                    tx_id=did,
-                    posted=float(dispute["_reversedAt"]),
-                    amount=amount,
-                    description="Chargeback reversed: MerchantWon",
+        for kind, posted, signed, description in moves:
+            if f"{kind}:{did}" not in settled:
+                found.append(
+                    _transaction(
+                        engine,
+                        charges[dispute["chargeId"]],
+                        kind=kind,
+                        tx_id=did,
+                        posted=float(posted),
+                        amount=signed,
+                        description=description,
+                    )
                 )
-            )
     return found
 
 
@@ -1003,7 +989,7 @@ class SettlementApi:
             if first
             else now + SCHEDULE_FREQUENCIES[frequency]
         )
-        replace = opt_bool(body, "deleteExistingSchedule", "") or False
+        replace = validation.opt_bool(body, "deleteExistingSchedule", "") or False
         state = state_of(self)
         existing = [
             sid

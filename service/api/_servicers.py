@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,11 +35,22 @@ from payments.amazonpay.v1 import (
     checkout_session_pb2_grpc,
     common_pb2,
     delivery_tracker_pb2_grpc,
+    dispute_pb2,
+    dispute_pb2_grpc,
     ledger_pb2,
     ledger_pb2_grpc,
     refund_pb2_grpc,
+    settlement_pb2,
+    settlement_pb2_grpc,
 )
-from service.core import KINDS, AmazonCall, BuyerDataErasure, Payments, Settlements
+from service.core import (
+    KINDS,
+    AmazonCall,
+    BuyerDataErasure,
+    Payments,
+    Settlements,
+    SettlementSettings,
+)
 from service.ledger import (
     EVENT_SOURCES,
     Event,
@@ -50,15 +61,25 @@ from service.ledger import (
     Position,
     Repository,
     StoredObject,
+    StoredReport,
     StreamLimitReached,
 )
 from service.telemetry import Metrics
 
 from ._access import RpcRecord, rpc_record
-from ._convert import ENVELOPE_FIELDS, json_to_message, message_to_json
+from ._convert import ENVELOPE_FIELDS, json_to_message, message_to_json, timestamp_of
 from ._errors import RpcFailure, to_status
 from ._registry import PROTO_PACKAGE, discover_services
 from ._scope import allowed_merchant, hide_buyer_pii, pii_allowed, scoped_idempotency_key
+from ._settlement import (
+    OUTCOME_NAME,
+    STATUS_NAME,
+    disbursement_of,
+    dispute_of,
+    line_of,
+    reconciled,
+    settlement_of,
+)
 from ._validation import Violation, validate
 
 __all__ = ["RequestPath", "build_servicers"]
@@ -233,12 +254,6 @@ def _deadline(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
     return time.monotonic() + max(0.0, remaining - _DEADLINE_RESERVE_S)
 
 
-def _timestamp(value: Any) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value.astimezone(UTC))
-    return stamp
-
-
 def _price(data: Any) -> common_pb2.Price | None:
     if isinstance(data, Mapping) and data.get("amount") is not None:
         return common_pb2.Price(
@@ -276,12 +291,12 @@ def transaction_of(obj: StoredObject) -> ledger_pb2.Transaction:
         price = _price(obj.snapshot.get(json_key))
         if price is not None:
             getattr(tx, total).CopyFrom(price)
-    tx.created_at.CopyFrom(_timestamp(obj.created_at))
+    tx.created_at.CopyFrom(timestamp_of(obj.created_at))
     if obj.buyer_data_erased_at is not None:
-        tx.buyer_data_erased_at.CopyFrom(_timestamp(obj.buyer_data_erased_at))
-    tx.updated_at.CopyFrom(_timestamp(obj.updated_at))
+        tx.buyer_data_erased_at.CopyFrom(timestamp_of(obj.buyer_data_erased_at))
+    tx.updated_at.CopyFrom(timestamp_of(obj.updated_at))
     if obj.amazon_expires_at is not None:
-        tx.amazon_expiration_timestamp.CopyFrom(_timestamp(obj.amazon_expires_at))
+        tx.amazon_expiration_timestamp.CopyFrom(timestamp_of(obj.amazon_expires_at))
     json_to_message(obj.snapshot, getattr(tx, obj.kind))
     return tx
 
@@ -299,8 +314,8 @@ def event_of(event: Event) -> ledger_pb2.LedgerEvent:
         source=cast(Any, SOURCE_ENUM[event.source]),
         amazon_request_id=event.amazon_request_id or "",
     )
-    message.occurred_at.CopyFrom(_timestamp(event.recorded_at))
-    message.recorded_at.CopyFrom(_timestamp(event.recorded_at))
+    message.occurred_at.CopyFrom(timestamp_of(event.recorded_at))
+    message.recorded_at.CopyFrom(timestamp_of(event.recorded_at))
     json_to_message(event.snapshot, getattr(message, event.kind))
     return message
 
@@ -486,7 +501,7 @@ class RequestPath:
                 else common_pb2.DATA_ORIGIN_LEDGER
             ),
         )
-        getattr(response, "as_of").CopyFrom(_timestamp(result.as_of))  # noqa: B009
+        getattr(response, "as_of").CopyFrom(timestamp_of(result.as_of))  # noqa: B009
         return response
 
     async def fetch(self, method: str, req: Message, *, deadline: float | None) -> Message:
@@ -811,7 +826,7 @@ class LedgerService(_Servicer, ledger_pb2_grpc.LedgerServiceServicer):
             events_erased=result.events,
             idempotent_replay=result.replayed,
         )
-        response.erased_at.CopyFrom(_timestamp(result.erased_at))
+        response.erased_at.CopyFrom(timestamp_of(result.erased_at))
         return response
 
 
@@ -844,9 +859,162 @@ def _matches(where: EventFilter, event: Event) -> bool:
     )
 
 
-# The settlement and dispute servicers build on this module, so they come in once it is complete
-# (the package imports this module first).
-from ._settlement import DisputeService, SettlementService  # noqa: E402
+_SETTLEMENTS_PAGE = PageLimits(default=50, maximum=500)
+_LINES_PAGE = PageLimits(default=100, maximum=1000)
+
+
+class DisputeService(_Servicer, dispute_pb2_grpc.DisputeServiceServicer):
+    """Disputes: from Amazon or the ledger by id (like every Get*), and the ledger's by charge or
+    state."""
+
+    GetDispute = _row("GetDispute")
+
+    @_unary
+    async def ListDisputes(
+        self, req: dispute_pb2.ListDisputesRequest, deadline: float | None
+    ) -> dispute_pb2.ListDisputesResponse:
+        page = await self._repo.list_disputes(
+            self._merchant(req.merchant),
+            charge_id=req.charge_id or None,
+            state=req.state or None,
+            **_SETTLEMENTS_PAGE.of(req),
+        )
+        return _listing(dispute_pb2.ListDisputesResponse, page, disputes=dispute_of)
+
+
+class SettlementService(_Servicer, settlement_pb2_grpc.SettlementServiceServicer):
+    """Settlements and their lines from the ledger; reconciliation of a period on request."""
+
+    def _settlements(self) -> Settlements:
+        if self._path.settlements is None:
+            payments = self._path.payments
+            self._path.settlements = Settlements(
+                payments.merchants,
+                self._repo,
+                SettlementSettings(),
+                owner=payments.instance_id,
+            )
+        return self._path.settlements
+
+    async def _disbursements(
+        self, merchant: str, settlement_id: str
+    ) -> list[settlement_pb2.Disbursement]:
+        paid = await self._repo.list_disbursements(
+            merchant,
+            settlement_id=settlement_id,
+            after_time=None,
+            before_time=None,
+            page_size=_SETTLEMENTS_PAGE.maximum,
+        )
+        return [disbursement_of(d) for d in paid.items]
+
+    async def _summaries(
+        self, merchant: str, reports: Sequence[StoredReport]
+    ) -> list[settlement_pb2.Settlement]:
+        counts = await self._repo.settlement_counts(merchant, reports)
+        return [settlement_of(r, counts[r.report_id]) for r in reports]
+
+    @_unary
+    async def ListSettlements(
+        self, req: settlement_pb2.ListSettlementsRequest, deadline: float | None
+    ) -> settlement_pb2.ListSettlementsResponse:
+        merchant = self._merchant(req.merchant)
+        page = await self._repo.list_reports(
+            merchant,
+            status=STATUS_NAME.get(req.status),
+            ended_after=_time(req, "ended_after"),
+            ended_before=_time(req, "ended_before"),
+            **_SETTLEMENTS_PAGE.of(req),
+        )
+        return settlement_pb2.ListSettlementsResponse(
+            settlements=await self._summaries(merchant, page.items),
+            next_page_token=page.next_page_token,
+        )
+
+    @_unary
+    async def GetSettlement(
+        self, req: settlement_pb2.GetSettlementRequest, deadline: float | None
+    ) -> settlement_pb2.GetSettlementResponse:
+        merchant = self._merchant(req.merchant)
+        report = await self._repo.get_report(
+            merchant,
+            settlement_id=req.settlement_id or None,
+            report_id=req.report_id or None,
+        )
+        if report is None:
+            raise _not_in_ledger(req.settlement_id or req.report_id)
+        [summary] = await self._summaries(merchant, [report])
+        response = settlement_pb2.GetSettlementResponse(settlement=summary)
+        if report.settlement_id:
+            page = await self._repo.settlement_lines(
+                merchant,
+                report.settlement_id,
+                outcome=OUTCOME_NAME.get(req.outcome),
+                **_LINES_PAGE.of(req),
+            )
+            response.lines.extend(line_of(r) for r in page.items)
+            response.next_page_token = page.next_page_token
+            response.disbursements.extend(await self._disbursements(merchant, report.settlement_id))
+        return response
+
+    @_unary
+    async def ListDisbursements(
+        self, req: settlement_pb2.ListDisbursementsRequest, deadline: float | None
+    ) -> settlement_pb2.ListDisbursementsResponse:
+        page = await self._repo.list_disbursements(
+            self._merchant(req.merchant),
+            settlement_id=req.settlement_id or None,
+            after_time=_time(req, "created_after"),
+            before_time=_time(req, "created_before"),
+            **_SETTLEMENTS_PAGE.of(req),
+        )
+        return _listing(
+            settlement_pb2.ListDisbursementsResponse, page, disbursements=disbursement_of
+        )
+
+    @_unary
+    async def ListUnmatchedLines(
+        self, req: settlement_pb2.ListUnmatchedLinesRequest, deadline: float | None
+    ) -> settlement_pb2.ListUnmatchedLinesResponse:
+        page = await self._repo.unmatched_lines(
+            self._merchant(req.merchant),
+            outcome=OUTCOME_NAME.get(req.outcome),
+            posted_after=_time(req, "created_after"),
+            posted_before=_time(req, "created_before"),
+            **_LINES_PAGE.of(req),
+        )
+        return _listing(settlement_pb2.ListUnmatchedLinesResponse, page, lines=line_of)
+
+    @_unary
+    async def ReconcileSettlementPeriod(
+        self, req: settlement_pb2.ReconcileSettlementPeriodRequest, deadline: float | None
+    ) -> settlement_pb2.ReconcileSettlementPeriodResponse:
+        merchant = self._merchant(req.merchant)
+        work = self._settlements().reconcile_period(
+            merchant,
+            start=_time(req, "period_start"),
+            end=_time(req, "period_end"),
+            settlement_id=req.settlement_id or None,
+        )
+        async with asyncio.timeout(None if deadline is None else deadline - time.monotonic()):
+            summary = await work
+        if req.settlement_id and not summary.reports:
+            raise _not_in_ledger(req.settlement_id)
+        counts = await self._repo.settlement_counts(merchant, summary.reports)
+        response = reconciled(summary, counts)
+        for report in summary.reports:
+            if report.settlement_id:
+                response.disbursements.extend(
+                    await self._disbursements(merchant, report.settlement_id)
+                )
+        return response
+
+
+def _not_in_ledger(settlement: str) -> RpcFailure:
+    return RpcFailure(
+        grpc.StatusCode.NOT_FOUND, f"settlement {settlement} is not in the ledger", "NOT_IN_LEDGER"
+    )
+
 
 SERVICERS: tuple[type[_Servicer], ...] = (
     CheckoutSessionService,

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 
@@ -374,28 +374,21 @@ _LINE_COLUMNS = (
 )
 
 
-def _line_arrays(lines: Sequence[SettlementLineRecord]) -> list[list[Any]]:
+def _arrays(items: Sequence[Any], attributes: str) -> list[list[Any]]:
+    """One array per column for an `unnest` insert: each item's value of each of `attributes`
+    (comma-separated), mappings as dicts (jsonb)."""
     return [
-        [r.settlement_id for r in lines],
-        [r.line_number for r in lines],
-        [r.report_id for r in lines],
-        [r.posted_at for r in lines],
-        [r.transaction_type for r in lines],
-        [r.amazon_transaction_id for r in lines],
-        [r.seller_reference_id for r in lines],
-        [r.amount for r in lines],
-        [r.fee for r in lines],
-        [r.net for r in lines],
-        [r.currency_code for r in lines],
-        [r.outcome for r in lines],
-        [r.match_rule for r in lines],
-        [r.ledger_kind for r in lines],
-        [r.ledger_object_id for r in lines],
-        [r.charge_permission_id for r in lines],
-        [r.expected_amount for r in lines],
-        [r.expected_currency for r in lines],
-        [dict(r.raw) for r in lines],
+        [_column(getattr(item, name.strip())) for item in items] for name in attributes.split(",")
     ]
+
+
+def _column(value: Any) -> Any:
+    return dict(value) if isinstance(value, Mapping) else value
+
+
+def _keyset(position: Sequence[Any] | None, size: int) -> list[Any]:
+    """A page token's keyset position as query parameters (`size` NULLs on the first page)."""
+    return list(position) if position is not None else [None] * size
 
 
 _UNNEST_LINES = (
@@ -403,6 +396,56 @@ _UNNEST_LINES = (
     " $8::text[], $9::numeric[], $10::numeric[], $11::numeric[], $12::text[], $13::text[],"
     " $14::text[], $15::text[], $16::text[], $17::text[], $18::numeric[], $19::text[],"
     f" $20::jsonb[]) AS i({_LINE_COLUMNS})"
+)
+
+
+@dataclass(frozen=True)
+class _Newest(Generic[R]):
+    """A listing newest first, keyset-paginated on (a time that may be missing, an id)."""
+
+    query: str
+    """$1 the merchant, $2 its filter, $3 and $4 the time range, $5 and $6 the keyset position,
+    $7 the rows to read, $8 the time a missing one sorts as."""
+    convert: Callable[[asyncpg.Record], R]
+    key: Callable[[R], tuple[datetime | None, str]]
+    """An item's keyset position: its time and id."""
+    keys: tuple[str, str]
+    """Their names in page tokens."""
+    missing: datetime
+
+
+_REPORTS = _Newest(
+    query="""
+        SELECT * FROM settlement_reports
+        WHERE merchant = $1
+          AND ($2::text IS NULL OR status = $2)
+          AND ($3::timestamptz IS NULL OR settlement_end >= $3)
+          AND ($4::timestamptz IS NULL OR settlement_end < $4)
+          AND ($5::timestamptz IS NULL
+               OR (coalesce(settlement_end, $8), report_id) < ($5, $6))
+        ORDER BY coalesce(settlement_end, $8) DESC, report_id DESC
+        LIMIT $7
+        """,
+    convert=_report,
+    key=lambda report: (report.settlement_end, report.report_id),
+    keys=("t", "r"),
+    missing=_LATEST,
+)
+_DISBURSEMENTS = _Newest(
+    query="""
+        SELECT * FROM disbursements
+        WHERE merchant = $1 AND ($2::text IS NULL OR settlement_id = $2)
+          AND ($3::timestamptz IS NULL OR transaction_time >= $3)
+          AND ($4::timestamptz IS NULL OR transaction_time < $4)
+          AND ($5::timestamptz IS NULL OR
+               (coalesce(transaction_time, $8), disbursement_id) < ($5, $6))
+        ORDER BY coalesce(transaction_time, $8) DESC, disbursement_id DESC
+        LIMIT $7
+        """,
+    convert=_disbursement,
+    key=lambda paid: (paid.transaction_time, paid.disbursement_id),
+    keys=("t", "d"),
+    missing=_EARLIEST,
 )
 
 
@@ -430,14 +473,11 @@ class SettlementQueries(QueryBase):
                 WHERE settlement_reports.report_document_id IS NULL
             RETURNING (xmax = 0) AS inserted
             """,
-            [r.merchant for r in reports],
-            [r.report_id for r in reports],
-            [r.report_type for r in reports],
-            [r.report_document_id for r in reports],
-            [r.amazon_created_at for r in reports],
-            [dict(r.snapshot) for r in reports],
-            [r.data_start for r in reports],
-            [r.data_end for r in reports],
+            *_arrays(
+                reports,
+                "merchant, report_id, report_type, report_document_id, amazon_created_at,"
+                " snapshot, data_start, data_end",
+            ),
         )
         return sum(1 for r in rows if r["inserted"])
 
@@ -595,35 +635,11 @@ class SettlementQueries(QueryBase):
         page_token: str = "",
     ) -> Page[StoredReport]:
         """Newest settlement first (reports not read yet first of all), keyset-paginated."""
-        filters = ["reports", merchant, status, ended_after, ended_before]
-        after = _position(page_token, filters, ("t", "r")) if page_token else None
-        rows = await self._pool.fetch(
-            """
-            SELECT * FROM settlement_reports
-            WHERE merchant = $1
-              AND ($2::text IS NULL OR status = $2)
-              AND ($3::timestamptz IS NULL OR settlement_end >= $3)
-              AND ($4::timestamptz IS NULL OR settlement_end < $4)
-              AND ($5::timestamptz IS NULL
-                   OR (coalesce(settlement_end, $8), report_id) < ($5, $6))
-            ORDER BY coalesce(settlement_end, $8) DESC, report_id DESC
-            LIMIT $7
-            """,
-            merchant,
-            status,
-            ended_after,
-            ended_before,
-            after[0] if after else None,
-            after[1] if after else None,
-            page_size + 1,
-            _LATEST,
-        )
-        return _page(
-            rows,
-            page_size,
-            _report,
-            lambda r: {"t": (r.settlement_end or _LATEST).isoformat(), "r": r.report_id},
-            filters,
+        return await self._newest_first(
+            _REPORTS,
+            ["reports", merchant, status, ended_after, ended_before],
+            page_size=page_size,
+            page_token=page_token,
         )
 
     async def settlement_counts(
@@ -713,8 +729,7 @@ class SettlementQueries(QueryBase):
             merchant,
             charge_id,
             state,
-            after[0] if after else None,
-            after[1] if after else None,
+            *_keyset(after, 2),
             page_size + 1,
         )
         items = await self._open_objects([_stored(r) for r in rows[:page_size]])
@@ -789,7 +804,7 @@ class SettlementQueries(QueryBase):
                     RETURNING line_number
                     """,  # noqa: S608 - fixed column lists; values are parameters
                     merchant,
-                    *_line_arrays(lines),
+                    *_arrays(lines, _LINE_COLUMNS),
                 )
             }
             new = [r for r in lines if r.line_number in inserted]
@@ -845,7 +860,7 @@ class SettlementQueries(QueryBase):
                       AND l.line_number = i.line_number
                     """,  # noqa: S608 - fixed column lists; values are parameters
                     merchant,
-                    *_line_arrays([r for r, _ in changed]),
+                    *_arrays([r for r, _ in changed], _LINE_COLUMNS),
                 )
             settled = await self._settle_misses(
                 conn, merchant, [r for r in lines if r.outcome == "matched" and r.ledger_object_id]
@@ -1003,10 +1018,7 @@ class SettlementQueries(QueryBase):
             outcome,
             posted_after,
             posted_before,
-            after[0] if after else None,
-            after[1] if after else None,
-            after[2] if after else None,
-            after[3] if after else None,
+            *_keyset(after, 4),
             page_size + 1,
         )
         items: list[SettlementLineRecord | MissRecord] = [
@@ -1072,9 +1084,7 @@ class SettlementQueries(QueryBase):
             """,
             merchant,
             created_after,
-            after[0] if after else None,
-            after[1] if after else None,
-            after[2] if after else None,
+            *_keyset(after, 3),
             limit,
         )
         return _entries(rows)
@@ -1138,14 +1148,11 @@ class SettlementQueries(QueryBase):
             ON CONFLICT (merchant, disbursement_id) DO NOTHING
             RETURNING 1
             """,
-            [d.merchant for d in items],
-            [d.disbursement_id for d in items],
-            [d.settlement_id for d in items],
-            [d.seller_id for d in items],
-            [d.amount for d in items],
-            [d.currency_code for d in items],
-            [d.transaction_time for d in items],
-            [dict(d.snapshot) for d in items],
+            *_arrays(
+                items,
+                "merchant, disbursement_id, settlement_id, seller_id, amount, currency_code,"
+                " transaction_time, snapshot",
+            ),
         )
         return len(rows)
 
@@ -1160,35 +1167,30 @@ class SettlementQueries(QueryBase):
         page_token: str = "",
     ) -> Page[Disbursement]:
         """Newest first, keyset-paginated on (transaction time, id)."""
-        filters = ["disbursements", merchant, settlement_id, after_time, before_time]
-        after = _position(page_token, filters, ("t", "d")) if page_token else None
+        return await self._newest_first(
+            _DISBURSEMENTS,
+            ["disbursements", merchant, settlement_id, after_time, before_time],
+            page_size=page_size,
+            page_token=page_token,
+        )
+
+    async def _newest_first(
+        self, listing: _Newest[R], filters: Sequence[Any], *, page_size: int, page_token: str
+    ) -> Page[R]:
+        """A page of `listing`; `filters` are what its page tokens are bound to, all but the
+        first (the listing's name) its query's $1 to $4."""
+        after = _position(page_token, filters, listing.keys) if page_token else None
         rows = await self._pool.fetch(
-            """
-            SELECT * FROM disbursements
-            WHERE merchant = $1 AND ($2::text IS NULL OR settlement_id = $2)
-              AND ($3::timestamptz IS NULL OR transaction_time >= $3)
-              AND ($4::timestamptz IS NULL OR transaction_time < $4)
-              AND ($5::timestamptz IS NULL OR
-                   (coalesce(transaction_time, $8), disbursement_id) < ($5, $6))
-            ORDER BY coalesce(transaction_time, $8) DESC, disbursement_id DESC
-            LIMIT $7
-            """,
-            merchant,
-            settlement_id,
-            after_time,
-            before_time,
-            after[0] if after else None,
-            after[1] if after else None,
-            page_size + 1,
-            _EARLIEST,
+            listing.query, *filters[1:], *_keyset(after, 2), page_size + 1, listing.missing
         )
-        return _page(
-            rows,
-            page_size,
-            _disbursement,
-            lambda d: {"t": (d.transaction_time or _EARLIEST).isoformat(), "d": d.disbursement_id},
-            filters,
-        )
+
+        def position(item: R) -> dict[str, Any]:
+            moment, item_id = listing.key(item)
+            return dict(
+                zip(listing.keys, ((moment or listing.missing).isoformat(), item_id), strict=True)
+            )
+
+        return _page(rows, page_size, listing.convert, position, filters)
 
     # ------------------------------------------------------------------ cursors and runs
 

@@ -9,8 +9,7 @@ from . import _errors
 from ._client import DEFAULT_TARGET, AmazonPayClient
 from ._errors import *  # noqa: F403 - the exceptions, listed once in `_errors.__all__`
 from ._retry import RetryEvent, RetryPolicy
-from ._services import kind_enum, kind_name, price
-from ._settlement import outcome_enum, outcome_name
+from ._services import kind_enum, kind_name, outcome_enum, outcome_name, price
 from ._transport import DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT, new_key
 
 __version__ = "0.1.0"

@@ -17,10 +17,11 @@ from ._services import (
     ChargeService,
     CheckoutSessionService,
     DeliveryTrackerService,
+    DisputeService,
     LedgerService,
     RefundService,
+    SettlementService,
 )
-from ._settlement import DisputeService, SettlementService
 from ._transport import (
     DEFAULT_READ_TIMEOUT,
     DEFAULT_WRITE_TIMEOUT,

@@ -10,7 +10,7 @@ from typing import IO, Any
 
 from ._client import AmazonPayClient
 from ._format import table, to_dict
-from ._settlement import outcome_name
+from ._services import outcome_name
 
 __all__ = ["add_reconcile_command", "reconcile"]
 

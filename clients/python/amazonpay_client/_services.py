@@ -1,4 +1,4 @@
-"""One object per gRPC service; keyword arguments carry Amazon's field names in snake_case.
+"""One object per gRPC service (settlements and disputes too); keyword arguments carry Amazon's field names in snake_case.
 
 Nested messages may be passed as the generated message or as a dict of its fields
 (`charge_amount={"amount": "10.00", "currency_code": "USD"}` or `price("10.00", "USD")`).
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypedDict, TypeVar, Unpack, cast
@@ -34,10 +34,14 @@ from payments.amazonpay.v1 import (
     common_pb2,
     delivery_tracker_pb2,
     delivery_tracker_pb2_grpc,
+    dispute_pb2,
+    dispute_pb2_grpc,
     ledger_pb2,
     ledger_pb2_grpc,
     refund_pb2,
     refund_pb2_grpc,
+    settlement_pb2,
+    settlement_pb2_grpc,
 )
 
 from ._errors import ValidationError, error_from_rpc
@@ -46,18 +50,25 @@ from ._transport import Transport, new_key
 
 __all__ = [
     "KINDS",
+    "OUTCOMES",
+    "STATUSES",
     "ButtonService",
     "BuyerService",
     "ChargePermissionService",
     "ChargeService",
     "CheckoutSessionService",
     "DeliveryTrackerService",
+    "DisputeService",
     "Kind",
     "LedgerService",
+    "Outcome",
     "RefundService",
+    "SettlementService",
     "Source",
     "kind_enum",
     "kind_name",
+    "outcome_enum",
+    "outcome_name",
     "price",
 ]
 
@@ -75,23 +86,51 @@ GetResp = TypeVar("GetResp", bound=_ProtoMessage)
 
 _PACKAGE = "payments.amazonpay.v1"
 
-_SOURCES: Mapping[str, int] = {
-    "auto": common_pb2.READ_SOURCE_AUTO,
-    "ledger": common_pb2.READ_SOURCE_LEDGER,
-    "amazon": common_pb2.READ_SOURCE_AMAZON,
-}
 
-
-def _names(enum: str, prefix: str) -> Mapping[str, int]:
-    """A ledger.proto enum by lower-case name without its prefix (`charge` for
+def _names(enum: Any, prefix: str) -> Mapping[str, int]:
+    """A proto enum by lower-case name without its prefix (`charge` for
     OBJECT_KIND_CHARGE), the unspecified value left out."""
-    values = ledger_pb2.DESCRIPTOR.enum_types_by_name[enum].values
-    return {v.name.removeprefix(prefix).lower(): v.number for v in values if v.number}
+    return {
+        v.name.removeprefix(prefix).lower(): v.number for v in enum.DESCRIPTOR.values if v.number
+    }
 
 
-KINDS: Mapping[str, int] = _names("ObjectKind", "OBJECT_KIND_")
+def _value(name: str | int | None, names: Mapping[str, int], what: str) -> int | None:
+    """The value `names` gives `name` (any case, dashes for underscores: "charge-permission");
+    an int passes as it is, None stays None."""
+    if name is None or isinstance(name, int):
+        return name
+    normalized = name.strip().lower().replace("-", "_")
+    if normalized not in names:
+        raise ValueError(f"unknown {what} {name!r}; expected one of {', '.join(names)}")
+    return names[normalized]
+
+
+_SOURCES: Mapping[str, int] = _names(common_pb2.ReadSource, "READ_SOURCE_")
+KINDS: Mapping[str, int] = _names(ledger_pb2.ObjectKind, "OBJECT_KIND_")
 _KIND_NAMES: Mapping[int, str] = {v: k for k, v in KINDS.items()}
-_EVENT_SOURCES: Mapping[str, int] = _names("EventSource", "EVENT_SOURCE_")
+_EVENT_SOURCES: Mapping[str, int] = _names(ledger_pb2.EventSource, "EVENT_SOURCE_")
+
+Outcome = Literal[
+    "matched", "missing_in_ledger", "missing_at_amazon", "amount_mismatch", "currency_mismatch"
+]
+OUTCOMES: Mapping[str, int] = _names(settlement_pb2.MatchOutcome, "MATCH_OUTCOME_")
+_OUTCOME_NAMES: Mapping[int, str] = {v: k for k, v in OUTCOMES.items()}
+STATUSES: Mapping[str, int] = _names(settlement_pb2.SettlementStatus, "SETTLEMENT_STATUS_")
+
+
+def outcome_enum(outcome: Outcome | str | int | None) -> int:
+    """MatchOutcome value of "amount_mismatch", "missing-in-ledger", ... (0 for None)."""
+    return _value(outcome, OUTCOMES, "outcome") or 0
+
+
+def outcome_name(outcome: int) -> str:
+    """ "amount_mismatch" for MATCH_OUTCOME_AMOUNT_MISMATCH; "" for unspecified."""
+    return _OUTCOME_NAMES.get(outcome, "")
+
+
+def _status(status: str | int | None) -> int:
+    return _value(status, STATUSES, "status") or 0
 
 
 def price(amount: str, currency_code: str) -> Message:
@@ -103,14 +142,7 @@ def price(amount: str, currency_code: str) -> Message:
 
 def kind_enum(kind: str | int | None) -> int:
     """ObjectKind value of "charge", "charge-permission", ... (0 for None: any kind)."""
-    if kind is None:
-        return 0
-    if isinstance(kind, int):
-        return kind
-    normalized = kind.strip().lower().replace("-", "_")
-    if normalized not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
-    return KINDS[normalized]
+    return _value(kind, KINDS, "kind") or 0
 
 
 def kind_name(kind: int) -> str:
@@ -119,19 +151,11 @@ def kind_name(kind: int) -> str:
 
 
 def _source(source: Source | int | None) -> int | None:
-    if source is None or isinstance(source, int):
-        return source
-    if source not in _SOURCES:
-        raise ValueError(f"unknown source {source!r}; expected auto, ledger or amazon")
-    return _SOURCES[source]
+    return _value(source, _SOURCES, "source")
 
 
 def _event_source(source: EventSourceName | int | None) -> int | None:
-    if source is None or isinstance(source, int):
-        return source
-    if source not in _EVENT_SOURCES:
-        raise ValueError(f"unknown event source {source!r}; expected {', '.join(_EVENT_SOURCES)}")
-    return _EVENT_SOURCES[source]
+    return _value(source, _EVENT_SOURCES, "event source")
 
 
 def _timestamp(value: datetime | None) -> Message:
@@ -196,6 +220,19 @@ def _fields(arguments: Mapping[str, Any]) -> dict[str, Any]:
     fields = {k: v for k, v in arguments.items() if k not in ("self", "options", "__class__")}
     fields.update(arguments.get("options") or {})
     return fields
+
+
+async def _every(page: Callable[[str], Awaitable[Any]], field: str) -> AsyncIterator[Any]:
+    """Every item of a paginated listing: `page(token)` answers one page whose `field` holds
+    the items, following next_page_token."""
+    token = ""
+    while True:
+        answer = await page(token)
+        for item in getattr(answer, field):
+            yield item
+        token = answer.next_page_token
+        if not token:
+            return
 
 
 class _Service:
@@ -525,14 +562,10 @@ class LedgerService(_Service):
         self, **query: Unpack[_TransactionQuery]
     ) -> AsyncIterator[ledger_pb2.Transaction]:
         """Every matching transaction, following next_page_token (each page has `timeout`)."""
-        token = ""
-        while True:
-            page = await self.list_transactions(page_token=token, **query)
-            for transaction in page.transactions:
-                yield transaction
-            token = page.next_page_token
-            if not token:
-                return
+        async for transaction in _every(
+            lambda token: self.list_transactions(page_token=token, **query), "transactions"
+        ):
+            yield transaction
 
     async def list_events(
         self, *, page_token: str | None = None, **query: Unpack[_EventQuery]
@@ -549,14 +582,10 @@ class LedgerService(_Service):
         self, **query: Unpack[_EventQuery]
     ) -> AsyncIterator[ledger_pb2.LedgerEvent]:
         """Every matching event, following next_page_token."""
-        token = ""
-        while True:
-            page = await self.list_events(page_token=token, **query)
-            for event in page.events:
-                yield event
-            token = page.next_page_token
-            if not token:
-                return
+        async for event in _every(
+            lambda token: self.list_events(page_token=token, **query), "events"
+        ):
+            yield event
 
     async def watch_events(
         self,
@@ -625,6 +654,159 @@ class LedgerService(_Service):
         return await self._call(_ERASE_BUYER_DATA, _fields(locals()))
 
 
+class DisputeService(_ReadsById[dispute_pb2.GetDisputeResponse]):
+    """Disputes (chargebacks): by id from Amazon or the ledger, and the ledger's by charge or
+    state."""
+
+    _get = _rpc(dispute_pb2.GetDisputeResponse)
+    _id_field = "dispute_id"
+
+    _stub_class = dispute_pb2_grpc.DisputeServiceStub
+
+    async def list(
+        self,
+        *,
+        charge_id: str | None = None,
+        state: str | None = None,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        **options: Unpack[_ReadOptions],
+    ) -> dispute_pb2.ListDisputesResponse:
+        """ListDisputes: one page, newest first."""
+        return await self._call(_LIST_DISPUTES, _fields(locals()))
+
+    async def iter(
+        self,
+        *,
+        charge_id: str | None = None,
+        state: str | None = None,
+        **options: Unpack[_ReadOptions],
+    ) -> AsyncIterator[dispute_pb2.Dispute]:
+        """Every matching dispute, following next_page_token."""
+        async for dispute in _every(
+            lambda token: self.list(charge_id=charge_id, state=state, page_token=token, **options),
+            "disputes",
+        ):
+            yield dispute
+
+
+class _Period(_ReadOptions, total=False):
+    """Time filters (timezone-aware datetimes) and the page size of a listing."""
+
+    created_after: datetime | None
+    created_before: datetime | None
+    page_size: int | None
+
+
+class SettlementService(_Service):
+    """What Amazon paid out: settlements with their lines and match results, disbursements,
+    unmatched lines, and reconciliation of a period on request."""
+
+    _stub_class = settlement_pb2_grpc.SettlementServiceStub
+
+    async def list(
+        self,
+        *,
+        status: str | int | None = None,
+        ended_after: datetime | None = None,
+        ended_before: datetime | None = None,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        **options: Unpack[_ReadOptions],
+    ) -> settlement_pb2.ListSettlementsResponse:
+        """ListSettlements: one page, newest period first."""
+        fields = {
+            **_fields(locals()),
+            "status": _status(status),
+            "ended_after": _timestamp(ended_after),
+            "ended_before": _timestamp(ended_before),
+        }
+        return await self._call(_LIST_SETTLEMENTS, fields)
+
+    async def get(
+        self,
+        settlement_id: str | None = None,
+        *,
+        report_id: str | None = None,
+        outcome: Outcome | str | int | None = None,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        **options: Unpack[_ReadOptions],
+    ) -> settlement_pb2.GetSettlementResponse:
+        """GetSettlement by settlement id (or `report_id`): counts, totals, a page of lines."""
+        fields = {**_fields(locals()), "outcome": outcome_enum(outcome)}
+        return await self._call(_GET_SETTLEMENT, fields)
+
+    async def iter_lines(
+        self,
+        settlement_id: str,
+        *,
+        outcome: Outcome | str | int | None = None,
+        **options: Unpack[_ReadOptions],
+    ) -> AsyncIterator[settlement_pb2.SettlementLine]:
+        """Every line of a settlement (optionally of one outcome), in line order."""
+        async for line in _every(
+            lambda token: self.get(settlement_id, outcome=outcome, page_token=token, **options),
+            "lines",
+        ):
+            yield line
+
+    async def list_disbursements(
+        self,
+        *,
+        settlement_id: str | None = None,
+        page_token: str | None = None,
+        **query: Unpack[_Period],
+    ) -> settlement_pb2.ListDisbursementsResponse:
+        """ListDisbursements: one page, newest first."""
+        return await self._call(_LIST_DISBURSEMENTS, self._query(locals(), query))
+
+    async def list_unmatched(
+        self,
+        *,
+        outcome: Outcome | str | int | None = None,
+        page_token: str | None = None,
+        **query: Unpack[_Period],
+    ) -> settlement_pb2.ListUnmatchedLinesResponse:
+        """ListUnmatchedLines: one page of lines that did not match (and misses), newest first."""
+        fields = {**self._query(locals(), query), "outcome": outcome_enum(outcome)}
+        return await self._call(_LIST_UNMATCHED_LINES, fields)
+
+    async def iter_unmatched(
+        self, *, outcome: Outcome | str | int | None = None, **query: Unpack[_Period]
+    ) -> AsyncIterator[settlement_pb2.SettlementLine]:
+        """Every unmatched line and miss, following next_page_token."""
+        async for line in _every(
+            lambda token: self.list_unmatched(outcome=outcome, page_token=token, **query), "lines"
+        ):
+            yield line
+
+    async def reconcile(
+        self,
+        *,
+        period_start: datetime | None = None,
+        period_end: datetime | None = None,
+        settlement_id: str | None = None,
+        **options: Unpack[_ReadOptions],
+    ) -> settlement_pb2.ReconcileSettlementPeriodResponse:
+        """ReconcileSettlementPeriod: fetch, reconcile (again) and summarize a period (or one
+        settlement). Safe to repeat: nothing is recorded twice."""
+        fields = {
+            **_fields(locals()),
+            "period_start": _timestamp(period_start),
+            "period_end": _timestamp(period_end),
+        }
+        return await self._call(_RECONCILE_SETTLEMENT_PERIOD, fields)
+
+    @staticmethod
+    def _query(arguments: Mapping[str, Any], query: Mapping[str, Any]) -> dict[str, Any]:
+        fields = {k: v for k, v in _fields(arguments).items() if k != "query"}
+        fields.update(query)
+        fields["created_after"] = _timestamp(query.get("created_after"))
+        fields["created_before"] = _timestamp(query.get("created_before"))
+        return fields
+
+
 _CREATE_CHECKOUT_SESSION = _rpc(checkout_session_pb2.CreateCheckoutSessionResponse, write=True)
 _UPDATE_CHECKOUT_SESSION = _rpc(checkout_session_pb2.UpdateCheckoutSessionResponse, write=True)
 _COMPLETE_CHECKOUT_SESSION = _rpc(checkout_session_pb2.CompleteCheckoutSessionResponse, write=True)
@@ -641,3 +823,9 @@ _SIGN_BUTTON_PAYLOAD = _rpc(button_pb2.SignButtonPayloadResponse)
 _GET_TRANSACTION = _rpc(ledger_pb2.GetTransactionResponse)
 _LIST_TRANSACTIONS = _rpc(ledger_pb2.ListTransactionsResponse)
 _LIST_EVENTS = _rpc(ledger_pb2.ListEventsResponse)
+_LIST_DISPUTES = _rpc(dispute_pb2.ListDisputesResponse)
+_LIST_SETTLEMENTS = _rpc(settlement_pb2.ListSettlementsResponse)
+_GET_SETTLEMENT = _rpc(settlement_pb2.GetSettlementResponse)
+_LIST_DISBURSEMENTS = _rpc(settlement_pb2.ListDisbursementsResponse)
+_LIST_UNMATCHED_LINES = _rpc(settlement_pb2.ListUnmatchedLinesResponse)
+_RECONCILE_SETTLEMENT_PERIOD = _rpc(settlement_pb2.ReconcileSettlementPeriodResponse)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from amazonpay_client import _services, _settlement
+from amazonpay_client import _services
 from google.protobuf import descriptor_pool
 
-MODULES = (_services, _settlement)
+MODULES = (_services,)
 SERVICES = list(
     {
         cls
