@@ -1213,12 +1213,7 @@ class SettlementQueries(QueryBase):
         )
         if row is None:
             return None
-        return SettlementCursor(
-            merchant=row["merchant"],
-            reports_created_since=row["reports_created_since"],
-            disbursements_since=row["disbursements_since"],
-            misses_checked_through=row["misses_checked_through"],
-        )
+        return _from_row(SettlementCursor, row)
 
     async def save_cursor(
         self,
@@ -1227,7 +1222,6 @@ class SettlementQueries(QueryBase):
         owner: str,
         reports_created_since: datetime | None = None,
         disbursements_since: datetime | None = None,
-        misses_checked_through: datetime | None = None,
         error: str | None = None,
         release: bool = False,
     ) -> None:
@@ -1237,17 +1231,15 @@ class SettlementQueries(QueryBase):
             UPDATE settlement_cursors SET
                 reports_created_since = greatest(reports_created_since, $3),
                 disbursements_since = greatest(disbursements_since, $4),
-                misses_checked_through = greatest(misses_checked_through, $5),
-                last_error = $6, fetched_at = now(), updated_at = now(),
-                lease_owner = CASE WHEN $7 THEN NULL ELSE lease_owner END,
-                lease_expires_at = CASE WHEN $7 THEN NULL ELSE lease_expires_at END
+                last_error = $5, fetched_at = now(), updated_at = now(),
+                lease_owner = CASE WHEN $6 THEN NULL ELSE lease_owner END,
+                lease_expires_at = CASE WHEN $6 THEN NULL ELSE lease_expires_at END
             WHERE merchant = $1 AND lease_owner = $2
             """,
             merchant,
             owner,
             reports_created_since,
             disbursements_since,
-            misses_checked_through,
             error,
             release,
         )
