@@ -37,14 +37,14 @@ def usd(amount: str) -> common_pb2.Price:
 
 @dataclass
 class Stubs:
-    """grpc.aio stubs (typed Any: the generated stubs are typed for the synchronous API)."""
+    """grpc.aio stubs (the generated stubs' asynchronous types: their calls are awaitable)."""
 
     target: str
-    sessions: Any
-    permissions: Any
-    charges: Any
-    refunds: Any
-    ledger: Any
+    sessions: checkout_session_pb2_grpc.CheckoutSessionServiceAsyncStub
+    permissions: charge_permission_pb2_grpc.ChargePermissionServiceAsyncStub
+    charges: charge_pb2_grpc.ChargeServiceAsyncStub
+    refunds: refund_pb2_grpc.RefundServiceAsyncStub
+    ledger: ledger_pb2_grpc.LedgerServiceAsyncStub
 
 
 class _RoundRobin:

@@ -41,6 +41,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bench import _report
+from bench import settlement as settlement_bench
 from bench._floor import drive_grpc
 from bench._flows import (
     Stubs,
@@ -1129,6 +1130,10 @@ async def run_bench(options: Options) -> dict[str, Any]:
                 await bench.scenario_floor()
                 await bench.scenario_get_charge()
                 await bench.scenario_list()
+            results["settlement"] = await settlement_bench.measure(
+                stack.server_url,
+                sizes=settlement_bench.QUICK_SIZES if options.quick else settlement_bench.SIZES,
+            )
             results["peak_rss_mib"] = {
                 "service": round(sum(peak_rss_mib(pid) for pid in stack.service.pids()), 1),
                 "service_processes": len(stack.service.pids()),
@@ -1189,7 +1194,9 @@ def main(argv: list[str] | None = None) -> int:
     results = asyncio.run(run_bench(options))
     options.output.mkdir(parents=True, exist_ok=True)
     (options.output / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
-    (options.output / "latest.md").write_text(_report.markdown(results))
+    (options.output / "latest.md").write_text(
+        _report.markdown(results) + settlement_bench.markdown(results.get("settlement"))
+    )
     if options.chart:
         _report.chart(results, options.output / "latest.png")
     with (options.output / "history.jsonl").open("a") as history:

@@ -14,7 +14,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from service.amazonpay import PrivateKey, RequestSigner
+from service.amazonpay import PrivateKey, RequestSigner, canonical_request
 
 HEADERS = {
     "accept": "application/json",
@@ -48,7 +48,10 @@ def load_key(path: Path | None) -> PrivateKey:
 
 
 def sign_once(signer: RequestSigner) -> str:
-    return signer.authorization("POST", "/sandbox/v2/charges", None, HEADERS, BODY)
+    canonical = canonical_request(
+        "POST", "/sandbox/v2/charges", None, HEADERS, BODY, path_is_canonical=True
+    )
+    return signer.authorization(canonical)
 
 
 async def run(signer: RequestSigner, threads: int, requests: int) -> float:

@@ -48,6 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="emulator-clock delay before pending objects settle",
     )
     p.add_argument(
+        "--settlement-period-seconds",
+        type=float,
+        default=86_400.0,
+        help="length of a settlement period on the emulator clock (default one day)",
+    )
+    p.add_argument(
         "--singular-aliases",
         action="store_true",
         help="also emit webCheckoutDetail/paymentDetail/statusDetail (seed spellings)",
@@ -62,6 +68,7 @@ async def _serve(args: argparse.Namespace) -> None:
         ipn_urls=list(args.ipn_url),
         state_file=args.state_file,
         pending_seconds=args.pending_seconds,
+        settlement_period_seconds=args.settlement_period_seconds,
         singular_aliases=args.singular_aliases,
         ipn_signature_version=args.ipn_signature_version,
     )

@@ -9,13 +9,15 @@ import itertools
 import json
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 
 from aiohttp import web
 
-from . import control, signing
+from . import control, settlement, signing
 from .clock import Clock, parse_pay_date
-from .engine import SIMULATIONS, Ctx, Engine
+from .engine import ROUTES, SIMULATIONS
+from .routing import Ctx, Route
 from .state import EMULATOR_KEY, JSON_TYPE, Emulator, EmulatorConfig, Key
 from .state import json_response as _json
 from .validation import ApiError, Obj, normalize_region
@@ -30,7 +32,6 @@ NOT_REPLAYED = frozenset({"CompleteCheckoutSession", "FinalizeCheckoutSession"})
 """POSTs whose Amazon reference takes no idempotency key: a key sent anyway is checked for its
 format and otherwise ignored, so a repeat runs again (and is refused on a finished session)."""
 
-Handler = Callable[[Engine, Ctx, Mapping[str, str], Obj], tuple[int, Obj]]
 _REQUEST_ID_PREFIX = uuid.uuid4().hex[:20]
 _REQUEST_COUNTER = itertools.count(1)
 
@@ -101,8 +102,8 @@ def _parse_body(body: bytes, method: str) -> Obj:
     return parsed
 
 
-def _fingerprint(operation: str, request: web.Request, body: Obj, simulation: str | None) -> str:
-    tail = request.match_info.get("id", "")
+def _fingerprint(operation: str, request: web.Request, *, body: Obj, simulation: str | None) -> str:
+    tail = "/".join(request.match_info.values())
     canon = json.dumps([operation, tail, body, simulation], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canon.encode()).hexdigest()
 
@@ -114,8 +115,10 @@ def _drop_connection(request: web.Request) -> None:
 
 
 def _api_handler(
-    operation: str, handler: Handler, prefix_env: str | None
+    route: Route, prefix_env: str | None
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    operation = route.operation
+
     async def handle(request: web.Request) -> web.StreamResponse:
         em = request.app[EMULATOR_KEY]
         raw = await request.read()
@@ -161,7 +164,7 @@ def _api_handler(
                     )
                 elif operation not in NOT_REPLAYED:
                     record_key = f"{key.merchant_id}|{env}|{idem}"
-                    fingerprint = _fingerprint(operation, request, body, simulation)
+                    fingerprint = _fingerprint(operation, request, body=body, simulation=simulation)
                     stored = em.idempotency.get(record_key)
                     if stored is not None:
                         if stored["fingerprint"] != fingerprint:
@@ -182,12 +185,15 @@ def _api_handler(
                 region=normalize_region(request.headers.get("x-amz-pay-region")),
                 simulation=simulation,
                 base_url=f"{request.scheme}://{request.host}",
+                query=tuple(request.rel_url.query.items())
+                if request.rel_url.raw_query_string
+                else (),
             )
             if em.engine.data["timers"]:
                 em.engine.tick()
             request_id = f"{_REQUEST_ID_PREFIX}{next(_REQUEST_COUNTER):012d}"
             try:
-                status, result = handler(em.engine, ctx, request.match_info, body)
+                status, result = route(em.engine, ctx, path_params=request.match_info, body=body)
                 payload = json.dumps(result)
             except ApiError as exc:
                 status, payload = exc.status, json.dumps(exc.body())
@@ -214,90 +220,35 @@ def _api_handler(
     return handle
 
 
-API_ROUTES: list[tuple[str, str, str, Handler]] = [
-    (
-        "POST",
-        "/checkoutSessions",
-        "CreateCheckoutSession",
-        lambda e, c, m, b: e.create_session(c, b),
-    ),
-    (
-        "GET",
-        "/checkoutSessions/{id}",
-        "GetCheckoutSession",
-        lambda e, c, m, b: e.get_session(c, m["id"]),
-    ),
-    (
-        "PATCH",
-        "/checkoutSessions/{id}",
-        "UpdateCheckoutSession",
-        lambda e, c, m, b: e.update_session(c, m["id"], b),
-    ),
-    (
-        "POST",
-        "/checkoutSessions/{id}/complete",
-        "CompleteCheckoutSession",
-        lambda e, c, m, b: e.complete_session(c, m["id"], b),
-    ),
-    (
-        "POST",
-        "/checkoutSessions/{id}/finalize",
-        "FinalizeCheckoutSession",
-        lambda e, c, m, b: e.finalize_session(c, m["id"], b),
-    ),
-    (
-        "GET",
-        "/chargePermissions/{id}",
-        "GetChargePermission",
-        lambda e, c, m, b: e.get_cp(c, m["id"]),
-    ),
-    (
-        "PATCH",
-        "/chargePermissions/{id}",
-        "UpdateChargePermission",
-        lambda e, c, m, b: e.update_cp(c, m["id"], b),
-    ),
-    (
-        "DELETE",
-        "/chargePermissions/{id}/close",
-        "CloseChargePermission",
-        lambda e, c, m, b: e.close_cp(c, m["id"], b),
-    ),
-    ("POST", "/charges", "CreateCharge", lambda e, c, m, b: e.create_charge(c, b)),
-    ("GET", "/charges/{id}", "GetCharge", lambda e, c, m, b: e.get_charge(c, m["id"])),
-    (
-        "POST",
-        "/charges/{id}/capture",
-        "CaptureCharge",
-        lambda e, c, m, b: e.capture_charge(c, m["id"], b),
-    ),
-    (
-        "DELETE",
-        "/charges/{id}/cancel",
-        "CancelCharge",
-        lambda e, c, m, b: e.cancel_charge(c, m["id"], b),
-    ),
-    ("POST", "/refunds", "CreateRefund", lambda e, c, m, b: e.create_refund(c, b)),
-    ("GET", "/refunds/{id}", "GetRefund", lambda e, c, m, b: e.get_refund(c, m["id"])),
-    ("GET", "/buyers/{id}", "GetBuyer", lambda e, c, m, b: e.get_buyer(c, m["id"])),
-    (
-        "POST",
-        "/deliveryTrackers",
-        "CreateDeliveryTracker",
-        lambda e, c, m, b: e.create_delivery_tracker(c, b),
-    ),
-]
-OPERATIONS = frozenset(op for _, _, op, _ in API_ROUTES)
-PREFIXES: list[tuple[str, str | None]] = [
-    ("/sandbox/v2", "Sandbox"),
-    ("/live/v2", "Live"),
-    ("/v2", None),
-]
+OPERATIONS = frozenset(route.operation for route in ROUTES)
+
+
+class Prefix(NamedTuple):
+    """Where the API is mounted, and the environment that path selects (None: the key's)."""
+
+    path: str
+    environment: str | None
+
+
+PREFIXES = (
+    Prefix(path="/sandbox/v2", environment="Sandbox"),
+    Prefix(path="/live/v2", environment="Live"),
+    Prefix(path="/v2", environment=None),
+)
+
+
+def _paths(route: Route) -> tuple[str, ...]:
+    """Where a route is mounted: its path, and a listing's (a GET without placeholders) also
+    with a trailing slash, which the Java SDK sends (`/v2/reports/?…`)."""
+    if route.method == "GET" and not route.path_params:
+        return route.path, route.path + "/"
+    return (route.path,)
 
 
 _ROUTE_PATTERNS = [
-    (method, re.compile("^" + re.sub(r"\\{id\\}", "[^/]+", re.escape(path)) + "$"))
-    for method, path, _, _ in API_ROUTES
+    re.compile("^" + re.sub(r"\\{[A-Za-z]+\\}", "[^/]+", re.escape(path)) + "$")
+    for route in ROUTES
+    for path in _paths(route)
 ]
 
 
@@ -307,10 +258,10 @@ async def _fallback(request: web.Request) -> web.StreamResponse:
     A catch-all route rather than a middleware keeps the per-request hot path lean.
     """
     path = request.path
-    for prefix, _ in PREFIXES:
-        if path.startswith(prefix + "/"):
-            tail = path[len(prefix) :]
-            if any(rx.match(tail) for _, rx in _ROUTE_PATTERNS):
+    for prefix in PREFIXES:
+        if path.startswith(prefix.path + "/"):
+            tail = path[len(prefix.path) :]
+            if any(pattern.match(tail) for pattern in _ROUTE_PATTERNS):
                 return _json(
                     405, {"reasonCode": "UnsupportedOperation", "message": "Method not allowed"}
                 )
@@ -337,10 +288,14 @@ def create_app(config: EmulatorConfig | None = None) -> web.Application:
     em = Emulator(config or EmulatorConfig())
     app = web.Application(client_max_size=2 * 1024 * 1024)
     app[EMULATOR_KEY] = em
-    for prefix, env in PREFIXES:
-        for method, path, operation, handler in API_ROUTES:
-            app.router.add_route(method, prefix + path, _api_handler(operation, handler, env))
+    for prefix in PREFIXES:
+        for route in ROUTES:
+            for path in _paths(route):
+                app.router.add_route(
+                    route.method, prefix.path + path, _api_handler(route, prefix.environment)
+                )
     control.add_routes(app, operations=OPERATIONS)
+    em.engine.tick_hooks.append(lambda now: settlement.close_due(em.engine, now))
     app.router.add_route("*", "/{tail:.*}", _fallback)
 
     ticker_key = web.AppKey("ticker", asyncio.Task[None])

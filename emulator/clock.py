@@ -8,6 +8,8 @@ import time
 from datetime import UTC, datetime
 
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+DAY = 86_400.0
+"""Seconds in a day of the emulator clock."""
 
 
 class Clock:

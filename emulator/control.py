@@ -1,19 +1,23 @@
-"""Control plane under /_emulator/ (no signature): keys, clock, faults, IPN, state, buyer steps."""
+"""Control plane under /_emulator/ (no signature): keys, clock, faults, IPN, state, buyer steps,
+settlement and disputes, and the pre-signed report documents."""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
-from .clock import fmt
+from . import settlement
+from .clock import DAY, fmt
 from .engine import CARDS
 from .state import EMULATOR_KEY, Emulator, Fault, escape
 from .state import json_response as _json
-from .validation import ApiError, Obj
+from .validation import ApiError, Obj, check_object, opt_str, req_str
 
 Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _OPERATIONS_KEY = web.AppKey("operations", frozenset)
@@ -124,7 +128,7 @@ async def add_fault(request: web.Request, em: Emulator) -> web.StreamResponse:
     reason = body.get("reasonCode")
     fault = Fault(
         operation=str(operation),
-        count=count,
+        remaining=count,
         latency_ms=float(latency),
         status=status,
         reason_code=str(reason) if reason else None,
@@ -161,10 +165,10 @@ async def ipn_envelope(request: web.Request, em: Emulator) -> web.StreamResponse
     if not isinstance(fields["objectType"], str) or not isinstance(fields["objectId"], str):
         raise ApiError(400, "MissingParameterValue", "objectType and objectId are required")
     envelope = em.ipn.envelope(
-        str(fields["merchantId"] or em.config.merchant_id),
-        fields["objectType"],
-        fields["objectId"],
-        str(fields["chargePermissionId"] or fields["objectId"]),
+        merchant_id=str(fields["merchantId"] or em.config.merchant_id),
+        object_type=fields["objectType"],
+        object_id=fields["objectId"],
+        cp_id=str(fields["chargePermissionId"] or fields["objectId"]),
     )
     return _json(200, envelope)
 
@@ -335,6 +339,157 @@ async def pay_page(request: web.Request, em: Emulator) -> web.StreamResponse:
     return _page(f"Confirm checkout {sid}", info + form)
 
 
+# ------------------------------------------------------------------------------- settlement
+
+
+def _settling(call: Callable[[web.Request, Emulator, Obj], Obj | tuple[int, Obj]]) -> Route:
+    """A settlement control call: `call` gets the request's JSON object once the periods that
+    are due are closed (`tick`), and the state is saved after it."""
+
+    async def handle(request: web.Request, em: Emulator) -> web.StreamResponse:
+        body = await _body(request)
+        em.engine.tick()
+        result = call(request, em, body)
+        em.dirty = True
+        status, payload = result if isinstance(result, tuple) else (200, result)
+        return _json(status, payload)
+
+    return _guard(handle)
+
+
+def close_settlement(request: web.Request, em: Emulator, body: Obj) -> Obj:
+    check_object(body, frozenset({"merchantId", "environment"}), "")
+    merchant = opt_str(body, "merchantId", "", 64) or em.config.merchant_id
+    env = opt_str(body, "environment", "", 16) or "Sandbox"
+    if env not in ("Sandbox", "Live"):
+        raise ApiError(400, "InvalidParameterValue", "environment must be Sandbox or Live")
+    return settlement.close_now(em.engine, merchant, env)
+
+
+def settlement_view(request: web.Request, em: Emulator, body: Obj) -> Obj:
+    state = settlement.state_of(em.engine)
+    return {
+        "periodSeconds": settlement.period_seconds(em.engine),
+        "nextBoundary": fmt(state["nextBoundary"]) if state["nextBoundary"] else None,
+        "settlements": list(state["settlements"].values()),
+        "faults": state["faults"],
+    }
+
+
+def configure_settlement(request: web.Request, em: Emulator, body: Obj) -> Obj:
+    check_object(body, frozenset({"periodSeconds"}), "")
+    seconds = body.get("periodSeconds")
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not 60 <= seconds <= 31 * DAY
+    ):
+        raise ApiError(
+            400, "InvalidParameterValue", "periodSeconds must be a number in [60, 2678400]"
+        )
+    state = settlement.state_of(em.engine)
+    state["periodSeconds"] = float(seconds)
+    now = em.clock.now()
+    state["nextBoundary"] = (math.floor(now / seconds) + 1) * float(seconds)
+    return settlement_view(request, em, {})
+
+
+def add_settlement_fault(request: web.Request, em: Emulator, body: Obj) -> tuple[int, Obj]:
+    check_object(body, frozenset({"skipRefund", "alterAmount"}), "")
+    faults = settlement.state_of(em.engine)["faults"]
+    if not body:
+        raise ApiError(400, "MissingParameterValue", "give skipRefund or alterAmount")
+    if "skipRefund" in body:
+        refund_id = req_str(body, "skipRefund", "", 64)
+        if refund_id not in faults["skipRefund"]:
+            faults["skipRefund"].append(refund_id)
+    if "alterAmount" in body:
+        alter = check_object(
+            body["alterAmount"], frozenset({"transactionId", "amount"}), "alterAmount"
+        )
+        tx_id = req_str(alter, "transactionId", "alterAmount", 64)
+        amount = req_str(alter, "amount", "alterAmount", 32)
+        try:
+            value = Decimal(amount)
+        except InvalidOperation:
+            raise ApiError(
+                400, "InvalidParameterValue", "'alterAmount.amount' is not a decimal"
+            ) from None
+        if not value.is_finite():
+            raise ApiError(400, "InvalidParameterValue", "'alterAmount.amount' is not a decimal")
+        faults["alterAmount"][tx_id] = amount
+    return 201, faults
+
+
+def list_settlement_faults(request: web.Request, em: Emulator, body: Obj) -> Obj:
+    return dict(settlement.state_of(em.engine)["faults"])
+
+
+def clear_settlement_faults(request: web.Request, em: Emulator, body: Obj) -> Obj:
+    settlement.state_of(em.engine)["faults"] = {"skipRefund": [], "alterAmount": {}}
+    return dict(settlement.state_of(em.engine)["faults"])
+
+
+def open_dispute(request: web.Request, em: Emulator, body: Obj) -> tuple[int, Obj]:
+    return 201, settlement.open_dispute(em.engine, body)
+
+
+def update_dispute(request: web.Request, em: Emulator, body: Obj) -> Obj:
+    return settlement.update_dispute(em.engine, request.match_info["id"], body)
+
+
+def list_disputes(request: web.Request, em: Emulator, body: Obj) -> Obj:
+    return {
+        "disputes": [
+            settlement.render_dispute(d)
+            for d in settlement.state_of(em.engine)["disputes"].values()
+        ]
+    }
+
+
+_SETTLEMENT_ROUTES: tuple[
+    tuple[str, str, Callable[[web.Request, Emulator, Obj], Obj | tuple[int, Obj]]], ...
+] = (
+    ("GET", "/settlement", settlement_view),
+    ("POST", "/settlement", configure_settlement),
+    ("POST", "/settlement/close", close_settlement),
+    ("POST", "/settlement/faults", add_settlement_fault),
+    ("GET", "/settlement/faults", list_settlement_faults),
+    ("DELETE", "/settlement/faults", clear_settlement_faults),
+    ("POST", "/disputes", open_dispute),
+    ("GET", "/disputes", list_disputes),
+    ("POST", "/disputes/{id}", update_dispute),
+)
+"""The settlement and dispute control plane under `/_emulator`: verb, path, and the call that
+gets the request's JSON object (`_settling`)."""
+
+
+def _s3_error(status: int, code: str, message: str) -> web.Response:
+    body = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>'
+    return web.Response(status=status, body=body.encode(), content_type="application/xml")
+
+
+async def report_document(request: web.Request) -> web.StreamResponse:
+    """A pre-signed document URL (`settlement.document_refusal`), streamed line by line."""
+    em = request.app[EMULATOR_KEY]
+    doc_id = request.match_info["id"]
+    query = request.rel_url.query
+    refusal = settlement.document_refusal(
+        em.engine,
+        doc_id,
+        date=query.get("X-Amz-Date", ""),
+        signature=query.get("X-Amz-Signature", ""),
+    )
+    if refusal is not None:
+        return _s3_error(*refusal)
+    response = web.StreamResponse(headers={"content-type": "text/csv; charset=UTF-8"})
+    await response.prepare(request)
+    for line in settlement.document_lines(em.engine, doc_id):
+        await response.write(line)
+    await response.write_eof()
+    return response
+
+
 def add_routes(app: web.Application, *, operations: frozenset[str]) -> None:
     """Mount `/_emulator/`; `operations` are the API's operation names a fault may name."""
     app[_OPERATIONS_KEY] = operations
@@ -364,3 +519,6 @@ def add_routes(app: web.Application, *, operations: frozenset[str]) -> None:
     r.add_get(f"{p}/checkoutSessions/{{id}}/signIn", _guard(sign_in_page))
     r.add_post(f"{p}/checkoutSessions/{{id}}/confirm", _guard(confirm))
     r.add_get(f"{p}/checkoutSessions/{{id}}/pay", _guard(pay_page))
+    for method, path, call in _SETTLEMENT_ROUTES:
+        r.add_route(method, p + path, _settling(call))
+    r.add_get(f"{p}/report-documents/{{id}}", report_document)

@@ -12,12 +12,13 @@ import random
 import secrets
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
-from .clock import Clock, fmt
+from .clock import DAY, Clock, fmt
+from .routing import Ctx, Route, route, routes_of
+from .settlement import SettlementApi
 from .validation import (
     CONVERSION_TO_EUR,
     REASON_MAX,
@@ -38,7 +39,6 @@ from .validation import (
     req_str,
 )
 
-DAY = 86_400.0
 SESSION_TTL = DAY
 SESSION_RETENTION = 30 * DAY
 BUYER_RETENTION = 30 * DAY
@@ -69,17 +69,24 @@ SIMULATIONS: dict[str, frozenset[str]] = {
     "CloseChargePermission": frozenset({"AmazonClosed"}),
 }
 
-# Sandbox wallet: last four digits -> (descriptor brand, behaviour)
-CARDS: dict[str, tuple[str, str]] = {
-    "1111": ("Visa", "success"),
-    "0005": ("AmericanExpress", "success"),
-    "4444": ("MasterCard", "success"),
-    "9424": ("Discover", "success"),
-    "0000": ("Visa", "success"),
-    "3064": ("Visa", "buyer_canceled"),
-    "3434": ("Visa", "declined"),
-    "0701": ("Visa", "pending_authorized"),
-    "4354": ("Visa", "pending_declined"),
+
+class Card(NamedTuple):
+    """A sandbox wallet card: the brand its descriptor shows and how authorizations go."""
+
+    brand: str
+    behaviour: str
+
+
+CARDS: dict[str, Card] = {  # by last four digits
+    "1111": Card("Visa", "success"),
+    "0005": Card("AmericanExpress", "success"),
+    "4444": Card("MasterCard", "success"),
+    "9424": Card("Discover", "success"),
+    "0000": Card("Visa", "success"),
+    "3064": Card("Visa", "buyer_canceled"),
+    "3434": Card("Visa", "declined"),
+    "0701": Card("Visa", "pending_authorized"),
+    "4354": Card("Visa", "pending_declined"),
 }
 
 CONSTRAINT_TEXT: dict[str, str] = {
@@ -107,6 +114,14 @@ DEFAULT_ADDRESS: Obj = {
     "countryCode": "US",
     "phoneNumber": "800-000-0000",
 }
+
+NAMES: dict[str, str] = {
+    "checkoutSessions": "Checkout Session",
+    "chargePermissions": "Charge Permission",
+    "charges": "Charge",
+    "refunds": "Refund",
+}
+"""Amazon's name of each kind of object the engine keeps, as its messages say it."""
 
 PENDING_CHARGE_STATES = frozenset({"AuthorizationInitiated", "Authorized", "CaptureInitiated"})
 WEB_CHECKOUT_FIELDS = frozenset(
@@ -146,17 +161,6 @@ SINGULAR_ALIASES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Ctx:
-    """Who is calling and where: merchant, environment (Sandbox/Live), region, simulation."""
-
-    merchant_id: str
-    environment: str = "Sandbox"
-    region: str = "na"
-    simulation: str | None = None
-    base_url: str = "http://127.0.0.1"
-
-
 Notify = Callable[[str, str, str, str], None]
 """(objectType, objectId, chargePermissionId, merchantId) on every state change."""
 
@@ -174,6 +178,16 @@ def _with_query(url: str, session_id: str) -> str:
     return f"{url}{sep}amazonCheckoutSessionId={quote(session_id)}"
 
 
+def _status(state: str, reason: str | None, at: float, *, described: str) -> Obj:
+    """`statusDetails` with at most one reason (`described`: its words, when there is one)."""
+    return {
+        "state": state,
+        "reasonCode": reason,
+        "reasonDescription": None if reason is None else described,
+        "lastUpdatedTimestamp": fmt(at),
+    }
+
+
 def normalize_aliases(body: Obj) -> Obj:
     """Accept both the seed's singular and the live API's plural spellings."""
     out: Obj = {}
@@ -185,18 +199,25 @@ def normalize_aliases(body: Obj) -> Obj:
     return out
 
 
-class Engine:
+class Engine(SettlementApi):
+    """Amazon Pay's objects and their life cycles; each API operation is a method declared with
+    `@route` (the settlement operations come with `SettlementApi`)."""
+
     def __init__(
         self,
         clock: Clock,
         notify: Notify | None = None,
         pending_seconds: float = 30.0,
         singular_aliases: bool = False,
+        settlement_period_seconds: float = DAY,
     ) -> None:
         self.clock = clock
         self.notify: Notify = notify or (lambda *_: None)
         self.pending_seconds = pending_seconds
         self.singular_aliases = singular_aliases
+        self.settlement_period_seconds = settlement_period_seconds
+        self.tick_hooks: list[Callable[[float], int]] = []
+        """Run after the due timers on every `tick` with the clock's time (settlement periods)."""
         self.data: Obj = {}
         self.reset()
 
@@ -212,6 +233,7 @@ class Engine:
             "deliveryTrackers": [],
             "timers": [],
             "seq": 0,
+            "settlement": {},
         }
 
     def load(self, data: Obj) -> None:
@@ -238,6 +260,8 @@ class Engine:
             due, _, action, target, arg = heapq.heappop(timers)
             getattr(self, f"_timer_{action}")(float(due), target, arg)
             done += 1
+        for hook in self.tick_hooks:
+            done += hook(now)
         return done
 
     def _timer_session_expire(self, due: float, sid: str, _: str) -> None:
@@ -290,29 +314,14 @@ class Engine:
     # ----------------------------------------------------------------- state setters
 
     def _set_session_state(self, s: Obj, state: str, reason: str | None, at: float) -> None:
-        s["statusDetails"] = {
-            "state": state,
-            "reasonCode": reason,
-            "reasonDescription": None if reason is None else f"Checkout session {reason}",
-            "lastUpdatedTimestamp": fmt(at),
-        }
+        s["statusDetails"] = _status(state, reason, at, described=f"Checkout session {reason}")
 
     def _set_charge_state(self, c: Obj, state: str, reason: str | None, at: float) -> None:
-        c["statusDetails"] = {
-            "state": state,
-            "reasonCode": reason,
-            "reasonDescription": None if reason is None else f"Charge {state}: {reason}",
-            "lastUpdatedTimestamp": fmt(at),
-        }
+        c["statusDetails"] = _status(state, reason, at, described=f"Charge {state}: {reason}")
         self.notify("CHARGE", c["chargeId"], c["chargePermissionId"], c["_merchant"])
 
     def _set_refund_state(self, r: Obj, state: str, reason: str | None, at: float) -> None:
-        r["statusDetails"] = {
-            "state": state,
-            "reasonCode": reason,
-            "reasonDescription": None if reason is None else f"Refund {state}: {reason}",
-            "lastUpdatedTimestamp": fmt(at),
-        }
+        r["statusDetails"] = _status(state, reason, at, described=f"Refund {state}: {reason}")
         self.notify("REFUND", r["refundId"], r["_chargePermissionId"], r["_merchant"])
 
     def _set_cp_state(
@@ -328,10 +337,11 @@ class Engine:
 
     # ----------------------------------------------------------------- lookups
 
-    def _find(self, kind: str, oid: str, ctx: Ctx, label: str) -> Obj:
+    def _find(self, kind: str, oid: str, ctx: Ctx) -> Obj:
+        """The caller's object of `kind` (404, as for none, when it is another merchant's)."""
         obj: Obj | None = self.data[kind].get(oid)
         if obj is None or obj["_merchant"] != ctx.merchant_id or obj["_env"] != ctx.environment:
-            raise ApiError(404, "ResourceNotFound", f"{label} '{oid}' was not found")
+            raise ApiError(404, "ResourceNotFound", f"{NAMES[kind]} '{oid}' was not found")
         return obj
 
     def _new_cp_id(self, ctx: Ctx) -> str:
@@ -419,6 +429,7 @@ class Engine:
 
     # ----------------------------------------------------------------- checkout sessions
 
+    @route("CreateCheckoutSession", "POST", "/checkoutSessions")
     def create_session(self, ctx: Ctx, raw: Obj) -> tuple[int, Obj]:
         body = check_object(normalize_aliases(raw), SESSION_CREATE_FIELDS, "")
         store_id = req_str(body, "storeId", "", 256)
@@ -587,13 +598,13 @@ class Engine:
             out["amount"] = price(amount, currency)
         return out
 
+    @route("GetCheckoutSession", "GET", "/checkoutSessions/{checkoutSessionId}")
     def get_session(self, ctx: Ctx, sid: str) -> tuple[int, Obj]:
-        return 200, self.render_session(
-            self._find("checkoutSessions", sid, ctx, "Checkout Session")
-        )
+        return 200, self.render_session(self._find("checkoutSessions", sid, ctx))
 
+    @route("UpdateCheckoutSession", "PATCH", "/checkoutSessions/{checkoutSessionId}")
     def update_session(self, ctx: Ctx, sid: str, raw: Obj) -> tuple[int, Obj]:
-        session = self._find("checkoutSessions", sid, ctx, "Checkout Session")
+        session = self._find("checkoutSessions", sid, ctx)
         body = check_object(normalize_aliases(raw), SESSION_UPDATE_FIELDS, "")
         self._require_open(session)
         if session["_confirmed"]:
@@ -621,8 +632,9 @@ class Engine:
                 f"The Checkout Session is in state {state}; this operation is not allowed",
             )
 
+    @route("CompleteCheckoutSession", "POST", "/checkoutSessions/{checkoutSessionId}/complete")
     def complete_session(self, ctx: Ctx, sid: str, raw: Obj) -> tuple[int, Obj]:
-        session = self._find("checkoutSessions", sid, ctx, "Checkout Session")
+        session = self._find("checkoutSessions", sid, ctx)
         body = check_object(raw, frozenset({"chargeAmount", "totalOrderAmount"}), "")
         if body.get("chargeAmount") is None:
             raise ApiError(400, "MissingParameterValue", "'chargeAmount' is required")
@@ -651,9 +663,10 @@ class Engine:
             session["paymentDetails"]["totalOrderAmount"] = price(*total)
         return self._finish_checkout(ctx, session)
 
+    @route("FinalizeCheckoutSession", "POST", "/checkoutSessions/{checkoutSessionId}/finalize")
     def finalize_session(self, ctx: Ctx, sid: str, raw: Obj) -> tuple[int, Obj]:
         """Buy Now: the merchant supplies amount and intent at the end instead of via Update."""
-        session = self._find("checkoutSessions", sid, ctx, "Checkout Session")
+        session = self._find("checkoutSessions", sid, ctx)
         allowed = frozenset(
             {
                 "shippingAddress",
@@ -744,13 +757,17 @@ class Engine:
         status = 200
         if pd["paymentIntent"] in ("Authorize", "AuthorizeWithCapture"):
             capture = pd["paymentIntent"] == "AuthorizeWithCapture"
-            behaviour = CARDS[session["_card"] or "1111"][1]
+            behaviour = CARDS[session["_card"] or "1111"].behaviour
             pending = sim == "AuthorizationInitiated" or (
                 bool(pd["canHandlePendingAuthorization"])
                 and behaviour in ("pending_authorized", "pending_declined")
             )
+            fields = {
+                "softDescriptor": pd["softDescriptor"],
+                "merchantMetadata": session["merchantMetadata"],
+            }
             charge = self._new_charge(
-                ctx, cp, amount, currency, now, pd["softDescriptor"], session["merchantMetadata"]
+                ctx, cp, amount=amount, currency=currency, now=now, fields=fields
             )
             if pending:
                 outcome = (
@@ -825,13 +842,14 @@ class Engine:
         self,
         ctx: Ctx,
         cp: Obj,
+        *,
         amount: Decimal,
         currency: str,
         now: float,
-        soft_descriptor: str | None,
-        merchant_metadata: Obj | None,
-        extra: Obj | None = None,
+        fields: Obj,
     ) -> Obj:
+        """A new charge of `amount` on `cp`; `fields` are the ones its request gave
+        (softDescriptor, merchantMetadata, ...)."""
         cid = self._new_child_id(cp["chargePermissionId"], "C", "charges")
         ledger, rate = self._conversion(currency, cp["_region"])
         charge: Obj = {
@@ -842,8 +860,8 @@ class Engine:
             "refundedAmount": price(Decimal(0), currency),
             "convertedAmount": money(amount * rate, ledger),
             "conversionRate": str(rate),
-            "softDescriptor": soft_descriptor,
-            "merchantMetadata": merchant_metadata,
+            "softDescriptor": None,
+            "merchantMetadata": None,
             "providerMetadata": {"providerReferenceId": None},
             "platformId": None,
             "channel": None,
@@ -857,8 +875,7 @@ class Engine:
             "_authorizedAt": None,
             "_created": now,
         }
-        if extra:
-            charge.update(extra)
+        charge.update(fields)
         self.data["charges"][cid] = charge
         cp["_charges"].append(cid)
         return charge
@@ -939,7 +956,7 @@ class Engine:
             "phoneNumber": buyer_in.get("phoneNumber") or shipping.get("phoneNumber"),
             "primeMembershipTypes": buyer_in.get("primeMembershipTypes"),
         }
-        brand = CARDS[card][0]
+        brand = CARDS[card].brand
         session["buyer"] = buyer
         session["_card"] = card
         session["billingAddress"] = billing
@@ -988,7 +1005,7 @@ class Engine:
                 f"The buyer can't confirm yet; open constraints: {', '.join(missing)}",
             )
         now = self.clock.now()
-        behaviour = CARDS[session["_card"]][1]
+        behaviour = CARDS[session["_card"]].behaviour
         can_pend = bool(session["paymentDetails"]["canHandlePendingAuthorization"])
         intent = session["paymentDetails"]["paymentIntent"]
         if behaviour.startswith("pending_") and not (can_pend and intent == "Authorize"):
@@ -1013,6 +1030,7 @@ class Engine:
     def _is_buy_now(session: Obj) -> bool:
         return bool(session["webCheckoutDetails"].get("checkoutMode") == "ProcessOrder")
 
+    @route("GetBuyer", "GET", "/buyers/{buyerToken}")
     def get_buyer(self, ctx: Ctx, token: str) -> tuple[int, Obj]:
         record = self.data["buyerTokens"].get(token)
         if (
@@ -1025,11 +1043,13 @@ class Engine:
 
     # ----------------------------------------------------------------- charge permissions
 
+    @route("GetChargePermission", "GET", "/chargePermissions/{chargePermissionId}")
     def get_cp(self, ctx: Ctx, cp_id: str) -> tuple[int, Obj]:
-        return 200, self.render_cp(self._find("chargePermissions", cp_id, ctx, "Charge Permission"))
+        return 200, self.render_cp(self._find("chargePermissions", cp_id, ctx))
 
+    @route("UpdateChargePermission", "PATCH", "/chargePermissions/{chargePermissionId}")
     def update_cp(self, ctx: Ctx, cp_id: str, raw: Obj) -> tuple[int, Obj]:
-        cp = self._find("chargePermissions", cp_id, ctx, "Charge Permission")
+        cp = self._find("chargePermissions", cp_id, ctx)
         body = check_object(raw, frozenset({"merchantMetadata", "recurringMetadata"}), "")
         metadata = parse_merchant_metadata(body.get("merchantMetadata"))
         recurring = self._recurring(body.get("recurringMetadata"), ctx)
@@ -1057,8 +1077,9 @@ class Engine:
             cp["recurringMetadata"] = recurring
         return 200, self.render_cp(cp)
 
+    @route("CloseChargePermission", "DELETE", "/chargePermissions/{chargePermissionId}/close")
     def close_cp(self, ctx: Ctx, cp_id: str, raw: Obj) -> tuple[int, Obj]:
-        cp = self._find("chargePermissions", cp_id, ctx, "Charge Permission")
+        cp = self._find("chargePermissions", cp_id, ctx)
         body = check_object(raw, frozenset({"closureReason", "cancelPendingCharges"}), "")
         reason = opt_str(body, "closureReason", "", REASON_MAX)
         cancel_pending = opt_bool(body, "cancelPendingCharges", "") or False
@@ -1076,6 +1097,7 @@ class Engine:
 
     # ----------------------------------------------------------------- charges
 
+    @route("CreateCharge", "POST", "/charges")
     def create_charge(self, ctx: Ctx, raw: Obj) -> tuple[int, Obj]:
         allowed = frozenset(
             {
@@ -1110,7 +1132,7 @@ class Engine:
                 "InvalidParameterCombination",
                 "softDescriptor may only be set when captureNow is true",
             )
-        cp = self._find("chargePermissions", cp_id, ctx, "Charge Permission")
+        cp = self._find("chargePermissions", cp_id, ctx)
         if currency != cp["presentmentCurrency"]:
             raise ApiError(
                 400,
@@ -1150,7 +1172,7 @@ class Engine:
                 "InvalidSandboxSimulationSpecified",
                 "CaptureInitiated simulation requires captureNow=true",
             )
-        behaviour = CARDS[cp["_card"]][1]
+        behaviour = CARDS[cp["_card"]].behaviour
         decline: str | None = None
         if sim in ("SoftDeclined", "HardDeclined", "AmazonRejected", "TransactionTimedOut"):
             decline = sim
@@ -1164,13 +1186,15 @@ class Engine:
                     cp, "NonChargeable", [("PaymentMethodInvalid", "Hard decline")], now
                 )
             raise ApiError(422, decline, f"The authorization was declined ({decline})")
-        extra = {
+        fields = {
+            "softDescriptor": soft,
+            "merchantMetadata": metadata,
             "providerMetadata": provider or {"providerReferenceId": None},
             "platformId": platform,
             "chargeInitiator": initiator,
             "channel": channel,
         }
-        charge = self._new_charge(ctx, cp, amount, currency, now, soft, metadata, extra)
+        charge = self._new_charge(ctx, cp, amount=amount, currency=currency, now=now, fields=fields)
         if pending:
             if decline is not None:
                 outcome = f"Declined:{decline}"
@@ -1190,11 +1214,13 @@ class Engine:
             self._apply_authorization(charge, "Captured" if capture_now else "Authorized", now)
         return 201, self.render_charge(charge)
 
+    @route("GetCharge", "GET", "/charges/{chargeId}")
     def get_charge(self, ctx: Ctx, cid: str) -> tuple[int, Obj]:
-        return 200, self.render_charge(self._find("charges", cid, ctx, "Charge"))
+        return 200, self.render_charge(self._find("charges", cid, ctx))
 
+    @route("CaptureCharge", "POST", "/charges/{chargeId}/capture")
     def capture_charge(self, ctx: Ctx, cid: str, raw: Obj) -> tuple[int, Obj]:
-        charge = self._find("charges", cid, ctx, "Charge")
+        charge = self._find("charges", cid, ctx)
         body = check_object(raw, frozenset({"captureAmount", "softDescriptor"}), "")
         if body.get("captureAmount") is None:
             raise ApiError(400, "MissingParameterValue", "'captureAmount' is required")
@@ -1229,8 +1255,9 @@ class Engine:
             self._after_capture(charge, now)
         return 200, self.render_charge(charge)
 
+    @route("CancelCharge", "DELETE", "/charges/{chargeId}/cancel")
     def cancel_charge(self, ctx: Ctx, cid: str, raw: Obj) -> tuple[int, Obj]:
-        charge = self._find("charges", cid, ctx, "Charge")
+        charge = self._find("charges", cid, ctx)
         body = check_object(raw, frozenset({"cancellationReason"}), "")
         reason = opt_str(body, "cancellationReason", "", REASON_MAX)
         state = charge["statusDetails"]["state"]
@@ -1244,6 +1271,7 @@ class Engine:
 
     # ----------------------------------------------------------------- refunds
 
+    @route("CreateRefund", "POST", "/refunds")
     def create_refund(self, ctx: Ctx, raw: Obj) -> tuple[int, Obj]:
         body = check_object(raw, frozenset({"chargeId", "refundAmount", "softDescriptor"}), "")
         cid = req_str(body, "chargeId", "", 64)
@@ -1251,7 +1279,7 @@ class Engine:
             raise ApiError(400, "MissingParameterValue", "'refundAmount' is required")
         amount, currency = parse_price(body["refundAmount"], "refundAmount")
         soft = opt_str(body, "softDescriptor", "", SOFT_DESCRIPTOR_MAX)
-        charge = self._find("charges", cid, ctx, "Charge")
+        charge = self._find("charges", cid, ctx)
         state = charge["statusDetails"]["state"]
         if state != "Captured":
             raise ApiError(422, "InvalidChargeStatus", f"The Charge is {state}; can't refund")
@@ -1293,11 +1321,13 @@ class Engine:
         self._schedule(now + self.pending_seconds, "refund_settle", rid, "Refunded")
         return 201, self.render_refund(refund)
 
+    @route("GetRefund", "GET", "/refunds/{refundId}")
     def get_refund(self, ctx: Ctx, rid: str) -> tuple[int, Obj]:
-        return 200, self.render_refund(self._find("refunds", rid, ctx, "Refund"))
+        return 200, self.render_refund(self._find("refunds", rid, ctx))
 
     # ----------------------------------------------------------------- delivery trackers
 
+    @route("CreateDeliveryTracker", "POST", "/deliveryTrackers")
     def create_delivery_tracker(self, ctx: Ctx, raw: Obj) -> tuple[int, Obj]:
         body = check_object(
             raw,
@@ -1319,7 +1349,7 @@ class Engine:
                 "Give either chargePermissionId or amazonOrderReferenceId, not both",
             )
         if cp_id:
-            self._find("chargePermissions", cp_id, ctx, "Charge Permission")
+            self._find("chargePermissions", cp_id, ctx)
         details = body.get("deliveryDetails")
         if not isinstance(details, list) or not details:
             raise ApiError(400, "MissingParameterValue", "'deliveryDetails' is required")
@@ -1350,3 +1380,7 @@ class Engine:
         if isinstance(coll, list):
             return list(coll)
         raise KeyError(kind)
+
+
+ROUTES: tuple[Route, ...] = routes_of(Engine)
+"""Every operation of the API: the settlement mixin's, then the Engine's, in declaration order."""

@@ -46,7 +46,7 @@ class IpnDispatcher:
         self.retry_base_seconds = retry_base_seconds
         self.base_url = "http://127.0.0.1"
         self.deliveries: list[Obj] = []
-        self._key, self.cert_pem = sns_signing_identity()
+        self._signing_key, self.cert_pem = sns_signing_identity()
         self._queue: asyncio.Queue[Obj] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -54,7 +54,7 @@ class IpnDispatcher:
 
     @property
     def signing_key(self) -> rsa.RSAPrivateKey:
-        return self._key
+        return self._signing_key
 
     def settings(self) -> Obj:
         return {
@@ -66,7 +66,7 @@ class IpnDispatcher:
             "signingCertUrl": f"{self.base_url}/_emulator/sns/cert.pem",
         }
 
-    def envelope(self, merchant_id: str, object_type: str, object_id: str, cp_id: str) -> Obj:
+    def envelope(self, *, merchant_id: str, object_type: str, object_id: str, cp_id: str) -> Obj:
         message = {
             "MerchantID": merchant_id,
             "ObjectType": object_type,
@@ -94,7 +94,7 @@ class IpnDispatcher:
         digest: hashes.HashAlgorithm = (
             hashes.SHA1() if self.signature_version == "1" else hashes.SHA256()  # noqa: S303
         )
-        signature = self._key.sign(sns_string_to_sign(env), padding.PKCS1v15(), digest)
+        signature = self._signing_key.sign(sns_string_to_sign(env), padding.PKCS1v15(), digest)
         env["Signature"] = base64.b64encode(signature).decode()
         return env
 
@@ -102,7 +102,9 @@ class IpnDispatcher:
         """Called synchronously by the engine; only records and enqueues, never waits."""
         if not self.subscriptions:
             return
-        envelope = self.envelope(merchant_id, object_type, object_id, cp_id)
+        envelope = self.envelope(
+            merchant_id=merchant_id, object_type=object_type, object_id=object_id, cp_id=cp_id
+        )
         for url in self.subscriptions:
             record: Obj = {
                 "id": len(self.deliveries) + 1,

@@ -80,7 +80,9 @@ async def launch(
     Paths are made absolute, since the child runs beside the `emulator` package so that
     `-m emulator` finds it whatever the caller's working directory.
     """
-    command = _Command(workdir, keys, port, host, state_file, data_dir)
+    command = _Command(
+        workdir=workdir, keys=keys, port=port, host=host, state_file=state_file, data_dir=data_dir
+    )
     ready, args = await asyncio.to_thread(command.prepare)
     process = await asyncio.create_subprocess_exec(
         *args,

@@ -86,6 +86,8 @@ async def run_emulator(
             await tls_site.start()
             bound_tls = _bound_port(tls_site)
         app[EMULATOR_KEY].ipn.base_url = f"http://{host}:{http_port}"
-        yield RunningEmulator(app, host, http_port, bound_tls, ca_file)
+        yield RunningEmulator(
+            app=app, host=host, http_port=http_port, tls_port=bound_tls, ca_file=ca_file
+        )
     finally:
         await runner.cleanup()

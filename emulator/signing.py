@@ -95,7 +95,9 @@ def parse_authorization(value: str) -> Authorization:
             403, "InvalidRequestSignature", "The signature is not valid base64"
         ) from exc
     headers = tuple(h.strip().lower() for h in match["headers"].split(";") if h.strip())
-    return Authorization(algorithm, match["key"], headers, signature)
+    return Authorization(
+        algorithm=algorithm, public_key_id=match["key"], signed_headers=headers, signature=signature
+    )
 
 
 def canonical_request(

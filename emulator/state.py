@@ -11,7 +11,7 @@ import html
 import json
 import os
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +43,16 @@ class EmulatorConfig:
     ipn_retry_base_seconds: float = 0.5
     ipn_max_attempts: int = 6
     persist_interval: float = 0.5
+    settlement_period_seconds: float = 86_400.0
+    """Length of a settlement period on the emulator clock (periods end at multiples of it)."""
 
 
 @dataclass
 class Fault:
+    """An injected failure of the next `remaining` calls of `operation` (None: every call)."""
+
     operation: str
-    count: int | None
+    remaining: int | None
     latency_ms: float = 0.0
     status: int | None = None
     reason_code: str | None = None
@@ -56,15 +60,13 @@ class Fault:
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def describe(self) -> Obj:
-        return {
-            "id": self.id,
-            "operation": self.operation,
-            "remaining": self.count,
-            "latencyMs": self.latency_ms,
-            "status": self.status,
-            "reasonCode": self.reason_code,
-            "drop": self.drop,
-        }
+        """The control API's view: every field, camelCase."""
+        return {_camel(f.name): getattr(self, f.name) for f in fields(self)}
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
 
 
 @dataclass
@@ -93,6 +95,7 @@ class Emulator:
             notify=self.ipn.notify,
             pending_seconds=config.pending_seconds,
             singular_aliases=config.singular_aliases,
+            settlement_period_seconds=config.settlement_period_seconds,
         )
         self.keys: dict[str, Key] = {}
         self.idempotency: dict[str, Obj] = {}
@@ -110,7 +113,12 @@ class Emulator:
             public_key = signing.load_public_key(pem)
         except ValueError as exc:
             raise ApiError(400, "InvalidParameterValue", f"publicKeyPem: {exc}") from exc
-        key = Key(key_id, pem, merchant_id or self.config.merchant_id, public_key)
+        key = Key(
+            key_id=key_id,
+            pem=pem,
+            merchant_id=merchant_id or self.config.merchant_id,
+            public_key=public_key,
+        )
         self.keys[key_id] = key
         self.dirty = True
         return key
@@ -177,9 +185,9 @@ class Emulator:
     def take_fault(self, operation: str) -> Fault | None:
         for fault in self.faults:
             if fault.operation in (operation, "*"):
-                if fault.count is not None:
-                    fault.count -= 1
-                    if fault.count <= 0:
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
                         self.faults.remove(fault)
                 return fault
         return None

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import yarl
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -113,7 +114,9 @@ class SignedClient:
         simulation: str | None = None,
         extra_headers: dict[str, str] | None = None,
         auto_key: bool = True,
+        query: str = "",
     ) -> Reply:
+        """Sign and send; `query` is the raw (already encoded) query string, signed too."""
         raw = b"" if body is None else json.dumps(body).encode()
         headers: dict[str, str] = dict(extra_headers or {})
         if method == "POST" and auto_key and idempotency_key is None:
@@ -126,14 +129,16 @@ class SignedClient:
         signed = sign_headers(
             self.private_key,
             self.public_key_id,
-            method,
-            full_path,
-            raw,
+            method=method,
+            path=full_path,
+            body=raw,
+            query=query,
             headers=headers,
             region=self.region,
         )
+        url = self.base_url + full_path + (f"?{query}" if query else "")
         async with self.session.request(
-            method, self.base_url + full_path, data=raw or None, headers=signed
+            method, yarl.URL(url, encoded=True), data=raw or None, headers=signed
         ) as resp:
             text = await resp.text()
             data = json.loads(text) if text else None

@@ -53,10 +53,20 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
-def _validity(builder: x509.CertificateBuilder, days: int) -> x509.CertificateBuilder:
+def _certificate(
+    *, subject: x509.Name, issuer: x509.Name, key: rsa.RSAPublicKey, days: int
+) -> x509.CertificateBuilder:
+    """A certificate of `key` for `subject` by `issuer`, valid from yesterday for `days` days
+    (its extensions still to add)."""
     now = dt.datetime.now(dt.UTC)
-    return builder.not_valid_before(now - dt.timedelta(days=1)).not_valid_after(
-        now + dt.timedelta(days=days)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=days))
     )
 
 
@@ -72,12 +82,9 @@ def ensure_tls_files(directory: Path) -> TlsFiles:
         ca_key = loaded
     else:
         ca_key = _key()
+        ca_name = _name("Amazon Pay emulator CA")
         ca_cert = (
-            _validity(x509.CertificateBuilder(), 3650)
-            .subject_name(_name("Amazon Pay emulator CA"))
-            .issuer_name(_name("Amazon Pay emulator CA"))
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
+            _certificate(subject=ca_name, issuer=ca_name, key=ca_key.public_key(), days=3650)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -103,11 +110,12 @@ def ensure_tls_files(directory: Path) -> TlsFiles:
         ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     server_key = _key()
     server_cert = (
-        _validity(x509.CertificateBuilder(), 825)
-        .subject_name(_name("localhost"))
-        .issuer_name(ca_cert.subject)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
+        _certificate(
+            subject=_name("localhost"),
+            issuer=ca_cert.subject,
+            key=server_key.public_key(),
+            days=825,
+        )
         .add_extension(
             x509.SubjectAlternativeName(
                 [
@@ -138,12 +146,9 @@ def ensure_tls_files(directory: Path) -> TlsFiles:
 def sns_signing_identity() -> tuple[rsa.RSAPrivateKey, bytes]:
     """A self-signed certificate standing in for sns.<region>.amazonaws.com (one per process)."""
     key = _key()
+    name = _name("sns.us-east-1.amazonaws.com")
     cert = (
-        _validity(x509.CertificateBuilder(), 3650)
-        .subject_name(_name("sns.us-east-1.amazonaws.com"))
-        .issuer_name(_name("sns.us-east-1.amazonaws.com"))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        _certificate(subject=name, issuer=name, key=key.public_key(), days=3650)
         .add_extension(
             x509.SubjectAlternativeName([x509.DNSName("sns.us-east-1.amazonaws.com")]),
             critical=False,

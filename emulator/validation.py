@@ -147,9 +147,13 @@ def parse_amount(value: Any, currency: str, name: str) -> Decimal:
     return amount
 
 
+def quantum(currency: str) -> Decimal:
+    """The smallest amount of `currency` (1 yen, else a cent)."""
+    return Decimal(1) if currency in ZERO_DECIMAL_CURRENCIES else Decimal("0.01")
+
+
 def money(amount: Decimal, currency: str) -> str:
-    quantum = Decimal(1) if currency in ZERO_DECIMAL_CURRENCIES else Decimal("0.01")
-    return str(amount.quantize(quantum))
+    return str(amount.quantize(quantum(currency)))
 
 
 def price(amount: Decimal, currency: str) -> Obj:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from ._listen import listen
 
 __all__ = ["AdminServer", "Check"]
 
@@ -56,25 +57,23 @@ class AdminServer:
         body = await self._metrics_text()
         return web.Response(body=body, headers={"content-type": CONTENT_TYPE_LATEST})
 
-    async def _setup(self) -> web.AppRunner:
+    def _app_runner(self) -> web.AppRunner:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/livez", self._livez)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
         return self._runner
 
     async def start(self, host: str, port: int) -> int:
-        site = web.TCPSite(await self._setup(), host, port)
-        await site.start()
-        server: Any = site._server
-        self.port = int(server.sockets[0].getsockname()[1])
+        self.port = await listen(self._app_runner(), host, port)
         return self.port
 
     async def start_unix(self, path: Path) -> None:
         """Serve on the Unix socket `path` (a worker's, for its supervisor)."""
-        await web.UnixSite(await self._setup(), str(path)).start()
+        runner = self._app_runner()
+        await runner.setup()
+        await web.UnixSite(runner, str(path)).start()
 
     async def stop(self) -> None:
         if self._runner is not None:

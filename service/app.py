@@ -1,7 +1,7 @@
 """Composition root: builds every part and owns the start/stop order.
 
 Start: database → migrations → instance lock → merchants → re-drive of interrupted operations →
-event hub → IPN receiver → reconciler → gRPC (NOT_SERVING) → SERVING.
+event hub → IPN receiver → reconciler → settlement worker → gRPC (NOT_SERVING) → SERVING.
 Stop: NOT_SERVING and end event streams → drain in-flight calls → stop workers → close pools →
 stop embedded processes. Every stop step runs even if an earlier one failed.
 """
@@ -35,7 +35,14 @@ from .api import (
     discover_services,
 )
 from .config import ConfigError, Settings, parse_listen_address
-from .core import BreakerSettings, MerchantRegistry, Payments
+from .core import (
+    SETTLEMENT_OUTCOMES,
+    BreakerSettings,
+    MerchantRegistry,
+    Payments,
+    Settlements,
+    SettlementSettings,
+)
 from .ledger import (
     EmbeddedPostgres,
     EventHub,
@@ -48,7 +55,7 @@ from .ledger import (
 )
 from .security import Callers, load_security
 from .telemetry import Metrics, tracing_enabled
-from .workers import IpnReceiver, Reconciler, ReconcilerSettings, SnsVerifier
+from .workers import IpnReceiver, Reconciler, ReconcilerSettings, SettlementWorker, SnsVerifier
 
 __all__ = ["Application", "pii_keyring"]
 
@@ -76,6 +83,8 @@ class Application:
         self.hub: EventHub | None = None
         self.ipn: IpnReceiver | None = None
         self.reconciler: Reconciler | None = None
+        self.settlements: Settlements | None = None
+        self.settlement_worker: SettlementWorker | None = None
         self.admin: AdminServer | None = None
         self._readiness: asyncio.Task[None] | None = None
         self._instance: InstanceLease | None = None
@@ -162,7 +171,11 @@ class Application:
         await self.hub.start()
         await self._start_workers(settings)
         request_path = RequestPath(
-            payments=self.payments, repository=repository, hub=self.hub, metrics=self.metrics
+            payments=self.payments,
+            repository=repository,
+            hub=self.hub,
+            metrics=self.metrics,
+            settlements=self.settlements,
         )
         descriptors = descriptor_pool.Default()
         self.metrics.known_rpcs(
@@ -312,6 +325,24 @@ class Application:
                 self.ipn,
             )
             self.reconciler.start()
+        assert self.merchants is not None
+        assert self._instance is not None
+        self.settlements = Settlements(
+            self.merchants,
+            self.ledger.repository,
+            SettlementSettings(
+                window_s=workers.settlement_window_hours * 3600,
+                lookback_s=workers.settlement_lookback_days * 86400.0,
+            ),
+            owner=self._instance.instance_id,
+            observe=self.metrics.record_settlement,
+        )
+        self.metrics.known_settlement_outcomes(SETTLEMENT_OUTCOMES)
+        if workers.settlement_enabled:
+            self.settlement_worker = SettlementWorker(
+                self.settlements, self.metrics, interval_s=workers.settlement_interval_s
+            )
+            self.settlement_worker.start()
 
     async def _serving(self) -> bool:
         return self.grpc is not None and self.grpc.serving
@@ -353,6 +384,7 @@ class Application:
             await _step("grpc", grpc_server.stop(grace))
         steps: list[tuple[str, Callable[[], Awaitable[None]] | None]] = [
             ("reconciler", self.reconciler.stop if self.reconciler else None),
+            ("settlement", self.settlement_worker.stop if self.settlement_worker else None),
             ("ipn", self.ipn.stop if self.ipn else None),
             ("admin", self.admin.stop if self.admin else None),
             ("event hub", self.hub.stop if self.hub else None),
@@ -361,6 +393,7 @@ class Application:
             ("ledger", self.ledger.close if self.ledger else None),
         ]
         self.reconciler = self.ipn = self.hub = self.merchants = self.admin = None
+        self.settlement_worker = None
         self._instance = self.ledger = None
         for name, stop in steps:
             if stop is not None:

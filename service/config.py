@@ -88,7 +88,9 @@ def _str(_: str, value: str) -> str:
 N = TypeVar("N", int, float)
 
 
-def _number_in(convert: Callable[[str], N], kind: str, low: N, high: N) -> Callable[[str, str], N]:
+def _number_in(
+    convert: Callable[[str], N], kind: str, *, low: N, high: N
+) -> Callable[[str, str], N]:
     def parse(name: str, value: str) -> N:
         try:
             number = convert(value.strip())
@@ -102,11 +104,11 @@ def _number_in(convert: Callable[[str], N], kind: str, low: N, high: N) -> Calla
 
 
 def _int_in(low: int, high: int) -> Callable[[str, str], int]:
-    return _number_in(int, "an integer", low, high)
+    return _number_in(int, "an integer", low=low, high=high)
 
 
 def _float_in(low: float, high: float) -> Callable[[str, str], float]:
-    return _number_in(float, "a number", low, high)
+    return _number_in(float, "a number", low=low, high=high)
 
 
 def _bool(name: str, value: str) -> bool:
@@ -147,6 +149,24 @@ _public_key_id = _matching(
 _alias = _matching(_ALIAS, "must be 1-63 lower-case letters, digits, '-' or '_'")
 
 
+def _one_of(*choices: str, fold: Callable[[str], str] = str.lower) -> Callable[[str, str], str]:
+    """One of `choices`, compared after `fold` (the stripped value's case)."""
+    wanted = f"{', '.join(choices[:-1])} or {choices[-1]}"
+
+    def parse(name: str, value: str) -> str:
+        choice = fold(value.strip())
+        if choice not in choices:
+            raise ConfigError(name, f"must be {wanted}, got {value!r}")
+        return choice
+
+    return parse
+
+
+_environment = _one_of("sandbox", "live")
+_log_level = _one_of("DEBUG", "INFO", "WARNING", "ERROR", fold=str.upper)
+_event_loop = _one_of("uvloop", "asyncio")
+
+
 def _region(name: str, value: str) -> str:
     region = REGION_ALIASES.get(value.strip().lower())
     if region is None:
@@ -154,13 +174,6 @@ def _region(name: str, value: str) -> str:
             name, f"must be one of {', '.join(sorted(REGION_ALIASES))}, got {value!r}"
         )
     return region
-
-
-def _environment(name: str, value: str) -> str:
-    lowered = value.strip().lower()
-    if lowered not in {"sandbox", "live"}:
-        raise ConfigError(name, f"must be sandbox or live, got {value!r}")
-    return lowered
 
 
 def _readable_file(name: str, value: str) -> Path:
@@ -181,20 +194,6 @@ def _endpoint(name: str, value: str) -> str:
     if not re.fullmatch(r"^https?://[^/\s]+(/[^\s]*)?$", stripped):
         raise ConfigError(name, f"must be an http:// or https:// URL, got {value!r}")
     return stripped
-
-
-def _log_level(name: str, value: str) -> str:
-    upper = value.strip().upper()
-    if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        raise ConfigError(name, f"must be DEBUG, INFO, WARNING or ERROR, got {value!r}")
-    return upper
-
-
-def _event_loop(name: str, value: str) -> str:
-    choice = value.strip().lower()
-    if choice not in {"uvloop", "asyncio"}:
-        raise ConfigError(name, f"must be uvloop or asyncio, got {value!r}")
-    return choice
 
 
 def _optional_listen(name: str, value: str) -> str | None:
@@ -495,6 +494,23 @@ class WorkerSettings:
 
     reconciler_poll_max_s: float = _setting("RECONCILER_POLL_MAX_S", _float_in(0.01, 86400), 3600.0)
     """Longest delay between polls of a pending object."""
+
+    settlement_enabled: bool = _setting("SETTLEMENT_ENABLED", _bool, True)
+    """Run the settlement worker (fetch settlement reports and disbursements,
+    reconcile them) in this replica."""
+
+    settlement_interval_s: float = _setting("SETTLEMENT_INTERVAL_S", _float_in(0.01, 86400), 300.0)
+    """Pause between settlement passes."""
+
+    settlement_window_hours: float = _setting(
+        "SETTLEMENT_WINDOW_HOURS", _float_in(0.01, 8760), 72.0
+    )
+    """A ledger capture or refund no settlement names this long after it
+    happened (counted on Amazon's settlement periods) is reported missing at Amazon."""
+
+    settlement_lookback_days: int = _setting("SETTLEMENT_LOOKBACK_DAYS", _int_in(1, 365), 30)
+    """How far back the first fetch of settlement reports and disbursements
+    reaches."""
 
     admin_listen: str | None = _setting("ADMIN_LISTEN", _optional_listen, "127.0.0.1:9464")
     """Host:port of the admin HTTP server (Prometheus `/metrics`); `off`

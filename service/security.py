@@ -199,7 +199,12 @@ def load_server_tls(
     client_ca = None
     if client_ca_file is not None:
         client_ca, _ = _certificates("GRPC_TLS_CLIENT_CA_FILE", client_ca_file)
-    return ServerTls(chain, key_pem, client_ca, leaf.not_valid_after_utc)
+    return ServerTls(
+        certificate_chain=chain,
+        private_key=key_pem,
+        client_ca=client_ca,
+        not_valid_after=leaf.not_valid_after_utc,
+    )
 
 
 def _hashes(where: str, value: object) -> tuple[bytes, ...]:
@@ -275,7 +280,14 @@ def _caller(name: str, table: object) -> Caller:
                 f"{where}.certificate_names: {cert_name!r} is neither a DNS name nor a URI; "
                 "callers are matched on SAN DNS names and URIs (SPIFFE ids) only",
             )
-    return Caller(name, _strings(f"{where}.allow", table["allow"]), hashes, names, merchants, pii)
+    return Caller(
+        name=name,
+        allow=_strings(f"{where}.allow", table["allow"]),
+        token_hashes=hashes,
+        certificate_names=names,
+        merchants=merchants,
+        pii=pii,
+    )
 
 
 def load_callers(path: Path) -> Callers:

@@ -337,6 +337,22 @@ _INSTRUMENTS = (
         "{operation}",
         "Operations set aside (failed) because their request cannot be sent",
     ),
+    _Instrument(
+        "settlement_lines",
+        "counter",
+        "amazonpay.settlement.lines",
+        "{line}",
+        "Settlement report lines recorded, by outcome (missing_at_amazon: ledger captures and "
+        "refunds found unsettled)",
+    ),
+    _Instrument(
+        "settlement_mismatches",
+        "counter",
+        "amazonpay.settlement.mismatches",
+        "{line}",
+        "Settlement findings written as ledger events, by outcome: lines that did not match, "
+        "changed outcomes, captures never settled (matched: one resolved)",
+    ),
 )
 
 
@@ -373,6 +389,18 @@ _GAUGES = (
         "{connection}",
         "Ledger connection pool: connections by state (idle, in_use)",
         "_observe_pool",
+    ),
+    _Gauge(
+        "amazonpay.settlement.reports_pending",
+        "{report}",
+        "Settlement reports listed by Amazon and not reconciled yet",
+        "_observe_reports_pending",
+    ),
+    _Gauge(
+        "amazonpay.settlement.oldest_pending_report_age",
+        "s",
+        "Age of the oldest settlement report not reconciled yet",
+        "_observe_oldest_pending_report",
     ),
 )
 
@@ -420,6 +448,8 @@ class Metrics:
     reconciler_polls: Counter
     redriven_operations: Counter
     quarantined_operations: Counter
+    settlement_lines: Counter
+    settlement_mismatches: Counter
 
     def __init__(self, meter_provider: MeterProvider | None = None) -> None:
         provider = meter_provider or otel_metrics.get_meter_provider()
@@ -448,6 +478,8 @@ class Metrics:
         self.backlog: Any = None
         """The last `service.ledger.Backlog` the reconciler read (None: zeros)."""
         self.pool_sizes: Callable[[], tuple[int, int]] | None = None
+        self.settlement_backlog: tuple[int, float] = (0, 0.0)
+        """(reports waiting to be reconciled, age in seconds of the oldest), per pass."""
         for gauge in _GAUGES:
             meter.create_observable_gauge(
                 gauge.name,
@@ -476,6 +508,19 @@ class Metrics:
         """Start `amazonpay.rpc.calls` of every RPC at zero (OK), so ratios exist from start-up."""
         for method in methods:
             self.rpc_calls.add(0, {"rpc": method, "code": "OK"})
+
+    def known_settlement_outcomes(self, outcomes: Iterable[str]) -> None:
+        """Start the settlement counters of every outcome at zero (the alerts read them)."""
+        for outcome in outcomes:
+            self.settlement_lines.add(0, {"outcome": outcome})
+            self.settlement_mismatches.add(0, {"outcome": outcome})
+
+    def record_settlement(self, recorded: Mapping[str, int], findings: Mapping[str, int]) -> None:
+        """`service.core.Settlements` observer: lines recorded and findings written, by outcome."""
+        for outcome, lines in recorded.items():
+            self.settlement_lines.add(lines, {"outcome": outcome})
+        for outcome, count in findings.items():
+            self.settlement_mismatches.add(count, {"outcome": outcome})
 
     def known_merchants(self, aliases: Iterable[str]) -> None:
         """Every configured merchant's breaker is closed (0) until it changes."""
@@ -524,6 +569,12 @@ class Metrics:
 
     def _observe_circuits(self, _options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(v, {"merchant": k}) for k, v in self.circuit_states.items()]
+
+    def _observe_reports_pending(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(self.settlement_backlog[0])]
+
+    def _observe_oldest_pending_report(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(self.settlement_backlog[1])]
 
     def _observe_pool(self, _options: CallbackOptions) -> Iterable[Observation]:
         if self.pool_sizes is None:

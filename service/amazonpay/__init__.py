@@ -37,8 +37,22 @@ Example::
             print(exc.http_status, exc.reason_code, exc.request_id)
         else:
             print(capture.http_status, capture.raw["statusDetails"], capture.request_id)
+
+Settlement reports are listed with a query, fetched from their pre-signed URL and parsed while
+they stream::
+
+    report_type = SETTLEMENT_REPORT_TYPES[account.effective_environment]
+    reports = await client.invoke("GetReports", query={"reportTypes": report_type})
+    for report in reports.reports:
+        document = await client.invoke(
+            "GetReportDocument", path_params={"reportDocumentId": report.report_document_id}
+        )
+        header, lines = await parse_settlement_report(client.stream_report_document(document.url))
+        async for line in lines:
+            print(line.transaction_type, line.amazon_transaction_id, line.amount, line.currency)
 """
 
+from . import _models
 from ._client import AmazonPayClient, ApiResponse, AttemptEvent, ButtonSignature
 from ._config import SDK_VERSION, ClientConfig, Environment, MerchantAccount, Region
 from ._endpoints import ENDPOINTS, Endpoint
@@ -49,34 +63,18 @@ from ._errors import (
     AmazonPayRequestError,
     AmazonPayTimeoutError,
 )
-from ._models import (
-    Address,
-    ApiObject,
-    Buyer,
-    Charge,
-    ChargePermission,
-    CheckoutSession,
-    Constraint,
-    DeliveryDetail,
-    DeliveryTracker,
-    Frequency,
-    Limits,
-    MerchantMetadata,
-    Model,
-    PaymentDetails,
-    PaymentPreference,
-    Price,
-    ProviderMetadata,
-    RecurringMetadata,
-    Refund,
-    StatusDetails,
-    StatusReason,
-    WebCheckoutDetails,
-    format_timestamp,
-    normalize_amount,
-    parse_timestamp,
-)
+from ._models import *  # noqa: F403 - the models, listed once in `_models.__all__`
 from ._retry import DEFAULT_RETRYABLE_STATUSES, Deadline, RetryPolicy, parse_retry_after
+from ._settlement_report import (
+    BODY_COLUMNS,
+    HEADER_COLUMNS,
+    SETTLEMENT_REPORT_TYPES,
+    SettlementLine,
+    SettlementReportError,
+    SettlementReportHeader,
+    format_settlement_report,
+    parse_settlement_report,
+)
 from ._signing import (
     Algorithm,
     AuthorizationHeader,
@@ -93,13 +91,22 @@ from ._signing import (
     string_to_sign,
     verify_signature,
 )
-from ._transport import AiohttpTransport, HttpRequest, HttpResponse, Transport
+from ._transport import (
+    AiohttpTransport,
+    HttpRequest,
+    HttpResponse,
+    MockHandler,
+    MockTransport,
+    Transport,
+)
 
 __all__ = [
+    "BODY_COLUMNS",
     "DEFAULT_RETRYABLE_STATUSES",
     "ENDPOINTS",
+    "HEADER_COLUMNS",
     "SDK_VERSION",
-    "Address",
+    "SETTLEMENT_REPORT_TYPES",
     "AiohttpTransport",
     "Algorithm",
     "AmazonPayClient",
@@ -108,55 +115,39 @@ __all__ = [
     "AmazonPayError",
     "AmazonPayRequestError",
     "AmazonPayTimeoutError",
-    "ApiObject",
     "ApiResponse",
     "AttemptEvent",
     "AuthorizationHeader",
     "ButtonSignature",
-    "Buyer",
     "CanonicalRequest",
-    "Charge",
-    "ChargePermission",
-    "CheckoutSession",
     "ClientConfig",
-    "Constraint",
     "Deadline",
-    "DeliveryDetail",
-    "DeliveryTracker",
     "Endpoint",
     "Environment",
-    "Frequency",
     "HttpRequest",
     "HttpResponse",
-    "Limits",
     "MerchantAccount",
-    "MerchantMetadata",
-    "Model",
-    "PaymentDetails",
-    "PaymentPreference",
-    "Price",
+    "MockHandler",
+    "MockTransport",
     "PrivateKey",
-    "ProviderMetadata",
-    "RecurringMetadata",
-    "Refund",
     "Region",
     "RequestSigner",
     "RetryPolicy",
-    "StatusDetails",
-    "StatusReason",
+    "SettlementLine",
+    "SettlementReportError",
+    "SettlementReportHeader",
     "Transport",
-    "WebCheckoutDetails",
     "button_string_to_sign",
     "canonical_path",
     "canonical_query",
     "canonical_request",
     "canonical_uri",
     "encode_rfc3986",
-    "format_timestamp",
-    "normalize_amount",
+    "format_settlement_report",
     "parse_authorization_header",
     "parse_retry_after",
-    "parse_timestamp",
+    "parse_settlement_report",
     "string_to_sign",
     "verify_signature",
 ]
+__all__ += _models.__all__

@@ -9,12 +9,11 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from types import TracebackType
 from typing import Any, Self
 
 from ._config import SDK_VERSION, ClientConfig, MerchantAccount
@@ -28,7 +27,7 @@ from ._errors import (
 )
 from ._models import ApiObject, Model, format_timestamp
 from ._retry import Deadline, parse_retry_after
-from ._signing import Algorithm, RequestSigner, canonical_path
+from ._signing import Algorithm, RequestSigner, canonical_path, canonical_query, canonical_request
 from ._transport import AiohttpTransport, HttpRequest, HttpResponse, Transport
 
 __all__ = ["AmazonPayClient", "ApiResponse", "AttemptEvent", "ButtonSignature"]
@@ -39,6 +38,9 @@ logger = logging.getLogger("service.amazonpay")
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _SIMULATION_CODE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _PATH_SEGMENT = re.compile(r"[\x21-\x7e]+")
+_QUERY_VALUE = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,2048}")
+_DOCUMENT_URL = re.compile(r"https?://[^\s/?#@]+/[^\s]*", re.ASCII)
+_MAX_DOCUMENT_URL = 8192
 _REQUEST_ID_HEADER = "x-amz-pay-request-id"
 
 Body = Mapping[str, Any]
@@ -165,6 +167,24 @@ def _path_segments(row: Endpoint, params: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(segments)
 
 
+def _query_pairs(row: Endpoint, query: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    """The row's query parameters, checked: names the row documents, short printable values."""
+    if not query:
+        return ()
+    unknown = sorted(set(query) - row.query)
+    if unknown:
+        raise AmazonPayRequestError(
+            f"{row.name} has no query parameter {unknown[0]}", operation=row.label
+        )
+    for name, value in query.items():
+        if not isinstance(value, str) or not _QUERY_VALUE.fullmatch(value):
+            raise AmazonPayRequestError(
+                f"query parameter {name} must be 1-2048 characters without control characters",
+                operation=row.label,
+            )
+    return tuple(sorted(query.items()))
+
+
 def _parse(row: Endpoint, response: HttpResponse, *, typed: bool = True) -> ApiObject:
     request_id = response.headers.get(_REQUEST_ID_HEADER)
     try:
@@ -259,12 +279,7 @@ class AmazonPayClient:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     async def close(self) -> None:
@@ -291,17 +306,21 @@ class AmazonPayClient:
         timeout: float | None = None,
         deadline: float | None = None,
         typed: bool = True,
+        query: Mapping[str, str] | None = None,
     ) -> ApiObject:
         """Send one operation of :data:`ENDPOINTS` (by name, e.g. ``"CaptureCharge"``) and
         return its typed answer (``http_status`` and ``request_id`` set).
 
-        ``path_params`` fills the row's path template; a POST needs ``idempotency_key`` and only
-        a POST may carry one; ``simulation_code`` only where the row takes one (sandbox only).
+        ``path_params`` fills the row's path template; ``query`` takes the row's query
+        parameters (sent and signed as Amazon's canonical query: encoded, sorted); a POST needs
+        ``idempotency_key`` and only a POST may carry one; ``simulation_code`` only where the
+        row takes one (sandbox only).
         ``typed=False`` returns a plain :class:`ApiObject` holding the answer's JSON in ``raw``
         (a caller that only stores the JSON skips building the typed model).
         """
         row = _endpoint(endpoint)
         segments = _path_segments(row, path_params or {})
+        query_pairs = _query_pairs(row, query)
         if row.takes_idempotency_key:
             if idempotency_key is None:
                 raise AmazonPayRequestError(
@@ -322,13 +341,56 @@ class AmazonPayClient:
             row.label,
             row.method,
             segments,
-            body,
-            idempotency_key,
-            simulation_code,
-            timeout,
-            deadline,
+            body=body,
+            idempotency_key=idempotency_key,
+            simulation_code=simulation_code,
+            budget=Deadline.resolve(timeout, deadline),
+            query=query_pairs,
         )
         return _parse(row, response, typed=typed)
+
+    async def stream_report_document(
+        self, url: str, *, chunk_size: int = 65536
+    ) -> AsyncIterator[bytes]:
+        """The content of a report document, in pieces of at most ``chunk_size`` bytes.
+
+        ``url`` is the ``url`` of Get Report Document: a pre-signed URL valid for 30 seconds,
+        fetched with an unsigned GET (none of Amazon's API headers) and never read whole into
+        memory. Failures are :class:`AmazonPayError` s (an expired URL: HTTP 403); nothing is
+        retried, since a new URL is needed: call Get Report Document again. The URL carries its
+        own credentials and is never logged or put into an error.
+        """
+        if self._closed:
+            raise AmazonPayRequestError("client is closed", operation="stream_report_document")
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise AmazonPayRequestError("chunk_size must be a positive integer")
+        request = HttpRequest(
+            method="GET",
+            url=self._document_url(url),
+            headers={"accept": "*/*", "user-agent": self._config.user_agent},
+        )
+        async for chunk in self._transport.stream(
+            request, chunk_size=chunk_size, read_timeout=self._config.attempt_timeout
+        ):
+            yield chunk
+
+    def _document_url(self, url: str) -> str:
+        """An absolute http(s) URL without user info; https unless the account's own endpoint
+        is plain http (an emulator)."""
+        if (
+            not isinstance(url, str)
+            or len(url) > _MAX_DOCUMENT_URL
+            or not _DOCUMENT_URL.fullmatch(url)
+        ):
+            raise AmazonPayRequestError(
+                "report document url must be an absolute http(s) URL",
+                operation="stream_report_document",
+            )
+        if url.startswith("http://") and not self._base_url.startswith("http://"):
+            raise AmazonPayRequestError(
+                "report document url must use https", operation="stream_report_document"
+            )
+        return url
 
     # --- button signature and raw access ---------------------------------------------------------
 
@@ -372,7 +434,13 @@ class AmazonPayClient:
             key = _check_idempotency_key(key)
         segments = tuple(part for part in path.split("/") if part)
         response = await self._execute(
-            operation, method, segments, body, key, simulation_code, timeout, deadline
+            operation,
+            method,
+            segments,
+            body=body,
+            idempotency_key=key,
+            simulation_code=simulation_code,
+            budget=Deadline.resolve(timeout, deadline),
         )
         return ApiResponse(
             status=response.status,
@@ -406,19 +474,23 @@ class AmazonPayClient:
         operation: str,
         method: str,
         segments: tuple[str, ...],
+        *,
         body: Body | None,
         idempotency_key: str | None,
         simulation_code: str | None,
-        timeout: float | None,
-        deadline: float | None,
+        budget: Deadline | None,
+        query: Sequence[tuple[str, str]] = (),
     ) -> HttpResponse:
+        """One call with its retries, each attempt and pause within `budget` (the caller's
+        timeout and deadline, resolved when the call was made)."""
         if self._closed:
             raise AmazonPayRequestError("client is closed", operation=operation)
         simulation_code = self._check_simulation_code(simulation_code)
         path = canonical_path("/".join((self._prefix, *segments)))
         url = self._base_url + path
+        if query:
+            url += "?" + canonical_query(query)
         payload = _encode_body(body)
-        dl = Deadline.resolve(timeout, deadline)
         policy = self._config.retry
         loop = asyncio.get_running_loop()
         attempt = 0
@@ -426,14 +498,20 @@ class AmazonPayClient:
 
         while True:
             attempt += 1
-            if dl is not None and dl.expired():
+            if budget is not None and budget.expired():
                 raise self._deadline_error(operation, attempt - 1, last_error)
             started = time.monotonic()
             response: HttpResponse | None = None
-            await self._acquire_slot(dl, operation, attempt - 1, last_error)
+            await self._acquire_slot(
+                budget, operation=operation, attempts=attempt - 1, last_error=last_error
+            )
             try:
                 headers = self._headers(idempotency_key, simulation_code)
-                pending = self._signer.prepare(method, path, None, headers, payload)
+                # Amazon's order: verb, path, query, headers, payload.
+                canonical = canonical_request(
+                    method, path, query or None, headers, payload, path_is_canonical=True
+                )
+                pending = self._signer.prepare(canonical)
                 headers["authorization"] = (
                     pending.sign()
                     if self._executor is None
@@ -441,8 +519,8 @@ class AmazonPayClient:
                 )
                 attempt_timeout = self._config.attempt_timeout
                 bounded_by_deadline = False
-                if dl is not None:
-                    remaining = dl.remaining()
+                if budget is not None:
+                    remaining = budget.remaining()
                     if remaining <= 0:
                         raise self._deadline_error(operation, attempt - 1, last_error)
                     if attempt_timeout is None or remaining < attempt_timeout:
@@ -456,7 +534,7 @@ class AmazonPayClient:
                     exc.attempts = attempt
                     if bounded_by_deadline:
                         exc.cut_short = True
-                        self._emit(operation, attempt, None, exc, False, None, started)
+                        self._emit(operation, attempt, started, error=exc)
                         raise self._deadline_error(operation, attempt, exc) from exc
                     error: AmazonPayError = exc
                 except AmazonPayConnectionError as exc:
@@ -465,7 +543,7 @@ class AmazonPayClient:
                     error = exc
                 else:
                     if 200 <= response.status < 300:
-                        self._emit(operation, attempt, response, None, False, None, started)
+                        self._emit(operation, attempt, started, response=response)
                         logger.debug(
                             "amazonpay %s ok status=%d request_id=%s attempt=%d",
                             operation,
@@ -496,11 +574,11 @@ class AmazonPayClient:
             self._emit(
                 operation,
                 attempt,
-                response,
-                error,
-                will_retry,
-                delay,
                 started,
+                response=response,
+                error=error,
+                retry=will_retry,
+                delay=delay,
             )
             if not will_retry or delay is None:
                 logger.warning(
@@ -513,7 +591,7 @@ class AmazonPayClient:
                     error.retryable,
                 )
                 raise error
-            if dl is not None and delay >= dl.remaining():
+            if budget is not None and delay >= budget.remaining():
                 logger.warning(
                     "amazonpay %s gives up: backoff %.3fs exceeds the deadline (attempt=%d)",
                     operation,
@@ -534,16 +612,18 @@ class AmazonPayClient:
 
     async def _acquire_slot(
         self,
-        dl: Deadline | None,
+        budget: Deadline | None,
+        *,
         operation: str,
         attempts: int,
         last_error: AmazonPayError | None,
     ) -> None:
-        if dl is None:
+        """A connection slot, waiting no longer than the call's time budget."""
+        if budget is None:
             await self._slots.acquire()
             return
         try:
-            async with asyncio.timeout(max(dl.remaining(), 0.0)):
+            async with asyncio.timeout(max(budget.remaining(), 0.0)):
                 await self._slots.acquire()
         except TimeoutError:
             raise self._deadline_error(operation, attempts, last_error) from None
@@ -564,12 +644,14 @@ class AmazonPayClient:
         self,
         operation: str,
         attempt: int,
-        response: HttpResponse | None,
-        error: AmazonPayError | None,
-        retry: bool,
-        delay: float | None,
         started: float,
+        *,
+        response: HttpResponse | None = None,
+        error: AmazonPayError | None = None,
+        retry: bool = False,
+        delay: float | None = None,
     ) -> None:
+        """The attempt hook's event (`started`: the attempt's monotonic start)."""
         if self._on_attempt is None:
             return
         event = AttemptEvent(

@@ -2,7 +2,7 @@
 
 The row is the single place an operation's HTTP facts live: verb, path template under the
 account's ``/v2`` prefix, which header parameters it takes, whether Amazon replays a repeat by
-idempotency key, and the model of its answer. :meth:`AmazonPayClient.invoke` sends any row.
+idempotency key, its query parameters, and the model of its answer. :meth:`AmazonPayClient.invoke` sends any row.
 """
 
 from __future__ import annotations
@@ -18,7 +18,14 @@ from ._models import (
     ChargePermission,
     CheckoutSession,
     DeliveryTracker,
+    DisbursementList,
+    Dispute,
     Refund,
+    Report,
+    ReportDocument,
+    ReportList,
+    ReportSchedule,
+    ReportScheduleList,
 )
 
 __all__ = ["ENDPOINTS", "Endpoint"]
@@ -36,8 +43,9 @@ class Endpoint:
     """HTTP verb."""
     path: str
     """Template under the API prefix, e.g. ``/charges/{chargeId}/capture``."""
-    response: type[ApiObject]
-    """Model of a successful answer."""
+    response: type[ApiObject] = ApiObject
+    """Model of a successful answer (``ApiObject``, the JSON as it came, for one the service
+    passes through without reading its fields)."""
     replayed_by_key: bool = False
     """Amazon answers a repeat with the same idempotency key with its first answer."""
     takes_simulation_code: bool = False
@@ -47,6 +55,8 @@ class Endpoint:
     call was applied (the object's state moved on). Such a refusal is settled by reading it."""
     default_store_id: bool = False
     """``storeId`` is filled in from the account when the body lacks it."""
+    query: frozenset[str] = frozenset()
+    """Query parameters Amazon documents for it (``invoke(query=...)`` takes no others)."""
     label: str = field(init=False)
     """snake_case name used in metrics, logs and errors (``capture_charge``)."""
     path_params: tuple[str, ...] = field(init=False)
@@ -72,6 +82,9 @@ def _table(*rows: Endpoint) -> Mapping[str, Endpoint]:
 
 
 _SESSION_STATE = frozenset({"InvalidCheckoutSessionStatus"})
+_REPORT_FILTERS = frozenset(
+    {"reportTypes", "processingStatuses", "createdSince", "createdUntil", "pageSize", "nextToken"}
+)
 
 ENDPOINTS: Mapping[str, Endpoint] = _table(
     Endpoint(
@@ -166,4 +179,36 @@ ENDPOINTS: Mapping[str, Endpoint] = _table(
     Endpoint(
         "CreateDeliveryTracker", "POST", "/deliveryTrackers", DeliveryTracker, replayed_by_key=True
     ),
+    # Reports API (amazon-pay-api-v2/reports.html) and Get Disbursements
+    # (amazon-pay-reports/request-disbursement-details.html). A POST with a key is replayed
+    # (amazon-pay-api-v2/idempotency.html); a repeated cancel is a 404.
+    Endpoint("GetReports", "GET", "/reports", ReportList, query=_REPORT_FILTERS),
+    Endpoint("GetReportById", "GET", "/reports/{reportId}", Report),
+    Endpoint("CreateReport", "POST", "/reports", Report, replayed_by_key=True),
+    Endpoint("GetReportDocument", "GET", "/report-documents/{reportDocumentId}", ReportDocument),
+    Endpoint(
+        "GetReportSchedules",
+        "GET",
+        "/report-schedules",
+        ReportScheduleList,
+        query=frozenset({"reportTypes"}),
+    ),
+    Endpoint(
+        "GetReportScheduleById", "GET", "/report-schedules/{reportScheduleId}", ReportSchedule
+    ),
+    Endpoint(
+        "CreateReportSchedule", "POST", "/report-schedules", ReportSchedule, replayed_by_key=True
+    ),
+    Endpoint(
+        "CancelReportSchedule", "DELETE", "/report-schedules/{reportScheduleId}", ReportSchedule
+    ),
+    Endpoint(
+        "GetDisbursements",
+        "GET",
+        "/disbursements",
+        DisbursementList,
+        query=frozenset({"startTime", "endTime", "pageSize", "nextToken"}),
+    ),
+    # Dispute API (amazon-pay-api-v2/dispute.html): the merchant's read.
+    Endpoint("GetDispute", "GET", "/disputes/{disputeId}", Dispute),
 )

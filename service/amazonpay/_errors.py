@@ -8,6 +8,7 @@ and an unknown code must travel through untouched instead of breaking a lookup t
 from __future__ import annotations
 
 import json
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 __all__ = [
@@ -21,28 +22,21 @@ __all__ = [
 _MAX_MESSAGE = 500
 
 
+@dataclass(eq=False)
 class AmazonPayError(Exception):
     """A failed Amazon Pay call: an HTTP error answer, a transport failure or a local refusal."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        http_status: int | None = None,
-        reason_code: str | None = None,
-        request_id: str | None = None,
-        retryable: bool = False,
-        operation: str | None = None,
-        attempts: int = 0,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.http_status = http_status
-        self.reason_code = reason_code
-        self.request_id = request_id
-        self.retryable = retryable
-        self.operation = operation
-        self.attempts = attempts
+    message: str
+    _: KW_ONLY
+    http_status: int | None = None
+    reason_code: str | None = None
+    request_id: str | None = None
+    retryable: bool = False
+    operation: str | None = None
+    attempts: int = 0
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
 
     def __str__(self) -> str:
         parts = [self.message]
@@ -59,14 +53,6 @@ class AmazonPayError(Exception):
         if details:
             parts.append(f"({', '.join(details)})")
         return " ".join(parts)
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(message={self.message!r}, http_status={self.http_status!r}, "
-            f"reason_code={self.reason_code!r}, request_id={self.request_id!r}, "
-            f"retryable={self.retryable!r}, operation={self.operation!r}, "
-            f"attempts={self.attempts!r})"
-        )
 
     @classmethod
     def from_response(
@@ -129,24 +115,17 @@ class AmazonPayTimeoutError(AmazonPayConnectionError):
     nearer): its timing out says nothing about Amazon."""
 
 
+@dataclass(eq=False, kw_only=True)
 class AmazonPayDeadlineExceeded(AmazonPayError):
-    """The caller's deadline ran out; ``last_error`` is the failure of the last attempt, if any."""
+    """The caller's deadline ran out; ``last_error`` is the failure of the last attempt, if any
+    (its status, reason and request id are this error's too). Never retryable."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        last_error: AmazonPayError | None = None,
-        operation: str | None = None,
-        attempts: int = 0,
-    ) -> None:
-        super().__init__(
-            message,
-            http_status=last_error.http_status if last_error else None,
-            reason_code=last_error.reason_code if last_error else None,
-            request_id=last_error.request_id if last_error else None,
-            retryable=False,
-            operation=operation,
-            attempts=attempts,
-        )
-        self.last_error = last_error
+    last_error: AmazonPayError | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.retryable = False
+        if self.last_error is not None:
+            self.http_status = self.last_error.http_status
+            self.reason_code = self.last_error.reason_code
+            self.request_id = self.last_error.request_id

@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Self
 
@@ -29,6 +29,11 @@ __all__ = [
     "Constraint",
     "DeliveryDetail",
     "DeliveryTracker",
+    "Disbursement",
+    "DisbursementList",
+    "Dispute",
+    "DisputeStatusDetails",
+    "Evidence",
     "Frequency",
     "Limits",
     "MerchantMetadata",
@@ -39,6 +44,11 @@ __all__ = [
     "ProviderMetadata",
     "RecurringMetadata",
     "Refund",
+    "Report",
+    "ReportDocument",
+    "ReportList",
+    "ReportSchedule",
+    "ReportScheduleList",
     "StatusDetails",
     "StatusReason",
     "WebCheckoutDetails",
@@ -51,6 +61,7 @@ JSON = Mapping[str, Any]
 _Parser = Callable[[Any], Any]
 
 _AMOUNT = re.compile(r"^[0-9]+(\.[0-9]+)?$")
+_SIGNED_AMOUNT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 _COMPACT_TS = re.compile(r"^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(?:\.(\d{1,9}))?Z$")
 
 
@@ -86,25 +97,30 @@ def normalize_amount(value: object, *, allow_float: bool = False) -> str:
     return text
 
 
+def datetime_of(parts: Sequence[str | None], zone: tzinfo) -> datetime:
+    """The date-time a pattern matched as year, month, day, hour, minute, second and the digits
+    of a fraction of a second (None: none), in `zone`; ValueError for no calendar date-time."""
+    year, month, day, hour, minute, second, fraction = (part or "0" for part in parts)
+    return datetime(
+        year=int(year),
+        month=int(month),
+        day=int(day),
+        hour=int(hour),
+        minute=int(minute),
+        second=int(second),
+        microsecond=int(fraction.ljust(6, "0")[:6]),
+        tzinfo=zone,
+    )
+
+
 def parse_timestamp(value: object) -> datetime | None:
     """Aware UTC datetime from ``20191015T204313Z`` or ISO 8601; None when absent/unreadable."""
     if not isinstance(value, str) or not value:
         return None
     match = _COMPACT_TS.match(value)
     if match:
-        year, month, day, hour, minute, second, fraction = match.groups()
-        micro = int((fraction or "0").ljust(6, "0")[:6])
         try:
-            return datetime(
-                int(year),
-                int(month),
-                int(day),
-                int(hour),
-                int(minute),
-                int(second),
-                micro,
-                tzinfo=UTC,
-            )
+            return datetime_of(match.groups(), UTC)
         except ValueError:
             return None
     text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
@@ -174,10 +190,16 @@ def _raw_mapping(value: Any) -> Any:
     return value if isinstance(value, Mapping) else None
 
 
-def _j(json_name: str, parse: _Parser = _as_str, *aliases: str) -> dict[str, Any]:
+def _json_metadata(json_name: str, parse: _Parser = _as_str, *aliases: str) -> dict[str, Any]:
     """Field metadata: the JSON name, its parser and aliases also read (e.g. the seed's
     singular ``statusDetail``)."""
     return {"json": json_name, "parse": parse, "aliases": aliases}
+
+
+def _json(json_name: str, parse: _Parser = _as_str, *aliases: str, default: Any = None) -> Any:
+    """A field read from and written to Amazon's JSON field `json_name` (see
+    `_json_metadata`); `default` when Amazon's answer lacks it or it does not parse."""
+    return field(default=default, metadata=_json_metadata(json_name, parse, *aliases))
 
 
 def _to_json_value(value: Any) -> Any:
@@ -285,9 +307,9 @@ def _amount_from_json(value: Any) -> str | None:
 class Price(Model):
     """A money amount: decimal string plus ISO 4217 currency."""
 
-    amount: str = field(metadata=_j("amount", _amount_from_json))
+    amount: str = field(metadata=_json_metadata("amount", _amount_from_json))
     """Decimal string, e.g. ``"14.00"`` (int and Decimal are accepted and normalised)."""
-    currency_code: str = field(metadata=_j("currencyCode"))
+    currency_code: str = field(metadata=_json_metadata("currencyCode"))
     """ISO 4217 code, e.g. ``USD``."""
 
     _required: ClassVar[tuple[str, ...]] = ("amount", "currency_code")
@@ -315,17 +337,17 @@ class Price(Model):
 class Address(Model):
     """A postal address (shipping or billing)."""
 
-    name: str | None = field(default=None, metadata=_j("name"))
-    address_line1: str | None = field(default=None, metadata=_j("addressLine1"))
-    address_line2: str | None = field(default=None, metadata=_j("addressLine2"))
-    address_line3: str | None = field(default=None, metadata=_j("addressLine3"))
-    city: str | None = field(default=None, metadata=_j("city"))
-    county: str | None = field(default=None, metadata=_j("county"))
-    district: str | None = field(default=None, metadata=_j("district"))
-    state_or_region: str | None = field(default=None, metadata=_j("stateOrRegion"))
-    postal_code: str | None = field(default=None, metadata=_j("postalCode"))
-    country_code: str | None = field(default=None, metadata=_j("countryCode"))
-    phone_number: str | None = field(default=None, metadata=_j("phoneNumber"))
+    name: str | None = _json("name")
+    address_line1: str | None = _json("addressLine1")
+    address_line2: str | None = _json("addressLine2")
+    address_line3: str | None = _json("addressLine3")
+    city: str | None = _json("city")
+    county: str | None = _json("county")
+    district: str | None = _json("district")
+    state_or_region: str | None = _json("stateOrRegion")
+    postal_code: str | None = _json("postalCode")
+    country_code: str | None = _json("countryCode")
+    phone_number: str | None = _json("phoneNumber")
 
     def __repr__(self) -> str:
         return f"Address(country_code={self.country_code!r}, <personal data redacted>)"
@@ -335,90 +357,78 @@ class Address(Model):
 class MerchantMetadata(Model):
     """Merchant-provided order info shown to the buyer (except ``custom_information``)."""
 
-    merchant_reference_id: str | None = field(default=None, metadata=_j("merchantReferenceId"))
-    merchant_store_name: str | None = field(default=None, metadata=_j("merchantStoreName"))
-    note_to_buyer: str | None = field(default=None, metadata=_j("noteToBuyer"))
-    custom_information: str | None = field(default=None, metadata=_j("customInformation"))
+    merchant_reference_id: str | None = _json("merchantReferenceId")
+    merchant_store_name: str | None = _json("merchantStoreName")
+    note_to_buyer: str | None = _json("noteToBuyer")
+    custom_information: str | None = _json("customInformation")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ProviderMetadata(Model):
     """Payment service provider order info."""
 
-    provider_reference_id: str | None = field(default=None, metadata=_j("providerReferenceId"))
+    provider_reference_id: str | None = _json("providerReferenceId")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class WebCheckoutDetails(Model):
     """Checkout redirect URLs."""
 
-    checkout_review_return_url: str | None = field(
-        default=None, metadata=_j("checkoutReviewReturnUrl")
-    )
-    checkout_result_return_url: str | None = field(
-        default=None, metadata=_j("checkoutResultReturnUrl")
-    )
-    checkout_cancel_url: str | None = field(default=None, metadata=_j("checkoutCancelUrl"))
-    amazon_pay_redirect_url: str | None = field(default=None, metadata=_j("amazonPayRedirectUrl"))
-    checkout_mode: str | None = field(default=None, metadata=_j("checkoutMode"))
+    checkout_review_return_url: str | None = _json("checkoutReviewReturnUrl")
+    checkout_result_return_url: str | None = _json("checkoutResultReturnUrl")
+    checkout_cancel_url: str | None = _json("checkoutCancelUrl")
+    amazon_pay_redirect_url: str | None = _json("amazonPayRedirectUrl")
+    checkout_mode: str | None = _json("checkoutMode")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PaymentDetails(Model):
     """How and how much the buyer is charged."""
 
-    payment_intent: str | None = field(default=None, metadata=_j("paymentIntent"))
+    payment_intent: str | None = _json("paymentIntent")
     """``Confirm``, ``Authorize`` or ``AuthorizeWithCapture``."""
-    can_handle_pending_authorization: bool | None = field(
-        default=None, metadata=_j("canHandlePendingAuthorization", _as_bool)
-    )
-    charge_amount: Price | None = field(default=None, metadata=_j("chargeAmount", _nested(Price)))
-    total_order_amount: Price | None = field(
-        default=None, metadata=_j("totalOrderAmount", _nested(Price))
-    )
-    soft_descriptor: str | None = field(default=None, metadata=_j("softDescriptor"))
-    presentment_currency: str | None = field(default=None, metadata=_j("presentmentCurrency"))
-    allow_overcharge: bool | None = field(default=None, metadata=_j("allowOvercharge", _as_bool))
-    extend_expiration: bool | None = field(default=None, metadata=_j("extendExpiration", _as_bool))
+    can_handle_pending_authorization: bool | None = _json("canHandlePendingAuthorization", _as_bool)
+    charge_amount: Price | None = _json("chargeAmount", _nested(Price))
+    total_order_amount: Price | None = _json("totalOrderAmount", _nested(Price))
+    soft_descriptor: str | None = _json("softDescriptor")
+    presentment_currency: str | None = _json("presentmentCurrency")
+    allow_overcharge: bool | None = _json("allowOvercharge", _as_bool)
+    extend_expiration: bool | None = _json("extendExpiration", _as_bool)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Frequency(Model):
     """Recurring frequency: ``unit`` Year|Month|Week|Day|Variable and a count."""
 
-    unit: str | None = field(default=None, metadata=_j("unit"))
-    value: str | None = field(default=None, metadata=_j("value"))
+    unit: str | None = _json("unit")
+    value: str | None = _json("value")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RecurringMetadata(Model):
     """Recurring charge plan of a Recurring charge permission."""
 
-    frequency: Frequency | None = field(default=None, metadata=_j("frequency", _nested(Frequency)))
-    amount: Price | None = field(default=None, metadata=_j("amount", _nested(Price)))
+    frequency: Frequency | None = _json("frequency", _nested(Frequency))
+    amount: Price | None = _json("amount", _nested(Price))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StatusReason(Model):
     """One reason of a state (charge permissions list several)."""
 
-    reason_code: str | None = field(default=None, metadata=_j("reasonCode"))
-    reason_description: str | None = field(default=None, metadata=_j("reasonDescription"))
+    reason_code: str | None = _json("reasonCode")
+    reason_description: str | None = _json("reasonDescription")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StatusDetails(Model):
     """State of an object; reason codes stay plain strings so unknown ones pass through."""
 
-    state: str | None = field(default=None, metadata=_j("state"))
-    reason_code: str | None = field(default=None, metadata=_j("reasonCode"))
-    reason_description: str | None = field(default=None, metadata=_j("reasonDescription"))
-    reasons: tuple[StatusReason, ...] = field(
-        default=(), metadata=_j("reasons", _nested_tuple(StatusReason))
-    )
-    last_updated_timestamp: datetime | None = field(
-        default=None, metadata=_j("lastUpdatedTimestamp", parse_timestamp)
-    )
+    state: str | None = _json("state")
+    reason_code: str | None = _json("reasonCode")
+    reason_description: str | None = _json("reasonDescription")
+    reasons: tuple[StatusReason, ...] = _json("reasons", _nested_tuple(StatusReason), default=())
+    last_updated_timestamp: datetime | None = _json("lastUpdatedTimestamp", parse_timestamp)
 
     @property
     def reason_codes(self) -> tuple[str, ...]:
@@ -433,34 +443,32 @@ class StatusDetails(Model):
 class Constraint(Model):
     """Something that still blocks checkout (e.g. ``ChargeAmountNotSet``)."""
 
-    constraint_id: str | None = field(default=None, metadata=_j("constraintId"))
-    description: str | None = field(default=None, metadata=_j("description"))
+    constraint_id: str | None = _json("constraintId")
+    description: str | None = _json("description")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PaymentPreference(Model):
     """Buyer-selected payment instrument."""
 
-    payment_descriptor: str | None = field(default=None, metadata=_j("paymentDescriptor"))
-    billing_address: Address | None = field(
-        default=None, metadata=_j("billingAddress", _nested(Address))
-    )
+    payment_descriptor: str | None = _json("paymentDescriptor")
+    billing_address: Address | None = _json("billingAddress", _nested(Address))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Limits(Model):
     """Charge permission amount limit and remaining balance."""
 
-    amount_limit: Price | None = field(default=None, metadata=_j("amountLimit", _nested(Price)))
-    amount_balance: Price | None = field(default=None, metadata=_j("amountBalance", _nested(Price)))
+    amount_limit: Price | None = _json("amountLimit", _nested(Price))
+    amount_balance: Price | None = _json("amountBalance", _nested(Price))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DeliveryDetail(Model):
     """A shipment tracking reference."""
 
-    tracking_number: str | None = field(default=None, metadata=_j("trackingNumber"))
-    carrier_code: str | None = field(default=None, metadata=_j("carrierCode"))
+    tracking_number: str | None = _json("trackingNumber")
+    carrier_code: str | None = _json("carrierCode")
 
 
 # --- top-level objects ---------------------------------------------------------------------------
@@ -470,20 +478,16 @@ class DeliveryDetail(Model):
 class Buyer(ApiObject):
     """Buyer profile (embedded in sessions, or from Get Buyer)."""
 
-    buyer_id: str | None = field(default=None, metadata=_j("buyerId"))
-    name: str | None = field(default=None, metadata=_j("name"))
-    email: str | None = field(default=None, metadata=_j("email"))
-    postal_code: str | None = field(default=None, metadata=_j("postalCode"))
-    country_code: str | None = field(default=None, metadata=_j("countryCode"))
-    phone_number: str | None = field(default=None, metadata=_j("phoneNumber"))
-    shipping_address: Address | None = field(
-        default=None, metadata=_j("shippingAddress", _nested(Address))
-    )
-    billing_address: Address | None = field(
-        default=None, metadata=_j("billingAddress", _nested(Address))
-    )
-    prime_membership_types: tuple[str, ...] = field(
-        default=(), metadata=_j("primeMembershipTypes", _as_str_tuple)
+    buyer_id: str | None = _json("buyerId")
+    name: str | None = _json("name")
+    email: str | None = _json("email")
+    postal_code: str | None = _json("postalCode")
+    country_code: str | None = _json("countryCode")
+    phone_number: str | None = _json("phoneNumber")
+    shipping_address: Address | None = _json("shippingAddress", _nested(Address))
+    billing_address: Address | None = _json("billingAddress", _nested(Address))
+    prime_membership_types: tuple[str, ...] = _json(
+        "primeMembershipTypes", _as_str_tuple, default=()
     )
 
     def __repr__(self) -> str:
@@ -494,182 +498,266 @@ class Buyer(ApiObject):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class CheckoutSession(ApiObject):
+class _Stateful(ApiObject):
+    """What every object with a life cycle carries: its state, when it was made, and where."""
+
+    status_details: StatusDetails | None = _json(
+        "statusDetails", _nested(StatusDetails), "statusDetail"
+    )
+    creation_timestamp: datetime | None = _json("creationTimestamp", parse_timestamp)
+    release_environment: str | None = _json("releaseEnvironment")
+
+    @property
+    def state(self) -> str | None:
+        """Shortcut for ``status_details.state``."""
+        return self.status_details.state if self.status_details else None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CheckoutSession(_Stateful):
     """A buyer's checkout session (Open → Completed | Canceled)."""
 
-    checkout_session_id: str | None = field(default=None, metadata=_j("checkoutSessionId"))
-    web_checkout_details: WebCheckoutDetails | None = field(
-        default=None,
-        metadata=_j("webCheckoutDetails", _nested(WebCheckoutDetails), "webCheckoutDetail"),
+    checkout_session_id: str | None = _json("checkoutSessionId")
+    web_checkout_details: WebCheckoutDetails | None = _json(
+        "webCheckoutDetails", _nested(WebCheckoutDetails), "webCheckoutDetail"
     )
-    product_type: str | None = field(default=None, metadata=_j("productType"))
-    payment_details: PaymentDetails | None = field(
-        default=None, metadata=_j("paymentDetails", _nested(PaymentDetails), "paymentDetail")
+    product_type: str | None = _json("productType")
+    payment_details: PaymentDetails | None = _json(
+        "paymentDetails", _nested(PaymentDetails), "paymentDetail"
     )
-    merchant_metadata: MerchantMetadata | None = field(
-        default=None, metadata=_j("merchantMetadata", _nested(MerchantMetadata))
+    merchant_metadata: MerchantMetadata | None = _json(
+        "merchantMetadata", _nested(MerchantMetadata)
     )
-    platform_id: str | None = field(default=None, metadata=_j("platformId"))
-    provider_metadata: ProviderMetadata | None = field(
-        default=None, metadata=_j("providerMetadata", _nested(ProviderMetadata))
+    platform_id: str | None = _json("platformId")
+    provider_metadata: ProviderMetadata | None = _json(
+        "providerMetadata", _nested(ProviderMetadata)
     )
-    buyer: Buyer | None = field(default=None, metadata=_j("buyer", _nested(Buyer)))
-    shipping_address: Address | None = field(
-        default=None, metadata=_j("shippingAddress", _nested(Address))
+    buyer: Buyer | None = _json("buyer", _nested(Buyer))
+    shipping_address: Address | None = _json("shippingAddress", _nested(Address))
+    billing_address: Address | None = _json("billingAddress", _nested(Address))
+    payment_preferences: tuple[PaymentPreference, ...] = _json(
+        "paymentPreferences", _nested_tuple(PaymentPreference), default=()
     )
-    billing_address: Address | None = field(
-        default=None, metadata=_j("billingAddress", _nested(Address))
+    constraints: tuple[Constraint, ...] = _json(
+        "constraints", _nested_tuple(Constraint), default=()
     )
-    payment_preferences: tuple[PaymentPreference, ...] = field(
-        default=(), metadata=_j("paymentPreferences", _nested_tuple(PaymentPreference))
+    expiration_timestamp: datetime | None = _json("expirationTimestamp", parse_timestamp)
+    charge_permission_id: str | None = _json("chargePermissionId")
+    charge_id: str | None = _json("chargeId")
+    store_id: str | None = _json("storeId")
+    charge_permission_type: str | None = _json("chargePermissionType")
+    recurring_metadata: RecurringMetadata | None = _json(
+        "recurringMetadata", _nested(RecurringMetadata)
     )
-    status_details: StatusDetails | None = field(
-        default=None, metadata=_j("statusDetails", _nested(StatusDetails), "statusDetail")
+    delivery_specifications: Mapping[str, Any] | None = _json(
+        "deliverySpecifications", _raw_mapping
     )
-    constraints: tuple[Constraint, ...] = field(
-        default=(), metadata=_j("constraints", _nested_tuple(Constraint))
-    )
-    creation_timestamp: datetime | None = field(
-        default=None, metadata=_j("creationTimestamp", parse_timestamp)
-    )
-    expiration_timestamp: datetime | None = field(
-        default=None, metadata=_j("expirationTimestamp", parse_timestamp)
-    )
-    charge_permission_id: str | None = field(default=None, metadata=_j("chargePermissionId"))
-    charge_id: str | None = field(default=None, metadata=_j("chargeId"))
-    store_id: str | None = field(default=None, metadata=_j("storeId"))
-    charge_permission_type: str | None = field(default=None, metadata=_j("chargePermissionType"))
-    recurring_metadata: RecurringMetadata | None = field(
-        default=None, metadata=_j("recurringMetadata", _nested(RecurringMetadata))
-    )
-    delivery_specifications: Mapping[str, Any] | None = field(
-        default=None, metadata=_j("deliverySpecifications", _raw_mapping)
-    )
-    checkout_button_text: str | None = field(default=None, metadata=_j("checkoutButtonText"))
-    release_environment: str | None = field(default=None, metadata=_j("releaseEnvironment"))
-
-    @property
-    def state(self) -> str | None:
-        """Shortcut for ``status_details.state``."""
-        return self.status_details.state if self.status_details else None
+    checkout_button_text: str | None = _json("checkoutButtonText")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class ChargePermission(ApiObject):
+class ChargePermission(_Stateful):
     """The buyer's consent to be charged (Chargeable | NonChargeable | Closed)."""
 
-    charge_permission_id: str | None = field(default=None, metadata=_j("chargePermissionId"))
-    charge_permission_reference_id: str | None = field(
-        default=None, metadata=_j("chargePermissionReferenceId")
+    charge_permission_id: str | None = _json("chargePermissionId")
+    charge_permission_reference_id: str | None = _json("chargePermissionReferenceId")
+    buyer: Buyer | None = _json("buyer", _nested(Buyer))
+    shipping_address: Address | None = _json("shippingAddress", _nested(Address))
+    billing_address: Address | None = _json("billingAddress", _nested(Address))
+    payment_preferences: tuple[PaymentPreference, ...] = _json(
+        "paymentPreferences", _nested_tuple(PaymentPreference), default=()
     )
-    buyer: Buyer | None = field(default=None, metadata=_j("buyer", _nested(Buyer)))
-    shipping_address: Address | None = field(
-        default=None, metadata=_j("shippingAddress", _nested(Address))
+    expiration_timestamp: datetime | None = _json("expirationTimestamp", parse_timestamp)
+    merchant_metadata: MerchantMetadata | None = _json(
+        "merchantMetadata", _nested(MerchantMetadata)
     )
-    billing_address: Address | None = field(
-        default=None, metadata=_j("billingAddress", _nested(Address))
+    platform_id: str | None = _json("platformId")
+    limits: Limits | None = _json("limits", _nested(Limits))
+    charge_permission_type: str | None = _json("chargePermissionType")
+    recurring_metadata: RecurringMetadata | None = _json(
+        "recurringMetadata", _nested(RecurringMetadata)
     )
-    payment_preferences: tuple[PaymentPreference, ...] = field(
-        default=(), metadata=_j("paymentPreferences", _nested_tuple(PaymentPreference))
-    )
-    status_details: StatusDetails | None = field(
-        default=None, metadata=_j("statusDetails", _nested(StatusDetails), "statusDetail")
-    )
-    creation_timestamp: datetime | None = field(
-        default=None, metadata=_j("creationTimestamp", parse_timestamp)
-    )
-    expiration_timestamp: datetime | None = field(
-        default=None, metadata=_j("expirationTimestamp", parse_timestamp)
-    )
-    merchant_metadata: MerchantMetadata | None = field(
-        default=None, metadata=_j("merchantMetadata", _nested(MerchantMetadata))
-    )
-    platform_id: str | None = field(default=None, metadata=_j("platformId"))
-    limits: Limits | None = field(default=None, metadata=_j("limits", _nested(Limits)))
-    charge_permission_type: str | None = field(default=None, metadata=_j("chargePermissionType"))
-    recurring_metadata: RecurringMetadata | None = field(
-        default=None, metadata=_j("recurringMetadata", _nested(RecurringMetadata))
-    )
-    presentment_currency: str | None = field(default=None, metadata=_j("presentmentCurrency"))
-    release_environment: str | None = field(default=None, metadata=_j("releaseEnvironment"))
-
-    @property
-    def state(self) -> str | None:
-        """Shortcut for ``status_details.state``."""
-        return self.status_details.state if self.status_details else None
+    presentment_currency: str | None = _json("presentmentCurrency")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Charge(ApiObject):
+class Charge(_Stateful):
     """An authorization and/or capture against a charge permission."""
 
-    charge_id: str | None = field(default=None, metadata=_j("chargeId"))
-    charge_permission_id: str | None = field(default=None, metadata=_j("chargePermissionId"))
-    charge_amount: Price | None = field(default=None, metadata=_j("chargeAmount", _nested(Price)))
-    capture_amount: Price | None = field(default=None, metadata=_j("captureAmount", _nested(Price)))
-    refunded_amount: Price | None = field(
-        default=None, metadata=_j("refundedAmount", _nested(Price))
+    charge_id: str | None = _json("chargeId")
+    charge_permission_id: str | None = _json("chargePermissionId")
+    charge_amount: Price | None = _json("chargeAmount", _nested(Price))
+    capture_amount: Price | None = _json("captureAmount", _nested(Price))
+    refunded_amount: Price | None = _json("refundedAmount", _nested(Price))
+    converted_amount: Price | None = _json("convertedAmount", _nested(Price))
+    conversion_rate: str | None = _json("conversionRate")
+    soft_descriptor: str | None = _json("softDescriptor")
+    provider_metadata: ProviderMetadata | None = _json(
+        "providerMetadata", _nested(ProviderMetadata)
     )
-    converted_amount: Price | None = field(
-        default=None, metadata=_j("convertedAmount", _nested(Price))
+    merchant_metadata: MerchantMetadata | None = _json(
+        "merchantMetadata", _nested(MerchantMetadata)
     )
-    conversion_rate: str | None = field(default=None, metadata=_j("conversionRate"))
-    soft_descriptor: str | None = field(default=None, metadata=_j("softDescriptor"))
-    provider_metadata: ProviderMetadata | None = field(
-        default=None, metadata=_j("providerMetadata", _nested(ProviderMetadata))
-    )
-    merchant_metadata: MerchantMetadata | None = field(
-        default=None, metadata=_j("merchantMetadata", _nested(MerchantMetadata))
-    )
-    channel: str | None = field(default=None, metadata=_j("channel"))
-    charge_initiator: str | None = field(default=None, metadata=_j("chargeInitiator"))
-    status_details: StatusDetails | None = field(
-        default=None, metadata=_j("statusDetails", _nested(StatusDetails), "statusDetail")
-    )
-    creation_timestamp: datetime | None = field(
-        default=None, metadata=_j("creationTimestamp", parse_timestamp)
-    )
-    expiration_timestamp: datetime | None = field(
-        default=None, metadata=_j("expirationTimestamp", parse_timestamp)
-    )
-    release_environment: str | None = field(default=None, metadata=_j("releaseEnvironment"))
-
-    @property
-    def state(self) -> str | None:
-        """Shortcut for ``status_details.state``."""
-        return self.status_details.state if self.status_details else None
+    channel: str | None = _json("channel")
+    charge_initiator: str | None = _json("chargeInitiator")
+    expiration_timestamp: datetime | None = _json("expirationTimestamp", parse_timestamp)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Refund(ApiObject):
+class Refund(_Stateful):
     """A refund of a captured charge (always asynchronous)."""
 
-    refund_id: str | None = field(default=None, metadata=_j("refundId"))
-    charge_id: str | None = field(default=None, metadata=_j("chargeId"))
-    refund_amount: Price | None = field(default=None, metadata=_j("refundAmount", _nested(Price)))
-    soft_descriptor: str | None = field(default=None, metadata=_j("softDescriptor"))
-    status_details: StatusDetails | None = field(
-        default=None, metadata=_j("statusDetails", _nested(StatusDetails), "statusDetail")
-    )
-    creation_timestamp: datetime | None = field(
-        default=None, metadata=_j("creationTimestamp", parse_timestamp)
-    )
-    release_environment: str | None = field(default=None, metadata=_j("releaseEnvironment"))
-
-    @property
-    def state(self) -> str | None:
-        """Shortcut for ``status_details.state``."""
-        return self.status_details.state if self.status_details else None
+    refund_id: str | None = _json("refundId")
+    charge_id: str | None = _json("chargeId")
+    refund_amount: Price | None = _json("refundAmount", _nested(Price))
+    soft_descriptor: str | None = _json("softDescriptor")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DeliveryTracker(ApiObject):
     """Shipment tracking sent to Amazon (lets Amazon notify the buyer)."""
 
-    amazon_order_reference_id: str | None = field(
-        default=None, metadata=_j("amazonOrderReferenceId")
+    amazon_order_reference_id: str | None = _json("amazonOrderReferenceId")
+    charge_permission_id: str | None = _json("chargePermissionId")
+    delivery_details: tuple[DeliveryDetail, ...] = _json(
+        "deliveryDetails", _nested_tuple(DeliveryDetail), default=()
     )
-    charge_permission_id: str | None = field(default=None, metadata=_j("chargePermissionId"))
-    delivery_details: tuple[DeliveryDetail, ...] = field(
-        default=(), metadata=_j("deliveryDetails", _nested_tuple(DeliveryDetail))
+
+
+# --- reports, disbursements and disputes -----------------------------------------------------
+
+
+def _signed_amount_from_json(value: Any) -> str | None:
+    """A decimal string that may be negative (a disbursement can be), else None."""
+    text = _as_str(value)
+    if text is None or isinstance(value, bool):
+        return None
+    text = text.strip()
+    return text if _SIGNED_AMOUNT.fullmatch(text) else None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Report(ApiObject):
+    """A report Amazon generated or was asked to generate (Create Report answers its id only)."""
+
+    report_id: str | None = _json("reportId")
+    report_type: str | None = _json("reportType")
+    """E.g. ``_GET_FLAT_FILE_OFFAMAZONPAYMENTS_SANDBOX_SETTLEMENT_DATA_``."""
+    start_time: datetime | None = _json("startTime", parse_timestamp)
+    end_time: datetime | None = _json("endTime", parse_timestamp)
+    created_time: datetime | None = _json("createdTime", parse_timestamp)
+    processing_status: str | None = _json("processingStatus")
+    """``IN_PROGRESS``, ``COMPLETED``, ``FAILED`` or ``CANCELLED``."""
+    processing_start_time: datetime | None = _json("processingStartTime", parse_timestamp)
+    processing_end_time: datetime | None = _json("processingEndTime", parse_timestamp)
+    report_document_id: str | None = _json("reportDocumentId")
+    """Set once the report is ``COMPLETED``: Get Report Document names its download URL."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReportList(ApiObject):
+    """A page of Get Reports; ``next_token`` asks for the next page (alone, no other filter)."""
+
+    reports: tuple[Report, ...] = _json("reports", _nested_tuple(Report), default=())
+    next_token: str | None = _json("nextToken")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReportDocument(ApiObject):
+    """Where a report's content is: a pre-signed URL valid for 30 seconds, fetched unsigned."""
+
+    report_document_id: str | None = _json("reportDocumentId")
+    url: str | None = _json("url")
+    compression_algorithm: str | None = _json("compressionAlgorithm")
+    """Always ``N/A`` today (the content is not compressed)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReportSchedule(ApiObject):
+    """A schedule creating reports of one type (Create Report Schedule answers its id only)."""
+
+    report_schedule_id: str | None = _json("reportScheduleId")
+    report_type: str | None = _json("reportType")
+    schedule_frequency: str | None = _json("scheduleFrequency")
+    """An ISO 8601 period: ``PT5M`` … ``P1D`` … ``P30D``."""
+    next_report_creation_time: datetime | None = _json("nextReportCreationTime", parse_timestamp)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReportScheduleList(ApiObject):
+    """Get Report Schedules."""
+
+    report_schedules: tuple[ReportSchedule, ...] = _json(
+        "reportSchedules", _nested_tuple(ReportSchedule), default=()
     )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Disbursement(ApiObject):
+    """A payout of one settlement to the merchant's bank account."""
+
+    seller_id: str | None = _json("sellerId")
+    settlement_id: str | None = _json("settlementId")
+    amazon_disbursement_reference_id: str | None = _json("amazonDisbursementReferenceId")
+    """The identifier on the bank statement."""
+    amount: str | None = _json("amount", _signed_amount_from_json)
+    """Decimal string, e.g. ``"1000.50"``."""
+    currency_code: str | None = _json("currencyCode")
+    transaction_time: datetime | None = _json("transactionTime", parse_timestamp)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DisbursementList(ApiObject):
+    """A page of Get Disbursements."""
+
+    disbursements: tuple[Disbursement, ...] = _json(
+        "disbursements", _nested_tuple(Disbursement), default=()
+    )
+    next_token: str | None = _json("nextToken")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DisputeStatusDetails(Model):
+    """State of a dispute: ``UnderReview``, ``ActionRequired``, ``Resolved`` or ``Closed``."""
+
+    state: str | None = _json("state")
+    reason_code: str | None = _json("reasonCode")
+    reason_description: str | None = _json("reasonDescription")
+    resolution: str | None = _json("resolution")
+    """``BuyerWon``, ``MerchantWon`` or ``NoFault`` once Resolved or Closed."""
+    last_updated_timestamp: datetime | None = _json("lastUpdatedTimestamp", parse_timestamp)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Evidence(Model):
+    """Evidence the merchant submitted for a dispute."""
+
+    evidence_type: str | None = _json("evidenceType")
+    file_id: str | None = _json("fileId")
+    evidence_text: str | None = _json("evidenceText")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Dispute(ApiObject):
+    """A buyer's chargeback on a charge (Get Dispute; IPN ``ObjectType`` ``CHARGEBACK``)."""
+
+    dispute_id: str | None = _json("disputeId")
+    charge_id: str | None = _json("chargeId")
+    dispute_type: str | None = _json("disputeType")
+    dispute_amount: Price | None = _json("disputeAmount", _nested(Price))
+    filing_reason: str | None = _json("filingReason")
+    status_details: DisputeStatusDetails | None = _json(
+        "statusDetails", _nested(DisputeStatusDetails)
+    )
+    merchant_evidences: tuple[Evidence, ...] = _json(
+        "merchantEvidences", _nested_tuple(Evidence), default=()
+    )
+    merchant_response_deadline: datetime | None = _json("merchantResponseDeadline", parse_timestamp)
+    resolution_authority: str | None = _json("resolutionAuthority")
+    creation_timestamp: datetime | None = _json("creationTimestamp", parse_timestamp)
+    release_environment: str | None = _json("releaseEnvironment")
+
+    @property
+    def state(self) -> str | None:
+        """Shortcut for ``status_details.state``."""
+        return self.status_details.state if self.status_details else None

@@ -357,13 +357,13 @@ class PendingAuthorization:
 class RequestSigner:
     """Signs requests and button payloads for one public key id."""
 
-    __slots__ = ("_algorithm", "_key", "_public_key_id")
+    __slots__ = ("_algorithm", "_private_key", "_public_key_id")
 
     def __init__(
         self, public_key_id: str, private_key: PrivateKey, algorithm: Algorithm = Algorithm.V2
     ) -> None:
         self._public_key_id = public_key_id
-        self._key = private_key
+        self._private_key = private_key
         self._algorithm = Algorithm.parse(algorithm)
 
     @property
@@ -371,48 +371,27 @@ class RequestSigner:
         """The algorithm every signature of this signer uses."""
         return self._algorithm
 
-    def authorization(
-        self,
-        method: str,
-        path: str,
-        query: QueryParams | None,
-        headers: Mapping[str, str],
-        payload: bytes | str,
-        *,
-        path_is_canonical: bool = True,
-    ) -> str:
-        """The ``authorization`` header value signing every header in ``headers``."""
-        return self.prepare(
-            method, path, query, headers, payload, path_is_canonical=path_is_canonical
-        ).sign()
+    def authorization(self, request: CanonicalRequest) -> str:
+        """The ``authorization`` header value of `request` (see :func:`canonical_request`)."""
+        return self.prepare(request).sign()
 
-    def prepare(
-        self,
-        method: str,
-        path: str,
-        query: QueryParams | None,
-        headers: Mapping[str, str],
-        payload: bytes | str,
-        *,
-        path_is_canonical: bool = True,
-    ) -> PendingAuthorization:
+    def prepare(self, request: CanonicalRequest) -> PendingAuthorization:
         """Everything of :meth:`authorization` but the RSA operation."""
-        canonical = canonical_request(
-            method, path, query, headers, payload, path_is_canonical=path_is_canonical
-        )
         return PendingAuthorization(
-            string_to_sign=canonical.string_to_sign(self._algorithm),
+            string_to_sign=request.string_to_sign(self._algorithm),
             prefix=(
                 f"{self._algorithm.value} PublicKeyId={self._public_key_id}, "
-                f"SignedHeaders={canonical.signed_headers}, Signature="
+                f"SignedHeaders={request.signed_headers}, Signature="
             ),
-            key=self._key,
+            key=self._private_key,
             algorithm=self._algorithm,
         )
 
     def sign_button_payload(self, payload: str) -> str:
         """``generateButtonSignature``: base64 signature over the exact payload text."""
-        return self._key.sign(button_string_to_sign(payload, self._algorithm), self._algorithm)
+        return self._private_key.sign(
+            button_string_to_sign(payload, self._algorithm), self._algorithm
+        )
 
     def __repr__(self) -> str:
         return (

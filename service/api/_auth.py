@@ -25,6 +25,7 @@ from grpc_status import rpc_status
 from service.security import Caller, Callers
 
 from ._errors import SERVICE_DOMAIN
+from ._intercept import Continuation, Interceptor
 from ._registry import discover_services
 
 __all__ = [
@@ -49,10 +50,8 @@ PUBLIC_RPC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 if TYPE_CHECKING:
     _Context = grpc.aio.ServicerContext[Any, Any]
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
 else:  # grpc's runtime classes are not generic
     _Context = grpc.aio.ServicerContext
-    _Interceptor = grpc.aio.ServerInterceptor
 
 
 class CallerLogFilter(logging.Filter):
@@ -116,7 +115,7 @@ async def _abort(context: _Context, status: grpc.Status) -> NoReturn:
     raise AssertionError("abort_with_status returned")  # pragma: no cover
 
 
-class AuthInterceptor(_Interceptor):
+class AuthInterceptor(Interceptor):
     """Every RPC outside `PUBLIC_RPC_PREFIXES` needs a known caller whose allowlist matches it."""
 
     def __init__(self, callers: Callers, rpcs: Iterable[str] | None = None) -> None:
@@ -132,11 +131,7 @@ class AuthInterceptor(_Interceptor):
             )
 
     async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method

@@ -16,12 +16,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from functools import cache, lru_cache
 from typing import Any, TypeVar, cast
 
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from service.amazonpay import format_timestamp, parse_timestamp
 
@@ -295,3 +296,10 @@ def message_to_json(
         else:
             out[key] = value
     return out
+
+
+def timestamp_of(value: datetime) -> Timestamp:
+    """An aware datetime as a Timestamp."""
+    stamp = Timestamp()
+    stamp.FromDatetime(value.astimezone(UTC))
+    return stamp

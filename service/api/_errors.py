@@ -79,6 +79,13 @@ class RpcFailure(Exception):
     retry_after_s: float | None = None
     metadata: Mapping[str, str] | None = None
 
+    @classmethod
+    def invalid(
+        cls, message: str, *violations: Violation, reason: str = "VALIDATION_FAILED"
+    ) -> RpcFailure:
+        """INVALID_ARGUMENT, naming each field and the rule it broke (`BadRequest`)."""
+        return cls(grpc.StatusCode.INVALID_ARGUMENT, message, reason, violations=violations)
+
 
 def _pack(message: object) -> any_pb2.Any:
     packed = any_pb2.Any()
@@ -158,83 +165,72 @@ def _amazon_status(exc: AmazonPayError) -> grpc.Status:
 
 def to_status(exc: BaseException) -> grpc.Status | None:
     """The status for an exception, or None when it is a bug (answered as INTERNAL upstream)."""
-    if isinstance(exc, RpcFailure):
+    failure = _refusal(exc)
+    if failure is not None:
         return _status(
-            exc.code,
-            exc.message,
+            failure.code,
+            failure.message,
             error_details_pb2.ErrorInfo(
-                reason=exc.reason, domain=SERVICE_DOMAIN, metadata=exc.metadata
+                reason=failure.reason, domain=SERVICE_DOMAIN, metadata=failure.metadata
             ),
-            violations=exc.violations,
-            retry_after_s=exc.retry_after_s,
-        )
-    if isinstance(exc, CircuitOpen):
-        return _status(
-            grpc.StatusCode.UNAVAILABLE,
-            exc.message,
-            error_details_pb2.ErrorInfo(reason="CIRCUIT_OPEN", domain=SERVICE_DOMAIN),
-            retry_after_s=max(exc.retry_after_s, 0.1),
-        )
-    if isinstance(exc, Overloaded):
-        return _status(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            str(exc),
-            error_details_pb2.ErrorInfo(reason="OVERLOADED", domain=SERVICE_DOMAIN),
-            retry_after_s=0.5,
-        )
-    if isinstance(exc, StoredFailure) and exc.reason_code == QUARANTINED:
-        return _status(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            exc.message,
-            error_details_pb2.ErrorInfo(reason=QUARANTINED, domain=SERVICE_DOMAIN),
-        )
-    if isinstance(exc, AmazonPayRequestError):
-        return _status(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            exc.message,
-            error_details_pb2.ErrorInfo(reason="VALIDATION_FAILED", domain=SERVICE_DOMAIN),
+            violations=failure.violations,
+            retry_after_s=failure.retry_after_s,
         )
     if isinstance(exc, AmazonPayError):
         return _amazon_status(exc)
+    return None
+
+
+def _refusal(exc: BaseException) -> RpcFailure | None:
+    """The service's own refusal `exc` stands for (None: Amazon's answer, or a bug)."""
+    if isinstance(exc, RpcFailure):
+        return exc
+    if isinstance(exc, CircuitOpen):
+        return RpcFailure(
+            grpc.StatusCode.UNAVAILABLE,
+            exc.message,
+            "CIRCUIT_OPEN",
+            retry_after_s=max(exc.retry_after_s, 0.1),
+        )
+    if isinstance(exc, Overloaded):
+        return RpcFailure(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), "OVERLOADED", retry_after_s=0.5
+        )
+    if isinstance(exc, StoredFailure) and exc.reason_code == QUARANTINED:
+        return RpcFailure(grpc.StatusCode.FAILED_PRECONDITION, exc.message, QUARANTINED)
+    if isinstance(exc, AmazonPayRequestError):
+        return RpcFailure.invalid(exc.message)
     if isinstance(exc, OperationConflict):
-        return _status(
+        return RpcFailure(
             grpc.StatusCode.ALREADY_EXISTS,
             f"idempotency_key was already used for a different {exc.operation.operation} request",
-            error_details_pb2.ErrorInfo(reason="IDEMPOTENCY_KEY_REUSED", domain=SERVICE_DOMAIN),
+            "IDEMPOTENCY_KEY_REUSED",
         )
     if isinstance(exc, UnknownMerchant):
-        return _status(
-            grpc.StatusCode.INVALID_ARGUMENT,
+        return RpcFailure.invalid(
             str(exc),
-            error_details_pb2.ErrorInfo(reason="UNKNOWN_MERCHANT", domain=SERVICE_DOMAIN),
-            violations=[Violation("merchant", "must name a configured merchant account")],
+            Violation("merchant", "must name a configured merchant account"),
+            reason="UNKNOWN_MERCHANT",
         )
     if isinstance(exc, ObjectNotFound):
-        return _status(
-            grpc.StatusCode.NOT_FOUND,
-            str(exc),
-            error_details_pb2.ErrorInfo(reason="NOT_IN_LEDGER", domain=SERVICE_DOMAIN),
-        )
+        return RpcFailure(grpc.StatusCode.NOT_FOUND, str(exc), "NOT_IN_LEDGER")
     if isinstance(exc, ErasureRefused):
-        return _status(
+        return RpcFailure(
             grpc.StatusCode.FAILED_PRECONDITION,
             "close the charge permission before erasing its buyer data: "
             + ", ".join(exc.open_permissions),
-            error_details_pb2.ErrorInfo(reason="CHARGE_PERMISSION_OPEN", domain=SERVICE_DOMAIN),
+            "CHARGE_PERMISSION_OPEN",
         )
     if isinstance(exc, InvalidPageToken):
-        return _status(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            str(exc),
-            error_details_pb2.ErrorInfo(reason="INVALID_PAGE_TOKEN", domain=SERVICE_DOMAIN),
-            violations=[Violation("page_token", str(exc))],
+        return RpcFailure.invalid(
+            str(exc), Violation("page_token", str(exc)), reason="INVALID_PAGE_TOKEN"
         )
     if is_unavailable(exc):
         _log.warning("ledger unavailable", extra={"error": type(exc).__name__})
-        return _status(
+        return RpcFailure(
             grpc.StatusCode.UNAVAILABLE,
             "the ledger database is unavailable; retry with the same idempotency key",
-            error_details_pb2.ErrorInfo(reason="LEDGER_UNAVAILABLE", domain=SERVICE_DOMAIN),
+            "LEDGER_UNAVAILABLE",
             retry_after_s=1.0,
         )
     return None

@@ -50,13 +50,9 @@ def _safe(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]
 
 def _failure(marker: _Malformed) -> grpc.Status:
     status = to_status(
-        RpcFailure(
-            grpc.StatusCode.INVALID_ARGUMENT,
+        RpcFailure.invalid(
             f"the request is not a valid {marker.type_name} protobuf message",
-            "VALIDATION_FAILED",
-            violations=[
-                Violation("request", f"must be a valid {marker.type_name} protobuf encoding")
-            ],
+            Violation("request", f"must be a valid {marker.type_name} protobuf encoding"),
         )
     )
     assert status is not None

@@ -14,52 +14,72 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager, nullcontext
-from dataclasses import dataclass
-from datetime import UTC
-from typing import Any, Literal, NamedTuple, NoReturn, TypeVar, cast
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, NamedTuple, NoReturn, TypedDict, TypeVar, cast
 
 import grpc
+from google.protobuf import descriptor_pool
 from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from payments.amazonpay.v1 import (
     button_pb2,
     button_pb2_grpc,
-    buyer_pb2,
     buyer_pb2_grpc,
-    charge_pb2,
     charge_pb2_grpc,
-    charge_permission_pb2,
     charge_permission_pb2_grpc,
-    checkout_session_pb2,
     checkout_session_pb2_grpc,
     common_pb2,
-    delivery_tracker_pb2,
     delivery_tracker_pb2_grpc,
+    dispute_pb2,
+    dispute_pb2_grpc,
     ledger_pb2,
     ledger_pb2_grpc,
-    refund_pb2,
     refund_pb2_grpc,
+    settlement_pb2,
+    settlement_pb2_grpc,
 )
-from service.core import AmazonCall, BuyerDataErasure, Payments
+from service.core import (
+    KINDS,
+    AmazonCall,
+    BuyerDataErasure,
+    Payments,
+    Settlements,
+    SettlementSettings,
+)
 from service.ledger import (
+    EVENT_SOURCES,
     Event,
     EventFilter,
     EventHub,
     ObjectFilter,
+    Page,
     Position,
     Repository,
     StoredObject,
+    StoredReport,
     StreamLimitReached,
 )
 from service.telemetry import Metrics
 
 from ._access import RpcRecord, rpc_record
-from ._convert import ENVELOPE_FIELDS, json_to_message, message_to_json
+from ._convert import ENVELOPE_FIELDS, json_to_message, message_to_json, timestamp_of
 from ._errors import RpcFailure, to_status
+from ._registry import PROTO_PACKAGE, discover_services
 from ._scope import allowed_merchant, hide_buyer_pii, pii_allowed, scoped_idempotency_key
+from ._settlement import (
+    OUTCOME_NAME,
+    STATUS_NAME,
+    disbursement_of,
+    dispute_of,
+    line_of,
+    reconciled,
+    settlement_of,
+)
 from ._validation import Violation, validate
 
 __all__ = ["RequestPath", "build_servicers"]
@@ -82,6 +102,24 @@ class PageLimits(NamedTuple):
     def size(self, requested: int) -> int:
         return min(requested or self.default, self.maximum)
 
+    def of(self, request: Any) -> _Paging:
+        """The page a listing request asks for: its size (clamped) and its page token."""
+        return _Paging(page_size=self.size(request.page_size), page_token=request.page_token)
+
+
+class _Paging(TypedDict):
+    page_size: int
+    page_token: str
+
+
+def _listing(response: Callable[..., Resp], page: Page[Any], **field: Callable[[Any], Any]) -> Resp:
+    """A listing's response: the page's items, each converted, in its one repeated `field`
+    (`events=event_of`), and the page's next token."""
+    ((name, convert),) = field.items()
+    return response(
+        **{name: [convert(item) for item in page.items]}, next_page_token=page.next_page_token
+    )
+
 
 _TRANSACTIONS_PAGE = PageLimits(default=50, maximum=500)
 _EVENTS_PAGE = PageLimits(default=100, maximum=1000)
@@ -89,120 +127,99 @@ _EVENTS_PAGE = PageLimits(default=100, maximum=1000)
 
 @dataclass(frozen=True)
 class Mutation:
-    response: type[Message]
-    result_field: str
-    result_type: type[Message]
+    """An RPC that changes an object at Amazon, exactly once (`Payments.execute`)."""
+
     path_field: str | None = None
+    """The request field naming the object in Amazon's path."""
     masked: bool = False
+    """The request's `update_mask` limits what is sent."""
 
 
 MUTATIONS: Mapping[str, Mutation] = {
-    "CreateCheckoutSession": Mutation(
-        response=checkout_session_pb2.CreateCheckoutSessionResponse,
-        result_field="checkout_session",
-        result_type=checkout_session_pb2.CheckoutSession,
-    ),
-    "UpdateCheckoutSession": Mutation(
-        response=checkout_session_pb2.UpdateCheckoutSessionResponse,
-        result_field="checkout_session",
-        result_type=checkout_session_pb2.CheckoutSession,
-        path_field="checkout_session_id",
-        masked=True,
-    ),
-    "CompleteCheckoutSession": Mutation(
-        response=checkout_session_pb2.CompleteCheckoutSessionResponse,
-        result_field="checkout_session",
-        result_type=checkout_session_pb2.CheckoutSession,
-        path_field="checkout_session_id",
-    ),
-    "FinalizeCheckoutSession": Mutation(
-        response=checkout_session_pb2.FinalizeCheckoutSessionResponse,
-        result_field="checkout_session",
-        result_type=checkout_session_pb2.CheckoutSession,
-        path_field="checkout_session_id",
-    ),
-    "UpdateChargePermission": Mutation(
-        response=charge_permission_pb2.UpdateChargePermissionResponse,
-        result_field="charge_permission",
-        result_type=charge_permission_pb2.ChargePermission,
-        path_field="charge_permission_id",
-        masked=True,
-    ),
-    "CloseChargePermission": Mutation(
-        response=charge_permission_pb2.CloseChargePermissionResponse,
-        result_field="charge_permission",
-        result_type=charge_permission_pb2.ChargePermission,
-        path_field="charge_permission_id",
-    ),
-    "CreateCharge": Mutation(
-        response=charge_pb2.CreateChargeResponse,
-        result_field="charge",
-        result_type=charge_pb2.Charge,
-    ),
-    "CaptureCharge": Mutation(
-        response=charge_pb2.CaptureChargeResponse,
-        result_field="charge",
-        result_type=charge_pb2.Charge,
-        path_field="charge_id",
-    ),
-    "CancelCharge": Mutation(
-        response=charge_pb2.CancelChargeResponse,
-        result_field="charge",
-        result_type=charge_pb2.Charge,
-        path_field="charge_id",
-    ),
-    "CreateRefund": Mutation(
-        response=refund_pb2.CreateRefundResponse,
-        result_field="refund",
-        result_type=refund_pb2.Refund,
-    ),
-    "CreateDeliveryTracker": Mutation(
-        response=delivery_tracker_pb2.CreateDeliveryTrackerResponse,
-        result_field="delivery_tracker",
-        result_type=delivery_tracker_pb2.DeliveryTracker,
-    ),
+    "CreateCheckoutSession": Mutation(),
+    "UpdateCheckoutSession": Mutation(path_field="checkout_session_id", masked=True),
+    "CompleteCheckoutSession": Mutation(path_field="checkout_session_id"),
+    "FinalizeCheckoutSession": Mutation(path_field="checkout_session_id"),
+    "UpdateChargePermission": Mutation(path_field="charge_permission_id", masked=True),
+    "CloseChargePermission": Mutation(path_field="charge_permission_id"),
+    "CreateCharge": Mutation(),
+    "CaptureCharge": Mutation(path_field="charge_id"),
+    "CancelCharge": Mutation(path_field="charge_id"),
+    "CreateRefund": Mutation(),
+    "CreateDeliveryTracker": Mutation(),
 }
 
 
 @dataclass(frozen=True)
 class Read:
+    """An object the ledger keeps, read from it or from Amazon per `source` (`Payments.read`)."""
+
     kind: str
     id_field: str
-    response: type[Message]
-    result_field: str
-    result_type: type[Message]
 
 
 READS: Mapping[str, Read] = {
-    "GetCheckoutSession": Read(
-        kind="checkout_session",
-        id_field="checkout_session_id",
-        response=checkout_session_pb2.GetCheckoutSessionResponse,
-        result_field="checkout_session",
-        result_type=checkout_session_pb2.CheckoutSession,
-    ),
-    "GetChargePermission": Read(
-        kind="charge_permission",
-        id_field="charge_permission_id",
-        response=charge_permission_pb2.GetChargePermissionResponse,
-        result_field="charge_permission",
-        result_type=charge_permission_pb2.ChargePermission,
-    ),
-    "GetCharge": Read(
-        kind="charge",
-        id_field="charge_id",
-        response=charge_pb2.GetChargeResponse,
-        result_field="charge",
-        result_type=charge_pb2.Charge,
-    ),
-    "GetRefund": Read(
-        kind="refund",
-        id_field="refund_id",
-        response=refund_pb2.GetRefundResponse,
-        result_field="refund",
-        result_type=refund_pb2.Refund,
-    ),
+    "GetCheckoutSession": Read(kind="checkout_session", id_field="checkout_session_id"),
+    "GetChargePermission": Read(kind="charge_permission", id_field="charge_permission_id"),
+    "GetCharge": Read(kind="charge", id_field="charge_id"),
+    "GetRefund": Read(kind="refund", id_field="refund_id"),
+    "GetDispute": Read(kind="dispute", id_field="dispute_id"),
 }
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """A read the ledger does not keep, always answered by Amazon (`Payments.fetch`)."""
+
+    id_field: str
+
+
+FETCHES: Mapping[str, Fetch] = {
+    "GetBuyer": Fetch(id_field="buyer_token"),  # PII behind a 24-hour token: never stored
+}
+
+
+class Answer(NamedTuple):
+    """How a row's RPC answers, as its proto says: the response type, and the response's field
+    holding Amazon's object (its one field of a message type of this package)."""
+
+    response: type[Message]
+    result_field: str
+
+    def message(self, amazon_object: Mapping[str, Any], **fields: Any) -> Message:
+        """The response: `fields` set, and Amazon's object converted into its object field."""
+        response = self.response(**fields)
+        json_to_message(amazon_object, getattr(response, self.result_field))
+        return response
+
+
+def _answers() -> Mapping[str, Answer]:
+    pool = descriptor_pool.Default()
+    answers: dict[str, Answer] = {}
+    for service in discover_services():
+        for name in service.method_names:
+            if name in MUTATIONS or name in READS or name in FETCHES:
+                output = pool.FindMethodByName(f"{service.full_name}.{name}").output_type
+                objects = [
+                    f.name
+                    for f in output.fields
+                    if f.message_type is not None
+                    and f.message_type.full_name.startswith(f"{PROTO_PACKAGE}.")
+                ]
+                if len(objects) != 1:
+                    raise TypeError(f"{output.name} must hold exactly one object, has {objects}")
+                answers[name] = Answer(response=GetMessageClass(output), result_field=objects[0])
+    return answers
+
+
+ANSWERS: Mapping[str, Answer] = _answers()
+
+ADDRESSED: Mapping[str, tuple[str, ...]] = {
+    **{name: (row.id_field,) for name, row in READS.items()},
+    **{name: (row.id_field,) for name, row in FETCHES.items()},
+    **{name: (row.path_field,) for name, row in MUTATIONS.items() if row.path_field},
+}
+"""The id each row's RPC addresses: required (`validate`), like `REQUIRED`'s fields."""
 
 _SOURCES: Mapping[int, Literal["auto", "ledger", "amazon"]] = {
     common_pb2.READ_SOURCE_UNSPECIFIED: "auto",
@@ -212,25 +229,22 @@ _SOURCES: Mapping[int, Literal["auto", "ledger", "amazon"]] = {
 }
 
 KIND_ENUM: Mapping[str, int] = {
-    "checkout_session": ledger_pb2.OBJECT_KIND_CHECKOUT_SESSION,
-    "charge_permission": ledger_pb2.OBJECT_KIND_CHARGE_PERMISSION,
-    "charge": ledger_pb2.OBJECT_KIND_CHARGE,
-    "refund": ledger_pb2.OBJECT_KIND_REFUND,
+    kind: ledger_pb2.ObjectKind.Value(f"OBJECT_KIND_{kind.upper()}") for kind in KINDS
 }
+"""Core's kinds as `ObjectKind` values (the proto names each kind as core's table does)."""
 KIND_NAME: Mapping[int, str] = {v: k for k, v in KIND_ENUM.items()}
+EVENT_KIND_ENUM: Mapping[str, int] = {
+    **KIND_ENUM,
+    "settlement_line": ledger_pb2.OBJECT_KIND_SETTLEMENT_LINE,
+}
+"""Kinds of events: the object kinds and settlement findings (which have no Transaction)."""
+EVENT_KIND_NAME: Mapping[int, str] = {v: k for k, v in EVENT_KIND_ENUM.items()}
 SOURCE_ENUM: Mapping[str, int] = {
-    "api": ledger_pb2.EVENT_SOURCE_API,
-    "poll": ledger_pb2.EVENT_SOURCE_POLL,
-    "ipn": ledger_pb2.EVENT_SOURCE_IPN,
-    "recovery": ledger_pb2.EVENT_SOURCE_RECOVERY,
+    source: ledger_pb2.EventSource.Value(f"EVENT_SOURCE_{source.upper()}")
+    for source in EVENT_SOURCES
 }
+"""The ledger's event sources as `EventSource` values."""
 SOURCE_NAME: Mapping[int, str] = {v: k for k, v in SOURCE_ENUM.items()}
-_SNAPSHOT_TYPES: Mapping[str, type[Message]] = {
-    "checkout_session": checkout_session_pb2.CheckoutSession,
-    "charge_permission": charge_permission_pb2.ChargePermission,
-    "charge": charge_pb2.Charge,
-    "refund": refund_pb2.Refund,
-}
 
 
 def _deadline(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
@@ -238,12 +252,6 @@ def _deadline(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
     if remaining is None:
         return None
     return time.monotonic() + max(0.0, remaining - _DEADLINE_RESERVE_S)
-
-
-def _timestamp(value: Any) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value.astimezone(UTC))
-    return stamp
 
 
 def _price(data: Any) -> common_pb2.Price | None:
@@ -254,17 +262,11 @@ def _price(data: Any) -> common_pb2.Price | None:
     return None
 
 
-class _Total(NamedTuple):
-    """A running total Amazon keeps in an object's JSON, and the Transaction field it fills."""
-
-    field: str
-    json_key: str
-
-
-_TOTALS = (
-    _Total(field="captured_amount", json_key="captureAmount"),
-    _Total(field="refunded_amount", json_key="refundedAmount"),
-)
+_TOTALS: Mapping[str, str] = {
+    "captured_amount": "captureAmount",
+    "refunded_amount": "refundedAmount",
+}
+"""Transaction field -> the running total Amazon keeps in the object's JSON that fills it."""
 
 
 def transaction_of(obj: StoredObject) -> ledger_pb2.Transaction:
@@ -285,16 +287,16 @@ def transaction_of(obj: StoredObject) -> ledger_pb2.Transaction:
         tx.amount.CopyFrom(
             common_pb2.Price(amount=obj.amount, currency_code=obj.currency_code or "")
         )
-    for total in _TOTALS:
-        price = _price(obj.snapshot.get(total.json_key))
+    for total, json_key in _TOTALS.items():
+        price = _price(obj.snapshot.get(json_key))
         if price is not None:
-            getattr(tx, total.field).CopyFrom(price)
-    tx.created_at.CopyFrom(_timestamp(obj.created_at))
+            getattr(tx, total).CopyFrom(price)
+    tx.created_at.CopyFrom(timestamp_of(obj.created_at))
     if obj.buyer_data_erased_at is not None:
-        tx.buyer_data_erased_at.CopyFrom(_timestamp(obj.buyer_data_erased_at))
-    tx.updated_at.CopyFrom(_timestamp(obj.updated_at))
+        tx.buyer_data_erased_at.CopyFrom(timestamp_of(obj.buyer_data_erased_at))
+    tx.updated_at.CopyFrom(timestamp_of(obj.updated_at))
     if obj.amazon_expires_at is not None:
-        tx.amazon_expiration_timestamp.CopyFrom(_timestamp(obj.amazon_expires_at))
+        tx.amazon_expiration_timestamp.CopyFrom(timestamp_of(obj.amazon_expires_at))
     json_to_message(obj.snapshot, getattr(tx, obj.kind))
     return tx
 
@@ -302,7 +304,7 @@ def transaction_of(obj: StoredObject) -> ledger_pb2.Transaction:
 def event_of(event: Event) -> ledger_pb2.LedgerEvent:
     message = ledger_pb2.LedgerEvent(
         event_id=event.event_id,
-        kind=cast(Any, KIND_ENUM[event.kind]),
+        kind=cast(Any, EVENT_KIND_ENUM[event.kind]),
         object_id=event.object_id,
         merchant=event.merchant,
         charge_permission_id=event.charge_permission_id or "",
@@ -312,8 +314,8 @@ def event_of(event: Event) -> ledger_pb2.LedgerEvent:
         source=cast(Any, SOURCE_ENUM[event.source]),
         amazon_request_id=event.amazon_request_id or "",
     )
-    message.occurred_at.CopyFrom(_timestamp(event.recorded_at))
-    message.recorded_at.CopyFrom(_timestamp(event.recorded_at))
+    message.occurred_at.CopyFrom(timestamp_of(event.recorded_at))
+    message.recorded_at.CopyFrom(timestamp_of(event.recorded_at))
     json_to_message(event.snapshot, getattr(message, event.kind))
     return message
 
@@ -340,22 +342,21 @@ class _Serving:
         return message
 
 
+@dataclass(eq=False)
 class RequestPath:
     """The path every RPC takes: authorize the merchant, validate, run, hide PII the caller may
     not see, map any failure to a rich status, and log one line."""
 
-    def __init__(
-        self,
-        payments: Payments,
-        repository: Repository,
-        hub: EventHub | None = None,
-        metrics: Metrics | None = None,
-    ) -> None:
-        self.payments = payments
-        self.repository = repository
-        self.hub = hub
-        self.metrics = metrics
-        self.erasure = BuyerDataErasure(repository)
+    payments: Payments
+    repository: Repository
+    hub: EventHub | None = None
+    metrics: Metrics | None = None
+    settlements: Settlements | None = None
+    """Reconciliation on request (the worker's, so both use the same settings)."""
+    erasure: BuyerDataErasure = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.erasure = BuyerDataErasure(self.repository)
 
     async def run(
         self,
@@ -406,14 +407,12 @@ class RequestPath:
             try:
                 # Authorization first: a caller learns nothing about another merchant's requests.
                 allowed_merchant(self.payments.merchants, getattr(request, "merchant"))  # noqa: B009
-                violations = validate(method, request)
+                violations = validate(method, request, addressed=ADDRESSED.get(method, ()))
                 if violations:
-                    raise RpcFailure(
-                        grpc.StatusCode.INVALID_ARGUMENT,
+                    raise RpcFailure.invalid(
                         f"invalid {method} request: "
                         + "; ".join(f"{v.field} {v.description}" for v in violations[:5]),
-                        "VALIDATION_FAILED",
-                        violations=violations,
+                        *violations,
                     )
                 yield _Serving(record, _deadline(context))
             except Exception as exc:
@@ -450,84 +449,80 @@ class RequestPath:
         except LookupError:
             return value
 
-    async def mutate(
-        self, method: str, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
-    ) -> Resp:
+    async def mutate(self, method: str, req: Message, *, deadline: float | None) -> Message:
+        """A `MUTATIONS` row's work: the call to Amazon, exactly once."""
         spec = MUTATIONS[method]
-
-        async def handler(req: Req, deadline: float | None) -> Resp:
-            simulation = getattr(req, "sandbox_simulation_code", "")
-            if (
-                simulation
-                and not self.payments.merchants.get(
-                    getattr(req, "merchant")  # noqa: B009
-                ).is_sandbox
-            ):
-                raise RpcFailure(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    "sandbox_simulation_code is accepted only for sandbox merchants",
-                    "VALIDATION_FAILED",
-                    violations=[
-                        Violation("sandbox_simulation_code", "must be empty for a live merchant")
-                    ],
-                )
-            skip = set(ENVELOPE_FIELDS)
-            if spec.path_field:
-                skip.add(spec.path_field)
-            only = None
-            if spec.masked and getattr(req, "update_mask").paths:  # noqa: B009
-                only = {p.split(".")[0] for p in getattr(req, "update_mask").paths}  # noqa: B009
-            call = AmazonCall(
-                operation=method,
-                body=message_to_json(req, skip=skip, only=only),
-                path_id=getattr(req, spec.path_field) if spec.path_field else None,
-                simulation_code=getattr(req, "sandbox_simulation_code", "") or None,
+        merchant: str = getattr(req, "merchant")  # noqa: B009
+        simulation = getattr(req, "sandbox_simulation_code", "")
+        if simulation and not self.payments.merchants.get(merchant).is_sandbox:
+            raise RpcFailure.invalid(
+                "sandbox_simulation_code is accepted only for sandbox merchants",
+                Violation("sandbox_simulation_code", "must be empty for a live merchant"),
             )
-            outcome = await self.payments.execute(
-                getattr(req, "merchant"),  # noqa: B009
-                call,
-                idempotency_key=scoped_idempotency_key(getattr(req, "idempotency_key", "")) or None,
-                request_hash=_request_hash(req),
-                deadline=deadline,
-            )
-            response = spec.response(
-                amazon_request_id=outcome.request_id, idempotent_replay=outcome.replayed
-            )
-            json_to_message(outcome.body, getattr(response, spec.result_field))
-            if "authorization_pending" in response.DESCRIPTOR.fields_by_name:
-                setattr(response, "authorization_pending", outcome.status == 202)  # noqa: B010
-            # The table's row for `method` names the response type of the RPC.
-            return cast(Resp, response)
+        skip = set(ENVELOPE_FIELDS)
+        if spec.path_field:
+            skip.add(spec.path_field)
+        only = None
+        mask = getattr(req, "update_mask", None)
+        if spec.masked and mask is not None and mask.paths:
+            only = {p.split(".")[0] for p in mask.paths}
+        call = AmazonCall(
+            operation=method,
+            body=message_to_json(req, skip=skip, only=only),
+            path_id=getattr(req, spec.path_field) if spec.path_field else None,
+            simulation_code=simulation or None,
+        )
+        outcome = await self.payments.execute(
+            merchant,
+            call,
+            idempotency_key=scoped_idempotency_key(getattr(req, "idempotency_key", "")) or None,
+            request_hash=_request_hash(req),
+            deadline=deadline,
+        )
+        response = ANSWERS[method].message(
+            outcome.body, amazon_request_id=outcome.request_id, idempotent_replay=outcome.replayed
+        )
+        if "authorization_pending" in response.DESCRIPTOR.fields_by_name:
+            setattr(response, "authorization_pending", outcome.status == 202)  # noqa: B010
+        return response
 
-        return await self.run(method, request, context, handler=handler)
-
-    async def read(
-        self, method: str, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
-    ) -> Resp:
+    async def read(self, method: str, req: Message, *, deadline: float | None) -> Message:
+        """A `READS` row's work: the ledger or Amazon, per the request's `source`."""
         spec = READS[method]
+        result = await self.payments.read(
+            getattr(req, "merchant"),  # noqa: B009
+            spec.kind,
+            getattr(req, spec.id_field),
+            source=_SOURCES.get(getattr(req, "source"), "auto"),  # noqa: B009
+            deadline=deadline,
+        )
+        response = ANSWERS[method].message(
+            result.body,
+            amazon_request_id=result.request_id,
+            served_from=(
+                common_pb2.DATA_ORIGIN_AMAZON
+                if result.origin == "amazon"
+                else common_pb2.DATA_ORIGIN_LEDGER
+            ),
+        )
+        getattr(response, "as_of").CopyFrom(timestamp_of(result.as_of))  # noqa: B009
+        return response
 
-        async def handler(req: Req, deadline: float | None) -> Resp:
-            result = await self.payments.read(
-                getattr(req, "merchant"),  # noqa: B009
-                spec.kind,
-                getattr(req, spec.id_field),
-                source=_SOURCES.get(getattr(req, "source"), "auto"),  # noqa: B009
-                deadline=deadline,
-            )
-            response = spec.response(
-                amazon_request_id=result.request_id,
-                served_from=(
-                    common_pb2.DATA_ORIGIN_AMAZON
-                    if result.origin == "amazon"
-                    else common_pb2.DATA_ORIGIN_LEDGER
-                ),
-            )
-            getattr(response, "as_of").CopyFrom(_timestamp(result.as_of))  # noqa: B009
-            json_to_message(result.body, getattr(response, spec.result_field))
-            # The table's row for `method` names the response type of the RPC.
-            return cast(Resp, response)
-
-        return await self.run(method, request, context, handler=handler)
+    async def fetch(self, method: str, req: Message, *, deadline: float | None) -> Message:
+        """A `FETCHES` row's work: a read from Amazon the ledger does not keep."""
+        result = await self.payments.fetch(
+            getattr(req, "merchant"),  # noqa: B009
+            method,
+            getattr(req, FETCHES[method].id_field),
+            deadline=deadline,
+        )
+        response = ANSWERS[method].message(
+            result.raw,
+            amazon_request_id=result.request_id or "",
+            served_from=common_pb2.DATA_ORIGIN_AMAZON,
+        )
+        getattr(response, "as_of").GetCurrentTime()  # noqa: B009
+        return response
 
 
 def _request_hash(request: Message) -> bytes:
@@ -539,352 +534,202 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Statu
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-class CheckoutSessionService(checkout_session_pb2_grpc.CheckoutSessionServiceServicer):
-    def __init__(self, path: RequestPath) -> None:
-        self._path = path
-
-    async def CreateCheckoutSession(
-        self,
-        request: checkout_session_pb2.CreateCheckoutSessionRequest,
-        context: grpc.aio.ServicerContext[
-            checkout_session_pb2.CreateCheckoutSessionRequest,
-            checkout_session_pb2.CreateCheckoutSessionResponse,
-        ],
-    ) -> checkout_session_pb2.CreateCheckoutSessionResponse:
-        return await self._path.mutate("CreateCheckoutSession", request, context)
-
-    async def GetCheckoutSession(
-        self,
-        request: checkout_session_pb2.GetCheckoutSessionRequest,
-        context: grpc.aio.ServicerContext[
-            checkout_session_pb2.GetCheckoutSessionRequest,
-            checkout_session_pb2.GetCheckoutSessionResponse,
-        ],
-    ) -> checkout_session_pb2.GetCheckoutSessionResponse:
-        return await self._path.read("GetCheckoutSession", request, context)
-
-    async def UpdateCheckoutSession(
-        self,
-        request: checkout_session_pb2.UpdateCheckoutSessionRequest,
-        context: grpc.aio.ServicerContext[
-            checkout_session_pb2.UpdateCheckoutSessionRequest,
-            checkout_session_pb2.UpdateCheckoutSessionResponse,
-        ],
-    ) -> checkout_session_pb2.UpdateCheckoutSessionResponse:
-        return await self._path.mutate("UpdateCheckoutSession", request, context)
-
-    async def CompleteCheckoutSession(
-        self,
-        request: checkout_session_pb2.CompleteCheckoutSessionRequest,
-        context: grpc.aio.ServicerContext[
-            checkout_session_pb2.CompleteCheckoutSessionRequest,
-            checkout_session_pb2.CompleteCheckoutSessionResponse,
-        ],
-    ) -> checkout_session_pb2.CompleteCheckoutSessionResponse:
-        return await self._path.mutate("CompleteCheckoutSession", request, context)
-
-    async def FinalizeCheckoutSession(
-        self,
-        request: checkout_session_pb2.FinalizeCheckoutSessionRequest,
-        context: grpc.aio.ServicerContext[
-            checkout_session_pb2.FinalizeCheckoutSessionRequest,
-            checkout_session_pb2.FinalizeCheckoutSessionResponse,
-        ],
-    ) -> checkout_session_pb2.FinalizeCheckoutSessionResponse:
-        return await self._path.mutate("FinalizeCheckoutSession", request, context)
+Servicer = TypeVar("Servicer", bound="_Servicer")
 
 
-class ChargePermissionService(charge_permission_pb2_grpc.ChargePermissionServiceServicer):
-    def __init__(self, path: RequestPath) -> None:
-        self._path = path
+class _Servicer:
+    """Base of the servicers, each named after its proto service and defining every one of its
+    RPCs: a row of the tables above is one line, `Rpc = _row("Rpc")`; the rest are `_unary`
+    methods. Checked when the class is made, so no RPC falls through to the generated base
+    (which answers UNIMPLEMENTED) and no row line names another RPC."""
 
-    async def GetChargePermission(
-        self,
-        request: charge_permission_pb2.GetChargePermissionRequest,
-        context: grpc.aio.ServicerContext[
-            charge_permission_pb2.GetChargePermissionRequest,
-            charge_permission_pb2.GetChargePermissionResponse,
-        ],
-    ) -> charge_permission_pb2.GetChargePermissionResponse:
-        return await self._path.read("GetChargePermission", request, context)
-
-    async def UpdateChargePermission(
-        self,
-        request: charge_permission_pb2.UpdateChargePermissionRequest,
-        context: grpc.aio.ServicerContext[
-            charge_permission_pb2.UpdateChargePermissionRequest,
-            charge_permission_pb2.UpdateChargePermissionResponse,
-        ],
-    ) -> charge_permission_pb2.UpdateChargePermissionResponse:
-        return await self._path.mutate("UpdateChargePermission", request, context)
-
-    async def CloseChargePermission(
-        self,
-        request: charge_permission_pb2.CloseChargePermissionRequest,
-        context: grpc.aio.ServicerContext[
-            charge_permission_pb2.CloseChargePermissionRequest,
-            charge_permission_pb2.CloseChargePermissionResponse,
-        ],
-    ) -> charge_permission_pb2.CloseChargePermissionResponse:
-        return await self._path.mutate("CloseChargePermission", request, context)
-
-
-class ChargeService(charge_pb2_grpc.ChargeServiceServicer):
-    def __init__(self, path: RequestPath) -> None:
-        self._path = path
-
-    async def CreateCharge(
-        self,
-        request: charge_pb2.CreateChargeRequest,
-        context: grpc.aio.ServicerContext[
-            charge_pb2.CreateChargeRequest, charge_pb2.CreateChargeResponse
-        ],
-    ) -> charge_pb2.CreateChargeResponse:
-        return await self._path.mutate("CreateCharge", request, context)
-
-    async def GetCharge(
-        self,
-        request: charge_pb2.GetChargeRequest,
-        context: grpc.aio.ServicerContext[
-            charge_pb2.GetChargeRequest, charge_pb2.GetChargeResponse
-        ],
-    ) -> charge_pb2.GetChargeResponse:
-        return await self._path.read("GetCharge", request, context)
-
-    async def CaptureCharge(
-        self,
-        request: charge_pb2.CaptureChargeRequest,
-        context: grpc.aio.ServicerContext[
-            charge_pb2.CaptureChargeRequest, charge_pb2.CaptureChargeResponse
-        ],
-    ) -> charge_pb2.CaptureChargeResponse:
-        return await self._path.mutate("CaptureCharge", request, context)
-
-    async def CancelCharge(
-        self,
-        request: charge_pb2.CancelChargeRequest,
-        context: grpc.aio.ServicerContext[
-            charge_pb2.CancelChargeRequest, charge_pb2.CancelChargeResponse
-        ],
-    ) -> charge_pb2.CancelChargeResponse:
-        return await self._path.mutate("CancelCharge", request, context)
-
-
-class RefundService(refund_pb2_grpc.RefundServiceServicer):
-    def __init__(self, path: RequestPath) -> None:
-        self._path = path
-
-    async def CreateRefund(
-        self,
-        request: refund_pb2.CreateRefundRequest,
-        context: grpc.aio.ServicerContext[
-            refund_pb2.CreateRefundRequest, refund_pb2.CreateRefundResponse
-        ],
-    ) -> refund_pb2.CreateRefundResponse:
-        return await self._path.mutate("CreateRefund", request, context)
-
-    async def GetRefund(
-        self,
-        request: refund_pb2.GetRefundRequest,
-        context: grpc.aio.ServicerContext[
-            refund_pb2.GetRefundRequest, refund_pb2.GetRefundResponse
-        ],
-    ) -> refund_pb2.GetRefundResponse:
-        return await self._path.read("GetRefund", request, context)
-
-
-class DeliveryTrackerService(delivery_tracker_pb2_grpc.DeliveryTrackerServiceServicer):
-    def __init__(self, path: RequestPath) -> None:
-        self._path = path
-
-    async def CreateDeliveryTracker(
-        self,
-        request: delivery_tracker_pb2.CreateDeliveryTrackerRequest,
-        context: grpc.aio.ServicerContext[
-            delivery_tracker_pb2.CreateDeliveryTrackerRequest,
-            delivery_tracker_pb2.CreateDeliveryTrackerResponse,
-        ],
-    ) -> delivery_tracker_pb2.CreateDeliveryTrackerResponse:
-        return await self._path.mutate("CreateDeliveryTracker", request, context)
-
-
-class BuyerService(buyer_pb2_grpc.BuyerServiceServicer):
-    """Buyers are not kept in the ledger (PII, tokens expire in 24 h): always read from Amazon."""
-
-    def __init__(self, path: RequestPath) -> None:
-        self._path = path
-
-    async def GetBuyer(
-        self,
-        request: buyer_pb2.GetBuyerRequest,
-        context: grpc.aio.ServicerContext[buyer_pb2.GetBuyerRequest, buyer_pb2.GetBuyerResponse],
-    ) -> buyer_pb2.GetBuyerResponse:
-        async def handler(
-            req: buyer_pb2.GetBuyerRequest, deadline: float | None
-        ) -> buyer_pb2.GetBuyerResponse:
-            buyer = await self._path.payments.get_buyer(
-                req.merchant, req.buyer_token, deadline=deadline
-            )
-            response = buyer_pb2.GetBuyerResponse(
-                amazon_request_id=buyer.request_id or "",
-                served_from=common_pb2.DATA_ORIGIN_AMAZON,
-            )
-            response.as_of.GetCurrentTime()
-            json_to_message(buyer.raw, response.buyer)
-            return response
-
-        return await self._path.run("GetBuyer", request, context, handler=handler)
-
-
-class ButtonService(button_pb2_grpc.ButtonServiceServicer):
-    def __init__(self, path: RequestPath) -> None:
-        self._path = path
-
-    async def SignButtonPayload(
-        self,
-        request: button_pb2.SignButtonPayloadRequest,
-        context: grpc.aio.ServicerContext[
-            button_pb2.SignButtonPayloadRequest, button_pb2.SignButtonPayloadResponse
-        ],
-    ) -> button_pb2.SignButtonPayloadResponse:
-        async def handler(
-            req: button_pb2.SignButtonPayloadRequest, deadline: float | None
-        ) -> button_pb2.SignButtonPayloadResponse:
-            try:
-                parsed = json.loads(req.payload)
-            except (ValueError, RecursionError):
-                parsed = None  # 5000 nested arrays exhaust the parser's stack, nothing else
-            if not isinstance(parsed, dict):
-                raise RpcFailure(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    "payload must be a JSON object",
-                    "VALIDATION_FAILED",
-                    violations=[Violation("payload", "must be a JSON object")],
-                )
-            merchant = self._path.payments.merchants.get(req.merchant)
-            signed = await merchant.client.sign_button_payload(req.payload)
-            return button_pb2.SignButtonPayloadResponse(
-                payload=signed.payload,
-                signature=signed.signature,
-                public_key_id=signed.public_key_id,
-                algorithm=signed.algorithm.value,
-            )
-
-        return await self._path.run("SignButtonPayload", request, context, handler=handler)
-
-
-class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
     def __init__(self, path: RequestPath) -> None:
         self._path = path
         self._repo = path.repository
 
     def _merchant(self, alias: str) -> str:
+        """The configured alias of a request's `merchant` (what the ledger files it under)."""
         return self._path.payments.merchants.get(alias).alias
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        service = descriptor_pool.Default().FindServiceByName(f"{PROTO_PACKAGE}.{cls.__name__}")
+        for rpc in service.methods:
+            method = vars(cls).get(rpc.name)
+            if getattr(method, "__name__", None) != rpc.name:
+                raise TypeError(f"{cls.__name__} does not define {rpc.name}")
+
+
+def _row(name: str) -> Callable[..., Awaitable[Any]]:
+    """The method of an RPC that is a `MUTATIONS`, `READS` or `FETCHES` row (typed Any: the
+    response type is the proto's, `ANSWERS`)."""
+    tables = (
+        (MUTATIONS, RequestPath.mutate),
+        (READS, RequestPath.read),
+        (FETCHES, RequestPath.fetch),
+    )
+    work = next((work for table, work in tables if name in table), None)
+    if work is None:
+        raise KeyError(f"{name} is not a MUTATIONS, READS or FETCHES row")
+
+    async def row(self: _Servicer, req: Message, deadline: float | None) -> Message:
+        return await work(self._path, name, req, deadline=deadline)
+
+    row.__name__ = row.__qualname__ = name
+    return _unary(row)
+
+
+def _unary(
+    work: Callable[[Servicer, Req, float | None], Awaitable[Resp]],
+) -> Callable[[Servicer, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]:
+    """An RPC method whose work is `work(self, request, deadline)`, run on the request path."""
+    name = work.__name__
+
+    async def rpc(
+        self: Servicer, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
+    ) -> Resp:
+        return await self._path.run(
+            name, request, context, handler=lambda req, deadline: work(self, req, deadline)
+        )
+
+    rpc.__name__, rpc.__qualname__, rpc.__doc__ = name, work.__qualname__, work.__doc__
+    return rpc
+
+
+class CheckoutSessionService(_Servicer, checkout_session_pb2_grpc.CheckoutSessionServiceServicer):
+    CreateCheckoutSession = _row("CreateCheckoutSession")
+    GetCheckoutSession = _row("GetCheckoutSession")
+    UpdateCheckoutSession = _row("UpdateCheckoutSession")
+    CompleteCheckoutSession = _row("CompleteCheckoutSession")
+    FinalizeCheckoutSession = _row("FinalizeCheckoutSession")
+
+
+class ChargePermissionService(
+    _Servicer, charge_permission_pb2_grpc.ChargePermissionServiceServicer
+):
+    GetChargePermission = _row("GetChargePermission")
+    UpdateChargePermission = _row("UpdateChargePermission")
+    CloseChargePermission = _row("CloseChargePermission")
+
+
+class ChargeService(_Servicer, charge_pb2_grpc.ChargeServiceServicer):
+    CreateCharge = _row("CreateCharge")
+    GetCharge = _row("GetCharge")
+    CaptureCharge = _row("CaptureCharge")
+    CancelCharge = _row("CancelCharge")
+
+
+class RefundService(_Servicer, refund_pb2_grpc.RefundServiceServicer):
+    CreateRefund = _row("CreateRefund")
+    GetRefund = _row("GetRefund")
+
+
+class DeliveryTrackerService(_Servicer, delivery_tracker_pb2_grpc.DeliveryTrackerServiceServicer):
+    CreateDeliveryTracker = _row("CreateDeliveryTracker")
+
+
+class BuyerService(_Servicer, buyer_pb2_grpc.BuyerServiceServicer):
+    GetBuyer = _row("GetBuyer")
+
+
+class ButtonService(_Servicer, button_pb2_grpc.ButtonServiceServicer):
+    @_unary
+    async def SignButtonPayload(
+        self, req: button_pb2.SignButtonPayloadRequest, deadline: float | None
+    ) -> button_pb2.SignButtonPayloadResponse:
+        try:
+            parsed = json.loads(req.payload)
+        except (ValueError, RecursionError):
+            parsed = None  # 5000 nested arrays exhaust the parser's stack, nothing else
+        if not isinstance(parsed, dict):
+            raise RpcFailure.invalid(
+                "payload must be a JSON object", Violation("payload", "must be a JSON object")
+            )
+        merchant = self._path.payments.merchants.get(req.merchant)
+        signed = await merchant.client.sign_button_payload(req.payload)
+        return button_pb2.SignButtonPayloadResponse(
+            payload=signed.payload,
+            signature=signed.signature,
+            public_key_id=signed.public_key_id,
+            algorithm=signed.algorithm.value,
+        )
+
+
+class _Scope(TypedDict):
+    """What every listing of the ledger is filtered on first (`ledger.proto`)."""
+
+    merchant: str
+    kind: str | None
+    charge_permission_id: str | None
+
+
+class LedgerService(_Servicer, ledger_pb2_grpc.LedgerServiceServicer):
+    def _scope(
+        self,
+        req: (
+            ledger_pb2.ListTransactionsRequest
+            | ledger_pb2.ListEventsRequest
+            | ledger_pb2.WatchEventsRequest
+        ),
+        kinds: Mapping[int, str] = KIND_NAME,
+    ) -> _Scope:
+        """The request's scope; events name their kind from `kinds` (`EVENT_KIND_NAME`)."""
+        return _Scope(
+            merchant=self._merchant(req.merchant),
+            kind=kinds.get(req.kind),
+            charge_permission_id=req.charge_permission_id or None,
+        )
+
+    @_unary
     async def GetTransaction(
-        self,
-        request: ledger_pb2.GetTransactionRequest,
-        context: grpc.aio.ServicerContext[
-            ledger_pb2.GetTransactionRequest, ledger_pb2.GetTransactionResponse
-        ],
+        self, req: ledger_pb2.GetTransactionRequest, deadline: float | None
     ) -> ledger_pb2.GetTransactionResponse:
-        async def handler(
-            req: ledger_pb2.GetTransactionRequest, deadline: float | None
-        ) -> ledger_pb2.GetTransactionResponse:
-            merchant = self._merchant(req.merchant)
-            kind = KIND_NAME[req.kind]
-            obj = await self._repo.get_object(merchant, kind, req.object_id)
-            if obj is None:
-                raise RpcFailure(
-                    grpc.StatusCode.NOT_FOUND,
-                    f"{kind} {req.object_id} is not in the ledger",
-                    "NOT_IN_LEDGER",
-                )
-            events = await self._repo.object_events(merchant, kind, req.object_id)
-            return ledger_pb2.GetTransactionResponse(
-                transaction=transaction_of(obj), events=[event_of(e) for e in events]
+        merchant = self._merchant(req.merchant)
+        kind = KIND_NAME[req.kind]
+        obj = await self._repo.get_object(merchant, kind, req.object_id)
+        if obj is None:
+            raise RpcFailure(
+                grpc.StatusCode.NOT_FOUND,
+                f"{kind} {req.object_id} is not in the ledger",
+                "NOT_IN_LEDGER",
             )
+        events = await self._repo.object_events(merchant, kind, req.object_id)
+        return ledger_pb2.GetTransactionResponse(
+            transaction=transaction_of(obj), events=[event_of(e) for e in events]
+        )
 
-        return await self._path.run("GetTransaction", request, context, handler=handler)
-
+    @_unary
     async def ListTransactions(
-        self,
-        request: ledger_pb2.ListTransactionsRequest,
-        context: grpc.aio.ServicerContext[
-            ledger_pb2.ListTransactionsRequest, ledger_pb2.ListTransactionsResponse
-        ],
+        self, req: ledger_pb2.ListTransactionsRequest, deadline: float | None
     ) -> ledger_pb2.ListTransactionsResponse:
-        async def handler(
-            req: ledger_pb2.ListTransactionsRequest, deadline: float | None
-        ) -> ledger_pb2.ListTransactionsResponse:
-            where = ObjectFilter(
-                merchant=self._merchant(req.merchant),
-                kind=KIND_NAME.get(req.kind),
-                state=req.state or None,
-                charge_permission_id=req.charge_permission_id or None,
-                merchant_reference_id=req.merchant_reference_id or None,
-                created_after=(
-                    req.created_after.ToDatetime(tzinfo=UTC)
-                    if req.HasField("created_after")
-                    else None
-                ),
-                created_before=(
-                    req.created_before.ToDatetime(tzinfo=UTC)
-                    if req.HasField("created_before")
-                    else None
-                ),
-            )
-            page = await self._repo.list_objects(
-                where,
-                page_size=_TRANSACTIONS_PAGE.size(req.page_size),
-                page_token=req.page_token,
-            )
-            return ledger_pb2.ListTransactionsResponse(
-                transactions=[transaction_of(o) for o in page.items],
-                next_page_token=page.next_page_token,
-            )
+        where = ObjectFilter(
+            **self._scope(req),
+            state=req.state or None,
+            merchant_reference_id=req.merchant_reference_id or None,
+            created_after=_time(req, "created_after"),
+            created_before=_time(req, "created_before"),
+        )
+        page = await self._repo.list_objects(where, **_TRANSACTIONS_PAGE.of(req))
+        return _listing(ledger_pb2.ListTransactionsResponse, page, transactions=transaction_of)
 
-        return await self._path.run("ListTransactions", request, context, handler=handler)
-
+    @_unary
     async def ListEvents(
-        self,
-        request: ledger_pb2.ListEventsRequest,
-        context: grpc.aio.ServicerContext[
-            ledger_pb2.ListEventsRequest, ledger_pb2.ListEventsResponse
-        ],
+        self, req: ledger_pb2.ListEventsRequest, deadline: float | None
     ) -> ledger_pb2.ListEventsResponse:
-        async def handler(
-            req: ledger_pb2.ListEventsRequest, deadline: float | None
-        ) -> ledger_pb2.ListEventsResponse:
-            where = EventFilter(
-                merchant=self._merchant(req.merchant),
-                kind=KIND_NAME.get(req.kind),
-                object_id=req.object_id or None,
-                charge_permission_id=req.charge_permission_id or None,
-                source=SOURCE_NAME.get(req.source),
-                recorded_after=(
-                    req.occurred_after.ToDatetime(tzinfo=UTC)
-                    if req.HasField("occurred_after")
-                    else None
-                ),
-                recorded_before=(
-                    req.occurred_before.ToDatetime(tzinfo=UTC)
-                    if req.HasField("occurred_before")
-                    else None
-                ),
-                after_event_id=req.after_event_id,
-            )
-            page = await self._repo.list_events(
-                where,
-                page_size=_EVENTS_PAGE.size(req.page_size),
-                page_token=req.page_token,
-                settle_s=_settle_s(deadline),
-            )
-            return ledger_pb2.ListEventsResponse(
-                events=[event_of(e) for e in page.items], next_page_token=page.next_page_token
-            )
-
-        return await self._path.run("ListEvents", request, context, handler=handler)
+        where = EventFilter(
+            **self._scope(req, kinds=EVENT_KIND_NAME),
+            object_id=req.object_id or None,
+            source=SOURCE_NAME.get(req.source),
+            recorded_after=_time(req, "occurred_after"),
+            recorded_before=_time(req, "occurred_before"),
+            after_event_id=req.after_event_id,
+        )
+        page = await self._repo.list_events(
+            where,
+            **_EVENTS_PAGE.of(req),
+            settle_s=_settle_s(deadline),
+        )
+        return _listing(ledger_pb2.ListEventsResponse, page, events=event_of)
 
     async def WatchEvents(
         self,
@@ -913,10 +758,7 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
                 grpc.StatusCode.UNAVAILABLE, "event stream not running", "LEDGER_UNAVAILABLE"
             )
         where = EventFilter(
-            merchant=self._merchant(request.merchant),
-            kind=KIND_NAME.get(request.kind),
-            object_id=request.object_id or None,
-            charge_permission_id=request.charge_permission_id or None,
+            **self._scope(request, kinds=EVENT_KIND_NAME), object_id=request.object_id or None
         )
         try:
             subscription = hub.subscribe(lambda event: _matches(where, event))
@@ -971,33 +813,33 @@ class LedgerService(ledger_pb2_grpc.LedgerServiceServicer):
             if not token:
                 return
 
+    @_unary
     async def EraseBuyerData(
-        self,
-        request: ledger_pb2.EraseBuyerDataRequest,
-        context: grpc.aio.ServicerContext[
-            ledger_pb2.EraseBuyerDataRequest, ledger_pb2.EraseBuyerDataResponse
-        ],
+        self, req: ledger_pb2.EraseBuyerDataRequest, deadline: float | None
     ) -> ledger_pb2.EraseBuyerDataResponse:
-        async def handler(
-            req: ledger_pb2.EraseBuyerDataRequest, deadline: float | None
-        ) -> ledger_pb2.EraseBuyerDataResponse:
-            result = await self._path.erasure.erase(
-                self._merchant(req.merchant),
-                charge_permission_id=req.charge_permission_id or None,
-                buyer_id=req.buyer_id or None,
-                idempotency_key=scoped_idempotency_key(req.idempotency_key) or None,
-                request_hash=_request_hash(req),
-                reason_given=bool(req.reason),
-            )
-            response = ledger_pb2.EraseBuyerDataResponse(
-                objects_erased=result.objects,
-                events_erased=result.events,
-                idempotent_replay=result.replayed,
-            )
-            response.erased_at.CopyFrom(_timestamp(result.erased_at))
-            return response
+        result = await self._path.erasure.erase(
+            self._merchant(req.merchant),
+            charge_permission_id=req.charge_permission_id or None,
+            buyer_id=req.buyer_id or None,
+            idempotency_key=scoped_idempotency_key(req.idempotency_key) or None,
+            request_hash=_request_hash(req),
+            reason_given=bool(req.reason),
+        )
+        response = ledger_pb2.EraseBuyerDataResponse(
+            objects_erased=result.objects,
+            events_erased=result.events,
+            idempotent_replay=result.replayed,
+        )
+        response.erased_at.CopyFrom(timestamp_of(result.erased_at))
+        return response
 
-        return await self._path.run("EraseBuyerData", request, context, handler=handler)
+
+def _time(request: Message, name: str) -> datetime | None:
+    """A request's optional Timestamp field as an aware datetime (None when not set)."""
+    if not request.HasField(name):
+        return None
+    stamp: Timestamp = getattr(request, name)
+    return stamp.ToDatetime(tzinfo=UTC)
 
 
 def _settle_s(deadline: float | None) -> float:
@@ -1021,18 +863,177 @@ def _matches(where: EventFilter, event: Event) -> bool:
     )
 
 
+_SETTLEMENTS_PAGE = PageLimits(default=50, maximum=500)
+_LINES_PAGE = PageLimits(default=100, maximum=1000)
+
+
+class DisputeService(_Servicer, dispute_pb2_grpc.DisputeServiceServicer):
+    """Disputes: from Amazon or the ledger by id (like every Get*), and the ledger's by charge or
+    state."""
+
+    GetDispute = _row("GetDispute")
+
+    @_unary
+    async def ListDisputes(
+        self, req: dispute_pb2.ListDisputesRequest, deadline: float | None
+    ) -> dispute_pb2.ListDisputesResponse:
+        page = await self._repo.list_disputes(
+            self._merchant(req.merchant),
+            charge_id=req.charge_id or None,
+            state=req.state or None,
+            **_SETTLEMENTS_PAGE.of(req),
+        )
+        return _listing(dispute_pb2.ListDisputesResponse, page, disputes=dispute_of)
+
+
+class SettlementService(_Servicer, settlement_pb2_grpc.SettlementServiceServicer):
+    """Settlements and their lines from the ledger; reconciliation of a period on request."""
+
+    def _settlements(self) -> Settlements:
+        if self._path.settlements is None:
+            payments = self._path.payments
+            self._path.settlements = Settlements(
+                payments.merchants,
+                self._repo,
+                SettlementSettings(),
+                owner=payments.instance_id,
+            )
+        return self._path.settlements
+
+    async def _disbursements(
+        self, merchant: str, settlement_id: str
+    ) -> list[settlement_pb2.Disbursement]:
+        paid = await self._repo.list_disbursements(
+            merchant,
+            settlement_id=settlement_id,
+            after_time=None,
+            before_time=None,
+            page_size=_SETTLEMENTS_PAGE.maximum,
+        )
+        return [disbursement_of(d) for d in paid.items]
+
+    async def _summaries(
+        self, merchant: str, reports: Sequence[StoredReport]
+    ) -> list[settlement_pb2.Settlement]:
+        counts = await self._repo.settlement_counts(merchant, reports)
+        return [settlement_of(r, counts[r.report_id]) for r in reports]
+
+    @_unary
+    async def ListSettlements(
+        self, req: settlement_pb2.ListSettlementsRequest, deadline: float | None
+    ) -> settlement_pb2.ListSettlementsResponse:
+        merchant = self._merchant(req.merchant)
+        page = await self._repo.list_reports(
+            merchant,
+            status=STATUS_NAME.get(req.status),
+            ended_after=_time(req, "ended_after"),
+            ended_before=_time(req, "ended_before"),
+            **_SETTLEMENTS_PAGE.of(req),
+        )
+        return settlement_pb2.ListSettlementsResponse(
+            settlements=await self._summaries(merchant, page.items),
+            next_page_token=page.next_page_token,
+        )
+
+    @_unary
+    async def GetSettlement(
+        self, req: settlement_pb2.GetSettlementRequest, deadline: float | None
+    ) -> settlement_pb2.GetSettlementResponse:
+        merchant = self._merchant(req.merchant)
+        report = await self._repo.get_report(
+            merchant,
+            settlement_id=req.settlement_id or None,
+            report_id=req.report_id or None,
+        )
+        if report is None:
+            raise _not_in_ledger(req.settlement_id or req.report_id)
+        [summary] = await self._summaries(merchant, [report])
+        response = settlement_pb2.GetSettlementResponse(settlement=summary)
+        if report.settlement_id:
+            page = await self._repo.settlement_lines(
+                merchant,
+                report.settlement_id,
+                outcome=OUTCOME_NAME.get(req.outcome),
+                **_LINES_PAGE.of(req),
+            )
+            response.lines.extend(line_of(r) for r in page.items)
+            response.next_page_token = page.next_page_token
+            response.disbursements.extend(await self._disbursements(merchant, report.settlement_id))
+        return response
+
+    @_unary
+    async def ListDisbursements(
+        self, req: settlement_pb2.ListDisbursementsRequest, deadline: float | None
+    ) -> settlement_pb2.ListDisbursementsResponse:
+        page = await self._repo.list_disbursements(
+            self._merchant(req.merchant),
+            settlement_id=req.settlement_id or None,
+            after_time=_time(req, "created_after"),
+            before_time=_time(req, "created_before"),
+            **_SETTLEMENTS_PAGE.of(req),
+        )
+        return _listing(
+            settlement_pb2.ListDisbursementsResponse, page, disbursements=disbursement_of
+        )
+
+    @_unary
+    async def ListUnmatchedLines(
+        self, req: settlement_pb2.ListUnmatchedLinesRequest, deadline: float | None
+    ) -> settlement_pb2.ListUnmatchedLinesResponse:
+        page = await self._repo.unmatched_lines(
+            self._merchant(req.merchant),
+            outcome=OUTCOME_NAME.get(req.outcome),
+            posted_after=_time(req, "created_after"),
+            posted_before=_time(req, "created_before"),
+            **_LINES_PAGE.of(req),
+        )
+        return _listing(settlement_pb2.ListUnmatchedLinesResponse, page, lines=line_of)
+
+    @_unary
+    async def ReconcileSettlementPeriod(
+        self, req: settlement_pb2.ReconcileSettlementPeriodRequest, deadline: float | None
+    ) -> settlement_pb2.ReconcileSettlementPeriodResponse:
+        merchant = self._merchant(req.merchant)
+        work = self._settlements().reconcile_period(
+            merchant,
+            start=_time(req, "period_start"),
+            end=_time(req, "period_end"),
+            settlement_id=req.settlement_id or None,
+        )
+        async with asyncio.timeout(None if deadline is None else deadline - time.monotonic()):
+            summary = await work
+        if req.settlement_id and not summary.reports:
+            raise _not_in_ledger(req.settlement_id)
+        counts = await self._repo.settlement_counts(merchant, summary.reports)
+        response = reconciled(summary, counts)
+        for report in summary.reports:
+            if report.settlement_id:
+                response.disbursements.extend(
+                    await self._disbursements(merchant, report.settlement_id)
+                )
+        return response
+
+
+def _not_in_ledger(settlement: str) -> RpcFailure:
+    return RpcFailure(
+        grpc.StatusCode.NOT_FOUND, f"settlement {settlement} is not in the ledger", "NOT_IN_LEDGER"
+    )
+
+
+SERVICERS: tuple[type[_Servicer], ...] = (
+    CheckoutSessionService,
+    ChargePermissionService,
+    ChargeService,
+    RefundService,
+    DeliveryTrackerService,
+    BuyerService,
+    ButtonService,
+    LedgerService,
+    DisputeService,
+    SettlementService,
+)
+
+
 def build_servicers(path: RequestPath) -> dict[str, Any]:
     """Servicers by service name, for `build_server`."""
-    return {
-        cls.__name__: cls(path)
-        for cls in (
-            CheckoutSessionService,
-            ChargePermissionService,
-            ChargeService,
-            RefundService,
-            DeliveryTrackerService,
-            BuyerService,
-            ButtonService,
-            LedgerService,
-        )
-    }
+    return {cls.__name__: cls(path) for cls in SERVICERS}

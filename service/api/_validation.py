@@ -8,8 +8,9 @@ once as `google.rpc.BadRequest` field violations.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -17,7 +18,7 @@ from urllib.parse import urlsplit
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from payments.amazonpay.v1 import common_pb2
+from payments.amazonpay.v1 import common_pb2, ledger_pb2, settlement_pb2
 
 __all__ = ["CURRENCY_DECIMALS", "MAX_CHARGE", "Violation", "validate"]
 
@@ -104,29 +105,26 @@ _ID_FIELDS = frozenset(
         "object_id",
         "amazon_order_reference_id",
         "buyer_id",
+        "dispute_id",
+        "settlement_id",
+        "report_id",
     }
 )
 _URL_FIELDS = frozenset(
     {"checkout_review_return_url", "checkout_result_return_url", "checkout_cancel_url"}
 )
 
-# Fields each RPC cannot do without (dotted paths). Idempotency keys are listed here too.
+# Fields each RPC cannot do without (dotted paths), besides the id its row in the servicers'
+# tables addresses (`ADDRESSED`: a read's id, a mutation's path id), which `validate` is given.
+# Idempotency keys are listed here too.
 REQUIRED: Mapping[str, tuple[str, ...]] = {
     "CreateCheckoutSession": ("idempotency_key",),
-    "GetCheckoutSession": ("checkout_session_id",),
-    "UpdateCheckoutSession": ("checkout_session_id",),
-    "CompleteCheckoutSession": ("checkout_session_id", "idempotency_key", "charge_amount"),
-    "FinalizeCheckoutSession": ("checkout_session_id", "idempotency_key", "charge_amount"),
-    "GetChargePermission": ("charge_permission_id",),
-    "UpdateChargePermission": ("charge_permission_id",),
-    "CloseChargePermission": ("charge_permission_id", "closure_reason"),
+    "CompleteCheckoutSession": ("idempotency_key", "charge_amount"),
+    "FinalizeCheckoutSession": ("idempotency_key", "charge_amount"),
+    "CloseChargePermission": ("closure_reason",),
     "CreateCharge": ("idempotency_key", "charge_permission_id", "charge_amount"),
-    "GetCharge": ("charge_id",),
-    "CaptureCharge": ("charge_id", "idempotency_key", "capture_amount"),
-    "CancelCharge": ("charge_id",),
+    "CaptureCharge": ("idempotency_key", "capture_amount"),
     "CreateRefund": ("idempotency_key", "charge_id", "refund_amount"),
-    "GetRefund": ("refund_id",),
-    "GetBuyer": ("buyer_token",),
     "CreateDeliveryTracker": ("delivery_details",),
     "SignButtonPayload": ("payload",),
     "GetTransaction": ("kind", "object_id"),
@@ -298,7 +296,59 @@ def _erasure_target(request: Message) -> Iterator[Violation]:
         yield Violation("target", "is required: charge_permission_id or buyer_id")
 
 
+MAX_SETTLEMENT_PERIOD = timedelta(days=93)
+"""Longest period one ReconcileSettlementPeriod covers (a quarter)."""
+
+
+def _settlement_period(request: Message) -> Iterator[Violation]:
+    """A period (both ends, end after start, at most a quarter) or a settlement_id."""
+    req: Any = request
+    has_start, has_end = req.HasField("period_start"), req.HasField("period_end")
+    if req.settlement_id:
+        if has_start or has_end:
+            yield Violation("settlement_id", "give a settlement_id or a period, not both")
+        return
+    if not (has_start and has_end):
+        yield Violation(
+            "period_end" if has_start else "period_start",
+            "is required (with the other end of the period) unless settlement_id is given",
+        )
+        return
+    start, end = req.period_start.ToDatetime(), req.period_end.ToDatetime()
+    if end <= start:
+        yield Violation("period_end", "must be after period_start")
+    elif end - start > MAX_SETTLEMENT_PERIOD:
+        yield Violation(
+            "period_end", f"must be at most {MAX_SETTLEMENT_PERIOD.days} days after period_start"
+        )
+
+
+def _settlement_target(request: Message) -> Iterator[Violation]:
+    if cast(Any, request).WhichOneof("settlement") is None:
+        yield Violation("settlement", "is required: settlement_id or report_id")
+
+
+def _not_matched(request: Message) -> Iterator[Violation]:
+    if getattr(request, "outcome") == settlement_pb2.MATCH_OUTCOME_MATCHED:  # noqa: B009
+        yield Violation("outcome", "must not be MATCHED: this lists the lines that did not match")
+
+
+def _object_kind(request: Message) -> Iterator[Violation]:
+    # Settlement findings are events only, never Transactions.
+    if getattr(request, "kind") == ledger_pb2.OBJECT_KIND_SETTLEMENT_LINE:  # noqa: B009
+        yield Violation(
+            "kind",
+            "settlement lines are no transaction: read them with SettlementService, or their "
+            "events with ListEvents",
+        )
+
+
 EXTRA_RULES: Mapping[str, tuple[Extra, ...]] = {
+    "GetTransaction": (_object_kind,),
+    "ListTransactions": (_object_kind,),
+    "ReconcileSettlementPeriod": (_settlement_period,),
+    "GetSettlement": (_settlement_target,),
+    "ListUnmatchedLines": (_not_matched,),
     "GetBuyer": (_buyer_source,),
     "EraseBuyerData": (_erasure_target,),
     "CreateCheckoutSession": (
@@ -310,11 +360,12 @@ EXTRA_RULES: Mapping[str, tuple[Extra, ...]] = {
 }
 
 
-def validate(method: str, request: Message) -> list[Violation]:
-    """All violations of `request` for RPC `method` (empty when valid)."""
+def validate(method: str, request: Message, *, addressed: Sequence[str] = ()) -> list[Violation]:
+    """All violations of `request` for RPC `method` (empty when valid); `addressed` are the ids
+    the RPC's table row addresses, required before `REQUIRED`'s fields."""
     violations = [
         Violation(path, "is required")
-        for path in REQUIRED.get(method, ())
+        for path in (*addressed, *REQUIRED.get(method, ()))
         if not _present(request, path)
     ]
     violations.extend(_walk(request, ""))

@@ -18,6 +18,17 @@ from ._operations import (
     amazon_idempotency_key,
 )
 from ._records import KINDS, Kind, record_of
+from ._settlement import (
+    RULES,
+    SETTLEMENT_OUTCOMES,
+    MatchRule,
+    PeriodSummary,
+    RunSummary,
+    Settlements,
+    SettlementSettings,
+    match_line,
+    rule_for,
+)
 
 __all__ = [
     "ERASE_BUYER_DATA",
@@ -25,6 +36,8 @@ __all__ = [
     "KINDS",
     "OWED_READ_ATTEMPTS",
     "QUARANTINED",
+    "RULES",
+    "SETTLEMENT_OUTCOMES",
     "SPECS",
     "Admission",
     "AmazonCall",
@@ -34,15 +47,22 @@ __all__ = [
     "CircuitOpen",
     "ErasureResult",
     "Kind",
+    "MatchRule",
     "Merchant",
     "MerchantRegistry",
     "ObjectNotFound",
     "Outcome",
     "Overloaded",
     "Payments",
+    "PeriodSummary",
     "ReadResult",
+    "RunSummary",
+    "SettlementSettings",
+    "Settlements",
     "StoredFailure",
     "UnknownMerchant",
     "amazon_idempotency_key",
+    "match_line",
     "record_of",
+    "rule_for",
 ]

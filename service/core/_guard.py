@@ -16,7 +16,6 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 
 from service.amazonpay import (
     AmazonPayConnectionError,
@@ -163,10 +162,5 @@ class Admission:
         else:
             await self._slots.acquire()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self._slots.release()

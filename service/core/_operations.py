@@ -40,7 +40,7 @@ from service.amazonpay import (
     ApiObject,
     Endpoint,
 )
-from service.ledger import Event, ObjectRecord, Operation, Repository
+from service.ledger import Event, ObjectRecord, Operation, Repository, StoredObject
 
 from ._guard import CircuitOpen, Overloaded
 from ._merchants import Merchant, MerchantRegistry
@@ -148,13 +148,8 @@ SPECS: Mapping[str, Spec] = {
     )
 }
 
-GETTERS: Mapping[str, str] = {
-    "checkout_session": "GetCheckoutSession",
-    "charge_permission": "GetChargePermission",
-    "charge": "GetCharge",
-    "refund": "GetRefund",
-}
-"""Ledger kind -> the `ENDPOINTS` row that reads one object of it."""
+GETTERS: Mapping[str, str] = {kind.name: kind.getter for kind in KINDS.values()}
+"""Ledger kind -> the `ENDPOINTS` row that reads one object of it (from `KINDS`)."""
 
 
 def _path_id(call: AmazonCall) -> str:
@@ -164,14 +159,14 @@ def _path_id(call: AmazonCall) -> str:
 
 
 def _send(
-    client: AmazonPayClient, call: AmazonCall, key: str | None, deadline: float | None
+    client: AmazonPayClient, call: AmazonCall, *, amazon_key: str | None, deadline: float | None
 ) -> Awaitable[ApiObject]:
     endpoint = ENDPOINTS[call.operation]
     return client.invoke(
         endpoint,
         path_params={name: _path_id(call) for name in endpoint.path_params},
         body=call.body,
-        idempotency_key=key if endpoint.takes_idempotency_key else None,
+        idempotency_key=amazon_key if endpoint.takes_idempotency_key else None,
         simulation_code=call.simulation_code if endpoint.takes_simulation_code else None,
         deadline=deadline,
         typed=False,  # the ledger stores Amazon's JSON as it came
@@ -179,7 +174,7 @@ def _send(
 
 
 def _get(
-    client: AmazonPayClient, kind: str, object_id: str, deadline: float | None
+    client: AmazonPayClient, kind: str, object_id: str, *, deadline: float | None
 ) -> Awaitable[ApiObject]:
     endpoint = ENDPOINTS[GETTERS[kind]]
     [param] = endpoint.path_params
@@ -205,14 +200,21 @@ _FOLLOW_UPS: Mapping[str, tuple[FollowUp, ...]] = {
 }
 
 
-NOT_REPLAYED: Mapping[str, tuple[str, frozenset[str]]] = {
-    spec.operation: (spec.kind, spec.endpoint.refusals_once_applied)
+class NotReplayed(NamedTuple):
+    """How a repeat of an operation Amazon does not replay is settled: by reading the object."""
+
+    kind: str
+    """Ledger kind of the object the operation changes."""
+    refusals: frozenset[str]
+    """The `reasonCode`s a repeat gets once Amazon applied the first call."""
+
+
+NOT_REPLAYED: Mapping[str, NotReplayed] = {
+    spec.operation: NotReplayed(kind=spec.kind, refusals=spec.endpoint.refusals_once_applied)
     for spec in SPECS.values()
     if spec.kind is not None and not spec.endpoint.replayed_by_key
 }
-"""Operations Amazon does not replay by idempotency key (read from `ENDPOINTS`): operation ->
-(kind of the object it changes, the refusals a repeat gets once Amazon applied it). Such a
-refusal is settled by reading the object."""
+"""Operations Amazon does not replay by idempotency key (read from `ENDPOINTS`)."""
 
 
 class ObjectNotFound(LookupError):
@@ -311,6 +313,7 @@ class Payments:
         spec_kind: str | None,
         merchant: str,
         body: Mapping[str, Any],
+        *,
         request_id: str | None = None,
     ) -> list[ObjectRecord]:
         """What to record of Amazon's answer to our call with `x-amz-pay-request-id` `request_id`."""
@@ -345,7 +348,11 @@ class Payments:
             merchant.breaker.check()
             async with merchant.admission:
                 outcome = await self._execute(
-                    merchant, call, idempotency_key, request_hash, deadline
+                    merchant,
+                    call,
+                    idempotency_key=idempotency_key,
+                    request_hash=request_hash,
+                    deadline=deadline,
                 )
             spec = SPECS[call.operation]
             if spec.kind is not None:
@@ -359,6 +366,7 @@ class Payments:
         self,
         merchant: Merchant,
         call: AmazonCall,
+        *,
         idempotency_key: str | None,
         request_hash: bytes,
         deadline: float | None,
@@ -368,9 +376,11 @@ class Payments:
             # The caller did not make the call repeatable: a POST still needs a key at Amazon,
             # a fresh one (each such call is new).
             fresh = uuid.uuid4().hex if spec.amazon_key else None
-            obj = await self._invoke(merchant, call, fresh, deadline)
+            obj = await self._invoke(merchant, call, amazon_key=fresh, deadline=deadline)
             response = _response_of(obj)
-            records = self.records(spec.kind, merchant.alias, response["body"], obj.request_id)
+            records = self.records(
+                spec.kind, merchant.alias, response["body"], request_id=obj.request_id
+            )
             events = await _shielded(
                 self.repository.record(records, "api", timeout=_COMMIT_TIMEOUT_S)
             )
@@ -415,7 +425,7 @@ class Payments:
             spec = SPECS[op.operation]
             call = AmazonCall.from_json(op.request)
             key = op.amazon_idempotency_key if spec.amazon_key else None
-            obj = await self._invoke(merchant, call, key, deadline)
+            obj = await self._invoke(merchant, call, amazon_key=key, deadline=deadline)
         except AmazonPayError as exc:
             if _is_definitive(exc):
                 await _shielded(
@@ -434,7 +444,9 @@ class Payments:
             await self._quarantine(op, exc)
             raise
         response = _response_of(obj)
-        records = self.records(spec.kind, merchant.alias, response["body"], obj.request_id)
+        records = self.records(
+            spec.kind, merchant.alias, response["body"], request_id=obj.request_id
+        )
         done, events = await _shielded(
             self.repository.complete_operation(
                 op, response=response, records=records, source=source, timeout=_COMMIT_TIMEOUT_S
@@ -471,32 +483,41 @@ class Payments:
             self._on_quarantine(op.operation)
 
     async def _invoke(
-        self, merchant: Merchant, call: AmazonCall, key: str | None, deadline: float | None
+        self,
+        merchant: Merchant,
+        call: AmazonCall,
+        *,
+        amazon_key: str | None,
+        deadline: float | None,
     ) -> ApiObject:
         """Call Amazon. A call in `NOT_REPLAYED` repeated after Amazon applied it (an HTTP retry,
         a re-drive after a crash, a second caller) is refused as a state error: if the object
         shows the call's effect, the call succeeded and the object is the answer."""
         try:
-            return await merchant.call(lambda: _send(merchant.client, call, key, deadline))
+            return await merchant.call(
+                lambda: _send(merchant.client, call, amazon_key=amazon_key, deadline=deadline)
+            )
         except AmazonPayError as exc:
-            settled = await self._settle_refusal(merchant, call, exc, deadline)
+            settled = await self._settle_refusal(merchant, call, exc, deadline=deadline)
             if settled is None:
                 raise
             return settled
 
     async def _settle_refusal(
-        self, merchant: Merchant, call: AmazonCall, exc: AmazonPayError, deadline: float | None
+        self, merchant: Merchant, call: AmazonCall, exc: AmazonPayError, *, deadline: float | None
     ) -> ApiObject | None:
         """The object if it shows that `call` was applied; None if it does not (the refusal
         stands). A checkout session found Canceled is the caller's failure with Amazon's
         reason."""
         rule = NOT_REPLAYED.get(call.operation)
         path_id = call.path_id
-        if rule is None or exc.reason_code not in rule[1] or not path_id:
+        if rule is None or exc.reason_code not in rule.refusals or not path_id:
             return None
-        kind = rule[0]
+        kind = rule.kind
         try:
-            current = await merchant.call(lambda: _get(merchant.client, kind, path_id, deadline))
+            current = await merchant.call(
+                lambda: _get(merchant.client, kind, path_id, deadline=deadline)
+            )
         except AmazonPayError:
             return None
         state = getattr(current, "state", None)
@@ -509,7 +530,9 @@ class Payments:
                 raise _canceled_failure(current.raw, exc)
             if state != "Completed":
                 return None
-            proven, pending = await self._completed_with(merchant, current.raw, call.body, deadline)
+            proven, pending = await self._completed_with(
+                merchant, current.raw, call.body, deadline=deadline
+            )
             if not proven:
                 return None
             _log.info(
@@ -525,6 +548,7 @@ class Payments:
         merchant: Merchant,
         session: Mapping[str, Any],
         body: Mapping[str, Any],
+        *,
         deadline: float | None,
     ) -> tuple[bool, bool]:
         """(proven, authorization pending). Proven: the Completed session was completed for the
@@ -543,7 +567,7 @@ class Payments:
         if isinstance(charge_id, str) and charge_id:
             try:
                 charge = await merchant.call(
-                    partial(_get, merchant.client, "charge", charge_id, deadline)
+                    partial(_get, merchant.client, "charge", charge_id, deadline=deadline)
                 )
                 witnesses.append(charge.raw.get("chargeAmount"))
                 pending = getattr(charge, "state", None) == "AuthorizationInitiated"
@@ -572,7 +596,9 @@ class Payments:
             # limit is the chargeAmount unless totalOrderAmount or allowOvercharge raised it.
             try:
                 permission = await merchant.call(
-                    partial(_get, merchant.client, "charge_permission", permission_id, deadline)
+                    partial(
+                        _get, merchant.client, "charge_permission", permission_id, deadline=deadline
+                    )
                 )
                 limits = permission.raw.get("limits")
                 if isinstance(limits, Mapping) and limits.get("amountLimit") is not None:
@@ -601,9 +627,11 @@ class Payments:
                     merchant.alias, kind, object_id, timeout=_COMMIT_TIMEOUT_S
                 ):
                     continue
-                obj = await merchant.call(partial(_get, merchant.client, kind, object_id, deadline))
+                obj = await merchant.call(
+                    partial(_get, merchant.client, kind, object_id, deadline=deadline)
+                )
                 await self.repository.record(
-                    self.records(kind, merchant.alias, obj.raw, obj.request_id),
+                    self.records(kind, merchant.alias, obj.raw, request_id=obj.request_id),
                     "api",
                     timeout=_COMMIT_TIMEOUT_S,
                 )
@@ -633,70 +661,61 @@ class Payments:
                 "amazonpay.read_source": source,
             },
         ) as span:
-            result = await self._read(
-                merchant_alias,
-                kind,
-                object_id,
-                source=source,
-                deadline=deadline,
-                record_source=record_source,
-            )
-            span.set_attribute("amazonpay.served_from", result.origin)
-            return result
-
-    async def _read(
-        self,
-        merchant_alias: str,
-        kind: str,
-        object_id: str,
-        *,
-        source: Literal["auto", "ledger", "amazon"],
-        deadline: float | None,
-        record_source: str,
-    ) -> ReadResult:
-        merchant = self.merchants.get(merchant_alias)
-        stored = None
-        if source != "amazon":
-            stored = await self.repository.get_object(
-                merchant.alias, kind, object_id, timeout=_deadline_left(deadline)
-            )
-            if stored is not None and (source == "ledger" or stored.is_final):
-                return ReadResult(stored.snapshot, "ledger", stored.updated_at)
-            if source == "ledger":
-                raise ObjectNotFound(f"{kind} {object_id} is not in the ledger")
-        try:
-            async with merchant.admission:
-                obj = await merchant.call(lambda: _get(merchant.client, kind, object_id, deadline))
-        except AmazonPayError as exc:
-            if source == "auto" and (exc.http_status == 404 or exc.retryable):
-                stored = stored or await self.repository.get_object(
-                    merchant.alias, kind, object_id, timeout=_COMMIT_TIMEOUT_S
+            merchant = self.merchants.get(merchant_alias)
+            stored = None
+            if source != "amazon":
+                stored = await self.repository.get_object(
+                    merchant.alias, kind, object_id, timeout=_deadline_left(deadline)
                 )
-                if stored is not None:
-                    return ReadResult(stored.snapshot, "ledger", stored.updated_at)
-            raise
-        events = await _shielded(
-            self.repository.record(
-                self.records(kind, merchant.alias, obj.raw, obj.request_id),
-                record_source,
-                timeout=_COMMIT_TIMEOUT_S,
+                if stored is not None and (source == "ledger" or stored.is_final):
+                    return _from_ledger(stored, span)
+                if source == "ledger":
+                    raise ObjectNotFound(f"{kind} {object_id} is not in the ledger")
+            try:
+                async with merchant.admission:
+                    obj = await merchant.call(
+                        lambda: _get(merchant.client, kind, object_id, deadline=deadline)
+                    )
+            except AmazonPayError as exc:
+                if source == "auto" and (exc.http_status == 404 or exc.retryable):
+                    stored = stored or await self.repository.get_object(
+                        merchant.alias, kind, object_id, timeout=_COMMIT_TIMEOUT_S
+                    )
+                    if stored is not None:
+                        return _from_ledger(stored, span)
+                raise
+            events = await _shielded(
+                self.repository.record(
+                    self.records(kind, merchant.alias, obj.raw, request_id=obj.request_id),
+                    record_source,
+                    timeout=_COMMIT_TIMEOUT_S,
+                )
             )
-        )
-        if kind == "refund" and any(e.state in KINDS["refund"].final_states for e in events):
-            # Whoever observes a refund settle (a caller's read, an IPN, a poll) refreshes its
-            # charge, whose refundedAmount changed; the charge itself is final and not polled.
-            await _shielded(self._refresh_charge(merchant, obj.raw, record_source))
-        return ReadResult(obj.raw, "amazon", datetime.now(UTC), obj.request_id or "")
+            if kind == "refund" and any(e.state in KINDS["refund"].final_states for e in events):
+                # Whoever observes a refund settle (a caller's read, an IPN, a poll) refreshes
+                # its charge, whose refundedAmount changed; the charge itself is final and not
+                # polled.
+                await _shielded(self._refresh_charge(merchant, obj.raw, record_source))
+            span.set_attribute("amazonpay.served_from", "amazon")
+            return ReadResult(
+                body=obj.raw,
+                origin="amazon",
+                as_of=datetime.now(UTC),
+                request_id=obj.request_id or "",
+            )
 
-    async def get_buyer(
-        self, merchant_alias: str, buyer_token: str, *, deadline: float | None
+    async def fetch(
+        self, merchant_alias: str, operation: str, object_id: str, *, deadline: float | None
     ) -> ApiObject:
-        """GetBuyer, through the same breaker and admission control as every Amazon call."""
+        """A read the ledger does not keep (`operation` is an `ENDPOINTS` GET with one path
+        parameter, e.g. GetBuyer), through the same breaker and admission control as every
+        Amazon call."""
+        (parameter,) = ENDPOINTS[operation].path_params
         merchant = self.merchants.get(merchant_alias)
         async with merchant.admission:
             return await merchant.call(
                 lambda: merchant.client.invoke(
-                    "GetBuyer", path_params={"buyerToken": buyer_token}, deadline=deadline
+                    operation, path_params={parameter: object_id}, deadline=deadline
                 )
             )
 
@@ -708,10 +727,10 @@ class Payments:
             return
         try:
             obj = await merchant.call(
-                partial(_get, merchant.client, "charge", charge_id, time.monotonic() + 30)
+                partial(_get, merchant.client, "charge", charge_id, deadline=time.monotonic() + 30)
             )
             await self.repository.record(
-                self.records("charge", merchant.alias, obj.raw, obj.request_id),
+                self.records("charge", merchant.alias, obj.raw, request_id=obj.request_id),
                 source,
                 timeout=_COMMIT_TIMEOUT_S,
             )
@@ -807,6 +826,12 @@ class Payments:
                 "re-drove pending operations", extra={"claimed": len(ops), "finished": finished}
             )
         return finished
+
+
+def _from_ledger(stored: StoredObject, span: trace.Span) -> ReadResult:
+    """A read answered by the ledger: the object as last recorded."""
+    span.set_attribute("amazonpay.served_from", "ledger")
+    return ReadResult(body=stored.snapshot, origin="ledger", as_of=stored.updated_at)
 
 
 def _span_attributes(merchant: str, operation: str, object_id: str | None) -> dict[str, str]:

@@ -29,13 +29,15 @@ class Kind:
     """How to read one kind of Amazon object."""
 
     name: str
-    """Ledger kind: checkout_session, charge_permission, charge, refund."""
+    """Ledger kind: checkout_session, charge_permission, charge, refund, dispute."""
     id_field: str
     """JSON field holding the object's id."""
     final_states: frozenset[str]
     """States after which Amazon never changes the object again (no more polling)."""
     amount_path: tuple[str, ...]
     """Where the object's headline amount is."""
+    getter: str
+    """The `ENDPOINTS` row that reads one object of this kind (`GetCharge`)."""
     ipn_object_type: str | None = None
     """`ObjectType` of an IPN about this kind (Amazon sends none about checkout sessions)."""
 
@@ -60,12 +62,14 @@ KINDS: Mapping[str, Kind] = {
             id_field="checkoutSessionId",
             final_states=frozenset({"Completed", "Canceled"}),
             amount_path=("paymentDetails", "chargeAmount"),
+            getter="GetCheckoutSession",
         ),
         Kind(
             name="charge_permission",
             id_field="chargePermissionId",
             final_states=frozenset({"Closed"}),
             amount_path=("limits", "amountLimit"),
+            getter="GetChargePermission",
             ipn_object_type="CHARGE_PERMISSION",
         ),
         Kind(
@@ -73,6 +77,7 @@ KINDS: Mapping[str, Kind] = {
             id_field="chargeId",
             final_states=frozenset({"Captured", "Canceled", "Declined"}),
             amount_path=("chargeAmount",),
+            getter="GetCharge",
             ipn_object_type="CHARGE",
         ),
         Kind(
@@ -80,10 +85,23 @@ KINDS: Mapping[str, Kind] = {
             id_field="refundId",
             final_states=frozenset({"Refunded", "Declined"}),
             amount_path=("refundAmount",),
+            getter="GetRefund",
             ipn_object_type="REFUND",
+        ),
+        Kind(
+            name="dispute",
+            id_field="disputeId",
+            final_states=frozenset({"Resolved", "Closed"}),
+            amount_path=("disputeAmount",),
+            getter="GetDispute",
+            ipn_object_type="CHARGEBACK",
         ),
     )
 }
+
+
+_NAMES_A_CHARGE = frozenset({"charge", "refund", "checkout_session", "dispute"})
+"""Kinds whose `chargeId` the ledger keeps (a charge: its own id)."""
 
 
 def _charge_permission_of(charge_id: str | None) -> str | None:
@@ -127,7 +145,7 @@ def record_of(
         snapshot=dict(data),
         checkout_session_id=oid if kind_name == "checkout_session" else None,
         charge_permission_id=charge_permission_id,
-        charge_id=charge_id if kind_name in ("charge", "refund", "checkout_session") else None,
+        charge_id=charge_id if kind_name in _NAMES_A_CHARGE else None,
         amount=str(amount) if amount is not None else None,
         currency_code=currency if isinstance(currency, str) else None,
         merchant_reference_id=_path(data, "merchantMetadata", "merchantReferenceId"),

@@ -23,24 +23,51 @@ from ._operations import Operation, OperationConflict
 from ._pii import PII_FIELDS, PiiKeyError, PiiKeyring, PiiVault, buyer_hash_of
 from ._polling import Backlog
 from ._pool import Ledger, reencrypt_pii
-from ._records import EVENT_SOURCES, OBJECT_KINDS, Event, ObjectRecord, Position, StoredObject
+from ._records import (
+    EVENT_KINDS,
+    EVENT_SOURCES,
+    OBJECT_KINDS,
+    Event,
+    ObjectRecord,
+    Position,
+    StoredObject,
+)
 from ._repository import Repository
+from ._settlement import (
+    FINDING_KIND,
+    LINE_OUTCOMES,
+    Disbursement,
+    LedgerEntry,
+    LinesWritten,
+    MissRecord,
+    ReportRecord,
+    SettlementCounts,
+    SettlementCursor,
+    SettlementLineRecord,
+    SettlementRun,
+    StoredReport,
+)
 from ._tools import (
     LedgerAudit,
     audit_ledger,
     create_database,
     drop_database,
     row_read_probe,
+    seed_captured_charges,
     seed_object_copies,
     statement_probe,
 )
 
 __all__ = [
     "CHANNEL",
+    "EVENT_KINDS",
     "EVENT_SOURCES",
+    "FINDING_KIND",
+    "LINE_OUTCOMES",
     "OBJECT_KINDS",
     "PII_FIELDS",
     "Backlog",
+    "Disbursement",
     "EmbeddedPostgres",
     "Erasure",
     "ErasureRefused",
@@ -51,8 +78,11 @@ __all__ = [
     "InvalidPageToken",
     "Ledger",
     "LedgerAudit",
+    "LedgerEntry",
+    "LinesWritten",
     "Migration",
     "MigrationError",
+    "MissRecord",
     "ObjectFilter",
     "ObjectRecord",
     "Operation",
@@ -62,9 +92,15 @@ __all__ = [
     "PiiKeyring",
     "PiiVault",
     "Position",
+    "ReportRecord",
     "Repository",
+    "SettlementCounts",
+    "SettlementCursor",
+    "SettlementLineRecord",
+    "SettlementRun",
     "StableEvents",
     "StoredObject",
+    "StoredReport",
     "StreamLimitReached",
     "Subscription",
     "apply_migrations",
@@ -80,6 +116,7 @@ __all__ = [
     "reencrypt_pii",
     "require_migrated",
     "row_read_probe",
+    "seed_captured_charges",
     "seed_object_copies",
     "statement_probe",
 ]

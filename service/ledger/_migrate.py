@@ -13,6 +13,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 __all__ = [
     "APPEND_ONLY_TABLES",
+    "KEPT_TABLES",
     "Migration",
     "MigrationError",
     "apply_migrations",
@@ -122,6 +123,17 @@ async def apply_migrations(
 APPEND_ONLY_TABLES = frozenset({"events"})
 """Tables the serving role may read and append to, never change: no UPDATE, DELETE, TRUNCATE."""
 
+KEPT_TABLES = frozenset(
+    {
+        "settlement_reports",
+        "settlement_lines",
+        "settlement_misses",
+        "disbursements",
+        "settlement_runs",
+    }
+)
+"""The settlement record, kept for years: the serving role may read, add and update, never delete."""
+
 _READ_ONLY_TABLES = frozenset({"schema_migrations"})
 
 
@@ -172,6 +184,8 @@ async def grant_service_role(conn: asyncpg.Connection | PoolConnectionProxy, rol
                 privileges = "SELECT"
             elif name in APPEND_ONLY_TABLES:
                 privileges = "SELECT, INSERT"
+            elif name in KEPT_TABLES:
+                privileges = "SELECT, INSERT, UPDATE"
             else:
                 privileges = "SELECT, INSERT, UPDATE, DELETE"
             await conn.execute(f"GRANT {privileges} ON {target} TO {quoted_role}")

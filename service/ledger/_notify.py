@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import asyncpg
@@ -92,31 +93,28 @@ class Subscription:
         self.close()
 
 
+@dataclass(eq=False, repr=False)
 class EventHub:
-    def __init__(
-        self,
-        url: str,
-        repository: Repository,
-        *,
-        health_interval_s: float = 2.0,
-        subscriber_capacity: int = 1000,
-        max_subscribers: int = 1000,
-        idle_poll_s: float = 1.0,
-    ) -> None:
-        self._url = url
-        self._repo = repository
-        self._health_interval_s = health_interval_s
-        self._capacity = subscriber_capacity
-        self.max_subscribers = max_subscribers
-        self._idle_poll_s = idle_poll_s
-        self._subscribers: set[Subscription] = set()
-        self._conn: asyncpg.Connection | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._wake = asyncio.Event()
-        self._subscribed = asyncio.Event()
-        self._position: Position = (0, 0)
-        self.connected = asyncio.Event()
-        self.stopping = False
+    """The replica's one reader of stable events, and the subscriptions it offers them to."""
+
+    url: str
+    repository: Repository
+    _: KW_ONLY
+    health_interval_s: float = 2.0
+    """How often the listening connection is checked (and, if lost, reconnected)."""
+    subscriber_capacity: int = 1000
+    """Events one subscription may hold unread before it overflows."""
+    max_subscribers: int = 1000
+    idle_poll_s: float = 1.0
+    """How long the reader waits for a notification before it reads anyway."""
+    connected: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    stopping: bool = field(init=False, default=False)
+    _subscribers: set[Subscription] = field(init=False, default_factory=set)
+    _conn: asyncpg.Connection | None = field(init=False, default=None)
+    _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
+    _wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _subscribed: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _position: Position = field(init=False, default=(0, 0))
 
     @property
     def position(self) -> Position:
@@ -125,14 +123,14 @@ class EventHub:
 
     async def start(self) -> None:
         await self._connect()
-        self._position = await self._repo.event_frontier()
+        self._position = await self.repository.event_frontier()
         self._tasks = [
             asyncio.create_task(self._watch(), name="ledger-event-listener"),
             asyncio.create_task(self._read(), name="ledger-event-reader"),
         ]
 
     async def _connect(self) -> None:
-        conn = await asyncpg.connect(self._url)
+        conn = await asyncpg.connect(self.url)
         await conn.add_listener(CHANNEL, self._on_notify)
         self._conn = conn
         self.connected.set()
@@ -148,10 +146,10 @@ class EventHub:
         while True:
             if not self._subscribers:
                 self._subscribed.clear()
-                await _wait(self._subscribed, self._idle_poll_s)
+                await _wait(self._subscribed, self.idle_poll_s)
             if not self._subscribers:
                 try:
-                    frontier = await self._repo.event_frontier()
+                    frontier = await self.repository.event_frontier()
                 except Exception as exc:
                     failures = self._read_failed(exc, failures)
                     continue
@@ -161,10 +159,12 @@ class EventHub:
                 if not self._subscribers:
                     self._position = max(self._position, frontier)
                 continue
-            await _wait(self._wake, held_delay or self._idle_poll_s)
+            await _wait(self._wake, held_delay or self.idle_poll_s)
             self._wake.clear()
             try:
-                batch = await self._repo.stable_events(self._position, limit=_BATCH, timeout=10)
+                batch = await self.repository.stable_events(
+                    self._position, limit=_BATCH, timeout=10
+                )
             except Exception as exc:
                 failures = self._read_failed(exc, failures)
                 held_delay = min(0.1 * 2**failures, 5.0)
@@ -197,12 +197,12 @@ class EventHub:
         """Detect a lost listening connection and reconnect with backoff."""
         delay = 0.5
         while True:
-            await asyncio.sleep(self._health_interval_s)
+            await asyncio.sleep(self.health_interval_s)
             conn = self._conn
             healthy = False
             if conn is not None and not conn.is_closed():
                 with contextlib.suppress(Exception), suppress_instrumentation():  # untraced
-                    await asyncio.wait_for(conn.fetchval("SELECT 1"), self._health_interval_s)
+                    await asyncio.wait_for(conn.fetchval("SELECT 1"), self.health_interval_s)
                     healthy = True
             if healthy:
                 delay = 0.5
@@ -227,7 +227,7 @@ class EventHub:
         """A subscription to events `accept` admits, from the hub's current position on."""
         if len(self._subscribers) >= self.max_subscribers:
             raise StreamLimitReached(f"at most {self.max_subscribers} event streams per replica")
-        subscription = Subscription(self, accept, self._capacity)
+        subscription = Subscription(self, accept, self.subscriber_capacity)
         self._subscribers.add(subscription)
         self._subscribed.set()
         return subscription

@@ -65,22 +65,26 @@ class StableEvents:
 
 
 @dataclass(frozen=True)
-class ObjectFilter:
+class _Filter:
+    """What every listing filters on: one merchant, optionally one kind and one charge
+    permission's objects (None: any)."""
+
     merchant: str
     kind: str | None = None
-    state: str | None = None
     charge_permission_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ObjectFilter(_Filter):
+    state: str | None = None
     merchant_reference_id: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
 
 
 @dataclass(frozen=True)
-class EventFilter:
-    merchant: str
-    kind: str | None = None
+class EventFilter(_Filter):
     object_id: str | None = None
-    charge_permission_id: str | None = None
     source: str | None = None
     recorded_after: datetime | None = None
     recorded_before: datetime | None = None
@@ -199,22 +203,22 @@ class ObjectQueries(QueryBase):
     ) -> list[Event]:
         """Upsert objects and append an event for each that changed, in one transaction."""
         async with self._pool.acquire() as conn, conn.transaction():
-            return await self._record(conn, records, source, timeout)
+            return await self._record(conn, records, source, timeout=timeout)
 
     async def _record(
-        self, conn: Conn, records: Sequence[ObjectRecord], source: str, timeout: float | None
+        self, conn: Conn, records: Sequence[ObjectRecord], source: str, *, timeout: float | None
     ) -> list[Event]:
         if source not in EVENT_SOURCES:
             raise ValueError(f"unknown event source {source!r}")
         events: list[Event] = []
         for record in records:
-            event = await self._upsert(conn, record, source, timeout)
+            event = await self._upsert(conn, record, source, timeout=timeout)
             if event is not None:
                 events.append(event)
         return events
 
     async def _upsert(
-        self, conn: Conn, rec: ObjectRecord, source: str, timeout: float | None
+        self, conn: Conn, rec: ObjectRecord, source: str, *, timeout: float | None
     ) -> Event | None:
         plain: dict[str, Any] = dict(rec.snapshot)
         sealed = await self._vault.seal(
@@ -460,7 +464,7 @@ class ObjectQueries(QueryBase):
         loop = asyncio.get_running_loop()
         give_up = loop.time() + settle_s
         delay = 0.002
-        page = await self._stable_events(filters, after, page_size, timeout)
+        page = await self._stable_events(filters, after, limit=page_size, timeout=timeout)
         # Wait only for what was committed when the call came: on a busy ledger there is always a
         # newer event held back.
         target = page.held_until
@@ -472,7 +476,7 @@ class ObjectQueries(QueryBase):
         ):
             await asyncio.sleep(min(delay, max(0.0, give_up - loop.time())))
             delay = min(delay * 2, 0.05)
-            page = await self._stable_events(filters, after, page_size, timeout)
+            page = await self._stable_events(filters, after, limit=page_size, timeout=timeout)
         items = await self._open_events(page.items[:page_size])
         token = ""
         if len(page.items) > page_size:
@@ -484,11 +488,11 @@ class ObjectQueries(QueryBase):
         self, after: Position, *, limit: int, timeout: float | None = None
     ) -> StableEvents:
         """Every merchant's stable events after `after` (the event hub's one shared read)."""
-        page = await self._stable_events([None] * 7, after, limit, timeout)
+        page = await self._stable_events([None] * 7, after, limit=limit, timeout=timeout)
         return replace(page, items=await self._open_events(page.items))
 
     async def _stable_events(
-        self, filters: Sequence[object], after: Position, limit: int, timeout: float | None
+        self, filters: Sequence[object], after: Position, *, limit: int, timeout: float | None
     ) -> StableEvents:
         rows = await self._pool.fetch(
             _STABLE_EVENTS, *filters, after[0], after[1], limit + 1, timeout=timeout

@@ -112,7 +112,7 @@ _COMPLETE_WITH_NEW_OBJECT = """
 
 
 def _single_statement_completion(
-    op: Operation, response: Mapping[str, Any], records: Sequence[ObjectRecord], source: str
+    op: Operation, response: Mapping[str, Any], records: Sequence[ObjectRecord], *, source: str
 ) -> bool:
     """Whether `complete_operation` may try its one-statement form: one new-object candidate,
     nothing to seal, no settled refund whose charge must be marked for a re-read, and no completed
@@ -249,7 +249,7 @@ class OperationQueries(ObjectQueries):
         If another replica completed the same operation first, its stored response wins and no
         second event is written.
         """
-        if _single_statement_completion(op, response, records, source):
+        if _single_statement_completion(op, response, records, source=source):
             fast = await self._complete_new_object(
                 op, response=response, record=records[0], source=source, timeout=timeout
             )
@@ -319,7 +319,7 @@ class OperationQueries(ObjectQueries):
                 timeout=timeout,
             )
             assert row is not None
-            events = await self._record(conn, records, source, timeout)
+            events = await self._record(conn, records, source, timeout=timeout)
             done = replace(_operation(row), request=dict(op.request), response=dict(response))
             return done, events
 
@@ -460,7 +460,7 @@ class OperationQueries(ObjectQueries):
         return claimed
 
     async def stored_answer(
-        self, merchant: str, operation: str, idempotency_key: str, request_hash: bytes
+        self, *, merchant: str, operation: str, idempotency_key: str, request_hash: bytes
     ) -> dict[str, Any] | None:
         """The stored answer of a ledger-only operation (no Amazon call), or None."""
         op = await self.get_operation(merchant, operation, idempotency_key)
@@ -492,6 +492,11 @@ class OperationQueries(ObjectQueries):
             request_hash,
             dict(answer),
         )
-        stored = await self.stored_answer(merchant, operation, idempotency_key, request_hash)
+        stored = await self.stored_answer(
+            merchant=merchant,
+            operation=operation,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+        )
         assert stored is not None
         return stored

@@ -222,5 +222,8 @@ class PollingQueries(QueryBase):
         )
         assert row is not None
         return Backlog(
-            int(row["ops"]), float(row["ops_age"]), int(row["ipns"]), float(row["ipns_age"])
+            pending_operations=int(row["ops"]),
+            oldest_pending_operation_age_s=float(row["ops_age"]),
+            unprocessed_ipns=int(row["ipns"]),
+            oldest_unprocessed_ipn_age_s=float(row["ipns_age"]),
         )

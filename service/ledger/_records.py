@@ -15,6 +15,7 @@ from asyncpg.pool import PoolConnectionProxy
 from ._pii import PiiVault
 
 __all__ = [
+    "EVENT_KINDS",
     "EVENT_SOURCES",
     "OBJECT_KINDS",
     "Conn",
@@ -25,8 +26,10 @@ __all__ = [
     "StoredObject",
 ]
 
-OBJECT_KINDS = ("checkout_session", "charge_permission", "charge", "refund")
-EVENT_SOURCES = ("api", "poll", "ipn", "recovery")
+OBJECT_KINDS = ("checkout_session", "charge_permission", "charge", "refund", "dispute")
+EVENT_KINDS = (*OBJECT_KINDS, "settlement_line")
+"""Kinds of events: every object kind, and settlement reconciliation findings (no object row)."""
+EVENT_SOURCES = ("api", "poll", "ipn", "recovery", "settlement")
 
 Conn = asyncpg.Connection | PoolConnectionProxy
 

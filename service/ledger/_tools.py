@@ -19,6 +19,7 @@ __all__ = [
     "create_database",
     "drop_database",
     "row_read_probe",
+    "seed_captured_charges",
     "seed_object_copies",
     "statement_probe",
     "with_database",
@@ -50,12 +51,49 @@ async def drop_database(server_url: str, url: str) -> None:
         await admin.close()
 
 
-_ID_FIELD = {
-    "checkout_session": "checkoutSessionId",
-    "charge_permission": "chargePermissionId",
-    "charge": "chargeId",
-    "refund": "refundId",
-}
+async def seed_captured_charges(
+    url: str, *, merchant: str, count: int, id_prefix: str, captured_at: str
+) -> int:
+    """`count` captured charges (ids `id_prefix` + 6 digits from 000001, capture amount
+    `10 + n % 50` USD, `captured_at` an Amazon timestamp) for the settlement benchmark, in one
+    statement; returns how many rows were inserted."""
+    conn = await asyncpg.connect(url)
+    try:
+        status: str = await conn.execute(
+            """
+            INSERT INTO objects (merchant, kind, object_id, charge_permission_id, charge_id,
+                state, is_final, amount, currency_code, snapshot, created_at)
+            SELECT $1, 'charge', c.id, split_part(c.id, '-C', 1), c.id, 'Captured', true,
+                c.amount, 'USD',
+                jsonb_build_object('chargeId', c.id,
+                    'chargeAmount', jsonb_build_object('amount', c.amount::text,
+                        'currencyCode', 'USD'),
+                    'captureAmount', jsonb_build_object('amount', c.amount::text,
+                        'currencyCode', 'USD'),
+                    'statusDetails', jsonb_build_object('state', 'Captured',
+                        'lastUpdatedTimestamp', $4::text)),
+                now()
+            FROM generate_series(1, $2::int) g,
+                LATERAL (SELECT $3::text || lpad(g::text, 6, '0') AS id,
+                    (10 + g % 50)::numeric(12, 2) AS amount) c
+            ON CONFLICT DO NOTHING
+            """,
+            merchant,
+            count,
+            id_prefix,
+            captured_at,
+        )
+        await conn.execute("ANALYZE objects")
+        return int(status.split()[-1])
+    finally:
+        await conn.close()
+
+
+def id_field(kind: str) -> str:
+    """The JSON field holding the id of an object of ledger kind `kind`: its name in camelCase
+    with `Id` (`charge_permission` -> `chargePermissionId`), as Amazon names every one."""
+    head, *rest = kind.split("_")
+    return head + "".join(part.capitalize() for part in rest) + "Id"
 
 
 async def seed_object_copies(url: str, count: int) -> tuple[int, int]:
@@ -91,7 +129,7 @@ async def seed_object_copies(url: str, count: int) -> tuple[int, int]:
                 """,
                 t["kind"],
                 per_kind,
-                _ID_FIELD[t["kind"]],
+                id_field(t["kind"]),
                 index,
                 t["object_id"],
             )

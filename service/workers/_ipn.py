@@ -14,12 +14,14 @@ import json
 import logging
 import re
 from collections.abc import Mapping
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from opentelemetry import trace
 
+from service._listen import listen
 from service.amazonpay import AmazonPayError
 from service.core import KINDS, Overloaded, Payments
 from service.ledger import Repository
@@ -46,6 +48,21 @@ OBJECT_TYPES: Mapping[str, str] = {
     kind.ipn_object_type: kind.name for kind in KINDS.values() if kind.ipn_object_type
 }
 """IPN `ObjectType` -> ledger kind, from core's table of kinds."""
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A stored notification's follow-up: the object to read and who it may belong to."""
+
+    notification_id: str
+    kind: str | None
+    """Ledger kind of the object (None: a type the ledger does not keep, marked done at once)."""
+    object_id: str
+    merchant: str | None = None
+    """The merchant that recorded the object or its charge permission, if known."""
+    charge_permission_id: str | None = None
+    amazon_merchant_id: str | None = None
+    """The notification's `MerchantID`."""
 
 
 class _GuardedServer(web.Server):
@@ -102,56 +119,45 @@ class _GuardedServer(web.Server):
             transport.abort()
 
 
+@dataclass(eq=False, repr=False)
 class IpnReceiver:
-    def __init__(
-        self,
-        payments: Payments,
-        repository: Repository,
-        verifier: SnsVerifier,
-        metrics: Metrics,
-        *,
-        max_body_bytes: int = 64 * 1024,
-        retry_in_s: float = 30.0,
-        read_timeout_s: float = 10.0,
-        max_connections: int = 256,
-    ) -> None:
-        self._payments = payments
-        self._repo = repository
-        self._verifier = verifier
-        self._metrics = metrics
-        self._max_body = max_body_bytes
-        self._retry_in_s = retry_in_s
-        """A notification still unprocessed after this long is the reconciler's to retry."""
-        self._read_timeout_s = read_timeout_s
-        self._max_connections = max_connections
-        self._tasks: set[asyncio.Task[bool]] = set()
-        self._runner: web.ServerRunner | None = None
-        self._server: _GuardedServer | None = None
-        self.port = 0
+    """The IPN endpoint (see the module docstring) and the follow-up reads it starts."""
+
+    payments: Payments
+    repository: Repository
+    verifier: SnsVerifier
+    metrics: Metrics
+    _: KW_ONLY
+    max_body_bytes: int = 64 * 1024
+    retry_in_s: float = 30.0
+    """A notification still unprocessed after this long is the reconciler's to retry."""
+    read_timeout_s: float = 10.0
+    """A connection must deliver its request within this long."""
+    max_connections: int = 256
+    port: int = field(init=False, default=0)
+    _tasks: set[asyncio.Task[bool]] = field(init=False, default_factory=set)
+    _runner: web.ServerRunner | None = field(init=False, default=None)
+    _server: _GuardedServer | None = field(init=False, default=None)
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
         """Listen on `host:port`; with `reuse_port` the port is shared with the other workers of
         this replica (`GRPC_WORKERS`), each answering the connections the kernel gives it."""
         self._server = _GuardedServer(
             self._dispatch,
-            max_connections=self._max_connections,
-            read_timeout_s=self._read_timeout_s,
+            max_connections=self.max_connections,
+            read_timeout_s=self.read_timeout_s,
             on_refused=self._refused,
             request_factory=self._make_request,
             access_log=None,
-            keepalive_timeout=self._read_timeout_s,
+            keepalive_timeout=self.read_timeout_s,
             lingering_time=0,
         )
         self._runner = web.ServerRunner(self._server, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_port=reuse_port or None)
-        await site.start()
-        server: Any = site._server
-        self.port = int(server.sockets[0].getsockname()[1])
+        self.port = await listen(self._runner, host, port, reuse_port=reuse_port)
         return self.port
 
     def _refused(self, reason: str) -> None:
-        self._metrics.ipn_messages.add(1, {"outcome": "rejected", "reason": reason})
+        self.metrics.ipn_messages.add(1, {"outcome": "rejected", "reason": reason})
 
     def _make_request(
         self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any
@@ -163,7 +169,7 @@ class IpnReceiver:
             writer,
             task,
             asyncio.get_running_loop(),
-            client_max_size=self._max_body,
+            client_max_size=self.max_body_bytes,
         )
 
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -199,10 +205,10 @@ class IpnReceiver:
             await runner.cleanup()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=10)
-        await self._verifier.close()
+        await self.verifier.close()
 
     def _reject(self, status: int, reason: str) -> web.Response:
-        self._metrics.ipn_messages.add(1, {"outcome": "rejected", "reason": reason})
+        self.metrics.ipn_messages.add(1, {"outcome": "rejected", "reason": reason})
         _log.warning("IPN rejected", extra={"reason": reason})
         return web.json_response({"error": reason}, status=status)
 
@@ -215,8 +221,8 @@ class IpnReceiver:
             return response
 
     async def handle(self, request: web.BaseRequest) -> web.Response:
-        self._metrics.ipn_messages.add(1, {"outcome": "received"})
-        if request.content_length is not None and request.content_length > self._max_body:
+        self.metrics.ipn_messages.add(1, {"outcome": "received"})
+        if request.content_length is not None and request.content_length > self.max_body_bytes:
             return self._reject(413, "too_large")
         try:
             raw = await request.read()
@@ -229,7 +235,7 @@ class IpnReceiver:
         if not isinstance(envelope, dict):
             return self._reject(400, "malformed")
         try:
-            await self._verifier.verify(envelope)
+            await self.verifier.verify(envelope)
         except SnsError as exc:
             status = 503 if exc.reason == "certificate_unavailable" else 403
             if exc.reason in ("malformed", "unsupported_type"):
@@ -244,137 +250,116 @@ class IpnReceiver:
             return self._reject(400, "malformed_message")
         if not all(_FIELD.fullmatch(v) for v in (notification_id, object_type, object_id)):
             return self._reject(400, "malformed_message")
-        self._metrics.ipn_messages.add(1, {"outcome": "verified"})
+        self.metrics.ipn_messages.add(1, {"outcome": "verified"})
         kind = OBJECT_TYPES.get(object_type)
         charge_permission_id = _text(message.get("ChargePermissionId"))
-        amazon_merchant_id = _text(message.get("MerchantID"))
-        merchant = None
-        if kind is not None:
-            merchant = await self._repo.merchant_of(kind, object_id, charge_permission_id)
-        fresh = await self._repo.record_ipn(
+        notification = Notification(
+            notification_id=notification_id,
+            kind=kind,
+            object_id=object_id,
+            merchant=(
+                None
+                if kind is None
+                else await self.repository.merchant_of(kind, object_id, charge_permission_id)
+            ),
+            charge_permission_id=charge_permission_id,
+            amazon_merchant_id=_text(message.get("MerchantID")),
+        )
+        fresh = await self.repository.record_ipn(
             notification_id=notification_id,
             message_id=envelope["MessageId"],
-            merchant=merchant,
+            merchant=notification.merchant,
             object_type=object_type,
             object_id=object_id,
             charge_permission_id=charge_permission_id,
             notification_type=str(message.get("NotificationType") or ""),
             topic_arn=envelope["TopicArn"],
             envelope=envelope,
-            amazon_merchant_id=amazon_merchant_id,
-            retry_in_s=self._retry_in_s,
+            amazon_merchant_id=notification.amazon_merchant_id,
+            retry_in_s=self.retry_in_s,
         )
         if not fresh:
-            self._metrics.ipn_messages.add(1, {"outcome": "duplicate"})
+            self.metrics.ipn_messages.add(1, {"outcome": "duplicate"})
             return web.json_response({"status": "duplicate"})
-        task = asyncio.create_task(
-            self.process(
-                notification_id,
-                kind,
-                object_id,
-                merchant=merchant,
-                charge_permission_id=charge_permission_id,
-                amazon_merchant_id=amazon_merchant_id,
-            )
-        )
+        task = asyncio.create_task(self.process(notification))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return web.json_response({"status": "accepted"})
 
-    async def process(
-        self,
-        notification_id: str,
-        kind: str | None,
-        object_id: str,
-        *,
-        merchant: str | None = None,
-        charge_permission_id: str | None = None,
-        amazon_merchant_id: str | None = None,
-    ) -> bool:
+    async def process(self, notification: Notification) -> bool:
         """Read the object the notification names, for the merchant it belongs to, and record
         it; mark the notification done. A failure backs off (`IPN_ATTEMPTS`, then given up with
         an ERROR log and the `given_up` outcome). Returns whether it was processed."""
+        merchant = notification.merchant
         with _tracer.start_as_current_span(
             "ipn.process",
             attributes={
                 **({"amazonpay.merchant": merchant} if merchant else {}),
-                "amazonpay.object_kind": kind or "",
-                "amazonpay.object_id": object_id,
+                "amazonpay.object_kind": notification.kind or "",
+                "amazonpay.object_id": notification.object_id,
             },
         ):
-            return await self._process(
-                notification_id,
-                kind,
-                object_id,
-                merchant=merchant,
-                charge_permission_id=charge_permission_id,
-                amazon_merchant_id=amazon_merchant_id,
-            )
+            return await self._process(notification)
 
-    async def _process(
-        self,
-        notification_id: str,
-        kind: str | None,
-        object_id: str,
-        *,
-        merchant: str | None,
-        charge_permission_id: str | None,
-        amazon_merchant_id: str | None,
-    ) -> bool:
+    async def _process(self, notification: Notification) -> bool:
+        notification_id, kind = notification.notification_id, notification.kind
         if kind is None:
-            await self._repo.mark_ipn_processed(notification_id)
+            await self.repository.mark_ipn_processed(notification_id)
             return True
         error: str | None = None
         try:
-            for alias in await self._merchants_for(
-                merchant, kind, object_id, charge_permission_id, amazon_merchant_id
-            ):
+            for alias in await self._merchants_for(notification, kind):
                 try:
-                    await self._payments.read(
-                        alias, kind, object_id, source="amazon", deadline=None, record_source="ipn"
+                    await self.payments.read(
+                        alias,
+                        kind,
+                        notification.object_id,
+                        source="amazon",
+                        deadline=None,
+                        record_source="ipn",
                     )
                 except AmazonPayError as exc:
                     error = type(exc).__name__ + (f"/{exc.http_status}" if exc.http_status else "")
                     if exc.http_status == 404:
                         continue  # another account's object, or none Amazon has
                     break
-                await self._repo.mark_ipn_processed(notification_id, alias)
+                await self.repository.mark_ipn_processed(notification_id, alias)
                 trace.get_current_span().set_attribute("amazonpay.merchant", alias)
                 return True
         except (AmazonPayError, Overloaded, LookupError, OSError, TimeoutError) as exc:
             error = type(exc).__name__
-        tries = await self._repo.settle_ipn(
+        tries = await self.repository.settle_ipn(
             notification_id,
             error=error or "no merchant",
             max_attempts=IPN_ATTEMPTS,
             backoff_s=ipn_backoff_s,
         )
-        extra = {"kind": kind, "error": error, "attempts": tries, "merchant": merchant}
+        extra = {
+            "kind": kind,
+            "error": error,
+            "attempts": tries,
+            "merchant": notification.merchant,
+        }
         if tries >= IPN_ATTEMPTS:
-            self._metrics.ipn_messages.add(1, {"outcome": "given_up"})
+            self.metrics.ipn_messages.add(1, {"outcome": "given_up"})
             _log.error("gave up an IPN whose object could not be read", extra=extra)
         else:
-            self._metrics.ipn_messages.add(1, {"outcome": "retry_later"})
+            self.metrics.ipn_messages.add(1, {"outcome": "retry_later"})
             _log.warning("IPN follow-up read failed; retried later", extra=extra)
         return False
 
-    async def _merchants_for(
-        self,
-        merchant: str | None,
-        kind: str,
-        object_id: str,
-        charge_permission_id: str | None,
-        amazon_merchant_id: str | None,
-    ) -> list[str]:
+    async def _merchants_for(self, notification: Notification, kind: str) -> list[str]:
         """Who to read the object as: the merchant that recorded it (or its charge permission),
         else the account earlier notifications with the same MerchantID were for, else every
         configured account in turn (Amazon answers 404 to the others)."""
-        known = merchant or await self._repo.merchant_of(kind, object_id, charge_permission_id)
-        if known is None and amazon_merchant_id is not None:
-            known = await self._repo.merchant_of_amazon_id(amazon_merchant_id)
+        known = notification.merchant or await self.repository.merchant_of(
+            kind, notification.object_id, notification.charge_permission_id
+        )
+        if known is None and notification.amazon_merchant_id is not None:
+            known = await self.repository.merchant_of_amazon_id(notification.amazon_merchant_id)
         if known is not None:
             return [known]
-        registry = self._payments.merchants
+        registry = self.payments.merchants
         others = sorted(m.alias for m in registry if m.alias != registry.default_alias)
         return [registry.default_alias, *others]
 

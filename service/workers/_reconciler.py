@@ -16,8 +16,6 @@ Amazon expires objects itself (sessions 24 h, authorizations 30 days, one-time c
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -27,10 +25,11 @@ from opentelemetry import trace
 
 from service.amazonpay import AmazonPayError
 from service.core import Payments
-from service.ledger import Repository, StoredObject, is_unavailable
+from service.ledger import Repository, StoredObject
 from service.telemetry import Metrics
 
-from ._ipn import OBJECT_TYPES, IpnReceiver
+from ._ipn import OBJECT_TYPES, IpnReceiver, Notification
+from ._loop import Worker
 
 __all__ = ["PassResult", "Reconciler", "ReconcilerSettings"]
 
@@ -65,7 +64,7 @@ class PassResult:
     changed: int
 
 
-class Reconciler:
+class Reconciler(Worker[PassResult], name="reconciler", max_backoff_s=30.0):
     def __init__(
         self,
         payments: Payments,
@@ -80,53 +79,8 @@ class Reconciler:
         self._settings = settings
         self._ipn = ipn
         self._owner = payments.instance_id
-        self._task: asyncio.Task[None] | None = None
+        self.interval_s = settings.interval_s
         self._next_retention = 0.0
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="reconciler")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        pause = self._settings.interval_s
-        while True:
-            try:
-                await self.run_once()
-                pause = self._settings.interval_s
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not is_unavailable(exc):
-                    _log.exception("reconciler pass failed")
-                else:
-                    # Postgres is restarting or unreachable: readiness already says so; back off
-                    # instead of logging an error every interval.
-                    pause = min(max(pause * 2, self._settings.interval_s), 30.0)
-                    _log.warning(
-                        "reconciler pass skipped: ledger unreachable",
-                        extra={"error": type(exc).__name__, "retry_in_s": pause},
-                    )
-            await asyncio.sleep(pause)
-
-    async def run_once(self) -> PassResult:
-        """One pass as one trace: every read, re-drive and SQL statement of it is a child."""
-        with _tracer.start_as_current_span("reconciler.pass", kind=trace.SpanKind.INTERNAL) as span:
-            result = await self._pass()
-            span.set_attributes(
-                {
-                    "reconciler.redriven": result.redriven,
-                    "reconciler.ipn_retried": result.ipn_retried,
-                    "reconciler.polled": result.polled,
-                    "reconciler.changed": result.changed,
-                }
-            )
-            return result
 
     async def _pass(self) -> PassResult:
         redriven = await self._payments.redrive_orphans()
@@ -144,7 +98,9 @@ class Reconciler:
         self._metrics.owed_reads = await self._repo.owed_read_counts()
         self._metrics.backlog = await self._repo.backlog()
         await self._retention()
-        return PassResult(redriven, ipn_retried, len(objects), changed)
+        return PassResult(
+            redriven=redriven, ipn_retried=ipn_retried, polled=len(objects), changed=changed
+        )
 
     async def _retention(self) -> None:
         days = self._settings.pii_retention_days
@@ -163,12 +119,14 @@ class Reconciler:
         )
         for row in pending:
             await self._ipn.process(
-                row["notification_id"],
-                OBJECT_TYPES.get(row["object_type"]),
-                row["object_id"],
-                merchant=row["merchant"],
-                charge_permission_id=row["charge_permission_id"],
-                amazon_merchant_id=row["amazon_merchant_id"],
+                Notification(
+                    notification_id=row["notification_id"],
+                    kind=OBJECT_TYPES.get(row["object_type"]),
+                    object_id=row["object_id"],
+                    merchant=row["merchant"],
+                    charge_permission_id=row["charge_permission_id"],
+                    amazon_merchant_id=row["amazon_merchant_id"],
+                )
             )
         return len(pending)
 

@@ -136,7 +136,7 @@ def _merge_list(current: Any, patch: list[Any], key: str, where: tuple[str, ...]
     merge_key = MERGE_KEYS.get(key)
     if merge_key is None:
         raise Unsupported(f"{'.'.join(where)}: no strategic-merge rule for this list")
-    result = copy.deepcopy(current)
+    result: list[Any] = copy.deepcopy(current)
     added = []
     for item in patch:
         if not isinstance(item, dict) or merge_key not in item:

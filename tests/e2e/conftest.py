@@ -98,6 +98,7 @@ def service_env(
         "ADMIN_LISTEN": "127.0.0.1:0",
         "IPN_EXTRA_CERT_HOSTS": urlsplit(emulator.url).netloc,
         "RECONCILER_ENABLED": "0",
+        "SETTLEMENT_ENABLED": "0",
         "PII_KEY_FILES": f"k1={pii_key}",
     }
 
@@ -105,14 +106,14 @@ def service_env(
 @dataclass
 class Stubs:
     target: str
-    sessions: checkout_session_pb2_grpc.CheckoutSessionServiceStub
-    permissions: charge_permission_pb2_grpc.ChargePermissionServiceStub
-    charges: charge_pb2_grpc.ChargeServiceStub
-    refunds: refund_pb2_grpc.RefundServiceStub
-    buyers: buyer_pb2_grpc.BuyerServiceStub
-    trackers: delivery_tracker_pb2_grpc.DeliveryTrackerServiceStub
-    buttons: button_pb2_grpc.ButtonServiceStub
-    ledger: ledger_pb2_grpc.LedgerServiceStub
+    sessions: checkout_session_pb2_grpc.CheckoutSessionServiceAsyncStub
+    permissions: charge_permission_pb2_grpc.ChargePermissionServiceAsyncStub
+    charges: charge_pb2_grpc.ChargeServiceAsyncStub
+    refunds: refund_pb2_grpc.RefundServiceAsyncStub
+    buyers: buyer_pb2_grpc.BuyerServiceAsyncStub
+    trackers: delivery_tracker_pb2_grpc.DeliveryTrackerServiceAsyncStub
+    buttons: button_pb2_grpc.ButtonServiceAsyncStub
+    ledger: ledger_pb2_grpc.LedgerServiceAsyncStub
 
 
 def stubs_for(channel: grpc.aio.Channel, target: str) -> Stubs:

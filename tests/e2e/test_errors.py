@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pool
+from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
 
 from payments.amazonpay.v1 import buyer_pb2, charge_pb2, common_pb2, refund_pb2
 from payments.amazonpay.v1 import checkout_session_pb2 as cs
+from service.api import discover_services
+from service.api._servicers import ADDRESSED
 from service.app import Application
 from tests._emulator import EmulatorProcess
 from tests.e2e._flows import failure, key, usd
@@ -165,6 +170,31 @@ async def test_invalid_requests_name_each_field_and_write_nothing(
     assert info.reason == "VALIDATION_FAILED"
     for field, rule in violations.items():
         assert info.violations.get(field) == rule, info.violations
+    assert await _written(app) == before
+
+
+async def test_every_rpc_addressing_an_object_refuses_a_request_without_its_id(
+    api: Stubs, app: Application
+) -> None:
+    services = {name: stub.full_name for stub in discover_services() for name in stub.method_names}
+    pool = descriptor_pool.Default()
+    before = await _written(app)
+    async with grpc.aio.insecure_channel(api.target) as channel:
+        for name, (field,) in ADDRESSED.items():
+            method = pool.FindMethodByName(f"{services[name]}.{name}")
+            call = channel.unary_unary(
+                f"/{services[name]}/{name}",
+                request_serializer=Message.SerializeToString,
+                response_deserializer=GetMessageClass(method.output_type).FromString,
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call(GetMessageClass(method.input_type)(), timeout=10)
+            info = failure(caught.value)
+            assert (info.code, info.reason) == (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "VALIDATION_FAILED",
+            ), name
+            assert info.violations.get(field) == "is required", (name, info.violations)
     assert await _written(app) == before
 
 

@@ -18,8 +18,9 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+from google.protobuf.message import Message
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 
 from payments.amazonpay.v1 import (
     button_pb2,
@@ -129,7 +130,7 @@ async def _operation(app: Application, caller_key: str) -> tuple[str, dict[str, 
 async def test_a_trailing_newline_or_control_character_is_refused_in_every_pattern_field(
     api: Stubs, app: Application
 ) -> None:
-    attacks = [
+    attacks: list[tuple[Message, grpc.aio.UnaryUnaryMultiCallable[Any, Any], str]] = [
         (
             cs.CreateCheckoutSessionRequest(
                 idempotency_key=key(),
@@ -212,6 +213,7 @@ def _sum(reader: InMemoryMetricReader, name: str) -> dict[str, float]:
             for metric in scope.metrics:
                 if metric.name == name:
                     for point in metric.data.data_points:
+                        assert isinstance(point, NumberDataPoint), f"{name} is not a sum"
                         if not point.value:
                             continue  # series started at zero (present from start-up)
                         label = str(dict(point.attributes or {}).get("operation"))
@@ -523,7 +525,7 @@ def _digest(*filters: object) -> str:
 async def test_forged_page_tokens_are_invalid_argument(api: Stubs) -> None:
     events = _digest("default", None, None, None, None, None, None)
     objects = _digest("default", None, None, None, None, None, None)
-    forged = [
+    forged: list[tuple[grpc.aio.UnaryUnaryMultiCallable[Any, Any], type[Message], str]] = [
         (
             api.ledger.ListEvents,
             ledger_pb2.ListEventsRequest,

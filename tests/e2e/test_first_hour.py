@@ -255,7 +255,7 @@ async def test_every_rpc_logs_one_json_line_with_ids_request_ids_and_trace_id_an
             dev.emulator_url,
             sid,
             "signIn",
-            {"card": "1111", "buyer": {"name": buyer_name, "email": buyer_email}},
+            body={"card": "1111", "buyer": {"name": buyer_name, "email": buyer_email}},
         )
         updated = await client.checkout_sessions.update(
             sid,
@@ -303,10 +303,10 @@ async def test_every_rpc_logs_one_json_line_with_ids_request_ids_and_trace_id_an
         ]
 
     await asyncio.sleep(0.5)  # the last lines are written as each call ends
-    for line in dev.service.log_lines:
-        assert json.loads(line), line  # every stderr line is one JSON object, C core included
-        assert buyer_name not in line, line
-        assert buyer_email not in line, line
+    for text in dev.service.log_lines:
+        assert json.loads(text), text  # every stderr line is one JSON object, C core included
+        assert buyer_name not in text, text
+        assert buyer_email not in text, text
     lines = dev.rpc_lines()
     fields = {
         "rpc",

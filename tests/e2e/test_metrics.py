@@ -11,7 +11,7 @@ import aiohttp
 import grpc
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 
 from payments.amazonpay.v1 import checkout_session_pb2 as cs
 from service.app import Application
@@ -29,7 +29,9 @@ def _points(reader: InMemoryMetricReader, name: str) -> list[tuple[dict[str, Any
         for scope in resource.scope_metrics:
             for metric in scope.metrics:
                 if metric.name == name:
-                    found += [(dict(p.attributes or {}), p.value) for p in metric.data.data_points]
+                    for point in metric.data.data_points:
+                        assert isinstance(point, NumberDataPoint), f"{name} is not a sum or gauge"
+                        found.append((dict(point.attributes or {}), point.value))
     return found
 
 

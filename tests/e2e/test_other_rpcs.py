@@ -9,7 +9,7 @@ import json
 import grpc
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from payments.amazonpay.v1 import (
     button_pb2,
@@ -127,11 +127,12 @@ async def test_button_payload_is_signed_with_the_merchant_key(api: Stubs, keys: 
     assert signed.algorithm == "AMZN-PAY-RSASSA-PSS-V2"
     public = serialization.load_pem_public_key(keys.public.read_bytes())
     to_sign = f"AMZN-PAY-RSASSA-PSS-V2\n{hashlib.sha256(payload.encode()).hexdigest()}"
-    public.verify(  # type: ignore[union-attr,call-arg]
+    assert isinstance(public, rsa.RSAPublicKey)
+    public.verify(
         base64.b64decode(signed.signature),
         to_sign.encode(),
-        padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),  # type: ignore[arg-type]
-        hashes.SHA256(),  # type: ignore[arg-type]
+        padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
+        hashes.SHA256(),
     )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await api.buttons.SignButtonPayload(button_pb2.SignButtonPayloadRequest(payload="[1]"))
@@ -211,7 +212,7 @@ async def test_list_events_pages_through_history(
             charge_id=done.charge_id, idempotency_key=key(), capture_amount=usd("100.00")
         )
     )
-    seen = []
+    seen: list[ledger_pb2.LedgerEvent] = []
     token = ""
     while True:
         page = await api.ledger.ListEvents(

@@ -42,12 +42,12 @@ async def _create_session(api: Stubs) -> str:
 
 
 async def _next_event(
-    stream: grpc.aio.UnaryStreamCall, seconds: float = 10
-) -> ledger_pb2.LedgerEvent:  # type: ignore[type-arg]
+    stream: grpc.aio.UnaryStreamCall[ledger_pb2.WatchEventsRequest, ledger_pb2.WatchEventsResponse],
+    seconds: float = 10,
+) -> ledger_pb2.LedgerEvent:
     message = await asyncio.wait_for(stream.read(), seconds)
-    assert message is not grpc.aio.EOF
-    event: ledger_pb2.LedgerEvent = message.event
-    return event
+    assert isinstance(message, ledger_pb2.WatchEventsResponse)  # not grpc.aio.EOF
+    return message.event
 
 
 async def test_watch_streams_new_events_and_resumes_from_an_event_id(api: Stubs) -> None:
@@ -196,7 +196,7 @@ async def _write_objects(app: Application, writer: int, rounds: int, rng: random
         records = list({r.object_id: r for r in records}.values())
         records.sort(key=lambda r: r.object_id)  # one lock order: writers never deadlock
         async with app.ledger.pool.acquire() as conn, conn.transaction():
-            await repo._record(conn, records, "api", None)
+            await repo._record(conn, records, "api", timeout=None)
             await asyncio.sleep(rng.uniform(0, 0.02))
 
 
@@ -252,7 +252,7 @@ async def test_a_consumer_resuming_at_random_points_across_replicas_gets_every_e
                 try:
                     for _ in range(rng.randint(1, 6)):
                         message = await asyncio.wait_for(stream.read(), 2)
-                        assert message is not grpc.aio.EOF
+                        assert isinstance(message, ledger_pb2.WatchEventsResponse)  # not EOF
                         last = message.event.event_id
                         received.append(last)
                 except TimeoutError:
@@ -296,7 +296,7 @@ async def test_a_consumer_resuming_at_random_points_across_replicas_gets_every_e
         assert set(received) - set(table) == set(), "events outside the table were sent"
     finally:
         for channel in channels:
-            await channel.close()
+            await channel.close(None)
         for app in replicas:
             await app.stop()
 

@@ -4,8 +4,9 @@ on its own database for the whole module, so hypothesis examples share it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import asyncpg
 import grpc
@@ -18,6 +19,8 @@ from tests._postgres import fresh_database
 from tests.e2e.conftest import Keys, emulator, keys, service_env
 
 __all__ = ["FuzzTarget", "emulator", "fuzz_target", "keys"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -36,7 +39,7 @@ class FuzzTarget:
         self.application = Application(load_settings(self.env))
         await self.application.start()
 
-    def run(self, coro):  # type: ignore[no-untyped-def]
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the loop the service lives on (tests here are synchronous)."""
         return self.loop.run_until_complete(coro)
 

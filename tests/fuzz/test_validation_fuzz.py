@@ -59,7 +59,7 @@ MAX_DEPTH = 3
 
 # ------------------------------------------------------------------------------ strategies
 
-_unicode = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
+_unicode = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
 _huge = st.builds(
     lambda ch, n: ch * n,
     st.sampled_from(["a", "é", "\u4e2d", "\U0001f4b3", "\x00", "-"]),
@@ -364,10 +364,11 @@ _PLAUSIBLE_VALUES: dict[str, str] = {
 def _valid(method: MethodDescriptor) -> Message:
     """A request that passes the service's validation (Amazon may still refuse it): the RPC's
     required fields with plausible values, and a simulation code wherever one is accepted."""
+    from service.api._servicers import ADDRESSED
     from service.api._validation import REQUIRED
 
     request = GetMessageClass(method.input_type)()
-    for dotted in REQUIRED.get(method.name, ()):
+    for dotted in (*ADDRESSED.get(method.name, ()), *REQUIRED.get(method.name, ())):
         node: Any = request
         *parents, name = dotted.split(".")
         for part in parents:

@@ -5,66 +5,27 @@ retries, jittered retries of UNAVAILABLE / RESOURCE_EXHAUSTED (honouring RetryIn
 deadlines, TLS / mTLS / bearer tokens. `python -m amazonpay_client --help` is the on-call CLI.
 """
 
+from . import _errors
 from ._client import DEFAULT_TARGET, AmazonPayClient
-from ._errors import (
-    AMAZON_DOMAIN,
-    DECLINE_REASONS,
-    SERVICE_DOMAIN,
-    AmazonPayServiceError,
-    AuthenticationError,
-    CallCancelledError,
-    DeadlineExceededError,
-    DeclinedError,
-    IdempotencyConflictError,
-    InternalError,
-    InvalidPageTokenError,
-    InvalidStateError,
-    NotFoundError,
-    PermissionDeniedError,
-    PreconditionFailedError,
-    RateLimitedError,
-    UnavailableError,
-    UnimplementedError,
-    UnknownMerchantError,
-    ValidationError,
-    error_from_rpc,
-)
+from ._errors import *  # noqa: F403 - the exceptions, listed once in `_errors.__all__`
 from ._retry import RetryEvent, RetryPolicy
-from ._services import kind_enum, kind_name, price
+from ._services import kind_enum, kind_name, outcome_enum, outcome_name, price
 from ._transport import DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT, new_key
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AMAZON_DOMAIN",
-    "DECLINE_REASONS",
     "DEFAULT_READ_TIMEOUT",
     "DEFAULT_TARGET",
     "DEFAULT_WRITE_TIMEOUT",
-    "SERVICE_DOMAIN",
     "AmazonPayClient",
-    "AmazonPayServiceError",
-    "AuthenticationError",
-    "CallCancelledError",
-    "DeadlineExceededError",
-    "DeclinedError",
-    "IdempotencyConflictError",
-    "InternalError",
-    "InvalidPageTokenError",
-    "InvalidStateError",
-    "NotFoundError",
-    "PermissionDeniedError",
-    "PreconditionFailedError",
-    "RateLimitedError",
     "RetryEvent",
     "RetryPolicy",
-    "UnavailableError",
-    "UnimplementedError",
-    "UnknownMerchantError",
-    "ValidationError",
-    "error_from_rpc",
     "kind_enum",
     "kind_name",
     "new_key",
+    "outcome_enum",
+    "outcome_name",
     "price",
 ]
+__all__ += _errors.__all__

@@ -8,6 +8,7 @@ Examples:
     python -m amazonpay_client ledger events --charge-permission-id S01-1234567-1234567
     python -m amazonpay_client ledger watch --kind charge --after-event-id 1200
     python -m amazonpay_client refund S01-...-C000001 5.00 USD   # asks first; prints its key
+    python -m amazonpay_client reconcile --from 2026-03-01T00:00Z --to 2026-03-08T00:00Z
     python -m amazonpay_client demo                        # a whole purchase against `make run`
 Money-moving commands (capture, cancel, refund) show what they will do and ask for "yes" (or
 take --yes); each prints its idempotency key first: after a failure or a timeout, repeat the
@@ -24,12 +25,13 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from ._client import DEFAULT_TARGET, AmazonPayClient
 from ._demo import DEFAULT_EMULATOR_URL, run_demo
@@ -48,8 +50,12 @@ from ._format import (
     transaction_row,
     transaction_summary,
 )
+from ._reconcile import add_reconcile_command, reconcile
 from ._services import KINDS, price
 from ._transport import new_key
+
+T = TypeVar("T")
+Shown = TypeVar("Shown", bound=Message)
 
 __all__ = ["amain", "main"]
 
@@ -58,7 +64,7 @@ EXIT_RPC_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-_OBJECTS = ("checkout-session", "charge-permission", "charge", "refund", "buyer")
+_OBJECTS = ("checkout-session", "charge-permission", "charge", "refund", "dispute", "buyer")
 _KIND_CHOICES = tuple(k.replace("_", "-") for k in KINDS)
 
 
@@ -181,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--amount", type=_amount, default="50.00", help="order amount in USD (%(default)s)"
     )
+    add_reconcile_command(commands, common, _when)
     return parser
 
 
@@ -227,6 +234,7 @@ async def _get(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]) 
         "charge-permission": (client.charge_permissions, "charge_permission"),
         "charge": (client.charges, "charge"),
         "refund": (client.refunds, "refund"),
+        "dispute": (client.disputes, "dispute"),
         "buyer": (client.buyers, "buyer"),
     }
     service, field = services[args.object]
@@ -240,25 +248,52 @@ async def _get(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]) 
     print(key_values(flatten(to_dict(getattr(response, field)))), file=out)
 
 
-async def _list(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]) -> None:
-    found = []
-    async for tx in client.ledger.iter_transactions(
-        kind=args.kind,
-        state=args.state,
-        charge_permission_id=args.charge_permission_id,
-        merchant_reference_id=args.reference,
-        created_after=args.created_after,
-        created_before=args.created_before,
-        page_size=min(max(args.limit, 1), 500),
-    ):
-        found.append(tx)
-        if len(found) >= args.limit:
+def _scope(args: argparse.Namespace) -> dict[str, Any]:
+    """The filters every ledger listing takes from the command line."""
+    return {"kind": args.kind, "charge_permission_id": args.charge_permission_id}
+
+
+async def _first(items: AsyncIterator[T], limit: int) -> list[T]:
+    """At most `limit` items of a listing (no page after the one holding the last is read)."""
+    found: list[T] = []
+    async for item in items:
+        found.append(item)
+        if len(found) >= limit:
             break
+    return found
+
+
+def _print_found(
+    found: Sequence[Shown],
+    args: argparse.Namespace,
+    out: IO[str],
+    *,
+    noun: str,
+    columns: Sequence[str],
+    row: Callable[[Shown], Sequence[str]],
+) -> None:
     if args.json:
         print(to_json(found), file=out)
         return
-    print(table(TRANSACTION_COLUMNS, [transaction_row(t) for t in found]), file=out)
-    print(f"({len(found)} transaction{'s' if len(found) != 1 else ''})", file=out)
+    print(table(columns, [row(item) for item in found]), file=out)
+    print(f"({len(found)} {noun}{'s' if len(found) != 1 else ''})", file=out)
+
+
+async def _list(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]) -> None:
+    found = await _first(
+        client.ledger.iter_transactions(
+            **_scope(args),
+            state=args.state,
+            merchant_reference_id=args.reference,
+            created_after=args.created_after,
+            created_before=args.created_before,
+            page_size=min(max(args.limit, 1), 500),
+        ),
+        args.limit,
+    )
+    _print_found(
+        found, args, out, noun="transaction", columns=TRANSACTION_COLUMNS, row=transaction_row
+    )
 
 
 async def _show(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]) -> None:
@@ -272,23 +307,17 @@ async def _show(client: AmazonPayClient, args: argparse.Namespace, out: IO[str])
 
 
 async def _events(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]) -> None:
-    found = []
-    async for event in client.ledger.iter_events(
-        kind=args.kind,
-        object_id=args.object_id,
-        charge_permission_id=args.charge_permission_id,
-        source=args.source,
-        after_event_id=args.after_event_id or None,
-        page_size=min(max(args.limit, 1), 1000),
-    ):
-        found.append(event)
-        if len(found) >= args.limit:
-            break
-    if args.json:
-        print(to_json(found), file=out)
-        return
-    print(table(EVENT_COLUMNS, [event_row(e) for e in found]), file=out)
-    print(f"({len(found)} event{'s' if len(found) != 1 else ''})", file=out)
+    found = await _first(
+        client.ledger.iter_events(
+            **_scope(args),
+            object_id=args.object_id,
+            source=args.source,
+            after_event_id=args.after_event_id or None,
+            page_size=min(max(args.limit, 1), 1000),
+        ),
+        args.limit,
+    )
+    _print_found(found, args, out, noun="event", columns=EVENT_COLUMNS, row=event_row)
 
 
 async def _watch(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]) -> None:
@@ -296,10 +325,7 @@ async def _watch(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]
     if not args.json:
         print("watching ledger events (Ctrl-C to stop)...", file=out, flush=True)
     async for event in client.ledger.watch_events(
-        kind=args.kind,
-        object_id=args.object_id,
-        charge_permission_id=args.charge_permission_id,
-        after_event_id=args.after_event_id,
+        **_scope(args), object_id=args.object_id, after_event_id=args.after_event_id
     ):
         if args.json:
             print(json.dumps(to_dict(event), sort_keys=True), file=out, flush=True)
@@ -353,7 +379,7 @@ async def _order(client: AmazonPayClient, args: argparse.Namespace, out: IO[str]
     print(table(EVENT_COLUMNS, [event_row(e) for e in history]), file=out)
 
 
-def _confirm(args: argparse.Namespace, what: str, key: str, out: IO[str]) -> bool:
+def _confirm(args: argparse.Namespace, out: IO[str], *, what: str, key: str) -> bool:
     target = f"{args.target} (merchant {args.merchant or 'default'})"
     print(f"About to {what} at {target}.", file=out)
     print(f"idempotency key: {key}", file=out)
@@ -374,7 +400,7 @@ async def _money_move(client: AmazonPayClient, args: argparse.Namespace, out: IO
     else:
         verb = "CAPTURE" if args.command == "capture" else "REFUND"
         what = f"{verb} {args.amount} {args.currency} of charge {args.charge_id}"
-    if not _confirm(args, what, key, out):
+    if not _confirm(args, out, what=what, key=key):
         print("nothing was sent", file=out)
         return EXIT_USAGE
     response: Any
@@ -441,7 +467,7 @@ async def amain(
         print(f"error: {exc}", file=err)
         return EXIT_USAGE
     handlers = {"list": _list, "show": _show, "events": _events, "watch": _watch}
-    commands = {"get": _get, "order": _order, "demo": _demo}
+    commands = {"get": _get, "order": _order, "demo": _demo, "reconcile": reconcile}
     async with client:
         try:
             if args.command in ("capture", "cancel", "refund"):

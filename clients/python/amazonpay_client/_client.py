@@ -17,8 +17,10 @@ from ._services import (
     ChargeService,
     CheckoutSessionService,
     DeliveryTrackerService,
+    DisputeService,
     LedgerService,
     RefundService,
+    SettlementService,
 )
 from ._transport import (
     DEFAULT_READ_TIMEOUT,
@@ -85,12 +87,12 @@ class AmazonPayClient:
             channel,
             merchant=merchant,
             token=token,
-            retry=retry,
+            retry=retry or RetryPolicy(),
             on_retry=on_retry,
             read_timeout=read_timeout,
             write_timeout=write_timeout,
-            metadata=metadata,
-            rng=rng,
+            static_metadata=tuple(metadata),
+            rng=rng or random.Random(),  # jitter, not secrets
         )
         self.checkout_sessions = CheckoutSessionService(self._transport)
         self.charge_permissions = ChargePermissionService(self._transport)
@@ -100,6 +102,8 @@ class AmazonPayClient:
         self.delivery_trackers = DeliveryTrackerService(self._transport)
         self.buttons = ButtonService(self._transport)
         self.ledger = LedgerService(self._transport)
+        self.disputes = DisputeService(self._transport)
+        self.settlements = SettlementService(self._transport)
 
     @property
     def retry_policy(self) -> RetryPolicy:

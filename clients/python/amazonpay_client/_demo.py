@@ -46,7 +46,7 @@ def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def buyer_step(
-    emulator_url: str, session_id: str, step: str, body: dict[str, Any] | None = None
+    emulator_url: str, session_id: str, step: str, *, body: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """`signIn` or `confirm` of the buyer at the emulator (in a thread: urllib blocks)."""
     url = f"{emulator_url.rstrip('/')}/_emulator/checkoutSessions/{session_id}/{step}"
@@ -74,7 +74,7 @@ async def run_demo(
     session_id = session.checkout_session_id
     show("CreateCheckoutSession", f"{session_id} {session.status_details.raw_state}")
 
-    await buyer_step(emulator_url, session_id, "signIn", {"card": "1111"})
+    await buyer_step(emulator_url, session_id, "signIn", body={"card": "1111"})
     show("buyer signs in (emulator)", "card ****1111 chosen")
 
     updated = await client.checkout_sessions.update(

@@ -1,4 +1,4 @@
-"""One object per gRPC service; keyword arguments carry Amazon's field names in snake_case.
+"""One object per gRPC service (settlements and disputes too); keyword arguments carry Amazon's field names in snake_case.
 
 Nested messages may be passed as the generated message or as a dict of its fields
 (`charge_amount={"amount": "10.00", "currency_code": "USD"}` or `price("10.00", "USD")`).
@@ -10,7 +10,8 @@ process safe too.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypedDict, TypeVar, Unpack, cast
@@ -33,10 +34,14 @@ from payments.amazonpay.v1 import (
     common_pb2,
     delivery_tracker_pb2,
     delivery_tracker_pb2_grpc,
+    dispute_pb2,
+    dispute_pb2_grpc,
     ledger_pb2,
     ledger_pb2_grpc,
     refund_pb2,
     refund_pb2_grpc,
+    settlement_pb2,
+    settlement_pb2_grpc,
 )
 
 from ._errors import ValidationError, error_from_rpc
@@ -45,18 +50,25 @@ from ._transport import Transport, new_key
 
 __all__ = [
     "KINDS",
+    "OUTCOMES",
+    "STATUSES",
     "ButtonService",
     "BuyerService",
     "ChargePermissionService",
     "ChargeService",
     "CheckoutSessionService",
     "DeliveryTrackerService",
+    "DisputeService",
     "Kind",
     "LedgerService",
+    "Outcome",
     "RefundService",
+    "SettlementService",
     "Source",
     "kind_enum",
     "kind_name",
+    "outcome_enum",
+    "outcome_name",
     "price",
 ]
 
@@ -65,31 +77,60 @@ Message = Any
 MessageLike = Message | Mapping[str, Any]
 """A generated message or a dict of its fields."""
 Source = Literal["auto", "ledger", "amazon"]
-Kind = Literal["checkout_session", "charge_permission", "charge", "refund"]
-EventSourceName = Literal["api", "poll", "ipn", "recovery"]
+Kind = Literal[
+    "checkout_session", "charge_permission", "charge", "refund", "dispute", "settlement_line"
+]
+EventSourceName = Literal["api", "poll", "ipn", "recovery", "settlement"]
 Resp = TypeVar("Resp", bound=_ProtoMessage)
 GetResp = TypeVar("GetResp", bound=_ProtoMessage)
 
 _PACKAGE = "payments.amazonpay.v1"
 
-_SOURCES: Mapping[str, int] = {
-    "auto": common_pb2.READ_SOURCE_AUTO,
-    "ledger": common_pb2.READ_SOURCE_LEDGER,
-    "amazon": common_pb2.READ_SOURCE_AMAZON,
-}
-KINDS: Mapping[str, int] = {
-    "checkout_session": ledger_pb2.OBJECT_KIND_CHECKOUT_SESSION,
-    "charge_permission": ledger_pb2.OBJECT_KIND_CHARGE_PERMISSION,
-    "charge": ledger_pb2.OBJECT_KIND_CHARGE,
-    "refund": ledger_pb2.OBJECT_KIND_REFUND,
-}
+
+def _names(enum: Any, prefix: str) -> Mapping[str, int]:
+    """A proto enum by lower-case name without its prefix (`charge` for
+    OBJECT_KIND_CHARGE), the unspecified value left out."""
+    return {
+        v.name.removeprefix(prefix).lower(): v.number for v in enum.DESCRIPTOR.values if v.number
+    }
+
+
+def _value(name: str | int | None, names: Mapping[str, int], what: str) -> int | None:
+    """The value `names` gives `name` (any case, dashes for underscores: "charge-permission");
+    an int passes as it is, None stays None."""
+    if name is None or isinstance(name, int):
+        return name
+    normalized = name.strip().lower().replace("-", "_")
+    if normalized not in names:
+        raise ValueError(f"unknown {what} {name!r}; expected one of {', '.join(names)}")
+    return names[normalized]
+
+
+_SOURCES: Mapping[str, int] = _names(common_pb2.ReadSource, "READ_SOURCE_")
+KINDS: Mapping[str, int] = _names(ledger_pb2.ObjectKind, "OBJECT_KIND_")
 _KIND_NAMES: Mapping[int, str] = {v: k for k, v in KINDS.items()}
-_EVENT_SOURCES: Mapping[str, int] = {
-    "api": ledger_pb2.EVENT_SOURCE_API,
-    "poll": ledger_pb2.EVENT_SOURCE_POLL,
-    "ipn": ledger_pb2.EVENT_SOURCE_IPN,
-    "recovery": ledger_pb2.EVENT_SOURCE_RECOVERY,
-}
+_EVENT_SOURCES: Mapping[str, int] = _names(ledger_pb2.EventSource, "EVENT_SOURCE_")
+
+Outcome = Literal[
+    "matched", "missing_in_ledger", "missing_at_amazon", "amount_mismatch", "currency_mismatch"
+]
+OUTCOMES: Mapping[str, int] = _names(settlement_pb2.MatchOutcome, "MATCH_OUTCOME_")
+_OUTCOME_NAMES: Mapping[int, str] = {v: k for k, v in OUTCOMES.items()}
+STATUSES: Mapping[str, int] = _names(settlement_pb2.SettlementStatus, "SETTLEMENT_STATUS_")
+
+
+def outcome_enum(outcome: Outcome | str | int | None) -> int:
+    """MatchOutcome value of "amount_mismatch", "missing-in-ledger", ... (0 for None)."""
+    return _value(outcome, OUTCOMES, "outcome") or 0
+
+
+def outcome_name(outcome: int) -> str:
+    """ "amount_mismatch" for MATCH_OUTCOME_AMOUNT_MISMATCH; "" for unspecified."""
+    return _OUTCOME_NAMES.get(outcome, "")
+
+
+def _status(status: str | int | None) -> int:
+    return _value(status, STATUSES, "status") or 0
 
 
 def price(amount: str, currency_code: str) -> Message:
@@ -101,14 +142,7 @@ def price(amount: str, currency_code: str) -> Message:
 
 def kind_enum(kind: str | int | None) -> int:
     """ObjectKind value of "charge", "charge-permission", ... (0 for None: any kind)."""
-    if kind is None:
-        return 0
-    if isinstance(kind, int):
-        return kind
-    normalized = kind.strip().lower().replace("-", "_")
-    if normalized not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
-    return KINDS[normalized]
+    return _value(kind, KINDS, "kind") or 0
 
 
 def kind_name(kind: int) -> str:
@@ -117,19 +151,11 @@ def kind_name(kind: int) -> str:
 
 
 def _source(source: Source | int | None) -> int | None:
-    if source is None or isinstance(source, int):
-        return source
-    if source not in _SOURCES:
-        raise ValueError(f"unknown source {source!r}; expected auto, ledger or amazon")
-    return _SOURCES[source]
+    return _value(source, _SOURCES, "source")
 
 
 def _event_source(source: EventSourceName | int | None) -> int | None:
-    if source is None or isinstance(source, int):
-        return source
-    if source not in _EVENT_SOURCES:
-        raise ValueError(f"unknown event source {source!r}; expected {', '.join(_EVENT_SOURCES)}")
-    return _EVENT_SOURCES[source]
+    return _value(source, _EVENT_SOURCES, "event source")
 
 
 def _timestamp(value: datetime | None) -> Message:
@@ -181,6 +207,14 @@ class _Rpc(Generic[Resp]):
     write: bool = False
 
 
+def _rpc(response: type[Resp], *, write: bool = False) -> _Rpc[Resp]:
+    """The RPC answering with `response`: `<Name>Response`, its request `<Name>Request` beside
+    it in the generated module."""
+    name = response.DESCRIPTOR.name.removesuffix("Response")
+    request = getattr(sys.modules[response.__module__], f"{name}Request")
+    return _Rpc(name, request, response, write=write)
+
+
 def _fields(arguments: Mapping[str, Any]) -> dict[str, Any]:
     """A method's `locals()` as request fields: `self` dropped, the options merged in."""
     fields = {k: v for k, v in arguments.items() if k not in ("self", "options", "__class__")}
@@ -188,14 +222,33 @@ def _fields(arguments: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
+async def _every(page: Callable[[str], Awaitable[Any]], field: str) -> AsyncIterator[Any]:
+    """Every item of a paginated listing: `page(token)` answers one page whose `field` holds
+    the items, following next_page_token."""
+    token = ""
+    while True:
+        answer = await page(token)
+        for item in getattr(answer, field):
+            yield item
+        token = answer.next_page_token
+        if not token:
+            return
+
+
 class _Service:
+    """One gRPC service of the client, named by its generated stub class."""
+
+    _stub_class: Any
     _service: str = ""
     _stub: Any
 
-    _stub_class: Any
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_stub_class" in vars(cls):
+            cls._service = cls._stub_class.__name__.removesuffix("Stub")
 
     def __init__(self, transport: Transport) -> None:
-        self._t = transport
+        self._transport = transport
         self._stub = self._stub_class(transport.channel)
 
     def _method(self, rpc: str) -> str:
@@ -203,12 +256,12 @@ class _Service:
 
     async def _call(self, rpc: _Rpc[Resp], fields: dict[str, Any]) -> Resp:
         timeout = fields.pop("timeout", None)
-        fields["merchant"] = self._t.merchant_for(fields.get("merchant"))
+        fields["merchant"] = self._transport.merchant_for(fields.get("merchant"))
         if rpc.write and "idempotency_key" in rpc.request.DESCRIPTOR.fields_by_name:
             # One key per logical call, generated once here so every retry below re-sends it.
             fields["idempotency_key"] = fields.get("idempotency_key") or new_key()
         request = _request(rpc.request, fields)
-        result = await self._t.unary(
+        result = await self._transport.unary(
             self._method(rpc.name),
             getattr(self._stub, rpc.name),
             request,
@@ -240,12 +293,7 @@ class _ReadsById(_Service, Generic[GetResp]):
 class CheckoutSessionService(_ReadsById[checkout_session_pb2.GetCheckoutSessionResponse]):
     """Checkout Sessions: create, read, update, complete, finalize."""
 
-    _service = "CheckoutSessionService"
-    _get = _Rpc(
-        "GetCheckoutSession",
-        checkout_session_pb2.GetCheckoutSessionRequest,
-        checkout_session_pb2.GetCheckoutSessionResponse,
-    )
+    _get = _rpc(checkout_session_pb2.GetCheckoutSessionResponse)
     _id_field = "checkout_session_id"
 
     _stub_class = checkout_session_pb2_grpc.CheckoutSessionServiceStub
@@ -321,12 +369,7 @@ class CheckoutSessionService(_ReadsById[checkout_session_pb2.GetCheckoutSessionR
 class ChargePermissionService(_ReadsById[charge_permission_pb2.GetChargePermissionResponse]):
     """Charge Permissions: read, update metadata, close."""
 
-    _service = "ChargePermissionService"
-    _get = _Rpc(
-        "GetChargePermission",
-        charge_permission_pb2.GetChargePermissionRequest,
-        charge_permission_pb2.GetChargePermissionResponse,
-    )
+    _get = _rpc(charge_permission_pb2.GetChargePermissionResponse)
     _id_field = "charge_permission_id"
 
     _stub_class = charge_permission_pb2_grpc.ChargePermissionServiceStub
@@ -360,8 +403,7 @@ class ChargePermissionService(_ReadsById[charge_permission_pb2.GetChargePermissi
 class ChargeService(_ReadsById[charge_pb2.GetChargeResponse]):
     """Charges: authorize (and capture), read, capture, cancel."""
 
-    _service = "ChargeService"
-    _get = _Rpc("GetCharge", charge_pb2.GetChargeRequest, charge_pb2.GetChargeResponse)
+    _get = _rpc(charge_pb2.GetChargeResponse)
     _id_field = "charge_id"
 
     _stub_class = charge_pb2_grpc.ChargeServiceStub
@@ -411,8 +453,7 @@ class ChargeService(_ReadsById[charge_pb2.GetChargeResponse]):
 class RefundService(_ReadsById[refund_pb2.GetRefundResponse]):
     """Refunds of captured charges."""
 
-    _service = "RefundService"
-    _get = _Rpc("GetRefund", refund_pb2.GetRefundRequest, refund_pb2.GetRefundResponse)
+    _get = _rpc(refund_pb2.GetRefundResponse)
     _id_field = "refund_id"
 
     _stub_class = refund_pb2_grpc.RefundServiceStub
@@ -433,8 +474,7 @@ class RefundService(_ReadsById[refund_pb2.GetRefundResponse]):
 class BuyerService(_ReadsById[buyer_pb2.GetBuyerResponse]):
     """Buyer details by buyer token (always from Amazon; buyers are not kept in the ledger)."""
 
-    _service = "BuyerService"
-    _get = _Rpc("GetBuyer", buyer_pb2.GetBuyerRequest, buyer_pb2.GetBuyerResponse)
+    _get = _rpc(buyer_pb2.GetBuyerResponse)
     _id_field = "buyer_token"
 
     _stub_class = buyer_pb2_grpc.BuyerServiceStub
@@ -442,8 +482,6 @@ class BuyerService(_ReadsById[buyer_pb2.GetBuyerResponse]):
 
 class DeliveryTrackerService(_Service):
     """Delivery trackers (shipment notifications to the buyer)."""
-
-    _service = "DeliveryTrackerService"
 
     _stub_class = delivery_tracker_pb2_grpc.DeliveryTrackerServiceStub
 
@@ -463,8 +501,6 @@ class DeliveryTrackerService(_Service):
 
 class ButtonService(_Service):
     """Signs Amazon Pay button payloads (the private key stays in the service)."""
-
-    _service = "ButtonService"
 
     _stub_class = button_pb2_grpc.ButtonServiceStub
 
@@ -503,8 +539,6 @@ class _EventQuery(_ReadOptions, total=False):
 class LedgerService(_Service):
     """The service's own record: transactions, their history, and the live change feed."""
 
-    _service = "LedgerService"
-
     _stub_class = ledger_pb2_grpc.LedgerServiceStub
 
     async def get_transaction(
@@ -528,14 +562,10 @@ class LedgerService(_Service):
         self, **query: Unpack[_TransactionQuery]
     ) -> AsyncIterator[ledger_pb2.Transaction]:
         """Every matching transaction, following next_page_token (each page has `timeout`)."""
-        token = ""
-        while True:
-            page = await self.list_transactions(page_token=token, **query)
-            for transaction in page.transactions:
-                yield transaction
-            token = page.next_page_token
-            if not token:
-                return
+        async for transaction in _every(
+            lambda token: self.list_transactions(page_token=token, **query), "transactions"
+        ):
+            yield transaction
 
     async def list_events(
         self, *, page_token: str | None = None, **query: Unpack[_EventQuery]
@@ -552,14 +582,10 @@ class LedgerService(_Service):
         self, **query: Unpack[_EventQuery]
     ) -> AsyncIterator[ledger_pb2.LedgerEvent]:
         """Every matching event, following next_page_token."""
-        token = ""
-        while True:
-            page = await self.list_events(page_token=token, **query)
-            for event in page.events:
-                yield event
-            token = page.next_page_token
-            if not token:
-                return
+        async for event in _every(
+            lambda token: self.list_events(page_token=token, **query), "events"
+        ):
+            yield event
 
     async def watch_events(
         self,
@@ -583,7 +609,7 @@ class LedgerService(_Service):
         """
         method = self._method("WatchEvents")
         base = {
-            "merchant": self._t.merchant_for(merchant),
+            "merchant": self._transport.merchant_for(merchant),
             "kind": kind_enum(kind),
             "object_id": object_id,
             "charge_permission_id": charge_permission_id,
@@ -592,7 +618,9 @@ class LedgerService(_Service):
         failures = 0
         while True:
             request = _request(ledger_pb2.WatchEventsRequest, {**base, "after_event_id": last})
-            call = self._stub.WatchEvents(request, timeout=timeout, metadata=self._t.metadata())
+            call = self._stub.WatchEvents(
+                request, timeout=timeout, metadata=self._transport.metadata()
+            )
             try:
                 async for message in call:
                     failures = 0
@@ -602,12 +630,16 @@ class LedgerService(_Service):
             except grpc.aio.AioRpcError as exc:
                 error = error_from_rpc(exc, method)
                 failures += 1
-                if not resume or not self._t.retry.should_retry(error, failures):
+                if not resume or not self._transport.retry.should_retry(error, failures):
                     raise error from exc
-                delay = self._t.retry.delay(error, failures, self._t.rng)
+                delay = self._transport.retry.delay(error, failures, self._transport.rng)
             finally:
                 call.cancel()
-            await self._t.notify_retry(RetryEvent(method, failures, error, delay, ""))
+            await self._transport.notify_retry(
+                RetryEvent(
+                    method=method, attempt=failures, error=error, delay=delay, idempotency_key=""
+                )
+            )
             await asyncio.sleep(delay)
 
     async def erase_buyer_data(
@@ -622,67 +654,178 @@ class LedgerService(_Service):
         return await self._call(_ERASE_BUYER_DATA, _fields(locals()))
 
 
-def _write(name: str, request: Any, response: type[Resp]) -> _Rpc[Resp]:
-    return _Rpc(name, request, response, write=True)
+class DisputeService(_ReadsById[dispute_pb2.GetDisputeResponse]):
+    """Disputes (chargebacks): by id from Amazon or the ledger, and the ledger's by charge or
+    state."""
+
+    _get = _rpc(dispute_pb2.GetDisputeResponse)
+    _id_field = "dispute_id"
+
+    _stub_class = dispute_pb2_grpc.DisputeServiceStub
+
+    async def list(
+        self,
+        *,
+        charge_id: str | None = None,
+        state: str | None = None,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        **options: Unpack[_ReadOptions],
+    ) -> dispute_pb2.ListDisputesResponse:
+        """ListDisputes: one page, newest first."""
+        return await self._call(_LIST_DISPUTES, _fields(locals()))
+
+    async def iter(
+        self,
+        *,
+        charge_id: str | None = None,
+        state: str | None = None,
+        **options: Unpack[_ReadOptions],
+    ) -> AsyncIterator[dispute_pb2.Dispute]:
+        """Every matching dispute, following next_page_token."""
+        async for dispute in _every(
+            lambda token: self.list(charge_id=charge_id, state=state, page_token=token, **options),
+            "disputes",
+        ):
+            yield dispute
 
 
-_CREATE_CHECKOUT_SESSION = _write(
-    "CreateCheckoutSession",
-    checkout_session_pb2.CreateCheckoutSessionRequest,
-    checkout_session_pb2.CreateCheckoutSessionResponse,
-)
-_UPDATE_CHECKOUT_SESSION = _write(
-    "UpdateCheckoutSession",
-    checkout_session_pb2.UpdateCheckoutSessionRequest,
-    checkout_session_pb2.UpdateCheckoutSessionResponse,
-)
-_COMPLETE_CHECKOUT_SESSION = _write(
-    "CompleteCheckoutSession",
-    checkout_session_pb2.CompleteCheckoutSessionRequest,
-    checkout_session_pb2.CompleteCheckoutSessionResponse,
-)
-_FINALIZE_CHECKOUT_SESSION = _write(
-    "FinalizeCheckoutSession",
-    checkout_session_pb2.FinalizeCheckoutSessionRequest,
-    checkout_session_pb2.FinalizeCheckoutSessionResponse,
-)
-_UPDATE_CHARGE_PERMISSION = _write(
-    "UpdateChargePermission",
-    charge_permission_pb2.UpdateChargePermissionRequest,
-    charge_permission_pb2.UpdateChargePermissionResponse,
-)
-_CLOSE_CHARGE_PERMISSION = _write(
-    "CloseChargePermission",
-    charge_permission_pb2.CloseChargePermissionRequest,
-    charge_permission_pb2.CloseChargePermissionResponse,
-)
-_CREATE_CHARGE = _write(
-    "CreateCharge", charge_pb2.CreateChargeRequest, charge_pb2.CreateChargeResponse
-)
-_CAPTURE_CHARGE = _write(
-    "CaptureCharge", charge_pb2.CaptureChargeRequest, charge_pb2.CaptureChargeResponse
-)
-_CANCEL_CHARGE = _write(
-    "CancelCharge", charge_pb2.CancelChargeRequest, charge_pb2.CancelChargeResponse
-)
-_CREATE_REFUND = _write(
-    "CreateRefund", refund_pb2.CreateRefundRequest, refund_pb2.CreateRefundResponse
-)
-_CREATE_DELIVERY_TRACKER = _write(
-    "CreateDeliveryTracker",
-    delivery_tracker_pb2.CreateDeliveryTrackerRequest,
-    delivery_tracker_pb2.CreateDeliveryTrackerResponse,
-)
-_ERASE_BUYER_DATA = _write(
-    "EraseBuyerData", ledger_pb2.EraseBuyerDataRequest, ledger_pb2.EraseBuyerDataResponse
-)
-_SIGN_BUTTON_PAYLOAD = _Rpc(
-    "SignButtonPayload", button_pb2.SignButtonPayloadRequest, button_pb2.SignButtonPayloadResponse
-)
-_GET_TRANSACTION = _Rpc(
-    "GetTransaction", ledger_pb2.GetTransactionRequest, ledger_pb2.GetTransactionResponse
-)
-_LIST_TRANSACTIONS = _Rpc(
-    "ListTransactions", ledger_pb2.ListTransactionsRequest, ledger_pb2.ListTransactionsResponse
-)
-_LIST_EVENTS = _Rpc("ListEvents", ledger_pb2.ListEventsRequest, ledger_pb2.ListEventsResponse)
+class _Period(_ReadOptions, total=False):
+    """Time filters (timezone-aware datetimes) and the page size of a listing."""
+
+    created_after: datetime | None
+    created_before: datetime | None
+    page_size: int | None
+
+
+class SettlementService(_Service):
+    """What Amazon paid out: settlements with their lines and match results, disbursements,
+    unmatched lines, and reconciliation of a period on request."""
+
+    _stub_class = settlement_pb2_grpc.SettlementServiceStub
+
+    async def list(
+        self,
+        *,
+        status: str | int | None = None,
+        ended_after: datetime | None = None,
+        ended_before: datetime | None = None,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        **options: Unpack[_ReadOptions],
+    ) -> settlement_pb2.ListSettlementsResponse:
+        """ListSettlements: one page, newest period first."""
+        fields = {
+            **_fields(locals()),
+            "status": _status(status),
+            "ended_after": _timestamp(ended_after),
+            "ended_before": _timestamp(ended_before),
+        }
+        return await self._call(_LIST_SETTLEMENTS, fields)
+
+    async def get(
+        self,
+        settlement_id: str | None = None,
+        *,
+        report_id: str | None = None,
+        outcome: Outcome | str | int | None = None,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        **options: Unpack[_ReadOptions],
+    ) -> settlement_pb2.GetSettlementResponse:
+        """GetSettlement by settlement id (or `report_id`): counts, totals, a page of lines."""
+        fields = {**_fields(locals()), "outcome": outcome_enum(outcome)}
+        return await self._call(_GET_SETTLEMENT, fields)
+
+    async def iter_lines(
+        self,
+        settlement_id: str,
+        *,
+        outcome: Outcome | str | int | None = None,
+        **options: Unpack[_ReadOptions],
+    ) -> AsyncIterator[settlement_pb2.SettlementLine]:
+        """Every line of a settlement (optionally of one outcome), in line order."""
+        async for line in _every(
+            lambda token: self.get(settlement_id, outcome=outcome, page_token=token, **options),
+            "lines",
+        ):
+            yield line
+
+    async def list_disbursements(
+        self,
+        *,
+        settlement_id: str | None = None,
+        page_token: str | None = None,
+        **query: Unpack[_Period],
+    ) -> settlement_pb2.ListDisbursementsResponse:
+        """ListDisbursements: one page, newest first."""
+        return await self._call(_LIST_DISBURSEMENTS, self._query(locals(), query))
+
+    async def list_unmatched(
+        self,
+        *,
+        outcome: Outcome | str | int | None = None,
+        page_token: str | None = None,
+        **query: Unpack[_Period],
+    ) -> settlement_pb2.ListUnmatchedLinesResponse:
+        """ListUnmatchedLines: one page of lines that did not match (and misses), newest first."""
+        fields = {**self._query(locals(), query), "outcome": outcome_enum(outcome)}
+        return await self._call(_LIST_UNMATCHED_LINES, fields)
+
+    async def iter_unmatched(
+        self, *, outcome: Outcome | str | int | None = None, **query: Unpack[_Period]
+    ) -> AsyncIterator[settlement_pb2.SettlementLine]:
+        """Every unmatched line and miss, following next_page_token."""
+        async for line in _every(
+            lambda token: self.list_unmatched(outcome=outcome, page_token=token, **query), "lines"
+        ):
+            yield line
+
+    async def reconcile(
+        self,
+        *,
+        period_start: datetime | None = None,
+        period_end: datetime | None = None,
+        settlement_id: str | None = None,
+        **options: Unpack[_ReadOptions],
+    ) -> settlement_pb2.ReconcileSettlementPeriodResponse:
+        """ReconcileSettlementPeriod: fetch, reconcile (again) and summarize a period (or one
+        settlement). Safe to repeat: nothing is recorded twice."""
+        fields = {
+            **_fields(locals()),
+            "period_start": _timestamp(period_start),
+            "period_end": _timestamp(period_end),
+        }
+        return await self._call(_RECONCILE_SETTLEMENT_PERIOD, fields)
+
+    @staticmethod
+    def _query(arguments: Mapping[str, Any], query: Mapping[str, Any]) -> dict[str, Any]:
+        fields = {k: v for k, v in _fields(arguments).items() if k != "query"}
+        fields.update(query)
+        fields["created_after"] = _timestamp(query.get("created_after"))
+        fields["created_before"] = _timestamp(query.get("created_before"))
+        return fields
+
+
+_CREATE_CHECKOUT_SESSION = _rpc(checkout_session_pb2.CreateCheckoutSessionResponse, write=True)
+_UPDATE_CHECKOUT_SESSION = _rpc(checkout_session_pb2.UpdateCheckoutSessionResponse, write=True)
+_COMPLETE_CHECKOUT_SESSION = _rpc(checkout_session_pb2.CompleteCheckoutSessionResponse, write=True)
+_FINALIZE_CHECKOUT_SESSION = _rpc(checkout_session_pb2.FinalizeCheckoutSessionResponse, write=True)
+_UPDATE_CHARGE_PERMISSION = _rpc(charge_permission_pb2.UpdateChargePermissionResponse, write=True)
+_CLOSE_CHARGE_PERMISSION = _rpc(charge_permission_pb2.CloseChargePermissionResponse, write=True)
+_CREATE_CHARGE = _rpc(charge_pb2.CreateChargeResponse, write=True)
+_CAPTURE_CHARGE = _rpc(charge_pb2.CaptureChargeResponse, write=True)
+_CANCEL_CHARGE = _rpc(charge_pb2.CancelChargeResponse, write=True)
+_CREATE_REFUND = _rpc(refund_pb2.CreateRefundResponse, write=True)
+_CREATE_DELIVERY_TRACKER = _rpc(delivery_tracker_pb2.CreateDeliveryTrackerResponse, write=True)
+_ERASE_BUYER_DATA = _rpc(ledger_pb2.EraseBuyerDataResponse, write=True)
+_SIGN_BUTTON_PAYLOAD = _rpc(button_pb2.SignButtonPayloadResponse)
+_GET_TRANSACTION = _rpc(ledger_pb2.GetTransactionResponse)
+_LIST_TRANSACTIONS = _rpc(ledger_pb2.ListTransactionsResponse)
+_LIST_EVENTS = _rpc(ledger_pb2.ListEventsResponse)
+_LIST_DISPUTES = _rpc(dispute_pb2.ListDisputesResponse)
+_LIST_SETTLEMENTS = _rpc(settlement_pb2.ListSettlementsResponse)
+_GET_SETTLEMENT = _rpc(settlement_pb2.GetSettlementResponse)
+_LIST_DISBURSEMENTS = _rpc(settlement_pb2.ListDisbursementsResponse)
+_LIST_UNMATCHED_LINES = _rpc(settlement_pb2.ListUnmatchedLinesResponse)
+_RECONCILE_SETTLEMENT_PERIOD = _rpc(settlement_pb2.ReconcileSettlementPeriodResponse)

@@ -7,6 +7,7 @@ import inspect
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -89,38 +90,29 @@ def make_channel(
     return grpc.aio.secure_channel(target, channel_credentials, options=opts)
 
 
+@dataclass(eq=False)
 class Transport:
     """Everything calls share: channel, default merchant, token, deadlines and retry policy."""
 
-    def __init__(
-        self,
-        channel: grpc.aio.Channel,
-        *,
-        merchant: str = "",
-        token: TokenSource | None = None,
-        retry: RetryPolicy | None = None,
-        on_retry: OnRetry | None = None,
-        read_timeout: float | None = DEFAULT_READ_TIMEOUT,
-        write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
-        metadata: Sequence[tuple[str, str]] = (),
-        rng: random.Random | None = None,
-    ) -> None:
-        self.channel = channel
-        self.merchant = merchant
-        self.retry = retry or RetryPolicy()
-        self.on_retry = on_retry
-        self.read_timeout = read_timeout
-        self.write_timeout = write_timeout
-        self._token = token
-        self._metadata = tuple(metadata)
-        self._rng = rng or random.Random()  # jitter, not secrets
+    channel: grpc.aio.Channel
+    _: KW_ONLY
+    merchant: str = ""
+    token: TokenSource | None = field(default=None, repr=False)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    on_retry: OnRetry | None = None
+    read_timeout: float | None = DEFAULT_READ_TIMEOUT
+    write_timeout: float | None = DEFAULT_WRITE_TIMEOUT
+    static_metadata: tuple[tuple[str, str], ...] = ()
+    """Sent with every attempt (`metadata()` adds the token)."""
+    rng: random.Random = field(default_factory=random.Random)
+    """Retry jitter, not secrets."""
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         """Per-attempt metadata: the static pairs plus `authorization: Bearer <token>`."""
-        if self._token is None:
-            return self._metadata
-        token = self._token() if callable(self._token) else self._token
-        return (*self._metadata, ("authorization", f"Bearer {token}"))
+        if self.token is None:
+            return self.static_metadata
+        token = self.token() if callable(self.token) else self.token
+        return (*self.static_metadata, ("authorization", f"Bearer {token}"))
 
     def merchant_for(self, merchant: str | None) -> str:
         return self.merchant if merchant is None else merchant
@@ -168,12 +160,12 @@ class Transport:
                 error = error_from_rpc(exc, method)
                 if not self.retry.should_retry(error, attempt):
                     raise error from exc
-                delay = self.retry.delay(error, attempt, self._rng)
+                delay = self.retry.delay(error, attempt, self.rng)
                 if deadline is not None and loop.time() + delay >= deadline:
                     raise error from exc
-            await self.notify_retry(RetryEvent(method, attempt, error, delay, key))
+            await self.notify_retry(
+                RetryEvent(
+                    method=method, attempt=attempt, error=error, delay=delay, idempotency_key=key
+                )
+            )
             await asyncio.sleep(delay)
-
-    @property
-    def rng(self) -> random.Random:
-        return self._rng

@@ -18,8 +18,12 @@ Modules (import them directly, e.g.
     common_pb2_grpc
     delivery_tracker_pb2
     delivery_tracker_pb2_grpc
+    dispute_pb2
+    dispute_pb2_grpc
     ledger_pb2
     ledger_pb2_grpc
     refund_pb2
     refund_pb2_grpc
+    settlement_pb2
+    settlement_pb2_grpc
 """

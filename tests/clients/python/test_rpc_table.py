@@ -8,15 +8,24 @@ from typing import Any
 from amazonpay_client import _services
 from google.protobuf import descriptor_pool
 
-SERVICES = [
-    cls
-    for _, cls in inspect.getmembers(_services, inspect.isclass)
-    if issubclass(cls, _services._Service) and cls._service
-]
+MODULES = (_services,)
+SERVICES = list(
+    {
+        cls
+        for module in MODULES
+        for _, cls in inspect.getmembers(module, inspect.isclass)
+        if issubclass(cls, _services._Service) and cls._service
+    }
+)
 
 
 def _rows() -> list[_services._Rpc[Any]]:
-    return [row for row in vars(_services).values() if isinstance(row, _services._Rpc)]
+    return [
+        row
+        for module in MODULES
+        for row in vars(module).values()
+        if isinstance(row, _services._Rpc)
+    ]
 
 
 def test_every_rpc_row_names_a_method_with_its_request_and_response() -> None:

@@ -38,7 +38,7 @@ async def _endpoint(requests: list[int]) -> tuple[grpc.aio.Server, int]:
                 )
                 status = status_pb2.Status(code=code_pb2.UNAVAILABLE, message="replica restarting")
                 status.details.add().Pack(retry)
-                await context.abort_with_status(rpc_status.to_status(status))
+                await context.abort_with_status(rpc_status.to_status(status))  # type: ignore[attr-defined]  # grpc-stubs lags grpc.aio
             yield ledger_pb2.WatchEventsResponse(event=ledger_pb2.LedgerEvent(event_id=event_id))
 
     handler = grpc.method_handlers_generic_handler(

@@ -99,7 +99,7 @@ class ScriptedServer:
         await site.start()
         server = site._server
         assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]  # aiohttp types it AbstractServer
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -23,6 +23,7 @@ from service.amazonpay import (
 KEY_ID = "AHENDPOINTTABLE"
 STORE_ID = "amzn1.application-oa2-client.endpointtable"
 USD = {"amount": "100.00", "currencyCode": "USD"}
+SANDBOX_SETTLEMENT = "_GET_FLAT_FILE_OFFAMAZONPAYMENTS_SANDBOX_SETTLEMENT_DATA_"
 
 
 @pytest.fixture
@@ -152,6 +153,33 @@ async def test_every_endpoint_row_is_answered_by_the_emulator(
             path_params=second_permission,
             body={"closureReason": "order done", "cancelPendingCharges": True},
         )
+
+        async with http.post(
+            f"{running.url}/_emulator/disputes", json={"chargeId": charge["chargeId"]}
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            dispute = await resp.json()
+        await call("GetDispute", path_params={"disputeId": dispute["disputeId"]})
+        closed = await buyer.act("/settlement/close")
+        settlement_type = {"reportTypes": SANDBOX_SETTLEMENT}
+        listed = await call("GetReports", query={**settlement_type, "pageSize": "5"})
+        assert [r["reportId"] for r in listed["reports"]] == [closed["reportId"]]
+        await call("GetReportById", path_params={"reportId": closed["reportId"]})
+        await call(
+            "GetReportDocument", path_params={"reportDocumentId": closed["reportDocumentId"]}
+        )
+        span = {"startTime": "20000101T000000Z", "endTime": "20991231T000000Z"}
+        await call("CreateReport", body={"reportType": SANDBOX_SETTLEMENT, **span})
+        schedule = await call(
+            "CreateReportSchedule",
+            body={"reportType": SANDBOX_SETTLEMENT, "scheduleFrequency": "P1D"},
+        )
+        schedule_id = {"reportScheduleId": schedule["reportScheduleId"]}
+        await call("GetReportSchedules", query=settlement_type)
+        await call("GetReportScheduleById", path_params=schedule_id)
+        await call("CancelReportSchedule", path_params=schedule_id)
+        paid = await call("GetDisbursements", query=span)
+        assert [d["settlementId"] for d in paid["disbursements"]] == [closed["settlementId"]]
 
     assert set(answered) == set(ENDPOINTS)
     assert {event.operation for event in sent} == {row.label for row in ENDPOINTS.values()}

@@ -167,3 +167,6 @@ async def test_official_node_sdk_completes_a_purchase_over_https(
         "status": 422,
         "reasonCode": "InvalidCheckoutSessionStatus",
     }
+    # Reports API, report schedules and Get Dispute through the SDK, queries signed by it.
+    assert result["settlement"]["lines"] == 2
+    assert result["settlement"]["disputeId"].startswith(result["chargeId"].rsplit("-", 1)[0])

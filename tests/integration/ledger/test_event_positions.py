@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 
 import asyncpg
 import pytest
 
 from service.ledger import (
+    Event,
     EventFilter,
     EventHub,
     Ledger,
@@ -105,9 +107,14 @@ async def test_an_object_whose_writer_took_its_transaction_id_early_keeps_its_ev
     async with ledger.pool.acquire() as conn, conn.transaction():
         await conn.fetchval("SELECT pg_current_xact_id()")
         await repo.record([refund(1, "Refunded")], "ipn")  # a younger transaction, committed
-        await repo._record(conn, [refund(1, "Declined")], "poll", None)
+        await repo._record(conn, [refund(1, "Declined")], "poll", timeout=None)
     page = await repo.list_events(EventFilter(merchant="default"), page_size=10)
     assert [e.state for e in page.items] == ["Pending", "Refunded", "Declined"]
+
+
+def _refund_number(n: int) -> Callable[[Event], bool]:
+    """A stream filter accepting the events of refund `n` only."""
+    return lambda event: event.object_id.endswith(f"R{n:06d}")
 
 
 async def test_one_hub_read_serves_every_stream_and_the_cap_is_enforced(
@@ -116,7 +123,7 @@ async def test_one_hub_read_serves_every_stream_and_the_cap_is_enforced(
     hub = EventHub(database_url, ledger.repository, max_subscribers=3, idle_poll_s=0.05)
     await hub.start()
     try:
-        subs = [hub.subscribe(lambda e, n=n: e.object_id.endswith(f"R{n:06d}")) for n in (1, 2)]
+        subs = [hub.subscribe(_refund_number(n)) for n in (1, 2)]
         everything = hub.subscribe(lambda e: True)
         with pytest.raises(StreamLimitReached):
             hub.subscribe(lambda e: True)

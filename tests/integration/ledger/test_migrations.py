@@ -94,7 +94,7 @@ async def test_a_database_migrated_by_a_newer_release_is_refused(database_url: s
         await conn.close()
 
 
-async def _insert_event(conn: asyncpg.Connection) -> int:
+async def _insert_event(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> int:
     event_id: int = await conn.fetchval(
         """
         INSERT INTO events (merchant, kind, object_id, state, source, snapshot)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -95,7 +96,7 @@ async def test_concurrent_observers_of_one_transition_record_one_event(ledger: L
 
 async def test_an_operation_replays_and_rejects_a_different_request(ledger: Ledger) -> None:
     repo = ledger.repository
-    args = {
+    args: dict[str, Any] = {
         "merchant": "default",
         "operation": "CreateCharge",
         "idempotency_key": "order-1",
@@ -178,6 +179,7 @@ async def test_a_completion_stores_every_column_of_operation_object_and_event(
         " AS polled FROM objects WHERE object_id = $1",
         f"{CP}-C000001",
     )
+    assert row is not None
     assert tuple(row) == ("Authorized", False, "14.00", CP, True)
     [event] = events
     assert (event.state, event.previous_state, event.source, event.charge_permission_id) == (
@@ -432,11 +434,13 @@ async def test_a_failing_owed_read_backs_off_without_blocking_the_others(ledger:
     later = await repo.owed_reads(limit=10)
     assert first not in later
     assert len(later) == 3
-    due_at, last_error = await ledger.pool.fetchrow(
+    row = await ledger.pool.fetchrow(
         "SELECT due_at - now(), last_error FROM owed_reads"
         " WHERE merchant = $1 AND kind = $2 AND object_id = $3",
         *first,
     )
+    assert row is not None
+    due_at, last_error = row
     assert timedelta(minutes=59) < due_at <= timedelta(hours=1)
     assert last_error == "AmazonPayError"
 

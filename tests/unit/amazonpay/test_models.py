@@ -16,8 +16,16 @@ from service.amazonpay import (
     Charge,
     ChargePermission,
     CheckoutSession,
+    Disbursement,
+    DisbursementList,
+    Dispute,
     Price,
     Refund,
+    Report,
+    ReportDocument,
+    ReportList,
+    ReportSchedule,
+    ReportScheduleList,
     format_timestamp,
     normalize_amount,
     parse_timestamp,
@@ -154,3 +162,120 @@ def test_buyer_and_address_reprs_hide_personal_data() -> None:
         assert "susie@example.com" not in text
         assert "Chicago" not in text
     assert buyer.name == "Susie Smith"
+
+
+def test_get_disbursements_answer_from_amazons_example_reads_every_field() -> None:
+    # amazon-pay-reports/request-disbursement-details.html, "Response"
+    answer = DisbursementList.from_json(
+        {
+            "disbursements": [
+                {
+                    "sellerId": "A084390EXAMPLE",
+                    "settlementId": "68973459224",
+                    "amazonDisbursementReferenceId": "The Identifier used on your bank statement",
+                    "amount": "1000.50",
+                    "currencyCode": "USD",
+                    "transactionTime": "2022-12-07T17:08:26.717Z",
+                }
+            ]
+        }
+    )
+    assert answer is not None
+    (disbursement,) = answer.disbursements
+    assert (disbursement.settlement_id, disbursement.amount, disbursement.currency_code) == (
+        "68973459224",
+        "1000.50",
+        "USD",
+    )
+    assert disbursement.transaction_time == datetime(2022, 12, 7, 17, 8, 26, 717000, tzinfo=UTC)
+    assert answer.next_token is None
+    negative = Disbursement.from_json({"amount": "-3.20"})
+    assert negative is not None
+    assert negative.amount == "-3.20"
+    unusable = Disbursement.from_json({"amount": "1e9"})
+    assert unusable is not None
+    assert unusable.amount is None
+
+
+def test_get_dispute_answer_reads_the_documented_dispute_object() -> None:
+    # amazon-pay-api-v2/dispute.html, "Dispute object"
+    dispute = Dispute.from_json(
+        {
+            "disputeId": "P01-1111111-1111111-B123456",
+            "chargeId": "P01-1111111-1111111-C123456",
+            "disputeType": "Chargeback",
+            "disputeAmount": {"amount": "400", "currencyCode": "USD"},
+            "filingReason": "Fraudulent",
+            "statusDetails": {
+                "state": "Resolved",
+                "reasonCode": "InvestigatorResolved",
+                "reasonDescription": "resolved",
+                "resolution": "MerchantWon",
+                "lastUpdatedTimestamp": "20250101T000000Z",
+            },
+            "merchantEvidences": [{"evidenceType": "TrackingNumber", "evidenceText": "1Z"}],
+            "merchantResponseDeadline": "20250112T000000Z",
+            "resolutionAuthority": "AmazonPay",
+            "creationTimestamp": "20250101T000000Z",
+            "releaseEnvironment": "Live",
+        }
+    )
+    assert dispute is not None
+    assert dispute.state == "Resolved"
+    assert dispute.status_details is not None
+    assert dispute.status_details.resolution == "MerchantWon"
+    assert dispute.dispute_amount == Price.of("400", "USD")
+    assert dispute.merchant_evidences[0].evidence_type == "TrackingNumber"
+    assert dispute.to_json()["disputeAmount"] == {"amount": "400", "currencyCode": "USD"}
+
+
+def test_report_answers_read_the_report_document_and_schedule_objects() -> None:
+    page = ReportList.from_json(
+        {
+            "reports": [
+                {
+                    "reportId": "1234567890",
+                    "reportType": "_GET_FLAT_FILE_OFFAMAZONPAYMENTS_SANDBOX_SETTLEMENT_DATA_",
+                    "startTime": "20221114T074550Z",
+                    "endTime": "20221115T074550Z",
+                    "createdTime": "20221115T074550Z",
+                    "processingStatus": "COMPLETED",
+                    "processingStartTime": "20221115T074550Z",
+                    "processingEndTime": "20221115T074650Z",
+                    "reportDocumentId": "amzn1.tortuga.0.doc",
+                }
+            ],
+            "nextToken": "page-2",
+        }
+    )
+    assert page is not None
+    assert page.next_token == "page-2"
+    (report,) = page.reports
+    assert (report.processing_status, report.report_document_id) == (
+        "COMPLETED",
+        "amzn1.tortuga.0.doc",
+    )
+    assert report.end_time == datetime(2022, 11, 15, 7, 45, 50, tzinfo=UTC)
+    document = ReportDocument.from_json(
+        {"reportDocumentId": "d", "url": "https://s3/x", "compressionAlgorithm": "N/A"}
+    )
+    assert document is not None
+    assert document.compression_algorithm == "N/A"
+    schedules = ReportScheduleList.from_json(
+        {
+            "reportSchedules": [
+                {
+                    "reportScheduleId": "9",
+                    "reportType": "_GET_FLAT_FILE_OFFAMAZONPAYMENTS_SANDBOX_SETTLEMENT_DATA_",
+                    "scheduleFrequency": "P1D",
+                    "nextReportCreationTime": "20241001T000000Z",
+                }
+            ]
+        }
+    )
+    assert schedules is not None
+    assert schedules.report_schedules[0].schedule_frequency == "P1D"
+    assert Report.from_json({"reportId": "42"}) == Report(report_id="42")
+    assert ReportSchedule.from_json({"reportScheduleId": "7"}) == ReportSchedule(
+        report_schedule_id="7"
+    )

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from service.amazonpay import (
     Algorithm,
     AmazonPayRequestError,
+    CanonicalRequest,
     PrivateKey,
     RequestSigner,
     button_string_to_sign,
@@ -125,10 +126,17 @@ def test_button_signature_verifies_over_the_readme_string_to_sign() -> None:
     assert verify_signature(PUBLIC_PEM, button_string_to_sign(BUTTON_PAYLOAD), signature)
 
 
+def _charges_post(headers: dict[str, str]) -> CanonicalRequest:
+    return canonical_request(
+        "POST", "/sandbox/v2/charges", None, headers, b'{"a":1}', path_is_canonical=True
+    )
+
+
 def test_authorization_header_has_the_documented_format_and_verifies() -> None:
     signer = RequestSigner("AHKEYID123", PrivateKey.from_file(PRIVATE_PEM))
     headers = {**FIXED_HEADERS, "x-amz-pay-region": "eu", "x-amz-pay-idempotency-key": "abc"}
-    value = signer.authorization("POST", "/sandbox/v2/charges", None, headers, b'{"a":1}')
+    canonical = _charges_post(headers)
+    value = signer.authorization(canonical)
     assert value.startswith("AMZN-PAY-RSASSA-PSS-V2 PublicKeyId=AHKEYID123, SignedHeaders=")
     parsed = parse_authorization_header(value)
     assert parsed.signed_headers == (
@@ -139,9 +147,6 @@ def test_authorization_header_has_the_documented_format_and_verifies() -> None:
         "x-amz-pay-idempotency-key",
         "x-amz-pay-region",
     )
-    canonical = canonical_request(
-        "POST", "/sandbox/v2/charges", None, headers, b'{"a":1}', path_is_canonical=True
-    )
     assert verify_signature(PUBLIC_PEM, canonical.string_to_sign(), parsed.signature)
     assert parsed.signature not in repr(parsed)
 
@@ -150,10 +155,8 @@ def test_a_prepared_authorization_signed_elsewhere_is_the_same_header() -> None:
     """The client canonicalises on the event loop and signs in a worker thread."""
     signer = RequestSigner("AHKEYID123", PrivateKey.from_file(PRIVATE_PEM))
     headers = {**FIXED_HEADERS, "x-amz-pay-region": "eu"}
-    pending = signer.prepare("POST", "/sandbox/v2/charges", None, headers, b'{"a":1}')
-    whole = parse_authorization_header(
-        signer.authorization("POST", "/sandbox/v2/charges", None, headers, b'{"a":1}')
-    )
+    pending = signer.prepare(_charges_post(headers))
+    whole = parse_authorization_header(signer.authorization(_charges_post(headers)))
     split = parse_authorization_header(pending.sign())
     assert (split.algorithm, split.public_key_id, split.signed_headers) == (
         whole.algorithm,

@@ -349,12 +349,20 @@ class EchoLedger(ledger_pb2_grpc.LedgerServiceServicer):
     async def GetTransaction(self, request: Any, context: Any) -> ledger_pb2.GetTransactionResponse:
         return ledger_pb2.GetTransactionResponse()
 
+    async def ListTransactions(
+        self, request: Any, context: Any
+    ) -> ledger_pb2.ListTransactionsResponse:
+        return ledger_pb2.ListTransactionsResponse()
+
+    async def EraseBuyerData(self, request: Any, context: Any) -> ledger_pb2.EraseBuyerDataResponse:
+        return ledger_pb2.EraseBuyerDataResponse()
+
     async def WatchEvents(
         self, request: Any, context: Any
     ) -> AsyncIterator[ledger_pb2.WatchEventsResponse]:
         for event_id in (1, 2):
             yield ledger_pb2.WatchEventsResponse(
-                event=ledger_pb2.LedgerEvent(event_id=event_id, merchant=current_caller.get())
+                event=ledger_pb2.LedgerEvent(event_id=event_id, merchant=current_caller.get() or "")
             )
 
 
@@ -418,7 +426,7 @@ def reason(error: grpc.aio.AioRpcError) -> str:
     info = error_details_pb2.ErrorInfo()
     assert status.details[0].Unpack(info)
     assert info.domain == "payments.amazonpay.v1"
-    return info.reason
+    return str(info.reason)
 
 
 async def test_servicers_see_the_caller_named_by_the_token(server: Server) -> None:
@@ -539,7 +547,7 @@ def test_caller_log_filter_adds_the_current_caller() -> None:
         assert CallerLogFilter().filter(record)
     finally:
         current_caller.reset(token)
-    assert record.caller == "order-service"
+    assert vars(record)["caller"] == "order-service"
     outside = logging.makeLogRecord({"msg": "x"})
     CallerLogFilter().filter(outside)
     assert not hasattr(outside, "caller")

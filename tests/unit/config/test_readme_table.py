@@ -70,7 +70,7 @@ def code_defaults() -> dict[str, str]:
             if f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(
                 f.default_factory
             ):
-                walk(f.default_factory)  # type: ignore[arg-type]
+                walk(f.default_factory)
             elif "env" in f.metadata:
                 found[f.metadata["env"]] = COMPUTED_DEFAULTS.get(
                     f.metadata["env"], _written(f.default)

@@ -38,10 +38,14 @@ from payments.amazonpay.v1 import (
     common_pb2,
     delivery_tracker_pb2,
     delivery_tracker_pb2_grpc,
+    dispute_pb2,
+    dispute_pb2_grpc,
     ledger_pb2,
     ledger_pb2_grpc,
     refund_pb2,
     refund_pb2_grpc,
+    settlement_pb2,
+    settlement_pb2_grpc,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -58,6 +62,8 @@ PB2_MODULES: tuple[ModuleType, ...] = (
     delivery_tracker_pb2,
     button_pb2,
     ledger_pb2,
+    dispute_pb2,
+    settlement_pb2,
 )
 
 # service name -> (pb2 module, pb2_grpc module, RPC names)
@@ -96,9 +102,23 @@ SERVICES: dict[str, tuple[ModuleType, ModuleType, tuple[str, ...]]] = {
         ledger_pb2_grpc,
         ("GetTransaction", "ListTransactions", "ListEvents", "WatchEvents", "EraseBuyerData"),
     ),
+    "DisputeService": (dispute_pb2, dispute_pb2_grpc, ("GetDispute", "ListDisputes")),
+    "SettlementService": (
+        settlement_pb2,
+        settlement_pb2_grpc,
+        (
+            "ListSettlements",
+            "GetSettlement",
+            "ListDisbursements",
+            "ListUnmatchedLines",
+            "ReconcileSettlementPeriod",
+        ),
+    ),
 }
 
 STREAMING_RPCS = {"WatchEvents"}
+# Reads answered from the ledger alone: no ReadSource, no Amazon request id.
+LEDGER_ONLY_READS = {"GetTransaction", "GetSettlement", "ListDisputes"}
 
 # RPCs that change state (here or at Amazon): all carry an idempotency_key.
 REQUIRED_IDEMPOTENCY = {
@@ -126,6 +146,7 @@ AMAZON_ENUMS = {
     "ChargePermissionState",
     "ChargeState",
     "RefundState",
+    "DisputeState",
     "ReasonCode",
     "ChargePermissionType",
     "PaymentIntent",
@@ -278,6 +299,7 @@ def test_state_enums() -> None:
             "DECLINED",
         },
         "RefundState": {"REFUND_INITIATED", "REFUNDED", "DECLINED"},
+        "DisputeState": {"UNDER_REVIEW", "ACTION_REQUIRED", "RESOLVED", "CLOSED"},
     }
     enums = {enum.name: enum for enum in all_enums()}
     for name, values in expected.items():
@@ -337,7 +359,7 @@ def test_money_moving_and_create_requests_accept_simulation_code(rpc: str) -> No
 
 def test_get_requests_have_read_source_and_responses_say_where_from() -> None:
     for rpc in all_rpcs():
-        if not rpc.startswith("Get") or rpc == "GetTransaction":
+        if not rpc.startswith("Get") or rpc in LEDGER_ONLY_READS:
             continue
         source = request_of(rpc).fields_by_name.get("source")
         assert source is not None, rpc
@@ -359,7 +381,10 @@ def test_get_requests_have_read_source_and_responses_say_where_from() -> None:
 
 def test_amazon_responses_carry_request_id() -> None:
     for rpc in all_rpcs():
-        if rpc in {"SignButtonPayload"} or request_of(rpc).file is ledger_pb2.DESCRIPTOR:
+        if rpc in {"SignButtonPayload", *LEDGER_ONLY_READS} or request_of(rpc).file in (
+            ledger_pb2.DESCRIPTOR,
+            settlement_pb2.DESCRIPTOR,
+        ):
             continue
         response = request_of(rpc).file.message_types_by_name[f"{rpc}Response"]
         field = response.fields_by_name.get("amazon_request_id")
@@ -440,7 +465,7 @@ def test_ledger_messages() -> None:
     transaction = ledger_pb2.Transaction.DESCRIPTOR
     assert set(transaction.oneofs_by_name["object"].fields) == {
         transaction.fields_by_name[n]
-        for n in ("checkout_session", "charge_permission", "charge", "refund")
+        for n in ("checkout_session", "charge_permission", "charge", "refund", "dispute")
     }
     event = ledger_pb2.LedgerEvent.DESCRIPTOR
     assert event.fields_by_name["event_id"].type == FieldDescriptor.TYPE_INT64
@@ -451,6 +476,8 @@ def test_ledger_messages() -> None:
         "OBJECT_KIND_CHARGE_PERMISSION",
         "OBJECT_KIND_CHARGE",
         "OBJECT_KIND_REFUND",
+        "OBJECT_KIND_DISPUTE",
+        "OBJECT_KIND_SETTLEMENT_LINE",
     ]
     sources = [v.name for v in ledger_pb2.EventSource.DESCRIPTOR.values]
     assert sources[1:] == [
@@ -458,7 +485,10 @@ def test_ledger_messages() -> None:
         "EVENT_SOURCE_POLL",
         "EVENT_SOURCE_IPN",
         "EVENT_SOURCE_RECOVERY",
+        "EVENT_SOURCE_SETTLEMENT",
     ]
+    snapshots = {f.name for f in event.oneofs_by_name["snapshot"].fields}
+    assert {"dispute", "settlement_line"} <= snapshots
     watch = ledger_pb2.WatchEventsRequest.DESCRIPTOR
     assert watch.fields_by_name["after_event_id"].type == FieldDescriptor.TYPE_INT64
     for name in ("ListTransactions", "ListEvents"):

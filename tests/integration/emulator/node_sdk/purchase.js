@@ -1,5 +1,6 @@
 'use strict';
-// Drives a complete purchase through Amazon's official Node SDK against the emulator.
+// Drives a complete purchase through Amazon's official Node SDK against the emulator, then the
+// settlement operations the SDK has (Reports API, report schedules, Get Dispute).
 // Env: EMULATOR_HTTP (control plane, plain HTTP), EMULATOR_HOST (host:port of the HTTPS API),
 // PUBLIC_KEY_ID, PRIVATE_KEY_FILE. Prints one JSON line with the results; exits 1 on failure.
 const fs = require('fs');
@@ -29,7 +30,7 @@ function control(path, body) {
         }, (res) => {
             let text = '';
             res.on('data', (c) => { text += c; });
-            res.on('end', () => (res.statusCode === 200 ? resolve(JSON.parse(text))
+            res.on('end', () => (res.statusCode >= 200 && res.statusCode < 300 ? resolve(JSON.parse(text))
                 : reject(new Error(`${path}: ${res.statusCode} ${text}`))));
         });
         req.on('error', reject);
@@ -51,8 +52,68 @@ function strictTlsProbe() {
     });
 }
 
+// The pre-signed document URL needs no SDK: fetched unsigned, with the emulator CA trusted.
+function download(url) {
+    return new Promise((resolve, reject) => {
+        https.get(url, { rejectUnauthorized: true }, (res) => {
+            let text = '';
+            res.on('data', (c) => { text += c; });
+            res.on('end', () => (res.statusCode === 200 ? resolve(text)
+                : reject(new Error(`download ${res.statusCode} ${text}`))));
+        }).on('error', reject);
+    });
+}
+
+const SANDBOX_SETTLEMENT = '_GET_FLAT_FILE_OFFAMAZONPAYMENTS_SANDBOX_SETTLEMENT_DATA_';
+
+async function settle(chargeId) {
+    const dispute = await control('/disputes', { chargeId, amount: '2.00' });
+    const gotDispute = await client.getDispute(dispute.disputeId);
+    check(gotDispute.data.chargeId === chargeId, 'get dispute');
+    check(gotDispute.data.statusDetails.state === 'ActionRequired', 'dispute action required');
+
+    const closed = await control('/settlement/close', {});
+    const reports = await client.getReports({
+        reportTypes: [SANDBOX_SETTLEMENT], processingStatuses: ['COMPLETED'], pageSize: 10,
+    });
+    check(reports.data.reports.some((r) => r.reportId === closed.reportId), 'get reports lists the period');
+    const report = await client.getReportById(closed.reportId);
+    check(report.data.reportDocumentId === closed.reportDocumentId, 'get report by id');
+    const doc = await client.getReportDocument(report.data.reportDocumentId);
+    check(doc.data.compressionAlgorithm === 'N/A', 'report document');
+    const text = await download(doc.data.url);
+    const lines = text.trim().split('\n');
+    check(lines[0] === '"SellerId","SettlementStartDate","SettlementEndDate"', 'flat file header');
+    const body = lines.slice(3);
+    const has = (id, type) => body.some((l) => l.includes(`"${id}"`) && l.includes(`"${type}"`));
+    check(has(chargeId, 'Capture'), 'capture line');
+    check(has(dispute.disputeId, 'Chargeback'), 'chargeback line');
+
+    const created = await client.createReport({
+        reportType: SANDBOX_SETTLEMENT, startTime: '20000101T000000Z', endTime: '20991231T000000Z',
+    }, { 'x-amz-pay-idempotency-key': key() });
+    check(created.status === 201 && created.data.reportId, 'create report');
+
+    const schedule = await client.createReportSchedule({
+        reportType: SANDBOX_SETTLEMENT, scheduleFrequency: 'P1D', deleteExistingSchedule: true,
+    }, { 'x-amz-pay-idempotency-key': key() });
+    const scheduleId = schedule.data.reportScheduleId;
+    const schedules = await client.getReportSchedules([SANDBOX_SETTLEMENT]);
+    check(schedules.data.reportSchedules.some((s) => s.reportScheduleId === scheduleId), 'get report schedules');
+    const one = await client.getReportScheduleById(scheduleId);
+    check(one.data.scheduleFrequency === 'P1D', 'get report schedule by id');
+    const cancelled = await client.cancelReportSchedule(scheduleId);
+    check(cancelled.status === 200, 'cancel report schedule');
+    return {
+        disputeId: dispute.disputeId, reportId: closed.reportId, lines: body.length,
+        createdReportId: created.data.reportId,
+    };
+}
+
 async function main() {
     await strictTlsProbe();
+    // Settlement periods closed by hand only (no daily boundary between capture and close).
+    await control('/settlement', { periodSeconds: 31 * 86400 });
     const created = await client.createCheckoutSession({
         webCheckoutDetails: { checkoutReviewReturnUrl: 'https://merchant.example/review' },
         storeId: 'amzn1.application-oa2-client.emulator',
@@ -119,9 +180,11 @@ async function main() {
     }
     check(rejected === 404, `unknown charge is 404 (got ${rejected})`);
 
+    const settlement = await settle(chargeId);
+
     process.stdout.write(JSON.stringify({
         ok: true, checkoutSessionId: id, chargeId, refundId: refund.data.refundId,
-        chargeState: captured.data.statusDetails.state, repeatedComplete,
+        chargeState: captured.data.statusDetails.state, repeatedComplete, settlement,
     }) + '\n');
 }
 
