@@ -145,7 +145,7 @@ class Application:
             settings.merchants,
             client_config=ClientConfig(
                 retry=RetryPolicy(max_retries=calls.max_retries),
-                signing_threads=calls.signing_threads_for(settings.grpc.workers),
+                signing_threads=calls.signing_threads,
             ),
             on_attempt=self.metrics.record_attempt,
             breaker=BreakerSettings(calls.circuit_failures, calls.circuit_open_s),

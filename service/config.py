@@ -250,10 +250,15 @@ def available_cpus() -> int:
     return max(1, count)
 
 
-def _signing_threads(name: str, value: str) -> int | None:
-    if value.strip().lower() == "auto":
-        return None
-    return _int_in(0, 64)(name, value)
+def _signing_threads(name: str, value: str) -> int:
+    text = value.strip()
+    if text.lstrip("+-").isdigit() and int(text) < 1:
+        raise ConfigError(
+            name,
+            "must be at least 1: Amazon requests are signed in this thread pool, never on the "
+            f"event loop (an RSA signature there would stall every call in flight), got {text}",
+        )
+    return _int_in(1, 64)(name, value)
 
 
 def _workers(name: str, value: str) -> int:
@@ -403,18 +408,10 @@ class AmazonCallSettings:
     max_retries: int = _setting("AMAZON_MAX_RETRIES", _int_in(0, 10), 3)
     """Retries of one call on 408/425/429/5xx/no answer (same key)."""
 
-    signing_threads: int | None = _setting("AMAZON_SIGNING_THREADS", _signing_threads, None)
-    """Threads computing the RSA signature of each Amazon call (the RSA operation releases the
-    GIL, so they can use idle cores); 0 signs on the event loop, which costs less CPU when a
-    process has no idle core: the hand-off to a thread and back costs more than it saves
-    (bench/results/profile.md). Unset (`auto`): 0 when `GRPC_WORKERS` gives every CPU a
-    worker of its own (the production image), else 2."""
-
-    def signing_threads_for(self, workers: int) -> int:
-        """`signing_threads`, or its `auto` value for `workers` processes."""
-        if self.signing_threads is not None:
-            return self.signing_threads
-        return 0 if workers >= available_cpus() else 2
+    signing_threads: int = _setting("AMAZON_SIGNING_THREADS", _signing_threads, 2)
+    """Threads of each process computing the RSA signature of every Amazon call, so that no
+    signature runs on the event loop (the RSA operation releases the GIL, so they can use idle
+    cores)."""
 
 
 @dataclass(frozen=True)

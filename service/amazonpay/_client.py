@@ -244,11 +244,9 @@ class AmazonPayClient:
             connect_timeout=self._config.connect_timeout,
         )
         self._owns_executor = signing_executor is None
-        self._executor: Executor | None = signing_executor
-        if signing_executor is None and self._config.signing_threads:
-            self._executor = ThreadPoolExecutor(
-                max_workers=self._config.signing_threads, thread_name_prefix="amazonpay-sign"
-            )
+        self._executor = signing_executor or ThreadPoolExecutor(
+            max_workers=self._config.signing_threads, thread_name_prefix="amazonpay-sign"
+        )
         self._sleep = sleep
         self._rng = rng or random.SystemRandom()
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -398,13 +396,10 @@ class AmazonPayClient:
         """``generateButtonSignature``: sign the exact payload text (a mapping is serialised
         compactly first) in the signing pool."""
         text = payload if isinstance(payload, str) else _encode_body(payload).decode("utf-8")
-        if self._executor is None:
-            signature = self._signer.sign_button_payload(text)
-        else:
-            loop = asyncio.get_running_loop()
-            signature = await loop.run_in_executor(
-                self._executor, self._signer.sign_button_payload, text
-            )
+        loop = asyncio.get_running_loop()
+        signature = await loop.run_in_executor(
+            self._executor, self._signer.sign_button_payload, text
+        )
         return ButtonSignature(
             payload=text,
             signature=signature,
@@ -512,11 +507,7 @@ class AmazonPayClient:
                     method, path, query or None, headers, payload, path_is_canonical=True
                 )
                 pending = self._signer.prepare(canonical)
-                headers["authorization"] = (
-                    pending.sign()
-                    if self._executor is None
-                    else await loop.run_in_executor(self._executor, pending.sign)
-                )
+                headers["authorization"] = await loop.run_in_executor(self._executor, pending.sign)
                 attempt_timeout = self._config.attempt_timeout
                 bounded_by_deadline = False
                 if budget is not None:

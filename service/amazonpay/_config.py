@@ -207,8 +207,7 @@ class ClientConfig:
     max_concurrency: int = 32
     """Calls in flight at once for this merchant; further calls wait for a slot."""
     signing_threads: int = 2
-    """Threads of the dedicated signing pool (RSA releases the GIL, so one per core helps); 0
-    signs on the event loop (no thread hand-off: cheaper when every core runs its own process)."""
+    """Threads of the dedicated signing pool (RSA releases the GIL, so one per core helps)."""
     attempt_timeout: float | None = 30.0
     """Upper bound of one attempt in seconds; with a deadline, an attempt also never outlives it."""
     connect_timeout: float | None = 10.0
@@ -223,7 +222,7 @@ class ClientConfig:
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:
             raise AmazonPayRequestError("max_concurrency must be at least 1")
-        if self.signing_threads < 0:
-            raise AmazonPayRequestError("signing_threads must be 0 or more")
+        if self.signing_threads < 1:
+            raise AmazonPayRequestError("signing_threads must be at least 1")
         if self.attempt_timeout is not None and self.attempt_timeout <= 0:
             raise AmazonPayRequestError("attempt_timeout must be positive")

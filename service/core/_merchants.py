@@ -83,12 +83,8 @@ class MerchantRegistry:
         on_circuit_change: Callable[[str, int], None] | None = None,
     ) -> MerchantRegistry:
         config = client_config or ClientConfig()
-        executor = (
-            ThreadPoolExecutor(
-                max_workers=config.signing_threads, thread_name_prefix="amazonpay-sign"
-            )
-            if config.signing_threads
-            else None
+        executor = ThreadPoolExecutor(
+            max_workers=config.signing_threads, thread_name_prefix="amazonpay-sign"
         )
         merchants = []
         for entry in settings:

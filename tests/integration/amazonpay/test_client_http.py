@@ -6,7 +6,6 @@ import asyncio
 import logging
 import random
 import socket
-import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -544,23 +543,6 @@ async def test_closed_client_refuses_calls(server: ScriptedServer) -> None:
     await client.close()
     with pytest.raises(AmazonPayRequestError):
         await client.invoke("GetCharge", path_params={"chargeId": "C1"})
-
-
-async def test_with_no_signing_threads_requests_are_signed_on_the_event_loop(
-    server: ScriptedServer,
-) -> None:
-    server.script = [reply(201, CHARGE)]
-    before = {t.name for t in threading.enumerate()}
-    async with make_client(server, signing_threads=0) as client:
-        charge = await client.invoke("CreateCharge", body=charge_request(), idempotency_key="k-0")
-        signed = await client.sign_button_payload({"storeId": "amzn1.store"})
-        threads = {t.name for t in threading.enumerate()} - before
-    assert isinstance(charge, Charge)
-    assert charge.state == "Authorized"
-    [seen] = server.seen
-    assert seen.verified
-    assert verify_signature(PUBLIC_PEM, button_string_to_sign(signed.payload), signed.signature)
-    assert not any(name.startswith("amazonpay-sign") for name in threads)
 
 
 async def test_an_untyped_answer_carries_the_json_status_and_request_id(

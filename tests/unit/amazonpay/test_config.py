@@ -112,4 +112,4 @@ def test_client_config_refuses_nonsense() -> None:
     with pytest.raises(AmazonPayRequestError):
         ClientConfig(max_concurrency=0)
     with pytest.raises(AmazonPayRequestError):
-        ClientConfig(signing_threads=-1)
+        ClientConfig(signing_threads=0)

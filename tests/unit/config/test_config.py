@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from service.__main__ import main as service_main
 from service.config import ConfigError, available_cpus, load_settings, parse_listen_address
 from service.supervisor import Supervisor
 
@@ -174,13 +175,34 @@ def test_grpc_workers_auto_is_one_per_available_cpu_and_numbers_are_bounded() ->
         assert caught.value.variable == "GRPC_WORKERS"
 
 
-def test_signing_threads_auto_signs_on_the_loop_only_when_every_cpu_has_a_worker() -> None:
-    calls = load_settings({}).amazon_calls
-    assert calls.signing_threads is None
-    assert calls.signing_threads_for(available_cpus()) == 0
-    assert calls.signing_threads_for(1) == (0 if available_cpus() == 1 else 2)
-    assert load_settings({"AMAZON_SIGNING_THREADS": "0"}).amazon_calls.signing_threads_for(1) == 0
-    assert load_settings({"AMAZON_SIGNING_THREADS": "4"}).amazon_calls.signing_threads_for(8) == 4
+def test_signing_threads_default_to_a_small_pool_and_any_count_is_bounded() -> None:
+    assert load_settings({}).amazon_calls.signing_threads == 2
+    assert load_settings({"AMAZON_SIGNING_THREADS": "4"}).amazon_calls.signing_threads == 4
+    for bad in ("65", "two"):
+        with pytest.raises(ConfigError) as caught:
+            load_settings({"AMAZON_SIGNING_THREADS": bad})
+        assert caught.value.variable == "AMAZON_SIGNING_THREADS"
+
+
+@pytest.mark.parametrize("threads", ["0", "-1"])
+def test_no_signing_threads_is_refused_because_signing_never_runs_on_the_event_loop(
+    threads: str,
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"AMAZON_SIGNING_THREADS": threads})
+    assert caught.value.variable == "AMAZON_SIGNING_THREADS"
+    assert "at least 1" in caught.value.rule
+    assert "event loop" in caught.value.rule
+
+
+def test_the_service_refuses_to_start_without_signing_threads(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AMAZON_SIGNING_THREADS", "0")
+    assert service_main(["serve"]) == 2
+    assert (
+        "configuration error: AMAZON_SIGNING_THREADS: must be at least 1" in capsys.readouterr().err
+    )
 
 
 def test_several_workers_need_a_database_url_and_credentials() -> None:
