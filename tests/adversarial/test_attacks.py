@@ -13,10 +13,13 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from payments.amazonpay.v1 import button_pb2, charge_pb2, common_pb2, ledger_pb2
 from payments.amazonpay.v1 import checkout_session_pb2 as cs
+from service.api import discover_services
+from service.api._servicers import SERVICERS
 from tests.adversarial.conftest import SECOND_MERCHANT_ID, Running
 from tests.e2e._flows import checkout, failure, key
 from tests.e2e.conftest import Stubs, stubs_for
@@ -283,4 +286,34 @@ async def test_malformed_protobufs_are_invalid_argument(running: Running, api: S
             async for _ in stream:
                 pass
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    await _still_serving(api, running)
+
+
+async def _send_garbage(channel: grpc.aio.Channel, path: str, *, streaming: bool) -> None:
+    if streaming:
+        stream = channel.unary_stream(path, request_serializer=None, response_deserializer=None)
+        async for _ in stream(b"\xff" * 8, timeout=10):
+            pass
+    else:
+        call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
+        await call(b"\xff" * 32, timeout=10)
+
+
+async def test_every_method_of_every_servicer_answers_a_malformed_request_itself(
+    running: Running, api: Stubs
+) -> None:
+    """Every service of `SERVICERS` (settlements and disputes included) is served from the one
+    method table with the malformed-request guard: garbage is INVALID_ARGUMENT, not UNKNOWN or
+    UNIMPLEMENTED."""
+    services = {s.name: s for s in discover_services()}
+    async with grpc.aio.insecure_channel(running.target) as channel:
+        for servicer in SERVICERS:
+            service = services[servicer.__name__]
+            descriptor = descriptor_pool.Default().FindServiceByName(service.full_name)
+            for method in descriptor.methods:
+                path = f"/{service.full_name}/{method.name}"
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await _send_garbage(channel, path, streaming=method.server_streaming)
+                _internal_free(caught.value)
+                assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, path
     await _still_serving(api, running)

@@ -115,6 +115,10 @@ async def test_two_workers_serve_on_one_port_and_both_answer(
             text,
             re.MULTILINE,
         ), text[:2000]
+        # Each worker set up its own settlement reconciliation (a replica's, leases shared).
+        assert re.search(
+            rf'^amazonpay_settlement_lines_total\{{[^}}]*worker="{worker}"', text, re.MULTILINE
+        ), text[:2000]
 
 
 async def test_sigterm_drains_both_workers(
