@@ -242,7 +242,14 @@ class Supervisor:
         return all(results)
 
     async def _ready(self) -> bool:
-        return not self.stopping and await self._all("readyz")
+        if self.stopping:
+            return False
+        ready = await asyncio.gather(*(self._probe(w, "readyz") for w in self._workers))
+        for worker, answered in zip(self._workers, ready, strict=True):
+            # What the admin port reports as served is served: a worker dying right after it
+            # answered a probe here is restarted, not taken for a start-up failure.
+            worker.served = worker.served or answered
+        return all(ready)
 
     async def _live(self) -> bool:
         return await self._all("livez")
