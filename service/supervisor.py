@@ -10,9 +10,10 @@ safe with many workers. A port given as 0 is resolved once here, so all workers 
 The supervisor serves only the admin port. `/metrics` is every worker's metrics with a `worker`
 label (each worker serves its own on a Unix socket); `/readyz` is 200 only while every worker is
 ready; `/livez` while every worker answers. SIGTERM/SIGINT go to every worker, which drains as
-a single process would; the supervisor exits when all have. A worker that dies after it served is
-restarted (backoff 1 s doubling to 30 s); one that dies before it ever served stops them all, so
-a start-up failure (bad configuration, refused migration) ends the process as it would alone.
+a single process would; the supervisor exits when all have. A worker that dies after it served,
+or is killed by a signal, is restarted (backoff 1 s doubling to 30 s); one that exits by itself
+before it ever served stops them all, so a start-up failure (bad configuration, refused
+migration) ends the process as it would alone.
 """
 
 from __future__ import annotations
@@ -198,7 +199,9 @@ class Supervisor:
             if self.stopping:
                 _log.info("worker stopped", extra={"worker": worker.index, "code": code})
                 return code
-            if not worker.served:
+            if not worker.served and code >= 0:
+                # Exited on its own before serving (bad configuration, say): restarting would
+                # only loop. One killed by a signal (OOM killer, an operator) is restarted.
                 _log.error(
                     "worker exited before it served; stopping all workers",
                     extra={"worker": worker.index, "code": code},
