@@ -11,6 +11,13 @@ floor from them (`bench.run.RPC_FLOORS`).
 
     python -m bench._floor grpc-server --port P      # a do-nothing unary gRPC server
     python -m bench._floor clients --url U [--ca-file F] --database D --calls N   # JSON figures
+    python -m bench._floor composed-server --port P --url U ... # the parts above, in one call
+
+The parts are measured one by one, each in a process doing nothing else. ``composed-server`` runs
+the same parts in the order one CreateCharge needs them, inside one ChargeService.CreateCharge
+handler and still with none of the service's code: what these libraries cost when composed in one
+event loop (more tasks, threads and wake-ups per call than any part alone), which is as close to
+the floor as any implementation on them can come.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import ssl
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -29,7 +37,10 @@ import grpc
 import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from bench._load import closed_loop
+from bench._load import Run, closed_loop
+from bench.sign_bench import load_key, sign_once
+from payments.amazonpay.v1 import charge_pb2
+from service.amazonpay import RequestSigner
 from service.ledger import row_read_probe, statement_probe
 
 CONCURRENCY = 8
@@ -113,6 +124,87 @@ async def clients(
     return out
 
 
+CREATE_CHARGE = "/amazonpay.v1.ChargeService/CreateCharge"
+
+
+async def composed_server(
+    port: int,
+    *,
+    url: str,
+    headers: dict[str, str],
+    database: str,
+    key_file: str,
+    ca_file: str | None = None,
+) -> None:
+    """One CreateCharge handler made of the floor's parts in their order: write the pending
+    operation, sign in a worker thread, one HTTPS request, write the outcome, answer."""
+    loop = asyncio.get_running_loop()
+    signer = RequestSigner("BENCHKEY", load_key(Path(key_file)))
+    tls = ssl.create_default_context(cafile=ca_file) if ca_file else None
+    connector = aiohttp.TCPConnector(ssl=tls) if tls is not None else aiohttp.TCPConnector()
+    with ThreadPoolExecutor(max_workers=2) as executor:
+        async with (
+            aiohttp.ClientSession(connector=connector) as http,
+            statement_probe(database, pool_size=CONCURRENCY) as write_row,
+        ):
+
+            async def create_charge(
+                _request: charge_pb2.CreateChargeRequest,
+                _context: grpc.aio.ServicerContext[Any, Any],
+            ) -> charge_pb2.CreateChargeResponse:
+                await write_row()
+                await loop.run_in_executor(executor, sign_once, signer)
+                async with http.get(url, headers=headers) as response:
+                    await response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"HTTP {response.status}")
+                await write_row()
+                return charge_pb2.CreateChargeResponse()
+
+            service, method = CREATE_CHARGE.strip("/").split("/")
+            handler = grpc.method_handlers_generic_handler(
+                service,
+                {
+                    method: grpc.unary_unary_rpc_method_handler(
+                        create_charge,
+                        request_deserializer=charge_pb2.CreateChargeRequest.FromString,
+                        response_serializer=charge_pb2.CreateChargeResponse.SerializeToString,
+                    )
+                },
+            )
+            server = grpc.aio.server()
+            server.add_generic_rpc_handlers((handler,))
+            server.add_insecure_port(f"127.0.0.1:{port}")
+            await server.start()
+            print("ready", flush=True)
+            await server.wait_for_termination()
+
+
+async def drive_composed(
+    target: str, calls: int, *, concurrency: int = CONCURRENCY, max_seconds: float = 60
+) -> Run:
+    """Run by the parent: up to ``calls`` CreateCharge calls to the composed server."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        create = channel.unary_unary(
+            CREATE_CHARGE,
+            request_serializer=charge_pb2.CreateChargeRequest.SerializeToString,
+            response_deserializer=charge_pb2.CreateChargeResponse.FromString,
+        )
+        request = charge_pb2.CreateChargeRequest(
+            idempotency_key="composed-floor", charge_permission_id="S01-0000000-0000000"
+        )
+
+        async def one(_i: int) -> None:
+            await create(request, timeout=10)
+
+        run = await closed_loop(
+            one, concurrency=concurrency, max_calls=calls, max_seconds=max_seconds
+        )
+        if run.errors:
+            raise RuntimeError(f"composed floor failed: {dict(run.errors)}")
+        return run
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench._floor", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -124,10 +216,29 @@ def main(argv: list[str] | None = None) -> int:
     client.add_argument("--headers", required=True, help="JSON object of signed headers")
     client.add_argument("--database", required=True)
     client.add_argument("--calls", type=int, default=2000)
+    composed = sub.add_parser("composed-server")
+    composed.add_argument("--port", type=int, required=True)
+    composed.add_argument("--url", required=True)
+    composed.add_argument("--ca-file", default=None, help="CA of an https:// URL")
+    composed.add_argument("--headers", required=True, help="JSON object of signed headers")
+    composed.add_argument("--database", required=True)
+    composed.add_argument("--key-file", required=True, help="RSA private key (PEM) to sign with")
     a = p.parse_args(argv)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         if a.command == "grpc-server":
             runner.run(grpc_server(a.port))
+            return 0
+        if a.command == "composed-server":
+            runner.run(
+                composed_server(
+                    a.port,
+                    url=a.url,
+                    headers=json.loads(a.headers),
+                    database=a.database,
+                    key_file=a.key_file,
+                    ca_file=a.ca_file,
+                )
+            )
             return 0
         figures = runner.run(
             clients(a.url, json.loads(a.headers), a.database, a.calls, ca_file=a.ca_file)

@@ -38,10 +38,19 @@ def _under(ratio: float, target: float) -> str:
 def _node_sdk(r: dict[str, Any]) -> list[str]:
     n = r["node_sdk_comparison"]
     rows = []
-    for name, f, cpu_label in (
+    sides = [
         ("the service (gRPC → service → emulator)", n["service"], "service"),
         (f"{n['sdk']} (node {n['node']}) → emulator", n["node_sdk"], "SDK process"),
-    ):
+    ]
+    if "composed_floor" in n:
+        sides.append(
+            (
+                "composed floor (gRPC → the floor's parts, no service code → emulator)",
+                n["composed_floor"],
+                "its process",
+            )
+        )
+    for name, f, cpu_label in sides:
         rows.append(
             [
                 name,
@@ -80,7 +89,15 @@ def _node_sdk(r: dict[str, Any]) -> list[str]:
         "",
         f"Throughput ratio service ÷ SDK: **{n['throughput_ratio']}** (per round: "
         + ", ".join(str(x) for x in n["round_ratios"])
-        + ").",
+        + ")."
+        + (
+            " The composed floor (`bench._floor composed-server`: the floor's parts in one "
+            "CreateCharge handler, none of the service's code, same load generator and Postgres) "
+            f"took its turn in the same rounds: **{n['composed_floor_throughput_ratio']}** of the "
+            "SDK's throughput, the most any service built on these libraries could reach here."
+            if "composed_floor" in n
+            else ""
+        ),
         "",
     ]
 
@@ -184,6 +201,18 @@ def markdown(r: dict[str, Any]) -> str:
             "-",
         ]
     )
+    cf = v.get("composed_floor")
+    if cf:
+        rows.append(
+            [
+                "composed floor: the floor's parts in one CreateCharge handler, no service code "
+                "(info: where any implementation on these libraries starts)",
+                f"CPU {cf['cpu_ms_per_call']} ms = **{cf['ratio_to_floor']}x** the floor "
+                f"({cf['concurrency']} callers; the service {cf['service_ratio_to_composed']}x "
+                f"it); throughput **{cf['throughput_vs_node_sdk']}x** the Node SDK's",
+                "-",
+            ]
+        )
     d = v["throughput_vs_emulator_capacity"]
     rows.append(
         [
@@ -318,6 +347,19 @@ def markdown(r: dict[str, Any]) -> str:
         lines += _table(
             ["part", "CPU ms each", "x sig"], [[name, ms, round(ms / sig, 2)] for name, ms in parts]
         )
+        composed = floor.get("composed")
+        if composed:
+            lines += [
+                "",
+                "The same parts composed, in their order, in one CreateCharge handler "
+                "(`python -m bench._floor composed-server`: write, sign in a worker thread, one "
+                "HTTPS request, write, answer; still none of the service's code), closed loop at "
+                f"{composed['concurrency']} callers: **{composed['cpu_ms_per_call']} ms** per "
+                f"call, {round(composed['cpu_ms_per_call'] / floor['create_charge_floor_ms'], 2)}x "
+                "the sum of the parts. Composing them costs more than each alone: one event loop "
+                "runs every part's callbacks, tasks and wake-ups, and the GIL changes hands between "
+                "the loop, the signing thread and grpc's poller on every call.",
+            ]
         lines += [
             "",
             "Each RPC's floor is the parts its own work cannot skip (`RPC_FLOORS` in "

@@ -32,7 +32,7 @@ import grpc
 
 from bench._flows import channels, stubs_for
 from bench._load import Run, closed_loop
-from bench._stack import REPO, Service, cpu_seconds, free_port
+from bench._stack import REPO, Service, cpu_seconds, create_database, drop_database, free_port
 from bench.run import RESULTS, Bench, Options, log, running_stack, signature_cost
 from payments.amazonpay.v1 import ledger_pb2
 
@@ -337,8 +337,14 @@ async def compare(seconds: float, concurrency: int, specs: list[str], rounds: in
             variants.append(Variant(spec, label, source, env))
         async with running_stack(Path(tmp)) as stack, contextlib.AsyncExitStack() as running:
             for n, variant in enumerate(variants):
+                env = {**stack.service.env, **variant.env}
+                if variant.source != REPO:
+                    # An earlier revision refuses a database migrated by a newer one.
+                    database = await create_database(stack.server_url, f"bench_cmp{n}")
+                    running.push_async_callback(drop_database, stack.server_url, database)
+                    env["DATABASE_URL"] = database
                 service = Service(
-                    {**stack.service.env, **variant.env},
+                    env,
                     free_port(),
                     REPO / ".data" / "bench-logs" / f"compare-{n}.log",
                 )

@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,7 +42,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from bench import _report
 from bench import settlement as settlement_bench
-from bench._floor import drive_grpc
+from bench._floor import drive_composed, drive_grpc
 from bench._flows import (
     Stubs,
     channels,
@@ -470,7 +470,11 @@ class Bench:
         self.s.probe.add("node_sdk", node.pid)
         service_rounds: list[dict[str, Any]] = []
         sdk_rounds: list[dict[str, Any]] = []
+        floor_rounds: list[dict[str, Any]] = []
+        composed = contextlib.AsyncExitStack()
         try:
+            floor_target, floor_pid = await composed.enter_async_context(self.composed_floor())
+            self.s.probe.add("composed_floor", floor_pid)
             await self.prepare_slots(800)
             await closed_loop(self._create_charge, concurrency=c, max_calls=200, max_seconds=5)
             warm = await node.run(self._take(300), concurrency=c, seconds=5)
@@ -501,23 +505,38 @@ class Bench:
                 )
                 sdk_rounds.append(figures)
 
+            async def floor_round() -> None:
+                _, figures = await self.measure(
+                    lambda: drive_composed(
+                        floor_target, per_round, concurrency=c, max_seconds=seconds
+                    ),
+                    concurrency=c,
+                )
+                figures.pop("service_cpu_ms_per_call", None)
+                floor_rounds.append(figures)
+
+            all_sides = [service_round, sdk_round, floor_round]
             for n in range(rounds):
                 await self.prepare_slots(2 * per_round)
-                sides = (service_round, sdk_round) if n % 2 == 0 else (sdk_round, service_round)
-                for side in sides:
+                shift = n % len(all_sides)
+                for side in all_sides[shift:] + all_sides[:shift]:
                     await side()
                 log(
                     f"  round {n + 1}: service {_short(service_rounds[-1])}; "
-                    f"SDK {_short(sdk_rounds[-1])}"
+                    f"SDK {_short(sdk_rounds[-1])}; composed floor {_short(floor_rounds[-1])}"
                 )
         finally:
-            del self.s.probe.groups["node_sdk"]
+            self.s.probe.groups.pop("node_sdk", None)
+            self.s.probe.groups.pop("composed_floor", None)
+            await composed.aclose()
             await node.stop()
         service = _median_rounds(service_rounds)
         sdk = _median_rounds(sdk_rounds)
+        floor = _median_rounds(floor_rounds)
         for merged, figures, group in (
             (service, service_rounds, "service"),
             (sdk, sdk_rounds, "node_sdk"),
+            (floor, floor_rounds, "composed_floor"),
         ):
             ok = sum(f["calls_ok"] for f in figures)
             merged["cpu_ms_per_call"] = round(
@@ -533,7 +552,13 @@ class Bench:
             "seconds_per_round": seconds,
             "service": service,
             "node_sdk": sdk,
+            "composed_floor": floor,
             "throughput_ratio": round(service["throughput_per_s"] / sdk["throughput_per_s"], 3)
+            if sdk["throughput_per_s"]
+            else None,
+            "composed_floor_throughput_ratio": round(
+                floor["throughput_per_s"] / sdk["throughput_per_s"], 3
+            )
             if sdk["throughput_per_s"]
             else None,
             "round_ratios": [
@@ -851,6 +876,7 @@ class Bench:
             raise RuntimeError(f"bench._floor clients exited with {client.returncode}")
         figures: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
         figures["grpc_server_call_ms"] = round(grpc_ms, 4)
+        figures["composed"] = await self._composed_floor_cpu(calls)
         sig = self.results["signature"]["cpu_ms_per_signature"]
         figures["rpcs"] = {name: round(f.ms(figures, sig), 4) for name, f in RPC_FLOORS.items()}
         self.results["rpc_floor_parts"] = {name: asdict(f) for name, f in RPC_FLOORS.items()}
@@ -859,6 +885,56 @@ class Bench:
         figures["create_charge_floor_vs_signature"] = round(total / sig, 2)
         self.results["floor"] = figures
         log(f"  CreateCharge floor {total:.3f} ms = {total / sig:.2f} signatures: {figures}")
+
+    @contextlib.asynccontextmanager
+    async def composed_floor(self) -> AsyncIterator[tuple[str, int]]:
+        """The floor's parts composed in one CreateCharge handler (``bench._floor
+        composed-server``), reading a captured charge as the floor's request does: its target
+        and pid."""
+        path = f"{EMULATOR_PREFIX}/charges/{self.pool.captured[0]}"
+        port = free_port()
+        server = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench._floor",
+            "composed-server",
+            "--port",
+            str(port),
+            "--url",
+            self.s.emulator.api_url + path,
+            "--ca-file",
+            str(self.s.emulator.ca_file),
+            "--headers",
+            json.dumps(sign_headers(self.s.private_key, KEY_ID, "GET", path)),
+            "--database",
+            self.s.database_url,
+            "--key-file",
+            str(self.s.private_key_file),
+            cwd=REPO,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert server.stdout is not None
+            await asyncio.wait_for(server.stdout.readline(), 30)
+            target = f"127.0.0.1:{port}"
+            await drive_composed(target, 200)
+            yield target, server.pid
+        finally:
+            server.kill()
+            await server.wait()
+
+    async def _composed_floor_cpu(self, calls: int) -> dict[str, Any]:
+        """CPU per call of the composed floor at the floor's concurrency."""
+        async with self.composed_floor() as (target, pid):
+            before = cpu_seconds(pid)
+            run = await drive_composed(target, calls)
+            out = {
+                "concurrency": RPC_CONCURRENCY,
+                "cpu_ms_per_call": round((cpu_seconds(pid) - before) / run.ok * 1000, 4),
+                "throughput_per_s": round(run.throughput, 1),
+            }
+        log(f"  composed floor (the parts in one CreateCharge handler): {out}")
+        return out
 
     # ---------------------------------------------------------------- GetCharge
 
@@ -1032,7 +1108,22 @@ def verdicts(results: dict[str, Any]) -> dict[str, Any]:
         for rpc in RPC_FLOORS
         if rpc in rpc_cpu
     }
+    composed = floor["composed"]
     return {
+        "composed_floor": {
+            "cpu_ms_per_call": composed["cpu_ms_per_call"],
+            "floor_cpu_ms": floor_ms,
+            "ratio_to_floor": round(composed["cpu_ms_per_call"] / floor_ms, 2),
+            "service_cpu_ms_per_call": rpc_cpu.get("CreateCharge"),
+            "service_ratio_to_composed": round(
+                rpc_cpu["CreateCharge"] / composed["cpu_ms_per_call"], 2
+            )
+            if "CreateCharge" in rpc_cpu
+            else None,
+            "concurrency": composed["concurrency"],
+            "throughput_per_s_at_sdk_concurrency": sdk["composed_floor"]["throughput_per_s"],
+            "throughput_vs_node_sdk": sdk["composed_floor_throughput_ratio"],
+        },
         "service_cpu_per_create_charge_vs_floor": {
             "service_cpu_ms_per_call": per_charge,
             "floor_cpu_ms": floor_ms,
