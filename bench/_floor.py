@@ -28,6 +28,7 @@ import json
 import ssl
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,12 @@ async def clients(
     return out
 
 
-CREATE_CHARGE = "/amazonpay.v1.ChargeService/CreateCharge"
+CHARGE_SERVICE = "amazonpay.v1.ChargeService"
+COMPOSED_METHODS: dict[str, tuple[Any, Any]] = {
+    "CreateCharge": (charge_pb2.CreateChargeRequest, charge_pb2.CreateChargeResponse),
+    "GetCharge": (charge_pb2.GetChargeRequest, charge_pb2.GetChargeResponse),
+}
+"""The RPCs the composed server answers: their request and response types."""
 
 
 async def composed_server(
@@ -136,8 +142,9 @@ async def composed_server(
     key_file: str,
     ca_file: str | None = None,
 ) -> None:
-    """One CreateCharge handler made of the floor's parts in their order: write the pending
-    operation, sign in a worker thread, one HTTPS request, write the outcome, answer."""
+    """ChargeService handlers made of the floor's parts in their order. CreateCharge: write the
+    pending operation, sign in a worker thread, one HTTPS request, write the outcome, answer.
+    GetCharge: read one charge-sized row, answer."""
     loop = asyncio.get_running_loop()
     signer = RequestSigner("BENCHKEY", load_key(Path(key_file)))
     tls = ssl.create_default_context(cafile=ca_file) if ca_file else None
@@ -146,6 +153,7 @@ async def composed_server(
         async with (
             aiohttp.ClientSession(connector=connector) as http,
             statement_probe(database, pool_size=CONCURRENCY) as write_row,
+            row_read_probe(database, pool_size=CONCURRENCY) as read_row,
         ):
 
             async def create_charge(
@@ -161,15 +169,26 @@ async def composed_server(
                 await write_row()
                 return charge_pb2.CreateChargeResponse()
 
-            service, method = CREATE_CHARGE.strip("/").split("/")
+            async def get_charge(
+                _request: charge_pb2.GetChargeRequest,
+                _context: grpc.aio.ServicerContext[Any, Any],
+            ) -> charge_pb2.GetChargeResponse:
+                await read_row()
+                return charge_pb2.GetChargeResponse()
+
+            handlers: dict[str, Callable[..., Awaitable[Any]]] = {
+                "CreateCharge": create_charge,
+                "GetCharge": get_charge,
+            }
             handler = grpc.method_handlers_generic_handler(
-                service,
+                CHARGE_SERVICE,
                 {
-                    method: grpc.unary_unary_rpc_method_handler(
-                        create_charge,
-                        request_deserializer=charge_pb2.CreateChargeRequest.FromString,
-                        response_serializer=charge_pb2.CreateChargeResponse.SerializeToString,
+                    name: grpc.unary_unary_rpc_method_handler(
+                        handlers[name],
+                        request_deserializer=request.FromString,
+                        response_serializer=response.SerializeToString,
                     )
+                    for name, (request, response) in COMPOSED_METHODS.items()
                 },
             )
             server = grpc.aio.server()
@@ -181,21 +200,31 @@ async def composed_server(
 
 
 async def drive_composed(
-    target: str, calls: int, *, concurrency: int = CONCURRENCY, max_seconds: float = 60
+    target: str,
+    calls: int,
+    *,
+    method: str = "CreateCharge",
+    concurrency: int = CONCURRENCY,
+    max_seconds: float = 60,
 ) -> Run:
-    """Run by the parent: up to ``calls`` CreateCharge calls to the composed server."""
+    """Run by the parent: up to ``calls`` calls of ``method`` to the composed server."""
+    request_type, response_type = COMPOSED_METHODS[method]
     async with grpc.aio.insecure_channel(target) as channel:
-        create = channel.unary_unary(
-            CREATE_CHARGE,
-            request_serializer=charge_pb2.CreateChargeRequest.SerializeToString,
-            response_deserializer=charge_pb2.CreateChargeResponse.FromString,
+        call = channel.unary_unary(
+            f"/{CHARGE_SERVICE}/{method}",
+            request_serializer=request_type.SerializeToString,
+            response_deserializer=response_type.FromString,
         )
-        request = charge_pb2.CreateChargeRequest(
-            idempotency_key="composed-floor", charge_permission_id="S01-0000000-0000000"
+        request = (
+            charge_pb2.CreateChargeRequest(
+                idempotency_key="composed-floor", charge_permission_id="S01-0000000-0000000"
+            )
+            if method == "CreateCharge"
+            else charge_pb2.GetChargeRequest(charge_id="S01-0000000-0000000-C000000")
         )
 
         async def one(_i: int) -> None:
-            await create(request, timeout=10)
+            await call(request, timeout=10)
 
         run = await closed_loop(
             one, concurrency=concurrency, max_calls=calls, max_seconds=max_seconds

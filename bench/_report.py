@@ -207,9 +207,12 @@ def markdown(r: dict[str, Any]) -> str:
             [
                 "composed floor: the floor's parts in one CreateCharge handler, no service code "
                 "(info: where any implementation on these libraries starts)",
-                f"CPU {cf['cpu_ms_per_call']} ms = **{cf['ratio_to_floor']}x** the floor "
-                f"({cf['concurrency']} callers; the service {cf['service_ratio_to_composed']}x "
-                f"it); throughput **{cf['throughput_vs_node_sdk']}x** the Node SDK's",
+                f"CreateCharge CPU {cf['cpu_ms_per_call']} ms = **{cf['ratio_to_floor']}x** the "
+                f"floor ({cf['concurrency']} callers; the service "
+                f"{cf['service_ratio_to_composed']}x it); throughput "
+                f"**{cf['throughput_vs_node_sdk']}x** the Node SDK's; GetCharge CPU "
+                f"{cf['get_charge_cpu_ms_per_call']} ms = **{cf['get_charge_ratio_to_floor']}x** "
+                "its floor",
                 "-",
             ]
         )
@@ -356,7 +359,10 @@ def markdown(r: dict[str, Any]) -> str:
                 "HTTPS request, write, answer; still none of the service's code), closed loop at "
                 f"{composed['concurrency']} callers: **{composed['cpu_ms_per_call']} ms** per "
                 f"call, {round(composed['cpu_ms_per_call'] / floor['create_charge_floor_ms'], 2)}x "
-                "the sum of the parts. Composing them costs more than each alone: one event loop "
+                "the sum of the parts; a GetCharge handler that reads one row: "
+                f"**{composed['get_charge']} ms**, "
+                f"{round(composed['get_charge'] / floor['rpcs']['GetCharge (ledger)'], 2)}x its "
+                "floor. Composing them costs more than each alone: one event loop "
                 "runs every part's callbacks, tasks and wake-ups, and the GIL changes hands between "
                 "the loop, the signing thread and grpc's poller on every call.",
             ]

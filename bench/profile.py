@@ -34,7 +34,7 @@ from bench._flows import channels, stubs_for
 from bench._load import Run, closed_loop
 from bench._stack import REPO, Service, cpu_seconds, create_database, drop_database, free_port
 from bench.run import RESULTS, Bench, Options, log, running_stack, signature_cost
-from payments.amazonpay.v1 import ledger_pb2
+from payments.amazonpay.v1 import charge_pb2, ledger_pb2
 
 # (area, regex on "function (file)") - first match wins, checked from the innermost frame out
 AREAS: list[tuple[str, str]] = [
@@ -246,6 +246,33 @@ async def run_profile(seconds: float, concurrency: int, output: Path) -> list[st
             raw = (work / "create_charge.txt").read_text()
             (output / "profile-create-charge.txt").write_text(raw)
             lines += _section("CreateCharge (capture_now)", figures, summarize(raw))
+
+            ids = list(bench.pool.captured)
+
+            async def get_charge(i: int) -> None:
+                await bench.api.charges.GetCharge(
+                    charge_pb2.GetChargeRequest(charge_id=ids[i % len(ids)]), timeout=30
+                )
+
+            log(f"profiling GetCharge (ledger) for {seconds / 2:.0f}s")
+            _, figures = await bench.measure(
+                lambda: profiled(
+                    stack.service.pid,
+                    seconds / 2,
+                    work / "get_charge.txt",
+                    lambda: closed_loop(
+                        get_charge,
+                        concurrency=8,
+                        max_calls=1_000_000,
+                        max_seconds=seconds / 2 - 1.5,
+                    ),
+                )
+            )
+            raw = (work / "get_charge.txt").read_text()
+            (output / "profile-get-charge.txt").write_text(raw)
+            lines += _section(
+                "GetCharge (served from the ledger, 8 callers)", figures, summarize(raw)
+            )
 
             await bench.seed_objects()
 

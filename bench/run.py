@@ -925,14 +925,14 @@ class Bench:
 
     async def _composed_floor_cpu(self, calls: int) -> dict[str, Any]:
         """CPU per call of the composed floor at the floor's concurrency."""
+        out: dict[str, Any] = {"concurrency": RPC_CONCURRENCY}
         async with self.composed_floor() as (target, pid):
-            before = cpu_seconds(pid)
-            run = await drive_composed(target, calls)
-            out = {
-                "concurrency": RPC_CONCURRENCY,
-                "cpu_ms_per_call": round((cpu_seconds(pid) - before) / run.ok * 1000, 4),
-                "throughput_per_s": round(run.throughput, 1),
-            }
+            for method, key in (("CreateCharge", "cpu_ms_per_call"), ("GetCharge", "get_charge")):
+                await drive_composed(target, 100, method=method)
+                before = cpu_seconds(pid)
+                run = await drive_composed(target, calls, method=method)
+                out[key] = round((cpu_seconds(pid) - before) / run.ok * 1000, 4)
+                out[f"{key}_throughput_per_s"] = round(run.throughput, 1)
         log(f"  composed floor (the parts in one CreateCharge handler): {out}")
         return out
 
@@ -1123,6 +1123,11 @@ def verdicts(results: dict[str, Any]) -> dict[str, Any]:
             "concurrency": composed["concurrency"],
             "throughput_per_s_at_sdk_concurrency": sdk["composed_floor"]["throughput_per_s"],
             "throughput_vs_node_sdk": sdk["composed_floor_throughput_ratio"],
+            "get_charge_cpu_ms_per_call": composed["get_charge"],
+            "get_charge_floor_ms": floor["rpcs"]["GetCharge (ledger)"],
+            "get_charge_ratio_to_floor": round(
+                composed["get_charge"] / floor["rpcs"]["GetCharge (ledger)"], 2
+            ),
         },
         "service_cpu_per_create_charge_vs_floor": {
             "service_cpu_ms_per_call": per_charge,
