@@ -14,7 +14,7 @@ Write rules:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 
 from ._objects import InvalidPageToken, Page, _decode_token, _encode_token
-from ._records import Conn, QueryBase, StoredObject, _stored
+from ._records import Conn, QueryBase, StoredObject, _decimal_text, _from_row, _stored
 
 __all__ = [
     "FINDING_KIND",
@@ -51,10 +51,6 @@ LINE_OUTCOMES = ("matched", "missing_in_ledger", "amount_mismatch", "currency_mi
 _SETTLEMENT_LOCK_CLASS = 0x73746C6D  # "stlm"
 
 _PENDING = ("pending", "reconciling")
-
-
-def _text(value: Decimal | None) -> str | None:
-    return None if value is None else format(value, "f")
 
 
 @dataclass(frozen=True)
@@ -104,16 +100,16 @@ class SettlementLineRecord:
             "transactionType": self.transaction_type,
             "amazonTransactionId": self.amazon_transaction_id,
             "sellerReferenceId": self.seller_reference_id,
-            "amount": _text(self.amount),
-            "fee": _text(self.fee),
-            "net": _text(self.net),
+            "amount": _decimal_text(self.amount),
+            "fee": _decimal_text(self.fee),
+            "net": _decimal_text(self.net),
             "currencyCode": self.currency_code,
             "outcome": "".join(p.capitalize() for p in self.outcome.split("_")),
             "matchRule": self.match_rule,
             "ledgerKind": self.ledger_kind,
             "ledgerObjectId": self.ledger_object_id,
             "chargePermissionId": self.charge_permission_id,
-            "expectedAmount": _text(self.expected_amount),
+            "expectedAmount": _decimal_text(self.expected_amount),
             "expectedCurrencyCode": self.expected_currency,
         }
         if self.recorded_at is not None:
@@ -154,7 +150,7 @@ class MissRecord:
             "ledgerKind": self.ledger_kind,
             "ledgerObjectId": self.ledger_object_id,
             "chargePermissionId": self.charge_permission_id,
-            "expectedAmount": _text(self.expected_amount),
+            "expectedAmount": _decimal_text(self.expected_amount),
             "expectedCurrencyCode": self.expected_currency,
             "settleBy": self.settle_by.isoformat(),
         }
@@ -284,14 +280,6 @@ class SettlementRun:
     error: str | None
 
 
-R = TypeVar("R")
-
-
-def _from_row(cls: type[R], row: asyncpg.Record) -> R:
-    """A record dataclass from a row holding (at least) its fields."""
-    return cls(**{f.name: row[f.name] for f in fields(cls) if f.name in row})  # type: ignore[arg-type]
-
-
 def _report(row: asyncpg.Record) -> StoredReport:
     return _from_row(StoredReport, row)
 
@@ -311,6 +299,8 @@ def _disbursement(row: asyncpg.Record) -> Disbursement:
 def _entries(rows: Sequence[asyncpg.Record]) -> list[LedgerEntry]:
     return [_from_row(LedgerEntry, r) for r in rows]
 
+
+R = TypeVar("R")
 
 # Missing times sort as the latest (a report not read yet) or the earliest (a disbursement
 # without a time) instant, so every keyset position is a real timestamp.
@@ -1300,18 +1290,16 @@ class SettlementQueries(QueryBase):
         return int(row["waiting"]), float(row["age"])
 
 
+_MISS_AS_LINE = {
+    "occurred_at": "posted_at",
+    "detected_in": "settlement_id",
+    "detected_at": "recorded_at",
+}
+"""The columns of a line that the unmatched listing reads a miss's fields from."""
+
+
 def _unmatched_miss(row: asyncpg.Record) -> MissRecord:
     """A miss as the unmatched listing reads it (in the columns of a line)."""
-    return MissRecord(
-        merchant=row["merchant"],
-        ledger_kind=row["ledger_kind"],
-        ledger_object_id=row["ledger_object_id"],
-        charge_permission_id=row["charge_permission_id"],
-        transaction_type=row["transaction_type"],
-        expected_amount=row["expected_amount"],
-        expected_currency=row["expected_currency"],
-        occurred_at=row["posted_at"],
-        settle_by=row["settle_by"],
-        detected_in=row["settlement_id"],
-        detected_at=row["recorded_at"],
+    return _from_row(
+        MissRecord, row, **{field: row[column] for field, column in _MISS_AS_LINE.items()}
     )
