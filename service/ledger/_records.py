@@ -38,13 +38,19 @@ Position = tuple[int, int]
 
 
 @dataclass(frozen=True)
-class ObjectRecord:
-    """What the ledger keeps of one Amazon object after one observation."""
+class _ObjectState:
+    """Which merchant's Amazon object, and the state it was in."""
 
     merchant: str
     kind: str
     object_id: str
     state: str
+
+
+@dataclass(frozen=True)
+class ObjectRecord(_ObjectState):
+    """What the ledger keeps of one Amazon object after one observation."""
+
     snapshot: Mapping[str, Any]
     """Amazon's JSON for the object (camelCase), possibly sparse."""
     reason_code: str | None = None
@@ -62,11 +68,9 @@ class ObjectRecord:
 
 
 @dataclass(frozen=True)
-class StoredObject:
-    merchant: str
-    kind: str
-    object_id: str
-    state: str
+class StoredObject(_ObjectState):
+    """An object's row: its last observation, and the ledger's bookkeeping of it."""
+
     reason_code: str | None
     is_final: bool
     snapshot: dict[str, Any]

@@ -178,14 +178,20 @@ class LedgerEntry:
 
 
 @dataclass(frozen=True)
-class ReportRecord:
-    """A settlement report as Get Reports lists it."""
+class _ListedReport:
+    """Which merchant's settlement report, as Get Reports names it."""
 
     merchant: str
     report_id: str
     report_type: str
     report_document_id: str | None
     amazon_created_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ReportRecord(_ListedReport):
+    """A settlement report as Get Reports lists it."""
+
     snapshot: Mapping[str, Any]
     data_start: datetime | None = None
     """The period Amazon listed the report for (replaced by the document's header once read)."""
@@ -193,12 +199,9 @@ class ReportRecord:
 
 
 @dataclass(frozen=True)
-class StoredReport:
-    merchant: str
-    report_id: str
-    report_type: str
-    report_document_id: str | None
-    amazon_created_at: datetime | None
+class StoredReport(_ListedReport):
+    """A report's row: what its document's header said, and how reconciling it went."""
+
     settlement_id: str | None
     seller_id: str | None
     settlement_start: datetime | None
