@@ -64,17 +64,18 @@ class StableEvents:
         return self.held_until is not None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Filter:
     """What every listing filters on: one merchant, optionally one kind and one charge
-    permission's objects (None: any)."""
+    permission's objects (None: any). Fields are passed by name only: six optional ones, most of
+    them strings, are too easily shifted by one."""
 
     merchant: str
     kind: str | None = None
     charge_permission_id: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ObjectFilter(_Filter):
     state: str | None = None
     merchant_reference_id: str | None = None
@@ -82,7 +83,7 @@ class ObjectFilter(_Filter):
     created_before: datetime | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EventFilter(_Filter):
     object_id: str | None = None
     source: str | None = None
