@@ -394,49 +394,57 @@ _UNNEST_LINES = (
 
 @dataclass(frozen=True)
 class _Newest(Generic[R]):
-    """A listing newest first, keyset-paginated on (a time that may be missing, an id)."""
+    """A listing of one table newest first, keyset-paginated on (a time that may be missing, an
+    id), filtered on one column: each is a column of the table and a field of its records."""
 
-    query: str
-    """$1 the merchant, $2 its filter, $3 and $4 the time range, $5 and $6 the keyset position,
-    $7 the rows to read, $8 the time a missing one sorts as."""
+    table: str
+    filter_column: str
+    time_column: str
+    id_column: str
     convert: Callable[[asyncpg.Record], R]
-    key: Callable[[R], tuple[datetime | None, str]]
-    """An item's keyset position: its time and id."""
     keys: tuple[str, str]
-    """Their names in page tokens."""
+    """The time's and the id's names in page tokens."""
     missing: datetime
+    """The time a missing one sorts as."""
+
+    @property
+    def query(self) -> str:
+        """$1 the merchant, $2 its filter, $3 and $4 the time range, $5 and $6 the keyset
+        position, $7 the rows to read, $8 the time a missing one sorts as."""
+        at, item_id = f"coalesce({self.time_column}, $8)", self.id_column
+        return f"""
+            SELECT * FROM {self.table}
+            WHERE merchant = $1
+              AND ($2::text IS NULL OR {self.filter_column} = $2)
+              AND ($3::timestamptz IS NULL OR {self.time_column} >= $3)
+              AND ($4::timestamptz IS NULL OR {self.time_column} < $4)
+              AND ($5::timestamptz IS NULL OR ({at}, {item_id}) < ($5, $6))
+            ORDER BY {at} DESC, {item_id} DESC
+            LIMIT $7
+            """  # noqa: S608 - fixed names; values are parameters
+
+    def key(self, item: R) -> tuple[datetime | None, str]:
+        """An item's keyset position: its time and id."""
+        moment: datetime | None = getattr(item, self.time_column)
+        item_id: str = getattr(item, self.id_column)
+        return moment, item_id
 
 
 _REPORTS = _Newest(
-    query="""
-        SELECT * FROM settlement_reports
-        WHERE merchant = $1
-          AND ($2::text IS NULL OR status = $2)
-          AND ($3::timestamptz IS NULL OR settlement_end >= $3)
-          AND ($4::timestamptz IS NULL OR settlement_end < $4)
-          AND ($5::timestamptz IS NULL
-               OR (coalesce(settlement_end, $8), report_id) < ($5, $6))
-        ORDER BY coalesce(settlement_end, $8) DESC, report_id DESC
-        LIMIT $7
-        """,
+    table="settlement_reports",
+    filter_column="status",
+    time_column="settlement_end",
+    id_column="report_id",
     convert=_report,
-    key=lambda report: (report.settlement_end, report.report_id),
     keys=("t", "r"),
     missing=_LATEST,
 )
 _DISBURSEMENTS = _Newest(
-    query="""
-        SELECT * FROM disbursements
-        WHERE merchant = $1 AND ($2::text IS NULL OR settlement_id = $2)
-          AND ($3::timestamptz IS NULL OR transaction_time >= $3)
-          AND ($4::timestamptz IS NULL OR transaction_time < $4)
-          AND ($5::timestamptz IS NULL OR
-               (coalesce(transaction_time, $8), disbursement_id) < ($5, $6))
-        ORDER BY coalesce(transaction_time, $8) DESC, disbursement_id DESC
-        LIMIT $7
-        """,
+    table="disbursements",
+    filter_column="settlement_id",
+    time_column="transaction_time",
+    id_column="disbursement_id",
     convert=_disbursement,
-    key=lambda paid: (paid.transaction_time, paid.disbursement_id),
     keys=("t", "d"),
     missing=_EARLIEST,
 )
