@@ -81,20 +81,30 @@ def _table(*rows: Endpoint) -> Mapping[str, Endpoint]:
     return table
 
 
+def _payment_post(
+    name: str, path: str, response: type[ApiObject], *, default_store_id: bool = False
+) -> Endpoint:
+    """A POST that starts a payment step: Amazon replays a repeat by idempotency key, and the
+    sandbox simulates its outcomes."""
+    return Endpoint(
+        name,
+        "POST",
+        path,
+        response,
+        replayed_by_key=True,
+        takes_simulation_code=True,
+        default_store_id=default_store_id,
+    )
+
+
 _SESSION_STATE = frozenset({"InvalidCheckoutSessionStatus"})
 _REPORT_FILTERS = frozenset(
     {"reportTypes", "processingStatuses", "createdSince", "createdUntil", "pageSize", "nextToken"}
 )
 
 ENDPOINTS: Mapping[str, Endpoint] = _table(
-    Endpoint(
-        "CreateCheckoutSession",
-        "POST",
-        "/checkoutSessions",
-        CheckoutSession,
-        replayed_by_key=True,
-        takes_simulation_code=True,
-        default_store_id=True,
+    _payment_post(
+        "CreateCheckoutSession", "/checkoutSessions", CheckoutSession, default_store_id=True
     ),
     Endpoint("GetCheckoutSession", "GET", "/checkoutSessions/{checkoutSessionId}", CheckoutSession),
     Endpoint(
@@ -142,23 +152,9 @@ ENDPOINTS: Mapping[str, Endpoint] = _table(
         takes_simulation_code=True,
         refusals_once_applied=frozenset({"InvalidChargePermissionStatus"}),
     ),
-    Endpoint(
-        "CreateCharge",
-        "POST",
-        "/charges",
-        Charge,
-        replayed_by_key=True,
-        takes_simulation_code=True,
-    ),
+    _payment_post("CreateCharge", "/charges", Charge),
     Endpoint("GetCharge", "GET", "/charges/{chargeId}", Charge),
-    Endpoint(
-        "CaptureCharge",
-        "POST",
-        "/charges/{chargeId}/capture",
-        Charge,
-        replayed_by_key=True,
-        takes_simulation_code=True,
-    ),
+    _payment_post("CaptureCharge", "/charges/{chargeId}/capture", Charge),
     Endpoint(
         "CancelCharge",
         "DELETE",
@@ -166,14 +162,7 @@ ENDPOINTS: Mapping[str, Endpoint] = _table(
         Charge,
         refusals_once_applied=frozenset({"InvalidChargeStatus"}),
     ),
-    Endpoint(
-        "CreateRefund",
-        "POST",
-        "/refunds",
-        Refund,
-        replayed_by_key=True,
-        takes_simulation_code=True,
-    ),
+    _payment_post("CreateRefund", "/refunds", Refund),
     Endpoint("GetRefund", "GET", "/refunds/{refundId}", Refund),
     Endpoint("GetBuyer", "GET", "/buyers/{buyerToken}", Buyer),
     Endpoint(

@@ -54,48 +54,33 @@ class Kind:
         return reason if isinstance(reason, str) else None
 
 
+def _kind(
+    name: str,
+    final_states: set[str],
+    amount_path: tuple[str, ...],
+    ipn_object_type: str | None = None,
+) -> Kind:
+    """A kind whose id field and getter follow Amazon's naming of it (``charge_permission``:
+    ``chargePermissionId``, ``GetChargePermission``)."""
+    camel = "".join(part.capitalize() for part in name.split("_"))
+    return Kind(
+        name=name,
+        id_field=f"{camel[0].lower()}{camel[1:]}Id",
+        final_states=frozenset(final_states),
+        amount_path=amount_path,
+        getter=f"Get{camel}",
+        ipn_object_type=ipn_object_type,
+    )
+
+
 KINDS: Mapping[str, Kind] = {
     k.name: k
     for k in (
-        Kind(
-            name="checkout_session",
-            id_field="checkoutSessionId",
-            final_states=frozenset({"Completed", "Canceled"}),
-            amount_path=("paymentDetails", "chargeAmount"),
-            getter="GetCheckoutSession",
-        ),
-        Kind(
-            name="charge_permission",
-            id_field="chargePermissionId",
-            final_states=frozenset({"Closed"}),
-            amount_path=("limits", "amountLimit"),
-            getter="GetChargePermission",
-            ipn_object_type="CHARGE_PERMISSION",
-        ),
-        Kind(
-            name="charge",
-            id_field="chargeId",
-            final_states=frozenset({"Captured", "Canceled", "Declined"}),
-            amount_path=("chargeAmount",),
-            getter="GetCharge",
-            ipn_object_type="CHARGE",
-        ),
-        Kind(
-            name="refund",
-            id_field="refundId",
-            final_states=frozenset({"Refunded", "Declined"}),
-            amount_path=("refundAmount",),
-            getter="GetRefund",
-            ipn_object_type="REFUND",
-        ),
-        Kind(
-            name="dispute",
-            id_field="disputeId",
-            final_states=frozenset({"Resolved", "Closed"}),
-            amount_path=("disputeAmount",),
-            getter="GetDispute",
-            ipn_object_type="CHARGEBACK",
-        ),
+        _kind("checkout_session", {"Completed", "Canceled"}, ("paymentDetails", "chargeAmount")),
+        _kind("charge_permission", {"Closed"}, ("limits", "amountLimit"), "CHARGE_PERMISSION"),
+        _kind("charge", {"Captured", "Canceled", "Declined"}, ("chargeAmount",), "CHARGE"),
+        _kind("refund", {"Refunded", "Declined"}, ("refundAmount",), "REFUND"),
+        _kind("dispute", {"Resolved", "Closed"}, ("disputeAmount",), "CHARGEBACK"),
     )
 }
 

@@ -64,17 +64,18 @@ class StableEvents:
         return self.held_until is not None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Filter:
     """What every listing filters on: one merchant, optionally one kind and one charge
-    permission's objects (None: any)."""
+    permission's objects (None: any). Fields are passed by name only: six optional ones, most of
+    them strings, are too easily shifted by one."""
 
     merchant: str
     kind: str | None = None
     charge_permission_id: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ObjectFilter(_Filter):
     state: str | None = None
     merchant_reference_id: str | None = None
@@ -82,7 +83,7 @@ class ObjectFilter(_Filter):
     created_before: datetime | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EventFilter(_Filter):
     object_id: str | None = None
     source: str | None = None
@@ -143,45 +144,41 @@ def _object_position(pos: Mapping[str, Any]) -> tuple[datetime, str, str]:
     return at, kind, object_id
 
 
+_EVENT_FILTERS = """
+    ($1::text IS NULL OR merchant = $1)
+    AND ($2::text IS NULL OR kind = $2)
+    AND ($3::text IS NULL OR object_id = $3)
+    AND ($4::text IS NULL OR charge_permission_id = $4)
+    AND ($5::text IS NULL OR source = $5)
+    AND ($6::timestamptz IS NULL OR recorded_at >= $6)
+    AND ($7::timestamptz IS NULL OR recorded_at < $7)
+    AND (tx, event_id) > ($8::xid8, $9::bigint)
+"""
+"""The events a read admits: the filters and the position, the same for both halves of
+`_STABLE_EVENTS`."""
+
 # $1..$7 the ListEvents filters (NULL = any), $8/$9 the position to read after, $10 the limit.
 # One statement and one snapshot: the frontier and the rows it admits come from the same snapshot,
 # so no transaction below the frontier can commit an event this read does not see. Always returns
 # a row (event columns NULL when none), carrying the frontier and the largest `tx` of the matching
-
-
-_STABLE_EVENTS = """
+# events held back beyond it (NULL: none).
+_STABLE_EVENTS = f"""
     WITH f AS MATERIALIZED (SELECT ledger_event_frontier() AS x),
     stable AS (
         SELECT * FROM events
-        WHERE ($1::text IS NULL OR merchant = $1)
-          AND ($2::text IS NULL OR kind = $2)
-          AND ($3::text IS NULL OR object_id = $3)
-          AND ($4::text IS NULL OR charge_permission_id = $4)
-          AND ($5::text IS NULL OR source = $5)
-          AND ($6::timestamptz IS NULL OR recorded_at >= $6)
-          AND ($7::timestamptz IS NULL OR recorded_at < $7)
-          AND (tx, event_id) > ($8::xid8, $9::bigint)
-          AND tx < (SELECT x FROM f)
+        WHERE {_EVENT_FILTERS} AND tx < (SELECT x FROM f)
         ORDER BY tx, event_id
         LIMIT $10
     ), held AS (
         SELECT (SELECT x FROM f) AS frontier, (
             SELECT max(tx) FROM events
-            WHERE ($1::text IS NULL OR merchant = $1)
-              AND ($2::text IS NULL OR kind = $2)
-              AND ($3::text IS NULL OR object_id = $3)
-              AND ($4::text IS NULL OR charge_permission_id = $4)
-              AND ($5::text IS NULL OR source = $5)
-              AND ($6::timestamptz IS NULL OR recorded_at >= $6)
-              AND ($7::timestamptz IS NULL OR recorded_at < $7)
-              AND tx >= (SELECT x FROM f)
-              AND (tx, event_id) > ($8::xid8, $9::bigint)
+            WHERE {_EVENT_FILTERS} AND tx >= (SELECT x FROM f)
         ) AS held_until
     )
     SELECT stable.*, held.frontier, held.held_until
     FROM held LEFT JOIN stable ON true
     ORDER BY stable.tx, stable.event_id
-"""
+"""  # noqa: S608 - fixed text; values are parameters
 
 
 def _merged(current: Mapping[str, Any], incoming: Mapping[str, Any]) -> dict[str, Any]:
@@ -193,6 +190,24 @@ def _merged(current: Mapping[str, Any], incoming: Mapping[str, Any]) -> dict[str
 
 def _text_or_none(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+class _Settling:
+    """Waiting for held-back events to become stable: pauses of 2 ms, doubling up to 50 ms,
+    for `settle_s` at most in all."""
+
+    def __init__(self, settle_s: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._give_up = self._loop.time() + settle_s
+        self._delay = 0.002
+
+    @property
+    def over(self) -> bool:
+        return self._loop.time() >= self._give_up
+
+    async def wait(self) -> None:
+        await asyncio.sleep(min(self._delay, max(0.0, self._give_up - self._loop.time())))
+        self._delay = min(self._delay * 2, 0.05)
 
 
 class ObjectQueries(QueryBase):
@@ -461,9 +476,7 @@ class ObjectQueries(QueryBase):
             if not all(type(v) is int and 0 <= v <= _MAX_BIGINT for v in (tx, event_id)):
                 raise InvalidPageToken("page_token is not a token this service issued")
             after = max(after, (int(tx), int(event_id)))  # type: ignore[arg-type]
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + settle_s
-        delay = 0.002
+        settling = _Settling(settle_s)
         page = await self._stable_events(filters, after, limit=page_size, timeout=timeout)
         # Wait only for what was committed when the call came: on a busy ledger there is always a
         # newer event held back.
@@ -472,10 +485,9 @@ class ObjectQueries(QueryBase):
             target is not None
             and page.frontier <= target
             and len(page.items) <= page_size
-            and loop.time() < give_up
+            and not settling.over
         ):
-            await asyncio.sleep(min(delay, max(0.0, give_up - loop.time())))
-            delay = min(delay * 2, 0.05)
+            await settling.wait()
             page = await self._stable_events(filters, after, limit=page_size, timeout=timeout)
         items = await self._open_events(page.items[:page_size])
         token = ""
@@ -514,9 +526,7 @@ class ObjectQueries(QueryBase):
         GetTransaction, or a write just answered) is waited for up to `settle_s`; if it is still
         held back, the resume starts at the frontier instead: events that may still commit before
         it are then delivered, at the price of sending it again."""
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + settle_s
-        delay = 0.002
+        settling = _Settling(settle_s)
         while True:
             row = await self._pool.fetchrow(
                 """
@@ -533,10 +543,9 @@ class ObjectQueries(QueryBase):
                 return (0, 0)
             if row["tx"] < row["frontier"]:
                 return (int(row["tx"]), int(row["event_id"]))
-            if loop.time() >= give_up:
+            if settling.over:
                 return (int(row["frontier"]), 0)
-            await asyncio.sleep(min(delay, max(0.0, give_up - loop.time())))
-            delay = min(delay * 2, 0.05)
+            await settling.wait()
 
     async def event_frontier(self) -> Position:
         """The position every event committed from now on sorts after."""

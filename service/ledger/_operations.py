@@ -17,14 +17,6 @@ from ._records import EVENT_SOURCES, Event, ObjectRecord, _event, _object_params
 __all__ = ["Operation", "OperationConflict", "OperationQueries"]
 
 
-class OperationConflict(Exception):
-    """The idempotency key was first used with a different request."""
-
-    def __init__(self, operation: Operation) -> None:
-        super().__init__(f"idempotency key already used for a different {operation.operation}")
-        self.operation = operation
-
-
 @dataclass(frozen=True)
 class Operation:
     merchant: str
@@ -41,6 +33,14 @@ class Operation:
     attempts: int
     created_at: datetime
     updated_at: datetime
+
+
+class OperationConflict(Exception):
+    """The idempotency key was first used with a different request."""
+
+    def __init__(self, operation: Operation) -> None:
+        super().__init__(f"idempotency key already used for a different {operation.operation}")
+        self.operation = operation
 
 
 def _operation(row: asyncpg.Record) -> Operation:

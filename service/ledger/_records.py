@@ -4,10 +4,10 @@ converters, and the base that holds the pool and the PII vault."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -38,13 +38,19 @@ Position = tuple[int, int]
 
 
 @dataclass(frozen=True)
-class ObjectRecord:
-    """What the ledger keeps of one Amazon object after one observation."""
+class _ObjectState:
+    """Which merchant's Amazon object, and the state it was in."""
 
     merchant: str
     kind: str
     object_id: str
     state: str
+
+
+@dataclass(frozen=True)
+class ObjectRecord(_ObjectState):
+    """What the ledger keeps of one Amazon object after one observation."""
+
     snapshot: Mapping[str, Any]
     """Amazon's JSON for the object (camelCase), possibly sparse."""
     reason_code: str | None = None
@@ -62,11 +68,9 @@ class ObjectRecord:
 
 
 @dataclass(frozen=True)
-class StoredObject:
-    merchant: str
-    kind: str
-    object_id: str
-    state: str
+class StoredObject(_ObjectState):
+    """An object's row: its last observation, and the ledger's bookkeeping of it."""
+
     reason_code: str | None
     is_final: bool
     snapshot: dict[str, Any]
@@ -110,48 +114,30 @@ def _decimal_text(value: Decimal | None) -> str | None:
     return None if value is None else format(value, "f")
 
 
+R = TypeVar("R")
+
+
+_COLUMNS: dict[type, tuple[str, ...]] = {}
+"""Per record class, its fields' names (fields() walked once, not on every row)."""
+
+
+def _from_row(cls: type[R], row: asyncpg.Record, **converted: Any) -> R:
+    """A record dataclass from a row holding (at least) its fields, a column of the same name
+    each; `converted`: fields whose column needs converting first (a field whose column the row
+    lacks keeps its default)."""
+    names = _COLUMNS.get(cls)
+    if names is None:
+        names = _COLUMNS[cls] = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+    values = {name: row[name] for name in names if name in row and name not in converted}
+    return cls(**values, **converted)
+
+
 def _stored(row: asyncpg.Record) -> StoredObject:
-    amount: Decimal | None = row["amount"]
-    return StoredObject(
-        merchant=row["merchant"],
-        kind=row["kind"],
-        object_id=row["object_id"],
-        state=row["state"],
-        reason_code=row["reason_code"],
-        is_final=row["is_final"],
-        snapshot=row["snapshot"],
-        checkout_session_id=row["checkout_session_id"],
-        charge_permission_id=row["charge_permission_id"],
-        charge_id=row["charge_id"],
-        amount=_decimal_text(amount),
-        currency_code=row["currency_code"],
-        merchant_reference_id=row["merchant_reference_id"],
-        created_at=row["created_at"],
-        amazon_expires_at=row["amazon_expires_at"],
-        first_seen_at=row["first_seen_at"],
-        updated_at=row["updated_at"],
-        version=row["version"],
-        poll_attempts=row["poll_attempts"],
-        buyer_data_erased_at=row["buyer_data_erased_at"],
-    )
+    return _from_row(StoredObject, row, amount=_decimal_text(row["amount"]))
 
 
 def _event(row: asyncpg.Record) -> Event:
-    return Event(
-        event_id=row["event_id"],
-        recorded_at=row["recorded_at"],
-        merchant=row["merchant"],
-        kind=row["kind"],
-        object_id=row["object_id"],
-        charge_permission_id=row["charge_permission_id"],
-        state=row["state"],
-        reason_code=row["reason_code"],
-        previous_state=row["previous_state"],
-        source=row["source"],
-        snapshot=row["snapshot"],
-        amazon_request_id=row.get("amazon_request_id"),
-        tx=int(row["tx"]),
-    )
+    return _from_row(Event, row, tx=int(row["tx"]))
 
 
 def _object_params(rec: ObjectRecord, snapshot: Mapping[str, Any]) -> tuple[object, ...]:

@@ -14,7 +14,7 @@ Write rules:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 
 from ._objects import InvalidPageToken, Page, _decode_token, _encode_token
-from ._records import Conn, QueryBase, StoredObject, _stored
+from ._records import Conn, QueryBase, StoredObject, _decimal_text, _from_row, _stored
 
 __all__ = [
     "FINDING_KIND",
@@ -51,10 +51,6 @@ LINE_OUTCOMES = ("matched", "missing_in_ledger", "amount_mismatch", "currency_mi
 _SETTLEMENT_LOCK_CLASS = 0x73746C6D  # "stlm"
 
 _PENDING = ("pending", "reconciling")
-
-
-def _text(value: Decimal | None) -> str | None:
-    return None if value is None else format(value, "f")
 
 
 @dataclass(frozen=True)
@@ -104,16 +100,16 @@ class SettlementLineRecord:
             "transactionType": self.transaction_type,
             "amazonTransactionId": self.amazon_transaction_id,
             "sellerReferenceId": self.seller_reference_id,
-            "amount": _text(self.amount),
-            "fee": _text(self.fee),
-            "net": _text(self.net),
+            "amount": _decimal_text(self.amount),
+            "fee": _decimal_text(self.fee),
+            "net": _decimal_text(self.net),
             "currencyCode": self.currency_code,
             "outcome": "".join(p.capitalize() for p in self.outcome.split("_")),
             "matchRule": self.match_rule,
             "ledgerKind": self.ledger_kind,
             "ledgerObjectId": self.ledger_object_id,
             "chargePermissionId": self.charge_permission_id,
-            "expectedAmount": _text(self.expected_amount),
+            "expectedAmount": _decimal_text(self.expected_amount),
             "expectedCurrencyCode": self.expected_currency,
         }
         if self.recorded_at is not None:
@@ -154,7 +150,7 @@ class MissRecord:
             "ledgerKind": self.ledger_kind,
             "ledgerObjectId": self.ledger_object_id,
             "chargePermissionId": self.charge_permission_id,
-            "expectedAmount": _text(self.expected_amount),
+            "expectedAmount": _decimal_text(self.expected_amount),
             "expectedCurrencyCode": self.expected_currency,
             "settleBy": self.settle_by.isoformat(),
         }
@@ -182,14 +178,20 @@ class LedgerEntry:
 
 
 @dataclass(frozen=True)
-class ReportRecord:
-    """A settlement report as Get Reports lists it."""
+class _ListedReport:
+    """Which merchant's settlement report, as Get Reports names it."""
 
     merchant: str
     report_id: str
     report_type: str
     report_document_id: str | None
     amazon_created_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ReportRecord(_ListedReport):
+    """A settlement report as Get Reports lists it."""
+
     snapshot: Mapping[str, Any]
     data_start: datetime | None = None
     """The period Amazon listed the report for (replaced by the document's header once read)."""
@@ -197,12 +199,9 @@ class ReportRecord:
 
 
 @dataclass(frozen=True)
-class StoredReport:
-    merchant: str
-    report_id: str
-    report_type: str
-    report_document_id: str | None
-    amazon_created_at: datetime | None
+class StoredReport(_ListedReport):
+    """A report's row: what its document's header said, and how reconciling it went."""
+
     settlement_id: str | None
     seller_id: str | None
     settlement_start: datetime | None
@@ -284,14 +283,6 @@ class SettlementRun:
     error: str | None
 
 
-R = TypeVar("R")
-
-
-def _from_row(cls: type[R], row: asyncpg.Record) -> R:
-    """A record dataclass from a row holding (at least) its fields."""
-    return cls(**{f.name: row[f.name] for f in fields(cls) if f.name in row})  # type: ignore[arg-type]
-
-
 def _report(row: asyncpg.Record) -> StoredReport:
     return _from_row(StoredReport, row)
 
@@ -311,6 +302,8 @@ def _disbursement(row: asyncpg.Record) -> Disbursement:
 def _entries(rows: Sequence[asyncpg.Record]) -> list[LedgerEntry]:
     return [_from_row(LedgerEntry, r) for r in rows]
 
+
+R = TypeVar("R")
 
 # Missing times sort as the latest (a report not read yet) or the earliest (a disbursement
 # without a time) instant, so every keyset position is a real timestamp.
@@ -401,49 +394,57 @@ _UNNEST_LINES = (
 
 @dataclass(frozen=True)
 class _Newest(Generic[R]):
-    """A listing newest first, keyset-paginated on (a time that may be missing, an id)."""
+    """A listing of one table newest first, keyset-paginated on (a time that may be missing, an
+    id), filtered on one column: each is a column of the table and a field of its records."""
 
-    query: str
-    """$1 the merchant, $2 its filter, $3 and $4 the time range, $5 and $6 the keyset position,
-    $7 the rows to read, $8 the time a missing one sorts as."""
+    table: str
+    filter_column: str
+    time_column: str
+    id_column: str
     convert: Callable[[asyncpg.Record], R]
-    key: Callable[[R], tuple[datetime | None, str]]
-    """An item's keyset position: its time and id."""
     keys: tuple[str, str]
-    """Their names in page tokens."""
+    """The time's and the id's names in page tokens."""
     missing: datetime
+    """The time a missing one sorts as."""
+
+    @property
+    def query(self) -> str:
+        """$1 the merchant, $2 its filter, $3 and $4 the time range, $5 and $6 the keyset
+        position, $7 the rows to read, $8 the time a missing one sorts as."""
+        at, item_id = f"coalesce({self.time_column}, $8)", self.id_column
+        return f"""
+            SELECT * FROM {self.table}
+            WHERE merchant = $1
+              AND ($2::text IS NULL OR {self.filter_column} = $2)
+              AND ($3::timestamptz IS NULL OR {self.time_column} >= $3)
+              AND ($4::timestamptz IS NULL OR {self.time_column} < $4)
+              AND ($5::timestamptz IS NULL OR ({at}, {item_id}) < ($5, $6))
+            ORDER BY {at} DESC, {item_id} DESC
+            LIMIT $7
+            """  # noqa: S608 - fixed names; values are parameters
+
+    def key(self, item: R) -> tuple[datetime | None, str]:
+        """An item's keyset position: its time and id."""
+        moment: datetime | None = getattr(item, self.time_column)
+        item_id: str = getattr(item, self.id_column)
+        return moment, item_id
 
 
 _REPORTS = _Newest(
-    query="""
-        SELECT * FROM settlement_reports
-        WHERE merchant = $1
-          AND ($2::text IS NULL OR status = $2)
-          AND ($3::timestamptz IS NULL OR settlement_end >= $3)
-          AND ($4::timestamptz IS NULL OR settlement_end < $4)
-          AND ($5::timestamptz IS NULL
-               OR (coalesce(settlement_end, $8), report_id) < ($5, $6))
-        ORDER BY coalesce(settlement_end, $8) DESC, report_id DESC
-        LIMIT $7
-        """,
+    table="settlement_reports",
+    filter_column="status",
+    time_column="settlement_end",
+    id_column="report_id",
     convert=_report,
-    key=lambda report: (report.settlement_end, report.report_id),
     keys=("t", "r"),
     missing=_LATEST,
 )
 _DISBURSEMENTS = _Newest(
-    query="""
-        SELECT * FROM disbursements
-        WHERE merchant = $1 AND ($2::text IS NULL OR settlement_id = $2)
-          AND ($3::timestamptz IS NULL OR transaction_time >= $3)
-          AND ($4::timestamptz IS NULL OR transaction_time < $4)
-          AND ($5::timestamptz IS NULL OR
-               (coalesce(transaction_time, $8), disbursement_id) < ($5, $6))
-        ORDER BY coalesce(transaction_time, $8) DESC, disbursement_id DESC
-        LIMIT $7
-        """,
+    table="disbursements",
+    filter_column="settlement_id",
+    time_column="transaction_time",
+    id_column="disbursement_id",
     convert=_disbursement,
-    key=lambda paid: (paid.transaction_time, paid.disbursement_id),
     keys=("t", "d"),
     missing=_EARLIEST,
 )
@@ -1300,18 +1301,16 @@ class SettlementQueries(QueryBase):
         return int(row["waiting"]), float(row["age"])
 
 
+_MISS_AS_LINE = {
+    "occurred_at": "posted_at",
+    "detected_in": "settlement_id",
+    "detected_at": "recorded_at",
+}
+"""The columns of a line that the unmatched listing reads a miss's fields from."""
+
+
 def _unmatched_miss(row: asyncpg.Record) -> MissRecord:
     """A miss as the unmatched listing reads it (in the columns of a line)."""
-    return MissRecord(
-        merchant=row["merchant"],
-        ledger_kind=row["ledger_kind"],
-        ledger_object_id=row["ledger_object_id"],
-        charge_permission_id=row["charge_permission_id"],
-        transaction_type=row["transaction_type"],
-        expected_amount=row["expected_amount"],
-        expected_currency=row["expected_currency"],
-        occurred_at=row["posted_at"],
-        settle_by=row["settle_by"],
-        detected_in=row["settlement_id"],
-        detected_at=row["recorded_at"],
+    return _from_row(
+        MissRecord, row, **{field: row[column] for field, column in _MISS_AS_LINE.items()}
     )

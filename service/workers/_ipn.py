@@ -70,8 +70,10 @@ class _GuardedServer(web.Server):
 
     The port faces the internet (SNS delivers to it), so nobody may hold it open: a connection
     beyond `max_connections` is closed at once, and one that has not delivered its whole request
-    (headers and body) within `read_timeout_s` of connecting is closed. Both are quiet (a metric,
-    not a traceback): slow or dropped connections are what an exposed port sees all day.
+    (headers and body) within `read_timeout_s` of connecting is closed; an idle kept-alive one
+    is closed after the same time, and a closed one does not linger. All are quiet (a metric,
+    not a traceback, and no access log): slow or dropped connections are what an exposed port
+    sees all day.
     """
 
     def __init__(
@@ -83,7 +85,13 @@ class _GuardedServer(web.Server):
         on_refused: Any,
         **kwargs: Any,
     ) -> None:
-        super().__init__(handler, **kwargs)
+        super().__init__(
+            handler,
+            access_log=None,
+            keepalive_timeout=read_timeout_s,
+            lingering_time=0,
+            **kwargs,
+        )
         self._max_connections = max_connections
         self._read_timeout_s = read_timeout_s
         self._on_refused = on_refused
@@ -148,9 +156,6 @@ class IpnReceiver:
             read_timeout_s=self.read_timeout_s,
             on_refused=self._refused,
             request_factory=self._make_request,
-            access_log=None,
-            keepalive_timeout=self.read_timeout_s,
-            lingering_time=0,
         )
         self._runner = web.ServerRunner(self._server, handle_signals=False)
         self.port = await listen(self._runner, host, port, reuse_port=reuse_port)
