@@ -18,7 +18,7 @@ from . import control, settlement, signing
 from .clock import Clock, parse_pay_date
 from .engine import ROUTES, SIMULATIONS
 from .routing import Ctx, Route
-from .state import EMULATOR_KEY, JSON_TYPE, Emulator, EmulatorConfig, Key
+from .state import EMULATOR_KEY, JSON_TYPE, Emulator, EmulatorConfig, Fault, Key
 from .state import json_response as _json
 from .validation import ApiError, Obj, normalize_region
 
@@ -122,6 +122,7 @@ def _api_handler(
     async def handle(request: web.Request) -> web.StreamResponse:
         em = request.app[EMULATOR_KEY]
         raw = await request.read()
+        fault: Fault | None = None
         try:
             key = _authenticate(em, request, raw)
             fault = em.take_fault(operation) if em.faults else None
@@ -206,8 +207,6 @@ def _api_handler(
                     "body": payload,
                     "requestId": request_id,
                 }
-            if fault is not None and fault.drop:
-                _drop_connection(request)
             return web.Response(
                 status=status,
                 body=payload.encode(),
@@ -216,6 +215,11 @@ def _api_handler(
             )
         except ApiError as exc:
             return _error(exc)
+        finally:
+            # Whatever the answer (new work, a replay, a refusal), a drop loses it: a replay that
+            # got through would let `count: null` leak a success to a retry.
+            if fault is not None and fault.drop:
+                _drop_connection(request)
 
     return handle
 

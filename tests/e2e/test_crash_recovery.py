@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from pathlib import Path
 
 import asyncpg
@@ -25,6 +27,40 @@ async def _emulator_charges(emulator: EmulatorProcess, charge_permission_id: str
     ]
 
 
+def _lost_create_charge_answers(service: ServiceProcess) -> int:
+    """Attempts the service logged as failed (each followed by a retry, or the last one)."""
+    lost = 0
+    for line in service.log_lines:
+        try:
+            msg = str(json.loads(line).get("msg", ""))
+        except ValueError:
+            continue
+        if msg.startswith(("amazonpay create_charge retry ", "amazonpay create_charge failed ")):
+            lost += 1
+    return lost
+
+
+async def _mid_charge(
+    emulator: EmulatorProcess,
+    service: ServiceProcess,
+    charge_permission_id: str,
+    seconds: float = 30.0,
+) -> list[str]:
+    """Amazon's charges once Amazon made the charge and lost two answers: the first attempt's and
+    the replay a retry got. Waiting on those events, not on a number of polls, puts the kill after
+    them however slow the machine; with a retry answered, the service would have committed."""
+    deadline = time.monotonic() + seconds
+    while True:
+        charges = await _emulator_charges(emulator, charge_permission_id)
+        if charges and _lost_create_charge_answers(service) >= 2:
+            return charges
+        assert time.monotonic() < deadline, (
+            f"not mid-charge: Amazon charges {charges}, "
+            f"lost answers {_lost_create_charge_answers(service)}"
+        )
+        await asyncio.sleep(0.02)
+
+
 @pytest.mark.slow
 async def test_killed_mid_charge_the_restart_re_drives_before_serving(
     database_url: str, clean_emulator: EmulatorProcess, keys: Keys, tmp_path: Path
@@ -42,7 +78,8 @@ async def test_killed_mid_charge_the_restart_re_drives_before_serving(
         async with grpc.aio.insecure_channel(target) as channel:
             api = stubs_for(channel, target)
             done = await checkout(api, clean_emulator, intent=cs.PAYMENT_INTENT_CONFIRM)
-            # Amazon does the work on every attempt, then the connection drops before an answer.
+            # Amazon does the work on the first attempt and replays it to every retry, but every
+            # answer is lost: the service cannot commit until it is killed.
             await clean_emulator.control(
                 "POST", "faults", {"operation": "CreateCharge", "drop": True, "count": None}
             )
@@ -58,10 +95,8 @@ async def test_killed_mid_charge_the_restart_re_drives_before_serving(
                     timeout=60,
                 )
             )
-            for _ in range(200):
-                if await _emulator_charges(clean_emulator, done.charge_permission_id):
-                    break
-                await asyncio.sleep(0.02)
+            charges = await _mid_charge(clean_emulator, first, done.charge_permission_id)
+            assert len(charges) == 1
             await first.kill()
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await call

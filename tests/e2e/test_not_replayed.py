@@ -8,6 +8,7 @@ The buyer paid; the caller must hear success, with the charge permission and the
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +263,10 @@ async def test_a_service_killed_after_amazons_complete_converges_at_restart(
             call = asyncio.ensure_future(
                 api.sessions.CompleteCheckoutSession(_complete(session_id, caller_key), timeout=60)
             )
-            for _ in range(200):
+            # A deadline, not a number of polls: a slow machine must not kill the service
+            # before Amazon completed the session (the test would prove something else).
+            deadline = time.monotonic() + 30
+            while True:
                 sessions = await clean_emulator.objects("checkoutSessions")
                 state = next(
                     s["statusDetails"]["state"]
@@ -271,6 +275,7 @@ async def test_a_service_killed_after_amazons_complete_converges_at_restart(
                 )
                 if state == "Completed":
                     break
+                assert time.monotonic() < deadline, f"Amazon never completed it: {state}"
                 await asyncio.sleep(0.02)
             await first.kill()
             with pytest.raises(grpc.aio.AioRpcError) as caught:

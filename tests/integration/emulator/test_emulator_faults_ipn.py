@@ -76,6 +76,47 @@ async def test_drop_after_commit_aborts_connection_but_keeps_the_state_change(
     assert (retry.status, retry.body["statusDetails"]["state"]) == (200, "Captured")
 
 
+async def test_standing_drop_fault_drops_the_replayed_answer_too(client: SignedClient) -> None:
+    """With `count: null` every call is dropped, a retry that Amazon answers from its idempotency
+    record included: a network fault does not care where the answer came from."""
+    done = await purchase(client)
+    await client.control(
+        "POST", "/faults", {"operation": "CaptureCharge", "drop": True, "count": None}
+    )
+    path = f"/charges/{done['chargeId']}/capture"
+    for _ in range(3):
+        with pytest.raises(aiohttp.ClientError):
+            await client.call(
+                "POST", path, {"captureAmount": usd("100.00")}, idempotency_key="drop3"
+            )
+    [fault] = (await client.control("GET", "/faults")).body["faults"]
+    assert fault["remaining"] is None
+    await client.control("DELETE", "/faults")
+    retry = await client.call(
+        "POST", path, {"captureAmount": usd("100.00")}, idempotency_key="drop3"
+    )
+    assert (retry.status, retry.body["statusDetails"]["state"]) == (200, "Captured")
+
+
+async def test_counted_drop_fault_counts_replays_it_drops(client: SignedClient) -> None:
+    """`count: 2` drops the call and its first retry; the second retry gets the stored answer."""
+    done = await purchase(client)
+    await client.control(
+        "POST", "/faults", {"operation": "CaptureCharge", "drop": True, "count": 2}
+    )
+    path = f"/charges/{done['chargeId']}/capture"
+    for _ in range(2):
+        with pytest.raises(aiohttp.ClientError):
+            await client.call(
+                "POST", path, {"captureAmount": usd("100.00")}, idempotency_key="drop4"
+            )
+    assert (await client.control("GET", "/faults")).body["faults"] == []
+    retry = await client.call(
+        "POST", path, {"captureAmount": usd("100.00")}, idempotency_key="drop4"
+    )
+    assert (retry.status, retry.body["statusDetails"]["state"]) == (200, "Captured")
+
+
 async def test_dropped_complete_is_not_replayed_a_retry_is_refused(client: SignedClient) -> None:
     """Complete takes no idempotency key at Amazon: after a drop, the retry with the same key is
     a second Complete on a Completed session."""
