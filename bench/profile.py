@@ -345,7 +345,21 @@ def _short(revision: str) -> str:
     ).stdout.strip()
 
 
-async def compare(seconds: float, concurrency: int, specs: list[str], rounds: int) -> list[str]:
+def _get_charge(bench: Bench) -> Callable[[int], Awaitable[None]]:
+    """GetCharge of the charges captured so far, in turn (served from the ledger)."""
+
+    async def get(i: int) -> None:
+        ids = bench.pool.captured
+        await bench.api.charges.GetCharge(
+            charge_pb2.GetChargeRequest(charge_id=ids[i % len(ids)]), timeout=30
+        )
+
+    return get
+
+
+async def compare(
+    seconds: float, concurrency: int, specs: list[str], rounds: int, *, rpc: str = "CreateCharge"
+) -> list[str]:
     """CreateCharge through the service of each variant, all running side by side on ONE stack
     (same emulator, Postgres and load generator) and driven in turn, round after round (the order
     rotates): on a shared machine whose speed drifts, every variant is measured in the same
@@ -365,6 +379,11 @@ async def compare(seconds: float, concurrency: int, specs: list[str], rounds: in
         async with running_stack(Path(tmp)) as stack, contextlib.AsyncExitStack() as running:
             for n, variant in enumerate(variants):
                 env = {**stack.service.env, **variant.env}
+                if variant.source != REPO and rpc != "CreateCharge":
+                    raise SystemExit(
+                        f"--rpc {rpc} reads charges from this checkout's database: compare "
+                        "variants of `.` only"
+                    )
                 if variant.source != REPO:
                     # An earlier revision refuses a database migrated by a newer one.
                     database = await create_database(stack.server_url, f"bench_cmp{n}")
@@ -405,9 +424,11 @@ async def compare(seconds: float, concurrency: int, specs: list[str], rounds: in
                     pids = variant.service.pids
                     before = sum(cpu_seconds(pid) for pid in pids())
                     run = await closed_loop(
-                        variant.bench._create_charge,
+                        variant.bench._create_charge
+                        if rpc == "CreateCharge"
+                        else _get_charge(variant.bench),
                         concurrency=concurrency,
-                        max_calls=per_round,
+                        max_calls=per_round if rpc == "CreateCharge" else 1_000_000,
                         max_seconds=seconds,
                     )
                     cpu = sum(cpu_seconds(pid) for pid in pids()) - before
@@ -446,7 +467,7 @@ async def compare(seconds: float, concurrency: int, specs: list[str], rounds: in
             f"{ratios[-1 - quartile] - 1:+.0%}) | {cpu_ms / sig:.2f} | {errors} |"
         )
     return [
-        f"### Before/after: CreateCharge, closed loop, {concurrency} callers, {rounds} alternating "
+        f"### Before/after: {rpc}, closed loop, {concurrency} callers, {rounds} alternating "
         f"rounds of {seconds:g} s",
         "",
         "Every variant's service ran side by side on one stack and was driven in turn (`python -m "
@@ -480,6 +501,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--compare-seconds", type=float, default=4.0)
     p.add_argument("--compare-rounds", type=int, default=6)
+    p.add_argument(
+        "--rpc",
+        choices=("CreateCharge", "GetCharge"),
+        default="CreateCharge",
+        help="the call --compare drives (GetCharge: of captured charges, from the ledger)",
+    )
     a = p.parse_args(argv)
     a.output.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
@@ -487,7 +514,9 @@ def main(argv: list[str] | None = None) -> int:
         lines += asyncio.run(run_profile(a.seconds, a.concurrency, a.output))
     specs = [v for v in a.compare.split(",") if v]
     if specs:
-        lines += asyncio.run(compare(a.compare_seconds, a.concurrency, specs, a.compare_rounds))
+        lines += asyncio.run(
+            compare(a.compare_seconds, a.concurrency, specs, a.compare_rounds, rpc=a.rpc)
+        )
     target = a.output / "profile.md"
     findings = ""
     if target.exists() and MARKER in target.read_text():
