@@ -228,50 +228,50 @@ async def run_profile(seconds: float, concurrency: int, output: Path) -> list[st
             log("preparing charge permissions")
             await bench.prepare_slots(int(seconds * 150) + 200)
             await closed_loop(bench._create_charge, concurrency=8, max_calls=50, max_seconds=5)
-            log(f"profiling CreateCharge for {seconds:.0f}s")
-            calls = bench.pool.free
-            _, figures = await bench.measure(
-                lambda: profiled(
-                    stack.service.pid,
-                    seconds,
-                    work / "create_charge.txt",
-                    lambda: closed_loop(
-                        bench._create_charge,
-                        concurrency=concurrency,
-                        max_calls=calls,
-                        max_seconds=seconds - 1.5,
-                    ),
+
+            async def scenario(
+                title: str,
+                name: str,
+                call: Callable[[int], Awaitable[None]],
+                *,
+                callers: int,
+                duration: float,
+                max_calls: int,
+            ) -> list[str]:
+                """``call`` in a closed loop while py-spy samples the service; its section."""
+                log(f"profiling {title} for {duration:.0f}s")
+                _, figures = await bench.measure(
+                    lambda: profiled(
+                        stack.service.pid,
+                        duration,
+                        work / f"{name}.txt",
+                        lambda: closed_loop(
+                            call,
+                            concurrency=callers,
+                            max_calls=max_calls,
+                            max_seconds=duration - 1.5,
+                        ),
+                    )
                 )
+                raw = (work / f"{name}.txt").read_text()
+                (output / f"profile-{name.replace('_', '-')}.txt").write_text(raw)
+                return _section(title, figures, summarize(raw))
+
+            lines += await scenario(
+                "CreateCharge (capture_now)",
+                "create_charge",
+                bench._create_charge,
+                callers=concurrency,
+                duration=seconds,
+                max_calls=bench.pool.free,
             )
-            raw = (work / "create_charge.txt").read_text()
-            (output / "profile-create-charge.txt").write_text(raw)
-            lines += _section("CreateCharge (capture_now)", figures, summarize(raw))
-
-            ids = list(bench.pool.captured)
-
-            async def get_charge(i: int) -> None:
-                await bench.api.charges.GetCharge(
-                    charge_pb2.GetChargeRequest(charge_id=ids[i % len(ids)]), timeout=30
-                )
-
-            log(f"profiling GetCharge (ledger) for {seconds / 2:.0f}s")
-            _, figures = await bench.measure(
-                lambda: profiled(
-                    stack.service.pid,
-                    seconds / 2,
-                    work / "get_charge.txt",
-                    lambda: closed_loop(
-                        get_charge,
-                        concurrency=8,
-                        max_calls=1_000_000,
-                        max_seconds=seconds / 2 - 1.5,
-                    ),
-                )
-            )
-            raw = (work / "get_charge.txt").read_text()
-            (output / "profile-get-charge.txt").write_text(raw)
-            lines += _section(
-                "GetCharge (served from the ledger, 8 callers)", figures, summarize(raw)
+            lines += await scenario(
+                "GetCharge (served from the ledger, 8 callers)",
+                "get_charge",
+                _get_charge(bench),
+                callers=8,
+                duration=seconds / 2,
+                max_calls=1_000_000,
             )
 
             await bench.seed_objects()
@@ -281,23 +281,14 @@ async def run_profile(seconds: float, concurrency: int, output: Path) -> list[st
                     ledger_pb2.ListTransactionsRequest(page_size=50), timeout=30
                 )
 
-            log(f"profiling ListTransactions for {seconds / 2:.0f}s")
-            _, figures = await bench.measure(
-                lambda: profiled(
-                    stack.service.pid,
-                    seconds / 2,
-                    work / "list.txt",
-                    lambda: closed_loop(
-                        first_page,
-                        concurrency=4,
-                        max_calls=100_000,
-                        max_seconds=seconds / 2 - 1.5,
-                    ),
-                )
+            lines += await scenario(
+                "ListTransactions (first page of 50)",
+                "list_transactions",
+                first_page,
+                callers=4,
+                duration=seconds / 2,
+                max_calls=100_000,
             )
-            raw = (work / "list.txt").read_text()
-            (output / "profile-list-transactions.txt").write_text(raw)
-            lines += _section("ListTransactions (first page of 50)", figures, summarize(raw))
     return lines
 
 
