@@ -186,6 +186,21 @@ def _enum_number(enum: EnumDescriptor, value: str) -> int:
     return enum_from_amazon(enum, value)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@lru_cache(maxsize=8192)
+def _timestamp_parts(value: str) -> tuple[int, int] | None:
+    """Amazon's timestamp text as a Timestamp's (seconds, nanos); None when unreadable. Cached:
+    an object read again carries the same few timestamps (creation, state change, expiry), and
+    `Timestamp.FromDatetime` is pure Python."""
+    moment = parse_timestamp(value)
+    if moment is None:
+        return None
+    since = moment - _EPOCH
+    return since.days * 86_400 + since.seconds, since.microseconds * 1000
+
+
 def json_to_message(data: Mapping[str, Any], message: M) -> M:
     """Fill `message` from Amazon JSON; unknown JSON keys are ignored (the snapshot keeps them)."""
     for step in _plan(cast(Descriptor, message.DESCRIPTOR)):
@@ -211,9 +226,11 @@ def json_to_message(data: Mapping[str, Any], message: M) -> M:
             if isinstance(value, Mapping):
                 json_to_message(value, getattr(message, step.name))
         elif kind == _TIMESTAMP:
-            moment = parse_timestamp(value)
-            if moment is not None:
-                getattr(message, step.name).FromDatetime(moment)
+            # Longer text is no timestamp, and stays out of the cache.
+            parts = _timestamp_parts(value) if isinstance(value, str) and len(value) <= 64 else None
+            if parts is not None:
+                stamp = getattr(message, step.name)
+                stamp.seconds, stamp.nanos = parts
         elif kind == _MESSAGES:
             target = getattr(message, step.name)
             for item in value if isinstance(value, list) else [value]:

@@ -23,6 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -41,6 +42,7 @@ from service.amazonpay import (
     Endpoint,
 )
 from service.ledger import Event, ObjectRecord, Operation, Repository, StoredObject
+from service.telemetry import tracing_enabled
 
 from ._guard import CircuitOpen, Overloaded
 from ._merchants import Merchant, MerchantRegistry
@@ -331,9 +333,8 @@ class Payments:
         request_hash: bytes,
         deadline: float | None,
     ) -> Outcome:
-        with _tracer.start_as_current_span(
-            f"payments.{call.operation}",
-            attributes=_span_attributes(merchant_alias, call.operation, call.path_id),
+        with _span(
+            f"payments.{call.operation}", merchant_alias, call.operation, call.path_id
         ) as span:
             merchant = self.merchants.get(merchant_alias)
             span.set_attribute("amazonpay.merchant", merchant.alias)
@@ -653,13 +654,12 @@ class Payments:
     ) -> ReadResult:
         """`auto`: final objects from the ledger, others from Amazon; the ledger answers when
         Amazon has deleted the object (404 after 30 days) or cannot be reached."""
-        with _tracer.start_as_current_span(
+        with _span(
             f"payments.read.{kind}",
-            attributes={
-                **_span_attributes(merchant_alias, f"Get/{kind}", object_id),
-                "amazonpay.object_kind": kind,
-                "amazonpay.read_source": source,
-            },
+            merchant_alias,
+            f"Get/{kind}",
+            object_id,
+            extra={"amazonpay.object_kind": kind, "amazonpay.read_source": source},
         ) as span:
             merchant = self.merchants.get(merchant_alias)
             stored = None
@@ -794,9 +794,8 @@ class Payments:
                 )
                 continue
             try:
-                with _tracer.start_as_current_span(
-                    f"payments.redrive.{op.operation}",
-                    attributes=_span_attributes(op.merchant, op.operation, op.object_id),
+                with _span(
+                    f"payments.redrive.{op.operation}", op.merchant, op.operation, op.object_id
                 ):
                     async with merchant.admission:
                         await self._drive(
@@ -834,12 +833,23 @@ def _from_ledger(stored: StoredObject, span: trace.Span) -> ReadResult:
     return ReadResult(body=stored.snapshot, origin="ledger", as_of=stored.updated_at)
 
 
-def _span_attributes(merchant: str, operation: str, object_id: str | None) -> dict[str, str]:
-    """Ids and names only: a span never carries buyer data or request bodies."""
+def _span(
+    name: str,
+    merchant: str,
+    operation: str,
+    object_id: str | None,
+    *,
+    extra: Mapping[str, str] | None = None,
+) -> AbstractContextManager[trace.Span]:
+    """A span of the payment path, carrying ids and names only (never buyer data or request
+    bodies). Without a tracer that records spans (no exporter configured) a no-op span: no
+    context attached and no attributes built on every call."""
+    if not tracing_enabled():
+        return nullcontext(trace.INVALID_SPAN)
     attributes = {"amazonpay.merchant": merchant or "default", "amazonpay.operation": operation}
     if object_id:
         attributes["amazonpay.object_id"] = object_id
-    return attributes
+    return _tracer.start_as_current_span(name, attributes={**attributes, **(extra or {})})
 
 
 def _holds(requested: Any, current: Any) -> bool:

@@ -162,3 +162,31 @@ def test_compact_timestamp_with_milliseconds_is_read() -> None:
     assert charge.creation_timestamp.ToDatetime(tzinfo=UTC) == datetime(
         2019, 10, 15, 20, 43, 13, 250000, tzinfo=UTC
     )
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 1),
+        max_value=datetime(9999, 12, 31, 23, 59, 59, 999999),
+        timezones=st.just(UTC),
+    )
+)
+def test_a_timestamp_converts_as_timestamp_from_datetime_does(moment: datetime) -> None:
+    """The cached conversion (seconds and nanos set directly) agrees with protobuf's own
+    `FromDatetime` over the whole range, before 1970 included, in the compact and ISO forms."""
+    for text, meant in (
+        (f"{moment.year:04d}{moment:%m%dT%H%M%S}Z", moment.replace(microsecond=0)),
+        (moment.isoformat().replace("+00:00", "Z"), moment),
+    ):
+        expected = charge_pb2.Charge()
+        expected.creation_timestamp.FromDatetime(meant)
+        charge = json_to_message({"creationTimestamp": text}, charge_pb2.Charge())
+        assert charge.creation_timestamp == expected.creation_timestamp, text
+
+
+@pytest.mark.parametrize(
+    "text", ["not a time", "2019-13-40T99:99:99Z", "2" * 65, "20191015T2043Zx"]
+)
+def test_text_that_is_no_timestamp_leaves_the_field_unset(text: str) -> None:
+    charge = json_to_message({"creationTimestamp": text}, charge_pb2.Charge())
+    assert not charge.HasField("creation_timestamp")
