@@ -16,8 +16,8 @@ floor from them (`bench.run.RPC_FLOORS`).
 The parts are measured one by one, each in a process doing nothing else. ``composed-server`` runs
 the same parts in the order one CreateCharge needs them, inside one ChargeService.CreateCharge
 handler and still with none of the service's code: what these libraries cost when composed in one
-event loop (more tasks, threads and wake-ups per call than any part alone), which is as close to
-the floor as any implementation on them can come.
+event loop (more tasks, threads and wake-ups per call than any part alone): about the least any
+implementation on them can cost, since it does nothing a CreateCharge could skip.
 """
 
 from __future__ import annotations

@@ -94,7 +94,8 @@ def _node_sdk(r: dict[str, Any]) -> list[str]:
             " The composed floor (`bench._floor composed-server`: the floor's parts in one "
             "CreateCharge handler, none of the service's code, same load generator and Postgres) "
             f"took its turn in the same rounds: **{n['composed_floor_throughput_ratio']}** of the "
-            "SDK's throughput, the most any service built on these libraries could reach here."
+            "SDK's throughput: about the most a service built on these libraries could reach here, "
+            "since it does only the work no CreateCharge can skip."
             if "composed_floor" in n
             else ""
         ),
