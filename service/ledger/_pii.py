@@ -37,7 +37,13 @@ class PiiKeyError(ValueError):
 
 
 def is_reference(value: Any) -> bool:
-    return isinstance(value, Mapping) and set(value) == {_REF}
+    """A sealed value's stand-in, `{"$pii": "<uuid>"}` (snapshots are decoded JSON: dicts)."""
+    return isinstance(value, dict) and len(value) == 1 and _REF in value
+
+
+def holds_references(snapshot: Mapping[str, Any]) -> bool:
+    """Whether `snapshot` has sealed values to open (most objects hold no buyer data)."""
+    return any(is_reference(value) for value in snapshot.values())
 
 
 def holds_pii(snapshot: Mapping[str, Any]) -> bool:

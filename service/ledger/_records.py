@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from ._pii import PiiVault
+from ._pii import PiiVault, holds_references
 
 __all__ = [
     "EVENT_KINDS",
@@ -170,9 +170,13 @@ class QueryBase:
         self._vault = vault
 
     async def _open_objects(self, items: list[StoredObject]) -> list[StoredObject]:
+        if not any(holds_references(o.snapshot) for o in items):
+            return items
         snapshots = await self._vault.open_many(self._pool, [o.snapshot for o in items])
         return [replace(o, snapshot=s) for o, s in zip(items, snapshots, strict=True)]
 
     async def _open_events(self, items: list[Event]) -> list[Event]:
+        if not any(holds_references(e.snapshot) for e in items):
+            return items
         snapshots = await self._vault.open_many(self._pool, [e.snapshot for e in items])
         return [replace(e, snapshot=s) for e, s in zip(items, snapshots, strict=True)]

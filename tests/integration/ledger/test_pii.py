@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from service.ledger import Ledger, ObjectRecord, PiiKeyError, PiiKeyring
+from service.ledger import EventFilter, Ledger, ObjectFilter, ObjectRecord, PiiKeyError, PiiKeyring
+from service.ledger._pii import holds_references, is_reference
 
 BUYER = {"buyerId": "amzn1.account.TEST", "name": "Ada Lovelace", "email": "ada@example.com"}
 
@@ -193,3 +194,47 @@ def test_a_raw_key_starting_or_ending_with_whitespace_is_kept_whole(tmp_path: ob
         text = base / f"{name}.b64"
         text.write_bytes(b"  " + base64.b64encode(key) + b"\n")
         assert PiiKeyring.from_files({"k": text}, "k").keys["k"] == key
+
+
+async def test_a_listing_mixing_objects_with_and_without_buyer_data_opens_each_right(
+    ledger: Ledger,
+) -> None:
+    """Objects without sealed values skip the vault; beside them, sealed ones are still opened
+    and the plain ones come back as stored."""
+    charge = ObjectRecord(
+        merchant="default",
+        kind="charge",
+        object_id="S01-1111111-2222222-C000001",
+        state="Captured",
+        charge_permission_id="S01-1111111-2222222",
+        snapshot={"chargeId": "S01-1111111-2222222-C000001", "softDescriptor": "SHOP"},
+    )
+    await ledger.repository.record([permission(), charge], "api")
+    page = await ledger.repository.list_objects(ObjectFilter(merchant="default"), page_size=10)
+    by_kind = {o.kind: o.snapshot for o in page.items}
+    assert by_kind["charge_permission"]["buyer"] == BUYER
+    assert by_kind["charge"] == {
+        "chargeId": "S01-1111111-2222222-C000001",
+        "softDescriptor": "SHOP",
+    }
+    events = await ledger.repository.list_events(EventFilter(merchant="default"), page_size=10)
+    assert {e.kind: e.snapshot.get("buyer") for e in events.items} == {
+        "charge_permission": BUYER,
+        "charge": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "sealed"),
+    [
+        ({"$pii": "2f0c1e0e-0000-4000-8000-000000000000"}, True),
+        ({"$pii": "x", "name": "Ada"}, False),
+        ({"name": "Ada"}, False),
+        ("$pii", False),
+        (None, False),
+        ([{"$pii": "x"}], False),
+    ],
+)
+def test_only_a_lone_pii_key_marks_a_sealed_value(value: object, sealed: bool) -> None:
+    assert is_reference(value) is sealed
+    assert holds_references({"buyer": value}) is sealed
