@@ -195,8 +195,11 @@ def _timestamp_parts(value: str) -> tuple[int, int] | None:
     an object read again carries the same few timestamps (creation, state change, expiry), and
     `Timestamp.FromDatetime` is pure Python."""
     moment = parse_timestamp(value)
-    if moment is None:
-        return None
+    return None if moment is None else _since_epoch(moment)
+
+
+def _since_epoch(moment: datetime) -> tuple[int, int]:
+    """An aware datetime as a Timestamp's (seconds, nanos), what `FromDatetime` computes."""
     since = moment - _EPOCH
     return since.days * 86_400 + since.seconds, since.microseconds * 1000
 
@@ -317,6 +320,5 @@ def message_to_json(
 
 def timestamp_of(value: datetime) -> Timestamp:
     """An aware datetime as a Timestamp."""
-    stamp = Timestamp()
-    stamp.FromDatetime(value.astimezone(UTC))
-    return stamp
+    seconds, nanos = _since_epoch(value.astimezone(UTC))
+    return Timestamp(seconds=seconds, nanos=nanos)
