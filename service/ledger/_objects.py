@@ -391,7 +391,7 @@ class ObjectQueries(QueryBase):
             object_id,
             timeout=timeout,
         )
-        return None if row is None else (await self._open_objects([_stored(row)]))[0]
+        return None if row is None else (await self._opened([_stored(row)]))[0]
 
     async def list_objects(
         self,
@@ -435,7 +435,7 @@ class ObjectQueries(QueryBase):
             page_size + 1,
             timeout=timeout,
         )
-        items = await self._open_objects([_stored(r) for r in rows[:page_size]])
+        items = await self._opened([_stored(r) for r in rows[:page_size]])
         token = ""
         if len(rows) > page_size:
             last = items[-1]
@@ -489,7 +489,7 @@ class ObjectQueries(QueryBase):
         ):
             await settling.wait()
             page = await self._stable_events(filters, after, limit=page_size, timeout=timeout)
-        items = await self._open_events(page.items[:page_size])
+        items = await self._opened(page.items[:page_size])
         token = ""
         if len(page.items) > page_size:
             tx, event_id = items[-1].position
@@ -501,7 +501,7 @@ class ObjectQueries(QueryBase):
     ) -> StableEvents:
         """Every merchant's stable events after `after` (the event hub's one shared read)."""
         page = await self._stable_events([None] * 7, after, limit=limit, timeout=timeout)
-        return replace(page, items=await self._open_events(page.items))
+        return replace(page, items=await self._opened(page.items))
 
     async def _stable_events(
         self, filters: Sequence[object], after: Position, *, limit: int, timeout: float | None
@@ -565,4 +565,4 @@ class ObjectQueries(QueryBase):
             object_id,
             timeout=timeout,
         )
-        return await self._open_events([_event(r) for r in rows])
+        return await self._opened([_event(r) for r in rows])

@@ -115,6 +115,7 @@ def _decimal_text(value: Decimal | None) -> str | None:
 
 
 R = TypeVar("R")
+Snapshotted = TypeVar("Snapshotted", "StoredObject", "Event")
 
 
 _COLUMNS: dict[type, tuple[str, ...]] = {}
@@ -169,14 +170,9 @@ class QueryBase:
         self._pool = pool
         self._vault = vault
 
-    async def _open_objects(self, items: list[StoredObject]) -> list[StoredObject]:
-        if not any(holds_references(o.snapshot) for o in items):
+    async def _opened(self, items: list[Snapshotted]) -> list[Snapshotted]:
+        """Objects or events with their sealed values opened (those holding none as they are)."""
+        if not any(holds_references(item.snapshot) for item in items):
             return items
-        snapshots = await self._vault.open_many(self._pool, [o.snapshot for o in items])
-        return [replace(o, snapshot=s) for o, s in zip(items, snapshots, strict=True)]
-
-    async def _open_events(self, items: list[Event]) -> list[Event]:
-        if not any(holds_references(e.snapshot) for e in items):
-            return items
-        snapshots = await self._vault.open_many(self._pool, [e.snapshot for e in items])
-        return [replace(e, snapshot=s) for e, s in zip(items, snapshots, strict=True)]
+        snapshots = await self._vault.open_many(self._pool, [item.snapshot for item in items])
+        return [replace(item, snapshot=s) for item, s in zip(items, snapshots, strict=True)]

@@ -733,7 +733,7 @@ class SettlementQueries(QueryBase):
             *_keyset(after, 2),
             page_size + 1,
         )
-        items = await self._open_objects([_stored(r) for r in rows[:page_size]])
+        items = await self._opened([_stored(r) for r in rows[:page_size]])
         token = ""
         if len(rows) > page_size:
             last = items[-1]
