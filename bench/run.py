@@ -327,6 +327,31 @@ class Pool:
         return cp
 
 
+@contextlib.asynccontextmanager
+async def _floor_server(command: str, *args: str) -> AsyncIterator[tuple[str, int]]:
+    """A ``python -m bench._floor`` server on a free port, once it says ready: its target and
+    pid; killed afterwards."""
+    port = free_port()
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench._floor",
+        command,
+        "--port",
+        str(port),
+        *args,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert server.stdout is not None
+        await asyncio.wait_for(server.stdout.readline(), 30)
+        yield f"127.0.0.1:{port}", server.pid
+    finally:
+        server.kill()
+        await server.wait()
+
+
 class Bench:
     def __init__(self, options: Options, stack: Stack, api: Stubs) -> None:
         self.o = options
@@ -830,27 +855,11 @@ class Bench:
         """The libraries alone, in this run and on these cores (see ``bench/_floor.py``)."""
         log("floor: grpc.aio, a thread hop, aiohttp and asyncpg without the service's code")
         calls = self.o.floor_calls
-        port = free_port()
-        server = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bench._floor",
-            "grpc-server",
-            "--port",
-            str(port),
-            cwd=REPO,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        try:
-            assert server.stdout is not None
-            await asyncio.wait_for(server.stdout.readline(), 30)
-            await drive_grpc(f"127.0.0.1:{port}", 200)
-            before = cpu_seconds(server.pid)
-            await drive_grpc(f"127.0.0.1:{port}", calls)
-            grpc_ms = (cpu_seconds(server.pid) - before) / calls * 1000
-        finally:
-            server.kill()
-            await server.wait()
+        async with _floor_server("grpc-server") as (target, pid):
+            await drive_grpc(target, 200)
+            before = cpu_seconds(pid)
+            await drive_grpc(target, calls)
+            grpc_ms = (cpu_seconds(pid) - before) / calls * 1000
         path = f"{EMULATOR_PREFIX}/charges/{self.pool.captured[0]}"
         headers = sign_headers(self.s.private_key, KEY_ID, "GET", path)
         client = await asyncio.create_subprocess_exec(
@@ -892,14 +901,8 @@ class Bench:
         composed-server``), reading a captured charge as the floor's request does: its target
         and pid."""
         path = f"{EMULATOR_PREFIX}/charges/{self.pool.captured[0]}"
-        port = free_port()
-        server = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bench._floor",
+        async with _floor_server(
             "composed-server",
-            "--port",
-            str(port),
             "--url",
             self.s.emulator.api_url + path,
             "--ca-file",
@@ -910,18 +913,9 @@ class Bench:
             self.s.database_url,
             "--key-file",
             str(self.s.private_key_file),
-            cwd=REPO,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        try:
-            assert server.stdout is not None
-            await asyncio.wait_for(server.stdout.readline(), 30)
-            target = f"127.0.0.1:{port}"
+        ) as (target, pid):
             await drive_composed(target, 200)
-            yield target, server.pid
-        finally:
-            server.kill()
-            await server.wait()
+            yield target, pid
 
     async def _composed_floor_cpu(self, calls: int) -> dict[str, Any]:
         """CPU per call of the composed floor at the floor's concurrency."""
