@@ -52,3 +52,16 @@ async def fresh_database(server_url: str) -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+async def table_privileges(conn: asyncpg.Connection, role: str) -> dict[str, set[str]]:
+    """The privileges `role` holds on each table (information_schema.role_table_grants)."""
+    granted = await conn.fetch(
+        "SELECT table_name, privilege_type FROM information_schema.role_table_grants "
+        "WHERE grantee = $1",
+        role,
+    )
+    by_table: dict[str, set[str]] = {}
+    for row in granted:
+        by_table.setdefault(row["table_name"], set()).add(row["privilege_type"])
+    return by_table

@@ -16,7 +16,7 @@ from service.ledger import (
     load_migrations,
     require_migrated,
 )
-from tests._postgres import REPO
+from tests._postgres import REPO, table_privileges
 
 
 async def _applied_versions(url: str) -> list[int]:
@@ -171,14 +171,7 @@ async def test_the_grant_step_covers_tables_a_later_migration_adds(
         later = Migration(9999, "later_table", "CREATE TABLE later_things (id int PRIMARY KEY);")
         await apply_migrations(conn, [*load_migrations(), later])
         await grant_service_role(conn, role)
-        granted = await conn.fetch(
-            "SELECT table_name, privilege_type FROM information_schema.role_table_grants "
-            "WHERE grantee = $1",
-            role,
-        )
-        by_table: dict[str, set[str]] = {}
-        for row in granted:
-            by_table.setdefault(row["table_name"], set()).add(row["privilege_type"])
+        by_table = await table_privileges(conn, role)
         assert by_table["later_things"] == {"SELECT", "INSERT", "UPDATE", "DELETE"}
         assert by_table["events"] == {"SELECT", "INSERT"}
         assert by_table["schema_migrations"] == {"SELECT"}

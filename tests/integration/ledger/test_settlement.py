@@ -9,6 +9,7 @@ import pytest
 
 from service.ledger import apply_migrations, grant_service_role
 from service.ledger._migrate import KEPT_TABLES
+from tests._postgres import table_privileges
 
 
 async def test_the_service_role_cannot_delete_settlement_data(
@@ -21,14 +22,7 @@ async def test_the_service_role_cannot_delete_settlement_data(
     try:
         await apply_migrations(conn)
         await grant_service_role(conn, role)
-        granted = await conn.fetch(
-            "SELECT table_name, privilege_type FROM information_schema.role_table_grants "
-            "WHERE grantee = $1",
-            role,
-        )
-        by_table: dict[str, set[str]] = {}
-        for row in granted:
-            by_table.setdefault(row["table_name"], set()).add(row["privilege_type"])
+        by_table = await table_privileges(conn, role)
         assert {
             "settlement_reports",
             "settlement_lines",
